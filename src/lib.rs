@@ -1,0 +1,32 @@
+//! harfanglab-intel: feeds HarfangLab EDR threat-intel lists from an OpenCTI live stream.
+//!
+//! Data flow (one process, no async runtime):
+//!
+//! ```text
+//! OpenCTI /stream/<id> ──SSE──▶ opencti::stream (reader thread)
+//!        │                              │ StreamEvent, bounded crossbeam channels (sharded by indicator)
+//!        │                              ▼
+//! OpenCTI /graphql ◀──read──── pipeline workers ── translate (pure: stix / rules) ──▶ sync (diff, refcount)
+//!                                       │                                                 │
+//!                                       │ completions                                     ▼
+//!                                       ▼                                   harfanglab::client ──REST──▶ HarfangLab
+//!                               checkpoint owner (state) ──ping──▶ OpenCTI connector state
+//! ```
+//!
+//! Pure cores (`stix`, `rules`, `translate`, the SSE framer, diffing in `sync`) touch no network;
+//! only `opencti::{stream,api}` and `harfanglab::client` hold a ureq `Agent`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod harfanglab;
+pub mod metrics;
+pub mod notify;
+pub mod opencti;
+pub mod pipeline;
+pub mod rules;
+pub mod secret;
+pub mod sim;
+pub mod state;
+pub mod stix;
+pub mod sync;
+pub mod translate;
