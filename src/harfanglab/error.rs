@@ -1,0 +1,88 @@
+//! `HarfangLabError`: every way a HarfangLab call can fail, classified by what happens next.
+//!
+//! Owner: harfanglab helper (may add variants and context; keep the existing ones and `is_retryable`).
+
+use std::fmt;
+
+/// A failed HarfangLab call. `op` names the operation (`create IOCRule`, `find SigmaRule`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HarfangLabError {
+    /// Connection refused / reset / DNS: retried with backoff.
+    Unreachable { op: String, detail: String },
+    /// Connect or read timeout: retried with backoff.
+    Timeout { op: String },
+    /// TLS handshake or certificate failure: fatal at startup, permanent otherwise.
+    Tls { op: String, detail: String },
+    /// 401: the token (`HARFANGLAB_INTEL_TOKEN`) is wrong. Fatal.
+    Unauthorized { op: String, detail: String },
+    /// 403: the token's user lacks the threat-intel roles. Fatal.
+    Forbidden { op: String, detail: String },
+    /// 400 whose body says the object already exists (IOC uniqueness or Sigma id clash).
+    AlreadyExists { op: String, body: String },
+    /// A Sigma/Yara import answered `{"status": [...]}` with a failed (or no) entry.
+    RuleRejected { op: String, code: Option<u16>, message: String },
+    /// 429 or 5xx that stayed after every retry, or any other unexpected status.
+    Status { op: String, status: u16, body: String },
+    /// The answer was not the JSON we expect.
+    Decode { op: String, detail: String },
+    /// The process is shutting down; a retry wait was interrupted.
+    ShuttingDown { op: String },
+}
+
+impl HarfangLabError {
+    /// Worth trying again later (network, timeout, 429, 5xx)?
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HarfangLabError::Unreachable { .. } | HarfangLabError::Timeout { .. } => true,
+            HarfangLabError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Should the whole process stop (credentials or permissions are wrong)?
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            HarfangLabError::Unauthorized { .. } | HarfangLabError::Forbidden { .. }
+        )
+    }
+}
+
+impl fmt::Display for HarfangLabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HarfangLabError::Unreachable { op, detail } => {
+                write!(f, "{op}: HarfangLab unreachable: {detail}")
+            }
+            HarfangLabError::Timeout { op } => write!(f, "{op}: HarfangLab did not answer in time"),
+            HarfangLabError::Tls { op, detail } => write!(
+                f,
+                "{op}: TLS failure talking to HarfangLab ({detail}); for a private CA set HARFANGLAB_INTEL_CA_FILE"
+            ),
+            HarfangLabError::Unauthorized { op, detail } => write!(
+                f,
+                "{op}: HarfangLab rejected the token (401: {detail}); check HARFANGLAB_INTEL_TOKEN"
+            ),
+            HarfangLabError::Forbidden { op, detail } => write!(
+                f,
+                "{op}: the HarfangLab user lacks permission (403: {detail}); it needs the roles \"View rules, IOC, rulesets, and whitelists\" and \"Edit rules, IOC, and rulesets\""
+            ),
+            HarfangLabError::AlreadyExists { op, body } => {
+                write!(f, "{op}: already exists: {body}")
+            }
+            HarfangLabError::RuleRejected { op, code, message } => match code {
+                Some(c) => write!(f, "{op}: HarfangLab rejected the rule ({c}): {message}"),
+                None => write!(f, "{op}: HarfangLab rejected the rule: {message}"),
+            },
+            HarfangLabError::Status { op, status, body } => {
+                write!(f, "{op}: HarfangLab answered {status}: {body}")
+            }
+            HarfangLabError::Decode { op, detail } => {
+                write!(f, "{op}: unexpected answer from HarfangLab: {detail}")
+            }
+            HarfangLabError::ShuttingDown { op } => write!(f, "{op}: interrupted by shutdown"),
+        }
+    }
+}
+
+impl std::error::Error for HarfangLabError {}
