@@ -80,7 +80,9 @@ impl Notifier {
                 }
             }
             Err(err) => {
-                log::warn!("sd_notify: cannot use NOTIFY_SOCKET={target}: {err}; notifications are off");
+                log::warn!(
+                    "sd_notify: cannot use NOTIFY_SOCKET={target}: {err}; notifications are off"
+                );
                 Notifier {
                     inner: None,
                     watchdog,

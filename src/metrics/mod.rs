@@ -188,7 +188,11 @@ impl Metrics {
         let mut w = Writer::default();
 
         let n = name("events_total");
-        w.family(&n, "Stream events handled, by event type and outcome.", Kind::Counter);
+        w.family(
+            &n,
+            "Stream events handled, by event type and outcome.",
+            Kind::Counter,
+        );
         r.events.write(&mut w, &n, ["type", "outcome"]);
 
         let n = name("harfanglab_requests_total");
@@ -200,7 +204,11 @@ impl Metrics {
         r.harfanglab_requests.write(&mut w, &n, ["op", "status"]);
 
         let n = name("retries_total");
-        w.family(&n, "HarfangLab API requests retried, by operation.", Kind::Counter);
+        w.family(
+            &n,
+            "HarfangLab API requests retried, by operation.",
+            Kind::Counter,
+        );
         r.retries.write(&mut w, &n, ["op"]);
 
         let n = name("dead_letters_total");
@@ -208,7 +216,11 @@ impl Metrics {
         w.sample(&n, &[], Value::Int(load(&r.dead_letters)));
 
         let n = name("opencti_pings_total");
-        w.family(&n, "OpenCTI pingConnector calls, by outcome.", Kind::Counter);
+        w.family(
+            &n,
+            "OpenCTI pingConnector calls, by outcome.",
+            Kind::Counter,
+        );
         r.opencti_pings.write(&mut w, &n, ["outcome"]);
 
         let checkpoint = load(&r.checkpoint_ms);
@@ -243,7 +255,11 @@ impl Metrics {
         }
 
         let n = name("queue_depth");
-        w.family(&n, "Events read from the stream and not finished yet.", Kind::Gauge);
+        w.family(
+            &n,
+            "Events read from the stream and not finished yet.",
+            Kind::Gauge,
+        );
         w.sample(&n, &[], Value::Int(load(&r.queue_depth)));
 
         let n = name("busy_workers");
@@ -258,12 +274,12 @@ impl Metrics {
         }
 
         let n = name("build_info");
-        w.family(&n, "Always 1; the version label names the build.", Kind::Gauge);
-        w.sample(
+        w.family(
             &n,
-            &[("version", env!("CARGO_PKG_VERSION"))],
-            Value::Int(1),
+            "Always 1; the version label names the build.",
+            Kind::Gauge,
         );
+        w.sample(&n, &[("version", env!("CARGO_PKG_VERSION"))], Value::Int(1));
         w.finish()
     }
 }
@@ -399,9 +415,9 @@ mod tests {
         m.harfanglab_request("create_ioc", None);
         let text = m.render();
         assert!(text.contains("# TYPE harfanglab_intel_events_total counter\n"));
-        assert!(text.contains(
-            "harfanglab_intel_events_total{type=\"create\",outcome=\"applied\"} 2\n"
-        ));
+        assert!(
+            text.contains("harfanglab_intel_events_total{type=\"create\",outcome=\"applied\"} 2\n")
+        );
         assert!(text.contains(
             "harfanglab_intel_harfanglab_requests_total{op=\"create_\\\"ioc\\\"\",status=\"201\"} 1\n"
         ));
@@ -426,7 +442,10 @@ mod tests {
         assert!(m.set_stream_head("1718445605500-3"));
         assert!(!m.set_stream_head("garbage"));
         let text = m.render();
-        assert!(text.contains("harfanglab_intel_stream_lag_seconds 5.5\n"), "{text}");
+        assert!(
+            text.contains("harfanglab_intel_stream_lag_seconds 5.5\n"),
+            "{text}"
+        );
         assert!(text.contains("harfanglab_intel_checkpoint_timestamp_seconds 1718445600\n"));
     }
 

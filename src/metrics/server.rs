@@ -46,7 +46,10 @@ impl MetricsServer {
             )
         })?;
         let addr = server.server_addr().to_ip().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "metrics server needs an IP address")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "metrics server needs an IP address",
+            )
         })?;
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
