@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# harfanglab-intel container image: a static musl binary on `scratch` (about 10 MB).
+# harfanglab-intel container image: a static musl binary on `scratch` (target: under 20 MB).
 #
 #   docker build -t harfanglab-intel .
 #   docker run --rm --env-file harfanglab-intel.env -v hli-state:/var/lib/harfanglab-intel harfanglab-intel
