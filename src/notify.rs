@@ -267,9 +267,13 @@ impl WatchdogGate {
     }
 
     /// Starts a named thread that ticks every [`WatchdogGate::tick_interval`] until `stop`
-    /// disconnects or receives a message (e.g. the pipeline's `Shutdown::receiver()`). Returns
+    /// disconnects or receives a message (e.g. the pipeline's `Shutdown::receiver()`, whatever its
+    /// message type). Returns
     /// `Ok(None)` when systemd set no watchdog, so there is nothing to feed.
-    pub fn spawn(&self, stop: Receiver<()>) -> io::Result<Option<thread::JoinHandle<()>>> {
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        stop: Receiver<T>,
+    ) -> io::Result<Option<thread::JoinHandle<()>>> {
         let Some(every) = self.tick_interval() else {
             return Ok(None);
         };
@@ -278,13 +282,9 @@ impl WatchdogGate {
             .name("watchdog".into())
             .spawn(move || {
                 gate.tick();
-                loop {
-                    match stop.recv_timeout(every) {
-                        Err(RecvTimeoutError::Timeout) => {
-                            gate.tick();
-                        }
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                // A message or a dropped sender both mean "stop".
+                while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+                    gate.tick();
                 }
             })?;
         Ok(Some(handle))

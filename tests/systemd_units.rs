@@ -82,7 +82,11 @@ impl Drop for Staged {
 fn check_verify(staged: &Staged) {
     let out = systemd_analyze(&["verify", "--man=no", staged.path()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "verify {} failed:\n{stderr}", staged.path());
+    assert!(
+        out.status.success(),
+        "verify {} failed:\n{stderr}",
+        staged.path()
+    );
     // verify exits 0 on warnings such as "Unknown key …, ignoring"; any line about our file
     // is a defect too.
     let dir = staged.dir.to_str().unwrap();
@@ -90,7 +94,11 @@ fn check_verify(staged: &Staged) {
         .lines()
         .filter(|l| l.contains(dir) || l.contains("harfanglab-intel"))
         .collect();
-    assert!(complaints.is_empty(), "verify warnings:\n{}", complaints.join("\n"));
+    assert!(
+        complaints.is_empty(),
+        "verify warnings:\n{}",
+        complaints.join("\n")
+    );
 }
 
 fn check_security(staged: &Staged) {
@@ -100,7 +108,10 @@ fn check_security(staged: &Staged) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let overall = stdout
         .lines()
-        .find_map(|l| l.split_once("Overall exposure level for ").map(|(_, r)| r.to_owned()))
+        .find_map(|l| {
+            l.split_once("Overall exposure level for ")
+                .map(|(_, r)| r.to_owned())
+        })
         .unwrap_or_else(|| panic!("no overall rating in:\n{stdout}\n{stderr}"));
     let score: f64 = overall
         .split_once(": ")
