@@ -182,9 +182,11 @@ fn watchdog_from(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<
 
 /// Feeds the systemd watchdog only while the pipeline reports progress or a healthy idle state.
 ///
-/// Cheap to clone. Call [`WatchdogGate::progress`] from the pipeline (each completion, and each
-/// idle tick while the stream is connected and nothing is stuck); run [`WatchdogGate::spawn`] or
-/// call [`WatchdogGate::tick`] periodically.
+/// Cheap to clone. Call [`WatchdogGate::progress`] from the pipeline: on each completion, on each
+/// retry attempt, and on each idle tick while nothing is stuck (including "reconnecting to
+/// OpenCTI"). It measures that the loops still turn, not that the ends answer: an outage of
+/// HarfangLab or OpenCTI must not become a watchdog restart loop (`/healthz` reports outages).
+/// Then run [`WatchdogGate::spawn`] or call [`WatchdogGate::tick`] periodically.
 #[derive(Clone, Debug)]
 pub struct WatchdogGate {
     notifier: Notifier,

@@ -11,7 +11,6 @@ mod exposition;
 mod health;
 mod server;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -332,15 +331,18 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     }
 }
 
-/// A counter family with `N` labels: a small ordered map from label values to a count.
+/// A counter family with `N` labels: a short list of (label values, count).
+///
+/// A `Vec` scanned linearly rather than a map: families hold a handful of series, and the scan
+/// compares `&str`s, so counting an existing series allocates nothing. Sorted at render time.
 struct CounterVec<const N: usize> {
-    series: Mutex<BTreeMap<[String; N], u64>>,
+    series: Mutex<Vec<([String; N], u64)>>,
 }
 
 impl<const N: usize> Default for CounterVec<N> {
     fn default() -> Self {
         CounterVec {
-            series: Mutex::new(BTreeMap::new()),
+            series: Mutex::new(Vec::new()),
         }
     }
 }
@@ -357,18 +359,36 @@ impl<const N: usize> CounterVec<N> {
         *Self::slot(&mut series, labels) = total;
     }
 
-    fn slot<'a>(series: &'a mut BTreeMap<[String; N], u64>, labels: [&str; N]) -> &'a mut u64 {
-        let key = labels.map(str::to_owned);
-        if series.len() >= MAX_SERIES && !series.contains_key(&key) {
-            return series
-                .entry([(); N].map(|()| OVERFLOW_LABEL.to_owned()))
-                .or_insert(0);
-        }
-        series.entry(key).or_insert(0)
+    fn slot<'a>(series: &'a mut Vec<([String; N], u64)>, labels: [&str; N]) -> &'a mut u64 {
+        let find = |series: &[([String; N], u64)], wanted: [&str; N]| {
+            series
+                .iter()
+                .position(|(values, _)| values.iter().zip(wanted).all(|(have, want)| have == want))
+        };
+        let index = match find(series, labels) {
+            Some(index) => index,
+            None => {
+                let key = if series.len() < MAX_SERIES {
+                    labels
+                } else {
+                    [OVERFLOW_LABEL; N]
+                };
+                match find(series, key) {
+                    Some(index) => index,
+                    None => {
+                        series.push((key.map(str::to_owned), 0));
+                        series.len() - 1
+                    }
+                }
+            }
+        };
+        &mut series[index].1
     }
 
     fn write(&self, w: &mut Writer, name: &str, keys: [&str; N]) {
-        for (values, count) in lock(&self.series).iter() {
+        let mut series = lock(&self.series).clone();
+        series.sort();
+        for (values, count) in &series {
             let mut labels = [("", ""); N];
             for (i, label) in labels.iter_mut().enumerate() {
                 *label = (keys[i], values[i].as_str());
