@@ -8,8 +8,8 @@
 
 # ---- builder: Alpine's Rust toolchain targets x86_64-unknown-linux-musl natively ----------------
 FROM rust:1.95-alpine AS builder
-# musl-dev: libc headers for the C part of `ring` (TLS); ca-certificates: copied to the image.
-RUN apk add --no-cache musl-dev ca-certificates
+# gcc + musl-dev: compile the C part of `ring` (TLS); ca-certificates: copied to the image.
+RUN apk add --no-cache gcc musl-dev ca-certificates
 WORKDIR /src
 COPY . .
 # Rust's musl target links statically by default (crt-static); strip symbols too, the release
