@@ -93,6 +93,12 @@ fn read_raw(cli: &Cli) -> Result<RawConfig, u8> {
 fn config_failure(e: config::ConfigError) -> u8 {
     // Printed directly: this must reach the person even when logging is not set up.
     eprintln!("harfanglab-intel: {e}");
+    if matches!(e, config::ConfigError::Invalid(_)) {
+        eprintln!(
+            "Set each of them in the environment or in the YAML config file \
+             (see config.yml.sample and the README's configuration reference)."
+        );
+    }
     EXIT_CONFIG
 }
 
