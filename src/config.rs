@@ -88,6 +88,8 @@ settings! {
         "Verify OpenCTI's TLS certificate: a boolean or a CA-bundle file path (pycti default: false).";
     OPENCTI_CA_FILE = "OPENCTI_CA_FILE", Opencti."ca_file", None, false, false,
         "PEM CA bundle to verify OpenCTI with (turns verification on unless ssl_verify is explicitly false).";
+    OPENCTI_CUSTOM_HEADERS = "OPENCTI_CUSTOM_HEADERS", Opencti."custom_headers", None, false, true,
+        "Extra headers on GraphQL calls, `name:value;name2:value2` (pycti format; values are treated as secrets).";
     OPENCTI_REQUEST_TIMEOUT = "OPENCTI_REQUEST_TIMEOUT", Opencti."request_timeout", Some("60"), false, false,
         "Timeout of one OpenCTI GraphQL request, seconds (or `1m30s`).";
     CONNECTOR_ID = "CONNECTOR_ID", Connector."id", None, true, false,
@@ -122,6 +124,10 @@ settings! {
         "IP address the metrics server listens on.";
     CONNECTOR_METRICS_PORT = "CONNECTOR_METRICS_PORT", Connector."metrics_port", Some("9095"), false, false,
         "Port of the metrics server.";
+    CONNECTOR_METRICS_NAMESPACE = "CONNECTOR_METRICS_NAMESPACE", Connector."metrics_namespace", None, false, false,
+        "Optional prefix of every metric name (pycti).";
+    CONNECTOR_METRICS_SUBSYSTEM = "CONNECTOR_METRICS_SUBSYSTEM", Connector."metrics_subsystem", None, false, false,
+        "Optional second prefix of every metric name, after the namespace (pycti).";
     HARFANGLAB_INTEL_URL = "HARFANGLAB_INTEL_URL", HarfangLabIntel."url", None, true, false,
         "HarfangLab manager URL, port included (http or https; a trailing `/` is removed).";
     HARFANGLAB_INTEL_TOKEN = "HARFANGLAB_INTEL_TOKEN", HarfangLabIntel."token", None, true, true,
@@ -601,6 +607,19 @@ pub enum TlsVerify {
 }
 
 impl TlsVerify {
+    /// Whether the peer certificate is verified at all.
+    pub fn verify(&self) -> bool {
+        !matches!(self, TlsVerify::Disabled)
+    }
+
+    /// The CA bundle to trust instead of the built-in roots.
+    pub fn ca_file(&self) -> Option<&Path> {
+        match self {
+            TlsVerify::CaFile(p) => Some(p),
+            _ => None,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             TlsVerify::Disabled => "off".to_owned(),
@@ -647,6 +666,8 @@ pub struct OpenCtiConfig {
     pub url: String,
     pub token: Secret,
     pub tls: TlsVerify,
+    /// `OPENCTI_CUSTOM_HEADERS`, for GraphQL calls only (like pycti); values may be credentials.
+    pub custom_headers: Vec<(String, Secret)>,
     /// Whole-request timeout of GraphQL calls (not used on the stream).
     pub request_timeout: Duration,
 }
@@ -672,6 +693,9 @@ pub struct ConnectorConfig {
     pub ping_interval: Duration,
     /// Where to serve metrics, `None` when not exposed.
     pub metrics_addr: Option<SocketAddr>,
+    /// Metric name prefixes (`namespace_subsystem_`), each possibly empty.
+    pub metrics_namespace: String,
+    pub metrics_subsystem: String,
 }
 
 impl Default for ConnectorConfig {
@@ -691,6 +715,8 @@ impl Default for ConnectorConfig {
             stream_idle_timeout: Duration::from_secs(15),
             ping_interval: Duration::from_secs(40),
             metrics_addr: None,
+            metrics_namespace: String::new(),
+            metrics_subsystem: String::new(),
         }
     }
 }
@@ -755,6 +781,7 @@ impl Config {
             url: v.url(&OPENCTI_URL),
             token: v.token(&OPENCTI_TOKEN),
             tls: v.tls(&OPENCTI_SSL_VERIFY, &OPENCTI_CA_FILE),
+            custom_headers: v.headers(&OPENCTI_CUSTOM_HEADERS),
             request_timeout: v.seconds(&OPENCTI_REQUEST_TIMEOUT),
         };
 
@@ -801,6 +828,8 @@ impl Config {
                 (true, Some(h), Some(p)) => Some(SocketAddr::new(h, p)),
                 _ => None,
             },
+            metrics_namespace: v.string(&CONNECTOR_METRICS_NAMESPACE).unwrap_or_default(),
+            metrics_subsystem: v.string(&CONNECTOR_METRICS_SUBSYSTEM).unwrap_or_default(),
         };
 
         let harfanglab = HarfangLabConfig {
@@ -976,6 +1005,37 @@ impl Validator<'_> {
             self.problem(setting, "must not contain spaces".to_owned());
         }
         Secret::new(value)
+    }
+
+    /// `name:value;name2:value2`: split on `;`, then on the first `:` (pycti). Unlike pycti, a
+    /// pair without `:` or with an empty name is reported instead of silently dropped; values are
+    /// never echoed (they are often credentials).
+    fn headers(&mut self, setting: &'static Setting) -> Vec<(String, Secret)> {
+        let Some(value) = self.string(setting) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, pair) in value.split(';').map(str::trim).enumerate() {
+            if pair.is_empty() {
+                continue;
+            }
+            match pair.split_once(':') {
+                Some((name, v))
+                    if !name.trim().is_empty()
+                        && name.trim().bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    out.push((name.trim().to_owned(), Secret::new(v.trim())));
+                }
+                _ => self.problem(
+                    setting,
+                    format!(
+                        "header {} is not `name:value` (expected name:value;name2:value2)",
+                        i + 1
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn url(&mut self, setting: &'static Setting) -> String {
@@ -1372,6 +1432,27 @@ mod tests {
         assert_eq!(
             c.connector.metrics_addr,
             Some("127.0.0.1:9095".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn custom_headers_follow_pycti_format_and_stay_secret() {
+        let mut e = MINIMAL.to_vec();
+        e.push(("OPENCTI_CUSTOM_HEADERS", "X-Auth: s3cr3t ; X-Tenant:t1;"));
+        let c = Config::from_sources(None, env(&e)).unwrap();
+        let h: Vec<_> = c
+            .opencti
+            .custom_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.expose()))
+            .collect();
+        assert_eq!(h, vec![("X-Auth", "s3cr3t"), ("X-Tenant", "t1")]);
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        e.push(("OPENCTI_CUSTOM_HEADERS", "X-Auth=s3cr3t"));
+        let err = Config::from_sources(None, env(&e)).unwrap_err().to_string();
+        assert!(
+            err.contains("OPENCTI_CUSTOM_HEADERS") && !err.contains("s3cr3t"),
+            "{err}"
         );
     }
 

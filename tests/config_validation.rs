@@ -47,27 +47,84 @@ fn every_problem_is_reported_at_once_with_env_and_yaml_names() {
         panic!("expected Invalid, got {err}");
     };
     let expected = [
-        ("OPENCTI_URL", "opencti.url", "must be an http:// or https:// URL"),
+        (
+            "OPENCTI_URL",
+            "opencti.url",
+            "must be an http:// or https:// URL",
+        ),
         ("OPENCTI_TOKEN", "opencti.token", "required, but not set"),
         ("CONNECTOR_ID", "connector.id", "must be a UUID"),
-        ("CONNECTOR_LIVE_STREAM_ID", "connector.live_stream_id", "ChangeMe"),
-        ("CONNECTOR_LOG_LEVEL", "connector.log_level", "unknown log level \"verbose\""),
-        ("CONNECTOR_LIVE_STREAM_LISTEN_DELETE", "connector.live_stream_listen_delete", "must be a boolean"),
-        ("CONNECTOR_LIVE_STREAM_RECOVER_ISO_DATE", "connector.live_stream_recover_iso_date", "ISO 8601"),
-        ("CONNECTOR_METRICS_PORT", "connector.metrics_port", "port number"),
+        (
+            "CONNECTOR_LIVE_STREAM_ID",
+            "connector.live_stream_id",
+            "ChangeMe",
+        ),
+        (
+            "CONNECTOR_LOG_LEVEL",
+            "connector.log_level",
+            "unknown log level \"verbose\"",
+        ),
+        (
+            "CONNECTOR_LIVE_STREAM_LISTEN_DELETE",
+            "connector.live_stream_listen_delete",
+            "must be a boolean",
+        ),
+        (
+            "CONNECTOR_LIVE_STREAM_RECOVER_ISO_DATE",
+            "connector.live_stream_recover_iso_date",
+            "ISO 8601",
+        ),
+        (
+            "CONNECTOR_METRICS_PORT",
+            "connector.metrics_port",
+            "port number",
+        ),
         ("CONNECTOR_TYPE", "connector.type", "must be STREAM"),
-        ("CONNECTOR_PING_INTERVAL", "connector.ping_interval", "number of seconds"),
-        ("HARFANGLAB_INTEL_URL", "harfanglab_intel.url", "must be an http:// or https:// URL"),
-        ("HARFANGLAB_INTEL_TOKEN", "harfanglab_intel.token", "ChangeMe"),
-        ("HARFANGLAB_INTEL_RULE_MATURITY", "harfanglab_intel.rule_maturity", "stable or testing"),
-        ("HARFANGLAB_INTEL_WORKERS", "harfanglab_intel.workers", "whole number"),
-        ("HARFANGLAB_INTEL_REQUEST_TIMEOUT", "harfanglab_intel.request_timeout", "number of seconds"),
+        (
+            "CONNECTOR_PING_INTERVAL",
+            "connector.ping_interval",
+            "number of seconds",
+        ),
+        (
+            "HARFANGLAB_INTEL_URL",
+            "harfanglab_intel.url",
+            "must be an http:// or https:// URL",
+        ),
+        (
+            "HARFANGLAB_INTEL_TOKEN",
+            "harfanglab_intel.token",
+            "ChangeMe",
+        ),
+        (
+            "HARFANGLAB_INTEL_RULE_MATURITY",
+            "harfanglab_intel.rule_maturity",
+            "stable or testing",
+        ),
+        (
+            "HARFANGLAB_INTEL_WORKERS",
+            "harfanglab_intel.workers",
+            "whole number",
+        ),
+        (
+            "HARFANGLAB_INTEL_REQUEST_TIMEOUT",
+            "harfanglab_intel.request_timeout",
+            "number of seconds",
+        ),
     ];
     let text = err.to_string();
-    assert!(text.starts_with(&format!("invalid configuration ({} problems):", expected.len())), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "invalid configuration ({} problems):",
+            expected.len()
+        )),
+        "{text}"
+    );
     assert_eq!(problems.len(), expected.len(), "{text}");
     for (env, yaml, fragment) in expected {
-        let p = problems.iter().find(|p| p.env == env).unwrap_or_else(|| panic!("no problem for {env}:\n{text}"));
+        let p = problems
+            .iter()
+            .find(|p| p.env == env)
+            .unwrap_or_else(|| panic!("no problem for {env}:\n{text}"));
         assert_eq!(p.yaml_path, yaml);
         assert!(p.message.contains(fragment), "{env}: {}", p.message);
         assert!(text.contains(&format!("{env} (YAML {yaml}")), "{text}");
@@ -76,52 +133,100 @@ fn every_problem_is_reported_at_once_with_env_and_yaml_names() {
 
 #[test]
 fn connector_id_must_be_a_hyphenated_uuid() {
-    for bad in ["0b8a3c1e5f2d4e6a9b7c1d2e3f4a5b6c", "00000000-0000-0000-0000-000000000000", "{0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c}", "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6"] {
+    for bad in [
+        "0b8a3c1e5f2d4e6a9b7c1d2e3f4a5b6c",
+        "00000000-0000-0000-0000-000000000000",
+        "{0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c}",
+        "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6",
+    ] {
         let mut env = GOOD.to_vec();
         env.retain(|(k, _)| *k != "CONNECTOR_ID");
         env.push(("CONNECTOR_ID", bad));
-        let err = Config::from_sources(None, lookup(&env)).unwrap_err().to_string();
-        assert!(err.contains("CONNECTOR_ID (YAML connector.id, set in the environment): must be a UUID"), "{bad}: {err}");
+        let err = Config::from_sources(None, lookup(&env))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "CONNECTOR_ID (YAML connector.id, set in the environment): must be a UUID"
+            ),
+            "{bad}: {err}"
+        );
     }
     let c = Config::from_sources(None, lookup(GOOD)).unwrap();
-    assert_eq!(c.connector.id.to_string(), "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c");
+    assert_eq!(
+        c.connector.id.to_string(),
+        "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c"
+    );
 }
 
 #[test]
 fn changeme_is_refused_in_any_case_and_from_yaml() {
     let yaml = "opencti:\n  token: cHaNgEmE\n";
-    let env: Vec<_> = GOOD.iter().copied().filter(|(k, _)| *k != "OPENCTI_TOKEN").collect();
-    let err = Config::from_sources(Some(yaml), lookup(&env)).unwrap_err().to_string();
+    let env: Vec<_> = GOOD
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "OPENCTI_TOKEN")
+        .collect();
+    let err = Config::from_sources(Some(yaml), lookup(&env))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("OPENCTI_TOKEN (YAML opencti.token, set in the config file): still the `ChangeMe` placeholder"), "{err}");
 }
 
 #[test]
 fn invalid_yaml_names_the_file_and_line() {
     let yaml = "opencti:\n  url: http://x\n connector: [\n";
-    let err = RawConfig::from_yaml(Some((Path::new("/etc/hli/config.yml"), yaml)), &lookup(GOOD)).unwrap_err();
+    let err = RawConfig::from_yaml(
+        Some((Path::new("/etc/hli/config.yml"), yaml)),
+        &lookup(GOOD),
+    )
+    .unwrap_err();
     let ConfigError::Yaml { line, .. } = &err else {
         panic!("expected a YAML error, got {err}");
     };
     assert_eq!(*line, Some(3), "{err}");
-    assert!(err.to_string().starts_with("invalid config file /etc/hli/config.yml at line 3"), "{err}");
-    let err = RawConfig::from_yaml(Some((Path::new("c.yml"), "- a\n- b\n")), &lookup(GOOD)).unwrap_err();
-    assert!(err.to_string().contains("top level must be a mapping"), "{err}");
-    let err = RawConfig::from_yaml(Some((Path::new("c.yml"), "opencti: 3\n")), &lookup(GOOD)).unwrap_err();
-    assert!(err.to_string().contains("section `opencti` must be a mapping"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("invalid config file /etc/hli/config.yml at line 3"),
+        "{err}"
+    );
+    let err =
+        RawConfig::from_yaml(Some((Path::new("c.yml"), "- a\n- b\n")), &lookup(GOOD)).unwrap_err();
+    assert!(
+        err.to_string().contains("top level must be a mapping"),
+        "{err}"
+    );
+    let err = RawConfig::from_yaml(Some((Path::new("c.yml"), "opencti: 3\n")), &lookup(GOOD))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("section `opencti` must be a mapping"),
+        "{err}"
+    );
 }
 
 #[test]
 fn yaml_lists_for_single_values_are_problems_not_crashes() {
     let yaml = "harfanglab_intel:\n  url: [a, b]\n";
-    let env: Vec<_> = GOOD.iter().copied().filter(|(k, _)| *k != "HARFANGLAB_INTEL_URL").collect();
-    let err = Config::from_sources(Some(yaml), lookup(&env)).unwrap_err().to_string();
+    let env: Vec<_> = GOOD
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "HARFANGLAB_INTEL_URL")
+        .collect();
+    let err = Config::from_sources(Some(yaml), lookup(&env))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("HARFANGLAB_INTEL_URL (YAML harfanglab_intel.url, set in the config file): expected a single value"), "{err}");
 }
 
 #[test]
 fn missing_explicit_config_file_is_an_error() {
     let err = RawConfig::load(Some(Path::new("/nonexistent/hli.yml")), &lookup(GOOD)).unwrap_err();
-    assert!(err.to_string().starts_with("cannot read config file /nonexistent/hli.yml"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot read config file /nonexistent/hli.yml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -148,8 +253,13 @@ fn tokens_never_appear_in_debug_summary_report_or_errors() {
     let mut env = GOOD.to_vec();
     env.push(("HARFANGLAB_INTEL_TOKEN", "hl secret with spaces"));
     env.retain(|(k, v)| *k != "HARFANGLAB_INTEL_TOKEN" || v.contains(' '));
-    let err = Config::from_sources(None, lookup(&env)).unwrap_err().to_string();
-    assert!(err.contains("HARFANGLAB_INTEL_TOKEN") && !err.contains("secret with"), "{err}");
+    let err = Config::from_sources(None, lookup(&env))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HARFANGLAB_INTEL_TOKEN") && !err.contains("secret with"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -157,9 +267,20 @@ fn summary_is_one_line_with_the_essentials() {
     let c = Config::from_sources(None, lookup(GOOD)).unwrap();
     let s = c.summary();
     assert!(!s.contains('\n'));
-    for part in ["opencti=https://opencti.example", "stream=stream-1", "harfanglab=https://hl.example:8443", "list=\"from_OpenCTI\"", "workers=16", "dry_run=false"] {
+    for part in [
+        "opencti=https://opencti.example",
+        "stream=stream-1",
+        "harfanglab=https://hl.example:8443",
+        "list=\"from_OpenCTI\"",
+        "workers=16",
+        "dry_run=false",
+    ] {
         assert!(s.contains(part), "{part} missing in {s}");
     }
     // pycti's default leaves OpenCTI TLS unverified: say so.
-    assert!(c.warnings().iter().any(|w| w.contains("OPENCTI_SSL_VERIFY")));
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("OPENCTI_SSL_VERIFY"))
+    );
 }
