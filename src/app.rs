@@ -211,11 +211,16 @@ pub fn settings_report(raw: &RawConfig) -> String {
         .max()
         .unwrap_or(0);
     for e in raw.entries() {
+        let origin = if e.is_default() && e.provided.is_some() {
+            // pycti semantics: an empty value selects the default, whoever set it.
+            format!("default; empty in the {}", e.origin)
+        } else {
+            e.origin.to_string()
+        };
         out.push_str(&format!(
-            "  {:width$}  {}  ({})\n",
+            "  {:width$}  {}  ({origin})\n",
             e.setting.env,
             e.display_value(),
-            e.origin
         ));
     }
     out

@@ -111,10 +111,11 @@ fn check(cli: &Cli) -> u8 {
     for w in raw.warnings() {
         println!("[WARN] config file: {w}");
     }
-    let config = match Config::from_raw(&raw) {
+    let mut config = match Config::from_raw(&raw) {
         Ok(c) => c,
         Err(e) => return config_failure(e),
     };
+    config.harfanglab.dry_run |= cli.dry_run;
     let report = app::check(&config);
     print!("{report}");
     if report.passed() {
