@@ -1244,8 +1244,12 @@ fn is_iso_date(value: &str) -> bool {
         s.iter().fold(0, |a, d| a * 10 + u32::from(d - b'0'))
     }
     let b = value.as_bytes();
-    if !(digits(b, 4) && b.get(4) == Some(&b'-') && digits(&b[5..], 2) && b.get(7) == Some(&b'-'))
-        || !digits(&b[8..], 2)
+    // Each slice is taken only after `get` proved it in bounds (short-circuit order matters).
+    if !(digits(b, 4)
+        && b.get(4) == Some(&b'-')
+        && digits(&b[5..], 2)
+        && b.get(7) == Some(&b'-')
+        && digits(&b[8..], 2))
     {
         return false;
     }
@@ -1283,10 +1287,7 @@ fn is_iso_date(value: &str) -> bool {
     }
     match &t[i..] {
         [] | [b'Z'] | [b'z'] => true,
-        [sign, h1, h2, b':', m1, m2] if matches!(sign, b'+' | b'-') => {
-            [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
-        }
-        [sign, h1, h2, m1, m2] if matches!(sign, b'+' | b'-') => {
+        [b'+' | b'-', h1, h2, b':', m1, m2] | [b'+' | b'-', h1, h2, m1, m2] => {
             [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
         }
         _ => false,
@@ -1420,6 +1421,12 @@ mod tests {
             "2024-6-1",
         ] {
             assert!(!is_iso_date(bad), "{bad}");
+        }
+        // Every prefix of valid dates must be answered, never panic (slicing is hand-checked).
+        for full in ["2024-06-15T10:00:00.123+02:00", "2024-06-15 10:00:00.5Z"] {
+            for end in 0..=full.len() {
+                let _ = is_iso_date(&full[..end]);
+            }
         }
     }
 
