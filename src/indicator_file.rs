@@ -6,7 +6,8 @@
 //!   `pattern_type`, `pattern`, `x_opencti_score`, `x_mitre_platforms`, `observables`), a STIX 2.1
 //!   indicator as the live stream sends it (score and platforms in the OpenCTI / MITRE
 //!   extensions), a stream event envelope (`{"type":"create","data":{...}}`) or a STIX bundle
-//!   (every indicator in it). A bad line becomes one error item naming the line; the rest go on.
+//!   (every indicator in it, with the observables its `based-on` relationships point to inside
+//!   the bundle). A bad line becomes one error item naming the line; the rest go on.
 //! - **One JSON document** otherwise (e.g. a pretty-printed bundle): a bundle, an indicator or an
 //!   array of those.
 //!
@@ -125,6 +126,7 @@ fn push_value(value: &Value, line: usize, object: Option<usize>, items: &mut Vec
                 });
                 return;
             };
+            let linked = based_on_observables(objects);
             for (i, v) in objects.iter().enumerate() {
                 // Only indicators are translated; the bundle's other objects are context.
                 if v.get("type").and_then(Value::as_str) == Some("indicator") {
@@ -132,9 +134,22 @@ fn push_value(value: &Value, line: usize, object: Option<usize>, items: &mut Vec
                         line,
                         object: Some(i),
                     };
+                    let indicator = indicator_from_value(v).map(|mut ind| {
+                        let own_id = v.get("id").and_then(Value::as_str).unwrap_or_default();
+                        for (_, o) in linked.iter().filter(|(src, _)| *src == own_id) {
+                            let known = ind.observables.iter().any(|k| {
+                                k.value == o.value
+                                    && k.entity_type.eq_ignore_ascii_case(&o.entity_type)
+                            });
+                            if !known {
+                                ind.observables.push(o.clone());
+                            }
+                        }
+                        ind
+                    });
                     items.push(InputItem {
                         position,
-                        indicator: indicator_from_value(v).map_err(|e| format!("{position}: {e}")),
+                        indicator: indicator.map_err(|e| format!("{position}: {e}")),
                     });
                 }
             }
@@ -144,6 +159,68 @@ fn push_value(value: &Value, line: usize, object: Option<usize>, items: &mut Vec
             indicator: indicator_from_value(value).map_err(|e| format!("{position}: {e}")),
         }),
     }
+}
+
+/// `(indicator STIX id, observable)` for every `based-on` relationship of a bundle whose target
+/// observable is in the bundle too: what OpenCTI's GraphQL `observables` field would return.
+fn based_on_observables(objects: &[Value]) -> Vec<(&str, LinkedObservable)> {
+    let by_id: std::collections::HashMap<&str, &Value> = objects
+        .iter()
+        .filter_map(|o| Some((o.get("id")?.as_str()?, o)))
+        .collect();
+    let mut out = Vec::new();
+    for rel in objects {
+        let field = |k: &str| rel.get(k).and_then(Value::as_str);
+        if field("type") != Some("relationship") || field("relationship_type") != Some("based-on") {
+            continue;
+        }
+        let (Some(source), Some(target)) = (field("source_ref"), field("target_ref")) else {
+            continue;
+        };
+        if let Some(observable) = by_id.get(target).and_then(|o| linked_observable(o)) {
+            out.push((source, observable));
+        }
+    }
+    out
+}
+
+/// An observable (SCO) as OpenCTI names it: entity type and representative value (for a file,
+/// its strongest hash, else its name).
+fn linked_observable(sco: &Value) -> Option<LinkedObservable> {
+    let stix_type = sco.get("type")?.as_str()?;
+    let (entity_type, value) = if stix_type == "file" {
+        let hashes = sco.get("hashes").and_then(Value::as_object);
+        let hash = ["SHA-256", "SHA-1", "MD5", "SHA-512"]
+            .iter()
+            .find_map(|k| hashes?.get(*k)?.as_str());
+        let value = hash.or_else(|| sco.get("name")?.as_str())?;
+        ("StixFile".to_owned(), value)
+    } else {
+        (opencti_entity_type(stix_type), sco.get("value")?.as_str()?)
+    };
+    Some(LinkedObservable {
+        entity_type,
+        value: value.to_owned(),
+    })
+}
+
+/// OpenCTI's entity type for a STIX cyber-observable type: `ipv4-addr` → `IPv4-Addr`,
+/// `domain-name` → `Domain-Name`, `x-opencti-hostname` → `Hostname`.
+fn opencti_entity_type(stix_type: &str) -> String {
+    let t = stix_type.strip_prefix("x-opencti-").unwrap_or(stix_type);
+    t.split('-')
+        .map(|part| match part {
+            "ipv4" => "IPv4".to_owned(),
+            "ipv6" => "IPv6".to_owned(),
+            _ => {
+                let mut c = part.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Build a [`Indicator`] from one JSON object: GraphQL read shape, stream STIX shape, or a stream
@@ -409,6 +486,59 @@ mod tests {
             items[1].indicator.as_ref().unwrap_err(),
             "line 1, object 2: field `x_opencti_score` must be a number, found a string"
         );
+    }
+
+    #[test]
+    fn bundle_based_on_relationships_link_observables() {
+        let input = br#"{"type":"bundle","objects":[
+            {"type":"indicator","id":"indicator--a","pattern":"[x:y = 'z']","observables":[{"entity_type":"IPv4-Addr","observable_value":"1.2.3.4"}]},
+            {"type":"ipv4-addr","id":"ipv4-addr--1","value":"1.2.3.4"},
+            {"type":"file","id":"file--1","name":"evil.exe","hashes":{"MD5":"d41d8cd98f00b204e9800998ecf8427e","SHA-256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
+            {"type":"file","id":"file--2","name":"only-name.dll"},
+            {"type":"relationship","id":"relationship--1","relationship_type":"based-on","source_ref":"indicator--a","target_ref":"ipv4-addr--1"},
+            {"type":"relationship","id":"relationship--2","relationship_type":"based-on","source_ref":"indicator--a","target_ref":"file--1"},
+            {"type":"relationship","id":"relationship--3","relationship_type":"indicates","source_ref":"indicator--a","target_ref":"file--2"},
+            {"type":"relationship","id":"relationship--4","relationship_type":"based-on","source_ref":"indicator--b","target_ref":"file--2"},
+            {"type":"relationship","id":"relationship--5","relationship_type":"based-on","source_ref":"indicator--a","target_ref":"domain-name--absent"},
+            {"type":"indicator","id":"indicator--b","pattern":"[x:y = 'w']"}
+        ]}"#;
+        let items = read_indicators(input);
+        let obs = |i: usize| -> Vec<(String, String)> {
+            items[i]
+                .indicator
+                .as_ref()
+                .unwrap()
+                .observables
+                .iter()
+                .map(|o| (o.entity_type.clone(), o.value.clone()))
+                .collect()
+        };
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(
+            obs(0),
+            vec![
+                pair("IPv4-Addr", "1.2.3.4"),
+                pair(
+                    "StixFile",
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                ),
+            ]
+        );
+        assert_eq!(obs(1), vec![pair("StixFile", "only-name.dll")]);
+    }
+
+    #[test]
+    fn stix_types_get_opencti_entity_names() {
+        for (stix, octi) in [
+            ("ipv4-addr", "IPv4-Addr"),
+            ("ipv6-addr", "IPv6-Addr"),
+            ("domain-name", "Domain-Name"),
+            ("url", "Url"),
+            ("x-opencti-hostname", "Hostname"),
+            ("windows-registry-key", "Windows-Registry-Key"),
+        ] {
+            assert_eq!(opencti_entity_type(stix), octi);
+        }
     }
 
     #[test]
