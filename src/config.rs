@@ -664,7 +664,9 @@ pub enum Recover {
 pub struct OpenCtiConfig {
     /// Base URL without a trailing `/`.
     pub url: String,
+    /// `Authorization: Bearer` token (GraphQL and stream).
     pub token: Secret,
+    /// Verification of OpenCTI's certificate (GraphQL and stream).
     pub tls: TlsVerify,
     /// `OPENCTI_CUSTOM_HEADERS`, for GraphQL calls only (like pycti); values may be credentials.
     pub custom_headers: Vec<(String, Secret)>,
@@ -675,14 +677,21 @@ pub struct OpenCtiConfig {
 /// How this connector registers and follows the stream.
 #[derive(Clone, Debug)]
 pub struct ConnectorConfig {
+    /// Registration id; OpenCTI keeps the connector state under it.
     pub id: uuid::Uuid,
+    /// Display name in OpenCTI (at least 2 characters, as registration requires).
     pub name: String,
     /// Scope sent at registration, split on `,`.
     pub scope: Vec<String>,
+    /// Level for this crate's logs (HTTP/TLS crates stay at `warn`).
     pub log_level: log::LevelFilter,
+    /// The stream followed: `{url}/stream/{live_stream_id}`.
     pub live_stream_id: String,
+    /// `listen-delete` header.
     pub listen_delete: bool,
+    /// `no-dependencies` header.
     pub no_dependencies: bool,
+    /// `with-inferences` header.
     pub with_inferences: bool,
     /// First run only.
     pub recover: Recover,
@@ -690,11 +699,13 @@ pub struct ConnectorConfig {
     pub start_timestamp_ms: Option<u64>,
     /// No byte for this long: the stream is dead, reconnect.
     pub stream_idle_timeout: Duration,
+    /// Period of `pingConnector` (which carries the stream state).
     pub ping_interval: Duration,
     /// Where to serve metrics, `None` when not exposed.
     pub metrics_addr: Option<SocketAddr>,
-    /// Metric name prefixes (`namespace_subsystem_`), each possibly empty.
+    /// First metric name prefix (`namespace_`), possibly empty.
     pub metrics_namespace: String,
+    /// Second metric name prefix (`subsystem_`), possibly empty.
     pub metrics_subsystem: String,
 }
 
@@ -726,16 +737,23 @@ impl Default for ConnectorConfig {
 pub struct HarfangLabConfig {
     /// Manager URL without a trailing `/`.
     pub url: String,
+    /// `Authorization: Token` API key.
     pub token: Secret,
+    /// Verification of the manager's certificate.
     pub tls: TlsVerify,
+    /// Name of the IOC, Sigma and Yara sources the connector owns.
     pub source_list_name: String,
     /// Delete (true) or disable (false) rules no indicator needs any more.
     pub remove_indicator: bool,
+    /// `hl_status` of created Sigma/Yara rules.
     pub rule_maturity: RuleMaturity,
     /// Connect timeout, used for OpenCTI too.
     pub connect_timeout: Duration,
+    /// Whole-request timeout of one REST call.
     pub request_timeout: Duration,
+    /// Retries of a retryable failure before the event is recorded as failed.
     pub max_retries: u32,
+    /// Cap of the exponential backoff (and of an honoured `Retry-After`).
     pub retry_backoff_max: Duration,
     /// Log writes instead of doing them.
     pub dry_run: bool,
@@ -744,17 +762,24 @@ pub struct HarfangLabConfig {
 /// Process-level settings.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceConfig {
+    /// Where the local state lives (created at start if missing).
     pub state_dir: PathBuf,
+    /// Worker threads, 1 to 256.
     pub workers: usize,
+    /// Time given to in-flight events after a termination signal.
     pub shutdown_timeout: Duration,
 }
 
 /// The validated configuration. `Debug` is safe to log: tokens are [`Secret`]s.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
+    /// `opencti:` settings.
     pub opencti: OpenCtiConfig,
+    /// `connector:` settings.
     pub connector: ConnectorConfig,
+    /// `harfanglab_intel:` connection and behaviour settings.
     pub harfanglab: HarfangLabConfig,
+    /// `harfanglab_intel:` process settings (state, workers, shutdown).
     pub service: ServiceConfig,
 }
 
@@ -801,7 +826,7 @@ impl Config {
         }
         let connector = ConnectorConfig {
             id: v.uuid(&CONNECTOR_ID),
-            name: v.string(&CONNECTOR_NAME).unwrap_or_default(),
+            name: v.name(&CONNECTOR_NAME),
             scope: v
                 .string(&CONNECTOR_SCOPE)
                 .map(|s| {
@@ -996,6 +1021,18 @@ impl Validator<'_> {
             }
             Some(v) => Some(v.to_owned()),
         }
+    }
+
+    /// OpenCTI's registration refuses names shorter than 2 characters (opencti-protocol.md §3.1).
+    fn name(&mut self, setting: &'static Setting) -> String {
+        let name = self.string(setting).unwrap_or_default();
+        if name.chars().count() < 2 {
+            self.problem(
+                setting,
+                format!("must be at least 2 characters, got {name:?}"),
+            );
+        }
+        name
     }
 
     fn token(&mut self, setting: &'static Setting) -> Secret {
@@ -1459,6 +1496,19 @@ mod tests {
         let err = Config::from_sources(None, env(&e)).unwrap_err().to_string();
         assert!(
             err.contains("OPENCTI_CUSTOM_HEADERS") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn connector_name_needs_two_characters() {
+        let mut e = MINIMAL.to_vec();
+        e.push(("CONNECTOR_NAME", "x"));
+        let err = Config::from_sources(None, env(&e)).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "CONNECTOR_NAME (YAML connector.name, set in the environment): must be at least 2"
+            ),
             "{err}"
         );
     }
