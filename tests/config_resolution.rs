@@ -275,3 +275,44 @@ fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn a_python_connector_style_file_is_accepted_as_is() {
+    // Same layout as the Python connector's sample: `harfanglab` section, quoted strings,
+    // YAML booleans, `connector.type`.
+    let yaml = "\
+opencti:
+  url: 'http://localhost:8080'
+  token: 'tok-python'
+connector:
+  id: '0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c'
+  type: 'STREAM'
+  name: 'HarfangLab'
+  scope: 'harfanglab'
+  log_level: 'info'
+  live_stream_id: 'stream-python'
+  live_stream_listen_delete: true
+  live_stream_no_dependencies: true
+harfanglab:
+  url: 'https://hl.example:8443'
+  ssl_verify: true
+  token: 'hl-python'
+  source_list_name: 'from_OpenCTI'
+  remove_indicator: true
+  rule_maturity: 'testing'
+";
+    let raw = RawConfig::from_yaml(Some((Path::new("config.yml"), yaml)), &|_| None).unwrap();
+    assert_eq!(
+        raw.warnings().len(),
+        1,
+        "only the section alias: {:?}",
+        raw.warnings()
+    );
+    let c = Config::from_raw(&raw).unwrap();
+    assert_eq!(c.connector.name, "HarfangLab");
+    assert_eq!(c.connector.live_stream_id, "stream-python");
+    assert_eq!(c.harfanglab.url, "https://hl.example:8443");
+    assert_eq!(c.harfanglab.token.expose(), "hl-python");
+    assert!(c.harfanglab.remove_indicator);
+    assert_eq!(c.harfanglab.rule_maturity, RuleMaturity::Testing);
+}
