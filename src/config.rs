@@ -810,10 +810,11 @@ impl Config {
             request_timeout: v.seconds(&OPENCTI_REQUEST_TIMEOUT),
         };
 
-        if let Some(t) = v.string(&CONNECTOR_TYPE)
-            && !t.eq_ignore_ascii_case("STREAM")
-        {
-            v.problem(&CONNECTOR_TYPE, format!("must be STREAM, got {t:?}"));
+        match v.string(&CONNECTOR_TYPE) {
+            Some(t) if !t.eq_ignore_ascii_case("STREAM") => {
+                v.problem(&CONNECTOR_TYPE, format!("must be STREAM, got {t:?}"))
+            }
+            _ => {}
         }
         let expose_metrics = v.boolean(&CONNECTOR_EXPOSE_METRICS);
         let metrics_host = v.parsed::<IpAddr>(&CONNECTOR_METRICS_HOST, "an IP address");
@@ -1214,9 +1215,7 @@ impl Validator<'_> {
 
     fn tls(&mut self, verify: &'static Setting, ca: &'static Setting) -> TlsVerify {
         let ca_file = self.string(ca).map(PathBuf::from);
-        if let Some(p) = &ca_file
-            && !p.is_file()
-        {
+        if let Some(p) = ca_file.as_ref().filter(|p| !p.is_file()) {
             self.problem(ca, format!("CA file {} does not exist", p.display()));
         }
         let verify_entry_default = self.raw.entry(verify).is_none_or(RawEntry::is_default);
@@ -1264,7 +1263,7 @@ impl Validator<'_> {
 
     fn state_dir(&mut self, setting: &'static Setting) -> PathBuf {
         let defaulted = self.raw.entry(setting).is_none_or(RawEntry::is_default);
-        if defaulted && let Some(dir) = &self.raw.state_directory {
+        if let (true, Some(dir)) = (defaulted, &self.raw.state_directory) {
             return PathBuf::from(dir);
         }
         PathBuf::from(self.string(setting).unwrap_or_default())

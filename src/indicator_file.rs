@@ -230,21 +230,20 @@ pub fn indicator_from_value(value: &Value) -> Result<Indicator, String> {
         return Err(format!("expected a JSON object, found {}", kind(value)));
     };
     // A stream event envelope: {"version":"4","type":"create","data":{...}}.
-    if let Some(Value::Object(data)) = o.get("data")
-        && o.get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| matches!(t, "create" | "update" | "delete" | "merge"))
-    {
+    let is_event = o
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| matches!(t, "create" | "update" | "delete" | "merge"));
+    if let (true, Some(Value::Object(data))) = (is_event, o.get("data")) {
         return indicator_from_object(data);
     }
     indicator_from_object(o)
 }
 
 fn indicator_from_object(o: &Map<String, Value>) -> Result<Indicator, String> {
-    if let Some(t) = o.get("type").and_then(Value::as_str)
-        && t != "indicator"
-    {
-        return Err(format!("not an indicator (type {t:?})"));
+    match o.get("type").and_then(Value::as_str) {
+        Some(t) if t != "indicator" => return Err(format!("not an indicator (type {t:?})")),
+        _ => {}
     }
     let extensions = o.get("extensions").and_then(Value::as_object);
     let octi = extensions
