@@ -474,10 +474,20 @@ fn parse_yaml(
     };
     let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
         let loc = e.location();
+        let text = e.to_string();
+        // serde_yaml repeats the position inside its message; we print it once, up front.
+        let message = match &loc {
+            Some(l) => text.replacen(
+                &format!(" at line {} column {}", l.line(), l.column()),
+                "",
+                1,
+            ),
+            None => text,
+        };
         yaml_error(
             loc.as_ref().map(|l| l.line()),
             loc.as_ref().map(|l| l.column()),
-            e.to_string(),
+            message,
         )
     })?;
     let top = match doc {

@@ -185,11 +185,12 @@ fn invalid_yaml_names_the_file_and_line() {
         panic!("expected a YAML error, got {err}");
     };
     assert_eq!(*line, Some(3), "{err}");
+    let text = err.to_string();
     assert!(
-        err.to_string()
-            .starts_with("invalid config file /etc/hli/config.yml at line 3"),
-        "{err}"
+        text.starts_with("invalid config file /etc/hli/config.yml at line 3"),
+        "{text}"
     );
+    assert_eq!(text.matches("line 3").count(), 1, "position given once: {text}");
     let err =
         RawConfig::from_yaml(Some((Path::new("c.yml"), "- a\n- b\n")), &lookup(GOOD)).unwrap_err();
     assert!(
