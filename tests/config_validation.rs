@@ -190,7 +190,11 @@ fn invalid_yaml_names_the_file_and_line() {
         text.starts_with("invalid config file /etc/hli/config.yml at line 3"),
         "{text}"
     );
-    assert_eq!(text.matches("line 3").count(), 1, "position given once: {text}");
+    assert_eq!(
+        text.matches("line 3").count(),
+        1,
+        "position given once: {text}"
+    );
     let err =
         RawConfig::from_yaml(Some((Path::new("c.yml"), "- a\n- b\n")), &lookup(GOOD)).unwrap_err();
     assert!(
