@@ -252,7 +252,7 @@ impl fmt::Display for Problem {
 /// Why the configuration cannot be used. Always fatal: `main` exits with code 2.
 #[derive(Debug)]
 pub enum ConfigError {
-    /// The config file exists (or was named with `--config`) but cannot be read.
+    /// The config file exists but cannot be read (permissions, a directory, not UTF-8).
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -337,8 +337,11 @@ pub struct RawConfig {
 impl RawConfig {
     /// Locate and read the config file, then resolve every setting.
     ///
-    /// `explicit` (from `--config`) must exist; otherwise the first existing file of
-    /// [`DEFAULT_CONFIG_PATHS`] is used, and no file at all is fine (environment only).
+    /// `explicit` comes from `--config`; otherwise the first existing file of
+    /// [`DEFAULT_CONFIG_PATHS`] is used. No file at all is fine (environment only). A named file
+    /// that does not exist is a warning, not an error, so that a unit or compose file may always
+    /// pass `--config` and still be configured by the environment alone; any other read failure
+    /// (permissions, a directory) is an error.
     pub fn load(
         explicit: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
@@ -350,15 +353,20 @@ impl RawConfig {
                 .map(PathBuf::from)
                 .find(|p| p.is_file()),
         };
-        match path {
-            None => RawConfig::from_yaml(None, env),
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                RawConfig::from_yaml(Some((&path, &text)), env)
+        let Some(path) = path else {
+            return RawConfig::from_yaml(None, env);
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => RawConfig::from_yaml(Some((&path, &text)), env),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut raw = RawConfig::from_yaml(None, env)?;
+                raw.warnings.push(format!(
+                    "config file {} does not exist: using the environment and defaults only",
+                    path.display()
+                ));
+                Ok(raw)
             }
+            Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
 

@@ -134,11 +134,17 @@ fn config_file_in_the_working_directory_is_used_and_named_in_messages() {
 }
 
 #[test]
-fn explicit_config_file_must_exist_and_be_valid_yaml() {
+fn explicit_config_file_may_be_missing_but_must_be_valid_yaml() {
     let dir = scratch_dir();
-    let (code, _, err) = run(&dir, GOOD_ENV, &["--config", "missing.yml", "check"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("cannot read config file missing.yml"), "{err}");
+    // The systemd unit always passes --config; the environment alone must still work.
+    let mut env = GOOD_ENV.to_vec();
+    env.push(("HARFANGLAB_INTEL_STATE_DIR", dir.to_str().unwrap()));
+    let (code, out, err) = run(&dir, &env, &["--config", "missing.yml", "check"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("[WARN] config file: config file missing.yml does not exist"),
+        "{out}"
+    );
     std::fs::write(dir.join("bad.yml"), "opencti:\n  url: x\n  token: [\n").unwrap();
     let mut env = GOOD_ENV.to_vec();
     env.push(("HARFANGLAB_INTEL_CONFIG", "bad.yml"));

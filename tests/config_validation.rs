@@ -225,11 +225,20 @@ fn yaml_lists_for_single_values_are_problems_not_crashes() {
 }
 
 #[test]
-fn missing_explicit_config_file_is_an_error() {
-    let err = RawConfig::load(Some(Path::new("/nonexistent/hli.yml")), &lookup(GOOD)).unwrap_err();
+fn missing_explicit_config_file_is_a_warning_but_unreadable_is_an_error() {
+    let raw = RawConfig::load(Some(Path::new("/nonexistent/hli.yml")), &lookup(GOOD)).unwrap();
+    assert_eq!(raw.file(), None);
+    assert_eq!(
+        raw.warnings(),
+        [
+            "config file /nonexistent/hli.yml does not exist: using the environment and defaults only"
+        ]
+    );
+    assert!(Config::from_raw(&raw).is_ok());
+    // A directory cannot be read as a file.
+    let err = RawConfig::load(Some(&std::env::temp_dir()), &lookup(GOOD)).unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with("cannot read config file /nonexistent/hli.yml"),
+        err.to_string().starts_with("cannot read config file "),
         "{err}"
     );
 }
