@@ -17,8 +17,10 @@
 //! only `opencti::{stream,api}` and `harfanglab::client` hold a ureq `Agent`.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod harfanglab;
+pub mod indicator_file;
 pub mod metrics;
 pub mod notify;
 pub mod opencti;

@@ -1,0 +1,459 @@
+//! What the commands do once `main` has parsed the arguments: `run`, `demo`, `check`, `translate`.
+//!
+//! `main` owns arguments, logging, signals and exit codes; this module owns the work and returns
+//! typed results. `run`/`demo` are extension points the pipeline wires; `check` reports the
+//! configuration and local prerequisites (network probes are to be added in [`check`]);
+//! `translate` is the offline translation of an indicator file, one JSON line out per indicator.
+
+use crate::config::{Config, RawConfig, TlsVerify};
+use crate::indicator_file::{InputItem, read_indicators};
+use crate::translate::{Indicator, TranslateError, Translation};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the command failed at run time (I/O, a failed check, `translate --strict` errors).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: the configuration (or the command line) is invalid.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Why a command failed at run time. Fatal for the command: `main` logs it and exits 1.
+#[derive(Debug)]
+pub enum AppError {
+    /// The command exists but its engine is not connected yet.
+    NotWired(&'static str),
+    /// The `translate` input cannot be read.
+    Input { path: String, source: io::Error },
+    /// Standard output cannot be written.
+    Output(io::Error),
+}
+
+impl AppError {
+    /// A closed pipe on stdout (`translate ... | head`) is not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, AppError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::NotWired(what) => write!(f, "`{what}` is not wired yet in this build"),
+            AppError::Input { path, source } => write!(f, "cannot read {path}: {source}"),
+            AppError::Output(e) => write!(f, "cannot write the output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AppError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AppError::Input { source, .. } | AppError::Output(source) => Some(source),
+            AppError::NotWired(_) => None,
+        }
+    }
+}
+
+/// Run the connector until shutdown.
+pub fn run(config: Config) -> Result<(), AppError> {
+    let _ = config;
+    Err(AppError::NotWired("run"))
+}
+
+/// Run the self-contained demo (simulated OpenCTI and HarfangLab).
+pub fn demo() -> Result<(), AppError> {
+    Err(AppError::NotWired("demo"))
+}
+
+/// Outcome of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckStatus {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// One line of the `check` report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckItem {
+    pub name: String,
+    pub status: CheckStatus,
+    pub detail: String,
+}
+
+/// What `check` found. `main` prints it and exits 1 when any item failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub items: Vec<CheckItem>,
+}
+
+impl CheckReport {
+    pub fn push(&mut self, name: &str, status: CheckStatus, detail: impl Into<String>) {
+        self.items.push(CheckItem {
+            name: name.to_owned(),
+            status,
+            detail: detail.into(),
+        });
+    }
+
+    /// No item failed (warnings are fine).
+    pub fn passed(&self) -> bool {
+        self.items.iter().all(|i| i.status != CheckStatus::Fail)
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for item in &self.items {
+            let tag = match item.status {
+                CheckStatus::Ok => "ok  ",
+                CheckStatus::Warn => "WARN",
+                CheckStatus::Fail => "FAIL",
+            };
+            writeln!(f, "[{tag}] {}: {}", item.name, item.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Check a validated configuration and the local prerequisites.
+///
+/// Extension point: OpenCTI (health query, stream reachability) and HarfangLab (token, source
+/// lists) probes belong here, appended as further items, once their clients exist.
+pub fn check(config: &Config) -> CheckReport {
+    let mut report = CheckReport::default();
+    report.push("configuration", CheckStatus::Ok, config.summary());
+    for w in config.warnings() {
+        report.push("tls", CheckStatus::Warn, w);
+    }
+    for (name, tls) in [
+        ("opencti ca file", &config.opencti.tls),
+        ("harfanglab ca file", &config.harfanglab.tls),
+    ] {
+        if let TlsVerify::CaFile(path) = tls {
+            match std::fs::read(path) {
+                Ok(bytes)
+                    if String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") =>
+                {
+                    report.push(name, CheckStatus::Ok, path.display().to_string())
+                }
+                Ok(_) => report.push(
+                    name,
+                    CheckStatus::Fail,
+                    format!("{} holds no PEM certificate", path.display()),
+                ),
+                Err(e) => report.push(
+                    name,
+                    CheckStatus::Fail,
+                    format!("cannot read {}: {e}", path.display()),
+                ),
+            }
+        }
+    }
+    check_state_dir(&config.service.state_dir, &mut report);
+    report
+}
+
+fn check_state_dir(dir: &Path, report: &mut CheckReport) {
+    const NAME: &str = "state directory";
+    if !dir.exists() {
+        report.push(
+            NAME,
+            CheckStatus::Warn,
+            format!(
+                "{} does not exist yet; it will be created at start",
+                dir.display()
+            ),
+        );
+        return;
+    }
+    if !dir.is_dir() {
+        report.push(
+            NAME,
+            CheckStatus::Fail,
+            format!("{} is not a directory", dir.display()),
+        );
+        return;
+    }
+    // Probe writability the only reliable way: write and remove a file.
+    let probe = dir.join(format!(".check-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            report.push(
+                NAME,
+                CheckStatus::Ok,
+                format!("{} is writable", dir.display()),
+            );
+        }
+        Err(e) => report.push(
+            NAME,
+            CheckStatus::Fail,
+            format!("{} is not writable: {e}", dir.display()),
+        ),
+    }
+}
+
+/// Every setting with its value (tokens redacted) and where it came from, for `check`.
+pub fn settings_report(raw: &RawConfig) -> String {
+    let mut out = match raw.file() {
+        Some(p) => format!("config file: {}\n", p.display()),
+        None => "config file: none (environment and defaults only)\n".to_owned(),
+    };
+    let width = raw
+        .entries()
+        .iter()
+        .map(|e| e.setting.env.len())
+        .max()
+        .unwrap_or(0);
+    for e in raw.entries() {
+        let origin = if e.is_default() && e.provided.is_some() {
+            // pycti semantics: an empty value selects the default, whoever set it.
+            format!("default; empty in the {}", e.origin)
+        } else {
+            e.origin.to_string()
+        };
+        out.push_str(&format!(
+            "  {:width$}  {}  ({origin})\n",
+            e.setting.env,
+            e.display_value(),
+        ));
+    }
+    out
+}
+
+/// Counts of a `translate` run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TranslateSummary {
+    /// Output lines written (one per indicator or bad input item).
+    pub items: usize,
+    /// Items whose `error` is set.
+    pub failed: usize,
+}
+
+/// Read the whole input: a file, or standard input for `None` / `-`.
+pub fn read_input(file: Option<&Path>) -> Result<Vec<u8>, AppError> {
+    let mut buf = Vec::new();
+    match file {
+        None => io::stdin().lock().read_to_end(&mut buf).map(|_| buf),
+        Some(p) if p == Path::new("-") => io::stdin().lock().read_to_end(&mut buf).map(|_| buf),
+        Some(p) => std::fs::read(p),
+    }
+    .map_err(|source| AppError::Input {
+        path: file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "standard input".to_owned()),
+        source,
+    })
+}
+
+/// Translate every indicator of `input` with [`crate::translate::translate`] and write one JSON
+/// line per item to `out`, in input order.
+pub fn translate(input: &[u8], out: &mut dyn Write) -> Result<TranslateSummary, AppError> {
+    translate_with(input, out, crate::translate::translate)
+}
+
+/// [`translate`] with the translation function given (tests use a fake one).
+pub fn translate_with<F>(
+    input: &[u8],
+    out: &mut dyn Write,
+    f: F,
+) -> Result<TranslateSummary, AppError>
+where
+    F: Fn(&Indicator) -> Result<Translation, TranslateError> + Sync,
+{
+    let items = read_indicators(input);
+    // Translation is pure and CPU-bound: rayon keeps the output in input order.
+    let results: Vec<Result<Translation, String>> = items
+        .par_iter()
+        .map(|item| translate_item(item, &f))
+        .collect();
+    let mut summary = TranslateSummary::default();
+    for (item, result) in items.iter().zip(&results) {
+        let line = output_line(item, result);
+        serde_json::to_writer(&mut *out, &line).map_err(|e| AppError::Output(e.into()))?;
+        out.write_all(b"\n").map_err(AppError::Output)?;
+        summary.items += 1;
+        if result.is_err() {
+            summary.failed += 1;
+        }
+    }
+    out.flush().map_err(AppError::Output)?;
+    Ok(summary)
+}
+
+fn translate_item<F>(item: &InputItem, f: &F) -> Result<Translation, String>
+where
+    F: Fn(&Indicator) -> Result<Translation, TranslateError>,
+{
+    let indicator = item.indicator.as_ref().map_err(Clone::clone)?;
+    // A panic in translation is a bug, but it must cost one line, not the whole file.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(indicator))) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(format!("{}: {e}", item.position)),
+        Err(_) => Err(format!(
+            "{}: internal error: translation panicked",
+            item.position
+        )),
+    }
+}
+
+/// One output line of `translate`.
+#[derive(Serialize)]
+struct OutputLine<'a> {
+    /// The indicator's id, else its name; `null` when the input item is not an indicator.
+    indicator: Option<&'a str>,
+    line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<usize>,
+    iocs: &'a [crate::translate::IocKey],
+    sigma: Option<&'a crate::translate::SigmaSpec>,
+    yara: Option<&'a crate::translate::YaraSpec>,
+    skipped: &'a [crate::translate::Skipped],
+    error: Option<&'a str>,
+}
+
+fn output_line<'a>(item: &'a InputItem, result: &'a Result<Translation, String>) -> OutputLine<'a> {
+    let indicator = item.indicator.as_ref().ok().map(|i| {
+        if i.id.is_empty() {
+            i.name.as_str()
+        } else {
+            i.id.as_str()
+        }
+    });
+    match result {
+        Ok(t) => OutputLine {
+            indicator,
+            line: item.position.line,
+            object: item.position.object,
+            iocs: &t.iocs,
+            sigma: t.sigma.as_ref(),
+            yara: t.yara.as_ref(),
+            skipped: &t.skipped,
+            error: None,
+        },
+        Err(e) => OutputLine {
+            indicator,
+            line: item.position.line,
+            object: item.position.object,
+            iocs: &[],
+            sigma: None,
+            yara: None,
+            skipped: &[],
+            error: Some(e),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::{IocKey, IocType, Skipped};
+    use serde_json::Value;
+
+    /// A stand-in for the real translation: one IOC from the pattern, errors on demand.
+    fn fake(ind: &Indicator) -> Result<Translation, TranslateError> {
+        match ind.pattern.as_str() {
+            "bad" => Err(TranslateError::Pattern("at byte 0: expected `[`".into())),
+            "boom" => panic!("fake translation bug"),
+            p => Ok(Translation {
+                iocs: vec![IocKey {
+                    ioc_type: IocType::DomainName,
+                    value: p.to_owned(),
+                }],
+                skipped: vec![Skipped {
+                    path: "x:y".into(),
+                    value: "v".into(),
+                    reason: "r".into(),
+                }],
+                ..Translation::default()
+            }),
+        }
+    }
+
+    fn lines(input: &str) -> (TranslateSummary, Vec<Value>) {
+        let mut out = Vec::new();
+        let summary = translate_with(input.as_bytes(), &mut out, fake).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        (
+            summary,
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn output_keeps_input_order_and_reports_errors_per_line() {
+        let mut input = String::new();
+        for i in 0..200 {
+            input.push_str(&format!(
+                "{{\"id\":\"id-{i}\",\"pattern\":\"d{i}.example\"}}\n"
+            ));
+        }
+        input.push_str("{\"name\":\"bad one\",\"pattern\":\"bad\"}\nnot json\n{\"name\":\"n\",\"pattern\":\"boom\"}\n");
+        let (summary, out) = lines(&input);
+        assert_eq!(
+            summary,
+            TranslateSummary {
+                items: 203,
+                failed: 3
+            }
+        );
+        for (i, v) in out.iter().take(200).enumerate() {
+            assert_eq!(v["indicator"], format!("id-{i}"));
+            assert_eq!(v["iocs"][0]["type"], "domain_name");
+            assert_eq!(v["iocs"][0]["value"], format!("d{i}.example"));
+            assert_eq!(v["skipped"][0]["reason"], "r");
+            assert!(v["error"].is_null() && v["sigma"].is_null() && v["yara"].is_null());
+        }
+        assert_eq!(out[200]["indicator"], "bad one");
+        assert_eq!(
+            out[200]["error"],
+            "line 201: invalid STIX pattern: at byte 0: expected `[`"
+        );
+        assert!(out[201]["indicator"].is_null());
+        assert!(
+            out[201]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("line 202, column 2: invalid JSON")
+        );
+        assert_eq!(
+            out[202]["error"],
+            "line 203: internal error: translation panicked"
+        );
+        assert_eq!(out[202]["iocs"], Value::Array(vec![]));
+    }
+
+    #[test]
+    fn check_reports_state_dir_problems() {
+        let mut config = Config::default();
+        config.service.state_dir = std::env::temp_dir();
+        let r = check(&config);
+        assert!(r.passed(), "{r}");
+        config.service.state_dir = std::path::PathBuf::from("/proc/version");
+        let r = check(&config);
+        assert!(!r.passed());
+        assert!(
+            r.to_string()
+                .contains("[FAIL] state directory: /proc/version is not a directory")
+        );
+    }
+
+    #[test]
+    fn run_and_demo_say_they_are_not_wired() {
+        assert_eq!(
+            demo().unwrap_err().to_string(),
+            "`demo` is not wired yet in this build"
+        );
+        assert!(matches!(
+            run(Config::default()),
+            Err(AppError::NotWired("run"))
+        ));
+    }
+}

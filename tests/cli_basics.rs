@@ -1,0 +1,233 @@
+//! The built binary: `--version`, `--help`, exit code 2 with every configuration problem, config
+//! file discovery, `check`, and logging to stderr. Each run has an empty environment and its own
+//! empty working directory, so nothing from the machine leaks in.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
+
+const GOOD_ENV: &[(&str, &str)] = &[
+    ("OPENCTI_URL", "https://opencti.example/"),
+    ("OPENCTI_TOKEN", "octi-secret-token-4242"),
+    ("CONNECTOR_ID", "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c"),
+    ("CONNECTOR_LIVE_STREAM_ID", "stream-1"),
+    ("HARFANGLAB_INTEL_URL", "https://hl.example:8443"),
+    ("HARFANGLAB_INTEL_TOKEN", "hl-secret-token-4242"),
+];
+
+/// A fresh working directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch_dir() -> Scratch {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hli-cli-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Scratch(dir)
+}
+
+fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out: Output = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help() {
+    let dir = scratch_dir();
+    let (code, out, _) = run(&dir, &[], &["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("harfanglab-intel {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, out, _) = run(&dir, &[], &["--help"]);
+    assert_eq!(code, 0);
+    for word in [
+        "run",
+        "check",
+        "translate",
+        "demo",
+        "--config",
+        "--dry-run",
+        "--version",
+    ] {
+        assert!(out.contains(word), "{word} missing from help:\n{out}");
+    }
+}
+
+#[test]
+fn unknown_argument_is_a_usage_error() {
+    let (code, _, err) = run(&scratch_dir(), &[], &["--frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--frobnicate"), "{err}");
+}
+
+#[test]
+fn bad_config_exits_2_and_lists_every_problem() {
+    let env = [
+        ("OPENCTI_URL", "opencti:8080"),
+        ("CONNECTOR_ID", "abc"),
+        ("HARFANGLAB_INTEL_TOKEN", "ChangeMe"),
+        ("HARFANGLAB_INTEL_WORKERS", "0"),
+    ];
+    for args in [&[][..], &["run"], &["check"]] {
+        let (code, _, err) = run(&scratch_dir(), &env, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("invalid configuration (7 problems)"), "{err}");
+        for name in [
+            "OPENCTI_URL (YAML opencti.url",
+            "OPENCTI_TOKEN (YAML opencti.token",
+            "CONNECTOR_ID (YAML connector.id",
+            "CONNECTOR_LIVE_STREAM_ID (YAML connector.live_stream_id",
+            "HARFANGLAB_INTEL_URL (YAML harfanglab_intel.url",
+            "HARFANGLAB_INTEL_TOKEN (YAML harfanglab_intel.token",
+            "HARFANGLAB_INTEL_WORKERS (YAML harfanglab_intel.workers",
+        ] {
+            assert!(err.contains(name), "{name} missing:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn config_file_in_the_working_directory_is_used_and_named_in_messages() {
+    let dir = scratch_dir();
+    std::fs::write(
+        dir.join("config.yml"),
+        "harfanglab_intel:\n  rule_maturity: experimental\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&dir, GOOD_ENV, &["check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("HARFANGLAB_INTEL_RULE_MATURITY (YAML harfanglab_intel.rule_maturity, set in the config file): must be stable or testing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn explicit_config_file_may_be_missing_but_must_be_valid_yaml() {
+    let dir = scratch_dir();
+    // The systemd unit always passes --config; the environment alone must still work.
+    let mut env = GOOD_ENV.to_vec();
+    env.push(("HARFANGLAB_INTEL_STATE_DIR", dir.to_str().unwrap()));
+    let (code, out, err) = run(&dir, &env, &["--config", "missing.yml", "check"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("[WARN] config file: config file missing.yml does not exist"),
+        "{out}"
+    );
+    std::fs::write(dir.join("bad.yml"), "opencti:\n  url: x\n  token: [\n").unwrap();
+    let mut env = GOOD_ENV.to_vec();
+    env.push(("HARFANGLAB_INTEL_CONFIG", "bad.yml"));
+    let (code, _, err) = run(&dir, &env, &["check"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid config file bad.yml at line"), "{err}");
+}
+
+#[test]
+fn check_prints_settings_and_report_without_tokens() {
+    let dir = scratch_dir();
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mut env = GOOD_ENV.to_vec();
+    env.push(("HARFANGLAB_INTEL_STATE_DIR", state.to_str().unwrap()));
+    let (code, out, err) = run(&dir, &env, &["--dry-run", "check"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("config file: none"), "{out}");
+    assert!(
+        out.contains("OPENCTI_TOKEN") && out.contains("[REDACTED]  (environment)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("HARFANGLAB_INTEL_WORKERS") && out.contains("16  (default)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[ok  ] configuration: opencti=https://opencti.example "),
+        "{out}"
+    );
+    assert!(out.contains("dry_run=true"), "{out}");
+    assert!(
+        out.contains("[WARN] tls:"),
+        "pycti's unverified default is flagged:\n{out}"
+    );
+    assert!(out.contains("[ok  ] state directory:"), "{out}");
+    for secret in ["octi-secret-token-4242", "hl-secret-token-4242"] {
+        assert!(!out.contains(secret) && !err.contains(secret));
+    }
+}
+
+#[test]
+fn check_fails_with_exit_1_when_the_state_dir_is_unusable() {
+    let dir = scratch_dir();
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let mut env = GOOD_ENV.to_vec();
+    env.push(("HARFANGLAB_INTEL_STATE_DIR", file.to_str().unwrap()));
+    let (code, out, _) = run(&dir, &env, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[FAIL] state directory"), "{out}");
+}
+
+#[test]
+fn logs_go_to_stderr_with_utc_timestamps_and_no_colours_when_piped() {
+    let dir = scratch_dir();
+    std::fs::write(dir.join("in.jsonl"), "{\"type\":\"relationship\"}\n").unwrap();
+    let (code, out, err) = run(
+        &dir,
+        &[("CONNECTOR_LOG_LEVEL", "INFO")],
+        &["translate", "in.jsonl"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1);
+    let line = err
+        .lines()
+        .find(|l| l.contains("translated 1 item(s), 1 with an error"))
+        .unwrap_or_else(|| panic!("{err}"));
+    // RFC 3339 in UTC: 2026-01-02T03:04:05.123456789Z (simplelog prints `Z` for UTC).
+    let ts = line.split_whitespace().next().unwrap();
+    assert!(
+        ts.len() > 20 && ts.as_bytes()[10] == b'T' && ts.ends_with('Z'),
+        "{line}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no ANSI colours on a pipe: {err:?}"
+    );
+    // A quieter level hides it.
+    let (_, _, err) = run(
+        &dir,
+        &[("CONNECTOR_LOG_LEVEL", "warn")],
+        &["translate", "in.jsonl"],
+    );
+    assert!(!err.contains("translated"), "{err}");
+}
