@@ -18,7 +18,11 @@ fn out_of_order_completions_never_let_the_watermark_pass_unfinished_work() {
     for n in 0..N {
         // Every 7th event has nothing to do (finishes at once, still in order).
         if n % 7 == 3 {
-            items.push(Input::Event { event_id: id(n), key: None, payload: Ev { n, op: "x" } });
+            items.push(Input::Event {
+                event_id: id(n),
+                key: None,
+                payload: Ev { n, op: "x" },
+            });
         } else {
             items.push(event(n, &format!("k{}", n % 40), "update"));
         }
@@ -55,18 +59,31 @@ fn out_of_order_completions_never_let_the_watermark_pass_unfinished_work() {
     )
     .expect("run");
     let saves = sink.saved();
-    assert!(saves.len() > 1, "expected several intermediate saves, got {saves:?}");
-    assert!(saves.windows(2).all(|w| pos(&w[0]) <= pos(&w[1])), "watermark moved back");
+    assert!(
+        saves.len() > 1,
+        "expected several intermediate saves, got {saves:?}"
+    );
+    assert!(
+        saves.windows(2).all(|w| pos(&w[0]) <= pos(&w[1])),
+        "watermark moved back"
+    );
     assert_eq!(saves.last(), Some(&id(N - 1)));
     assert_eq!(summary.watermark, Some(id(N - 1)));
-    assert_eq!(summary.stats.ignored, (0..N).filter(|n| n % 7 == 3).count() as u64);
+    assert_eq!(
+        summary.stats.ignored,
+        (0..N).filter(|n| n % 7 == 3).count() as u64
+    );
 }
 
 #[test]
 fn heartbeats_while_idle_move_the_watermark() {
     let items = vec![
-        Input::Heartbeat { event_id: "500-0".into() },
-        Input::Heartbeat { event_id: "600-0".into() },
+        Input::Heartbeat {
+            event_id: "500-0".into(),
+        },
+        Input::Heartbeat {
+            event_id: "600-0".into(),
+        },
     ];
     let handler = FnHandler(|_: &str, _: &str, _: &Ev| Outcome::Applied(String::new()));
     let mut sink = RecordingSink::default();
@@ -89,7 +106,10 @@ fn heartbeats_while_idle_move_the_watermark() {
 /// finished at that save.
 fn busy_heartbeat(after: Option<Input<Ev>>) -> Vec<(String, bool)> {
     let expect_received = if after.is_some() { 2 } else { 1 };
-    let mut items = vec![event(0, "k0", "create"), Input::Heartbeat { event_id: id(50) }];
+    let mut items = vec![
+        event(0, "k0", "create"),
+        Input::Heartbeat { event_id: id(50) },
+    ];
     items.extend(after);
     let opts = fast_opts(2);
     let stats = opts.stats.clone();
@@ -116,7 +136,10 @@ fn busy_heartbeat(after: Option<Input<Ev>>) -> Vec<(String, bool)> {
         let (saves, first_done) = (saves.clone(), first_done.clone());
         RecordingSink {
             check: Some(Box::new(move |w: &str| {
-                saves.lock().unwrap().push((w.to_owned(), first_done.load(Ordering::SeqCst)));
+                saves
+                    .lock()
+                    .unwrap()
+                    .push((w.to_owned(), first_done.load(Ordering::SeqCst)));
             })),
             ..RecordingSink::default()
         }
@@ -131,21 +154,29 @@ fn busy_heartbeat(after: Option<Input<Ev>>) -> Vec<(String, bool)> {
         DeadLetterLog::disabled(),
     )
     .expect("run");
-    let saves = saves.lock().unwrap().clone();
-    saves
+    saves.lock().unwrap().clone()
 }
 
 #[test]
 fn heartbeat_while_busy_is_applied_once_in_flight_events_finish() {
     let saves = busy_heartbeat(None);
-    assert!(saves.iter().all(|(_, first_done)| *first_done), "saved before event 0: {saves:?}");
+    assert!(
+        saves.iter().all(|(_, first_done)| *first_done),
+        "saved before event 0: {saves:?}"
+    );
     assert_eq!(saves.last().map(|s| s.0.as_str()), Some(id(50).as_str()));
 }
 
 #[test]
 fn heartbeat_while_busy_is_dropped_when_a_newer_event_follows() {
     let saves = busy_heartbeat(Some(event(60, "k1", "create")));
-    assert!(saves.iter().all(|(_, first_done)| *first_done), "saved before event 0: {saves:?}");
-    assert!(saves.iter().all(|(w, _)| *w != id(50)), "heartbeat applied: {saves:?}");
+    assert!(
+        saves.iter().all(|(_, first_done)| *first_done),
+        "saved before event 0: {saves:?}"
+    );
+    assert!(
+        saves.iter().all(|(w, _)| *w != id(50)),
+        "heartbeat applied: {saves:?}"
+    );
     assert_eq!(saves.last().map(|s| s.0.as_str()), Some(id(60).as_str()));
 }

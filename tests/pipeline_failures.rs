@@ -26,7 +26,9 @@ fn permanent_failure_is_dead_lettered_and_the_stream_continues() {
     let dir = temp_dir("permanent");
     let log = DeadLetterLog::open(&dir, "connector-a.jsonl").expect("open");
     let path = log.path().expect("path").to_owned();
-    let items: Vec<Input<Ev>> = (0..20).map(|n| event(n, &format!("k{}", n % 5), "create")).collect();
+    let items: Vec<Input<Ev>> = (0..20)
+        .map(|n| event(n, &format!("k{}", n % 5), "create"))
+        .collect();
     let applied: Mutex<Vec<usize>> = Mutex::default();
     let handler = FnHandler(|_: &str, _: &str, ev: &Ev| {
         if ev.n == 7 {
@@ -42,7 +44,10 @@ fn permanent_failure_is_dead_lettered_and_the_stream_continues() {
         check: Some(Box::new(move |w: &str| {
             if pos(w) >= 7 {
                 let text = std::fs::read_to_string(&check_path).unwrap_or_default();
-                assert!(text.contains(&id(7)), "watermark {w} passed an unsynced dead letter");
+                assert!(
+                    text.contains(&id(7)),
+                    "watermark {w} passed an unsynced dead letter"
+                );
             }
         })),
         ..RecordingSink::default()
@@ -114,7 +119,10 @@ fn retryable_failure_is_retried_then_applied_without_blocking_other_keys() {
     let second = order.iter().position(|&n| n == 1).expect("event 1 applied");
     assert!(first < second, "same-key order broken: {order:?}");
     // Even with a single worker, the other keys ran during key a's backoff.
-    assert!(first >= 38, "other keys were blocked by the retrying key: {order:?}");
+    assert!(
+        first >= 38,
+        "other keys were blocked by the retrying key: {order:?}"
+    );
     assert_eq!(summary.watermark, Some(id(39)));
 }
 
@@ -152,7 +160,9 @@ fn exhausted_retries_are_dead_lettered() {
 fn fatal_outcome_stops_the_pipeline_with_an_error() {
     // A long stream: run must stop early, trigger the shared shutdown, and not checkpoint the
     // fatal event.
-    let items: Vec<Input<Ev>> = (0..10_000).map(|n| event(n, &format!("k{}", n % 10), "create")).collect();
+    let items: Vec<Input<Ev>> = (0..10_000)
+        .map(|n| event(n, &format!("k{}", n % 10), "create"))
+        .collect();
     let handler = FnHandler(|_: &str, _: &str, ev: &Ev| {
         if ev.n == 25 {
             Outcome::Fatal("HTTP 401: token revoked".into())
@@ -173,7 +183,11 @@ fn fatal_outcome_stops_the_pipeline_with_an_error() {
     )
     .expect_err("fatal must stop the run");
     match &err {
-        PipelineError::Fatal { event_id, key, reason } => {
+        PipelineError::Fatal {
+            event_id,
+            key,
+            reason,
+        } => {
             assert_eq!(event_id, &id(25));
             assert_eq!(key, "k5");
             assert!(reason.contains("401"));
@@ -183,12 +197,17 @@ fn fatal_outcome_stops_the_pipeline_with_an_error() {
     assert!(err.to_string().contains(&id(25)));
     assert!(shutdown.is_triggered());
     let saves = sink.saved();
-    assert!(saves.iter().all(|w| pos(w) < 25), "fatal event checkpointed: {saves:?}");
+    assert!(
+        saves.iter().all(|w| pos(w) < 25),
+        "fatal event checkpointed: {saves:?}"
+    );
 }
 
 #[test]
 fn panicking_handler_stops_the_pipeline_instead_of_wedging_it() {
-    let items: Vec<Input<Ev>> = (0..2_000).map(|n| event(n, &format!("k{}", n % 10), "create")).collect();
+    let items: Vec<Input<Ev>> = (0..2_000)
+        .map(|n| event(n, &format!("k{}", n % 10), "create"))
+        .collect();
     let handler = FnHandler(|_: &str, _: &str, ev: &Ev| {
         if ev.n == 30 {
             panic!("handler bug (expected in this test)");
@@ -207,7 +226,10 @@ fn panicking_handler_stops_the_pipeline_instead_of_wedging_it() {
         DeadLetterLog::disabled(),
     )
     .expect_err("panic must surface as an error");
-    assert!(matches!(err, PipelineError::WorkerPanicked { .. }), "got {err}");
+    assert!(
+        matches!(err, PipelineError::WorkerPanicked { .. }),
+        "got {err}"
+    );
     assert!(shutdown.is_triggered());
     assert!(sink.saved().iter().all(|w| pos(w) < 30));
 }

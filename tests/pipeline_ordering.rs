@@ -28,7 +28,11 @@ fn create_update_delete_burst_on_one_key_keeps_stream_order_among_many_keys() {
         hot.push(n);
         n += 1;
         for k in 0..5 {
-            items.push(event(n, &format!("indicator--{}", (round * 5 + k) % 60), "update"));
+            items.push(event(
+                n,
+                &format!("indicator--{}", (round * 5 + k) % 60),
+                "update",
+            ));
             n += 1;
         }
     }
@@ -46,7 +50,11 @@ fn create_update_delete_burst_on_one_key_keeps_stream_order_among_many_keys() {
         let now = concurrent.fetch_add(1, Ordering::SeqCst) + 1;
         max_concurrent.fetch_max(now, Ordering::SeqCst);
         work_for(Duration::from_micros(fastrand::u64(0..1500)));
-        seen.lock().unwrap().entry(key.to_owned()).or_default().push((ev.n, ev.op));
+        seen.lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default()
+            .push((ev.n, ev.op));
         concurrent.fetch_sub(1, Ordering::SeqCst);
         running.lock().unwrap().remove(key);
         Outcome::Applied(String::new())
@@ -72,7 +80,10 @@ fn create_update_delete_burst_on_one_key_keeps_stream_order_among_many_keys() {
     assert_eq!(hot_seen.first().map(|e| e.1), Some("create"));
     assert_eq!(hot_seen.last().map(|e| e.1), Some("delete"));
     for (key, events) in &seen {
-        assert!(events.windows(2).all(|w| w[0].0 < w[1].0), "{key} out of order: {events:?}");
+        assert!(
+            events.windows(2).all(|w| w[0].0 < w[1].0),
+            "{key} out of order: {events:?}"
+        );
     }
     assert_eq!(seen.values().map(Vec::len).sum::<usize>(), total);
     assert!(

@@ -19,7 +19,11 @@ fn endless(shutdown: Shutdown) -> crossbeam_channel::Receiver<Input<Ev>> {
     let (tx, rx) = crossbeam_channel::bounded(16);
     std::thread::spawn(move || {
         for n in 0.. {
-            if shutdown.is_triggered() || tx.send(event(n, &format!("k{}", n % 10), "update")).is_err() {
+            if shutdown.is_triggered()
+                || tx
+                    .send(event(n, &format!("k{}", n % 10), "update"))
+                    .is_err()
+            {
                 return;
             }
         }
@@ -53,7 +57,10 @@ fn shutdown_during_a_busy_stream_drains_and_checkpoints_only_finished_work() {
     let mut sink = RecordingSink {
         check: Some(Box::new(move |w: &str| {
             let p = pos(w);
-            assert!((0..=p).all(|n| check[n].load(Ordering::SeqCst)), "{w} passes unfinished work");
+            assert!(
+                (0..=p).all(|n| check[n].load(Ordering::SeqCst)),
+                "{w} passes unfinished work"
+            );
         })),
         ..RecordingSink::default()
     };
@@ -99,7 +106,10 @@ fn shutdown_deadline_abandons_unfinished_events_without_checkpointing_them() {
     let mut sink = RecordingSink {
         check: Some(Box::new(move |w: &str| {
             let p = pos(w);
-            assert!((0..=p).all(|n| check[n].load(Ordering::SeqCst)), "{w} passes unfinished work");
+            assert!(
+                (0..=p).all(|n| check[n].load(Ordering::SeqCst)),
+                "{w} passes unfinished work"
+            );
         })),
         ..RecordingSink::default()
     };
@@ -118,7 +128,11 @@ fn shutdown_deadline_abandons_unfinished_events_without_checkpointing_them() {
     )
     .expect("run");
     // Deadline (0.3 s) + at most one running handler call (0.1 s) + slack for a loaded CI box.
-    assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
     assert!(summary.stats.abandoned > 0, "{:?}", summary.stats);
     assert_eq!(
         summary.stats.applied + summary.stats.abandoned,
@@ -162,7 +176,10 @@ fn retry_wait_ends_at_once_on_shutdown() {
     )
     .expect("run");
     drop(tx);
-    assert!(t0.elapsed() < Duration::from_secs(30), "waited out the backoff");
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "waited out the backoff"
+    );
     assert_eq!(summary.stats.abandoned, 2);
     assert_eq!(summary.watermark, None);
 }
@@ -176,7 +193,9 @@ fn closed_source_drains_everything_including_pending_retries() {
         }
         Outcome::Applied(String::new())
     });
-    let items: Vec<Input<Ev>> = (0..10).map(|n| event(n, &format!("k{n}"), "create")).collect();
+    let items: Vec<Input<Ev>> = (0..10)
+        .map(|n| event(n, &format!("k{n}"), "create"))
+        .collect();
     let summary = pipeline::run(
         feed(items, 4),
         &handler,
@@ -243,7 +262,11 @@ fn slow_handler_with_fast_source_keeps_buffered_items_bounded() {
     // Items between the producer and the end of a handler: the source channel, the owner's
     // in-flight cap, and the one item the producer may have counted late.
     let max = max_buffered.load(Ordering::SeqCst);
-    assert!(max <= SOURCE_CAP + cap + 1, "buffered {max} > {}", SOURCE_CAP + cap + 1);
+    assert!(
+        max <= SOURCE_CAP + cap + 1,
+        "buffered {max} > {}",
+        SOURCE_CAP + cap + 1
+    );
     assert!(hooks.0 <= cap as u64, "in flight {} > cap {cap}", hooks.0);
     assert!(hooks.0 > 0, "tick hook never ran");
 }

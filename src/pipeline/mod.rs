@@ -60,6 +60,7 @@ pub struct PipelineOptions {
     /// Retries of retryable failures.
     pub retry: RetryPolicy,
     /// Where live counters are published (clone it before `run` to read them elsewhere).
+    /// Counters accumulate across runs that share one handle.
     pub stats: PipelineStats,
 }
 

@@ -106,6 +106,8 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
         abandon: &'a AtomicBool,
     ) -> Self {
         let now = Instant::now();
+        // A zero period would make the loop spin.
+        let period = |d: Duration| d.max(Duration::from_millis(1));
         Owner {
             opts,
             sink,
@@ -125,8 +127,8 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
             rng: fastrand::Rng::new(),
             started: now,
             next_save: now,
-            next_summary: now + opts.summary_every,
-            next_tick: now + opts.tick_every,
+            next_summary: now + period(opts.summary_every),
+            next_tick: now + period(opts.tick_every),
             last_summary: (now, 0),
         }
     }
@@ -439,11 +441,11 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
         }
         if now >= self.next_summary {
             self.log_summary(now);
-            self.next_summary = now + self.opts.summary_every;
+            self.next_summary = now + self.opts.summary_every.max(Duration::from_millis(1));
         }
         if now >= self.next_tick {
             self.hooks.tick(&self.opts.stats.snapshot());
-            self.next_tick = now + self.opts.tick_every;
+            self.next_tick = now + self.opts.tick_every.max(Duration::from_millis(1));
         }
     }
 

@@ -30,15 +30,21 @@ where
     }
 
     fn describe(&self, payload: &Ev) -> PayloadInfo {
-        PayloadInfo { event: payload.op.to_owned(), excerpt: Some(format!("n={}", payload.n)) }
+        PayloadInfo {
+            event: payload.op.to_owned(),
+            excerpt: Some(format!("n={}", payload.n)),
+        }
     }
 }
+
+/// A check run on each saved watermark (panics to fail the test).
+pub type SaveCheck = Box<dyn FnMut(&str)>;
 
 /// Records every saved watermark; an optional check runs at each save.
 #[derive(Default)]
 pub struct RecordingSink {
     pub saves: Arc<Mutex<Vec<String>>>,
-    pub check: Option<Box<dyn FnMut(&str)>>,
+    pub check: Option<SaveCheck>,
 }
 
 impl CheckpointSink for RecordingSink {
@@ -67,7 +73,11 @@ pub fn pos(id: &str) -> usize {
 }
 
 pub fn event(n: usize, key: &str, op: &'static str) -> Input<Ev> {
-    Input::Event { event_id: id(n), key: Some(key.to_owned()), payload: Ev { n, op } }
+    Input::Event {
+        event_id: id(n),
+        key: Some(key.to_owned()),
+        payload: Ev { n, op },
+    }
 }
 
 /// A bounded source fed by a thread that sends `items` then closes the channel.
