@@ -57,8 +57,9 @@ impl Shutdown {
     }
 
     /// What a ctrlc handler calls on each signal: the first triggers a graceful shutdown, a
-    /// later one also sets the hard flag. Returns `true` when this was a second (hard) signal,
-    /// so the caller can `std::process::exit(130)`.
+    /// later one also sets the hard flag. Returns `true` when shutdown was already triggered
+    /// (a second signal, or a signal during an internal shutdown), so the caller can
+    /// `std::process::exit(130)`.
     pub fn on_signal(&self) -> bool {
         let again = self.inner.triggered.swap(true, Ordering::SeqCst);
         if again {

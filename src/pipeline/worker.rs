@@ -79,7 +79,7 @@ impl<T> Drop for PanicGuard<'_, T> {
     }
 }
 
-/// The worker loop: runs until the job channel is closed (the owner finished) .
+/// The worker loop: runs until the job channel is closed (the owner finished).
 pub(crate) fn work<T, H: EventHandler<T>>(
     name: &str,
     ctx: &WorkerContext<'_, H>,
