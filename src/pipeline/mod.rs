@@ -1,1 +1,202 @@
-//! TODO(owner): pipeline
+//! The pipeline core: stream items in, per-key ordered parallel work, exact checkpoints out.
+//!
+//! ```text
+//! reader thread ──Input<T> (bounded, caller's)──▶ owner thread (this module's `run`)
+//!                                                   │ per-key FIFOs (dispatch), retry timers,
+//!                                                   │ checkpoint tracker, dead letters, stats
+//!                       ┌──── Job (ready keys) ─────┘
+//!                       ▼                                 ▲
+//!                 worker × N ── EventHandler::handle ── Report (completions)
+//! ```
+//!
+//! The owner is the single thread that reads the source, decides what runs, and owns every piece
+//! of mutable state (no locks shared by workers). Generic over the payload `T` and the handler, so
+//! it knows nothing about OpenCTI or HarfangLab; the real wiring lives in the caller.
+//!
+//! Shutdown: `Shutdown::trigger` → the owner stops reading the source → buffered events drain
+//! until `shutdown_deadline` → the rest is abandoned (not checkpointed) → workers join → final
+//! checkpoint save. When the source closes (reader gone), everything drains, retries included.
+
+mod checkpoint;
+mod dead_letter;
+mod dispatch;
+mod error;
+mod handler;
+mod owner;
+mod retry;
+mod shutdown;
+mod stats;
+mod worker;
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+pub use checkpoint::{CheckpointSink, CheckpointTracker, Seq};
+pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterLog, EXCERPT_MAX};
+pub use error::PipelineError;
+pub use handler::{EventHandler, Input, Outcome, PayloadInfo};
+pub use retry::RetryPolicy;
+pub use shutdown::Shutdown;
+pub use stats::{PipelineStats, StatsSnapshot};
+
+/// Tuning of the pipeline core. `Default` gives production values.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Worker threads (each runs one event at a time). At least 1.
+    pub workers: usize,
+    /// Events in flight per worker: the owner stops reading the source once
+    /// `workers * queue_per_worker` events are read and unfinished (backpressure onto the reader).
+    pub queue_per_worker: usize,
+    /// After a shutdown is triggered, how long in-flight events may still finish.
+    pub shutdown_deadline: Duration,
+    /// Period of the one-line `info!` summary.
+    pub summary_every: Duration,
+    /// Minimum time between two checkpoint saves while the watermark moves.
+    pub save_every: Duration,
+    /// Period of [`PipelineHooks::tick`] (e.g. OpenCTI connector ping).
+    pub tick_every: Duration,
+    /// Retries of retryable failures.
+    pub retry: RetryPolicy,
+    /// Where live counters are published (clone it before `run` to read them elsewhere).
+    /// Counters accumulate across runs that share one handle.
+    pub stats: PipelineStats,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            workers: 4,
+            queue_per_worker: 64,
+            shutdown_deadline: Duration::from_secs(30),
+            summary_every: Duration::from_secs(60),
+            save_every: Duration::from_secs(1),
+            tick_every: Duration::from_secs(40),
+            retry: RetryPolicy::default(),
+            stats: PipelineStats::default(),
+        }
+    }
+}
+
+impl PipelineOptions {
+    /// The cap on events read and not finished.
+    pub fn max_in_flight(&self) -> usize {
+        self.workers
+            .max(1)
+            .saturating_mul(self.queue_per_worker.max(1))
+    }
+}
+
+/// Periodic work run on the owner thread between completions (keep it short: completions wait).
+pub trait PipelineHooks {
+    /// Called every `tick_every` (first call one period after start).
+    fn tick(&mut self, _stats: &StatsSnapshot) {}
+}
+
+/// No periodic work.
+impl PipelineHooks for () {}
+
+/// Why `run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The source channel closed and everything drained.
+    SourceClosed,
+    /// `Shutdown` was triggered (by a signal, a fatal result or a panic).
+    Shutdown,
+}
+
+/// What a run did, returned on success (and logged on every exit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineSummary {
+    pub reason: StopReason,
+    /// Final counters; `abandoned` counts events read but never finished.
+    pub stats: StatsSnapshot,
+    /// The last watermark handed to the sink.
+    pub watermark: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Run the pipeline until the source closes (drain everything) or `shutdown` fires (drain until
+/// the deadline). Workers are scoped threads named `hli-worker-N` borrowing `handler`; the
+/// calling thread is the owner. The sink gets the watermark about once per `save_every` and once
+/// at the end (after dead letters are synced).
+///
+/// Errors: a `Fatal` outcome, a dead-letter write failure or a worker panic (each also triggers
+/// `shutdown`, so the reader stops too). The final checkpoint is saved in every case.
+pub fn run<T, H, S, K>(
+    source: Receiver<Input<T>>,
+    handler: &H,
+    sink: &mut S,
+    hooks: &mut K,
+    opts: &PipelineOptions,
+    shutdown: &Shutdown,
+    dead_letters: DeadLetterLog,
+) -> Result<PipelineSummary, PipelineError>
+where
+    T: Send,
+    H: EventHandler<T>,
+    S: CheckpointSink,
+    K: PipelineHooks,
+{
+    let workers = opts.workers.max(1);
+    // Unbounded on purpose: the owner never has more than `max_in_flight` jobs out, so these
+    // channels are bounded by construction, and the owner must never block on a send (a worker
+    // blocked on its report while the owner blocks on a job would deadlock).
+    let (job_tx, job_rx) = crossbeam_channel::unbounded();
+    let (report_tx, report_rx) = crossbeam_channel::unbounded();
+    let abandon = AtomicBool::new(false);
+    let ctx = worker::WorkerContext {
+        handler,
+        retry: &opts.retry,
+        shutdown,
+        abandon: &abandon,
+    };
+
+    std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(workers);
+        let mut spawn_error = None;
+        for i in 0..workers {
+            let name = format!("hli-worker-{i}");
+            let (ctx, jobs, reports) = (&ctx, job_rx.clone(), report_tx.clone());
+            let thread_name = name.clone();
+            let spawned = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn_scoped(scope, move || {
+                    worker::work(&thread_name, ctx, &jobs, &reports)
+                });
+            match spawned {
+                Ok(handle) => handles.push((name, handle)),
+                Err(e) => {
+                    spawn_error = Some(e);
+                    break;
+                }
+            }
+        }
+        // The owner keeps only its own ends, so workers see "disconnected" when it is done.
+        drop(job_rx);
+        drop(report_tx);
+        if let Some(e) = spawn_error {
+            drop(job_tx);
+            for (_, handle) in handles {
+                let _ = handle.join();
+            }
+            return Err(PipelineError::Spawn(e));
+        }
+
+        let owner = owner::Owner::new(opts, sink, hooks, shutdown, dead_letters, job_tx, &abandon);
+        let (summary, mut error) = owner.run(source, report_rx);
+
+        let panicked: Vec<String> = handles
+            .into_iter()
+            .filter_map(|(name, handle)| handle.join().is_err().then_some(name))
+            .collect();
+        if !panicked.is_empty() && error.is_none() {
+            error = Some(PipelineError::WorkerPanicked { workers: panicked });
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    })
+}

@@ -1,0 +1,77 @@
+//! The contract between the pipeline core and whoever does the work for one event: the items the
+//! reader feeds in ([`Input`]), the [`EventHandler`] trait the workers call, and the [`Outcome`]
+//! that tells the core what happens next (checkpoint, retry, dead-letter, or stop).
+//!
+//! The core is generic over the payload `T`, so it knows nothing about STIX or HarfangLab.
+
+/// One item from the stream reader, in stream order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input<T> {
+    /// A stream event. `event_id` is the SSE id (not unique: dependency events reuse it).
+    Event {
+        event_id: String,
+        /// The indicator id the event is about (a `based-on` relationship counts as its source
+        /// indicator). Events with the same key are applied in stream order. `None`: nothing to
+        /// do (ignored types); it completes at once, still in order for the checkpoint.
+        key: Option<String>,
+        payload: T,
+    },
+    /// A heartbeat (or `connected`) carrying the server's last event id.
+    Heartbeat { event_id: String },
+}
+
+/// What happened to one event. Decides the next step in the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The change was applied; the text is a short summary for the debug log.
+    Applied(String),
+    /// Deliberately not applied (unsupported pattern, below threshold, ...); the text says why.
+    Skipped(String),
+    /// The event could not be applied. `retryable` failures (I/O, timeout, 429, 5xx) are retried
+    /// with exponential backoff; permanent ones (or retries exhausted) are logged, written to the
+    /// dead-letter file and counted; the stream goes on.
+    Failed { reason: String, retryable: bool },
+    /// Continuing makes no sense (auth revoked, misconfiguration): the pipeline stops and
+    /// `run` returns `PipelineError::Fatal`. The event is not checkpointed.
+    Fatal(String),
+}
+
+impl Outcome {
+    /// A retryable failure.
+    pub fn retry(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+            retryable: true,
+        }
+    }
+
+    /// A permanent failure (goes to the dead-letter file).
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// Facts about a payload for the dead-letter record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayloadInfo {
+    /// The stream event name (`create`, `update`, `delete`, ...).
+    pub event: String,
+    /// A short excerpt of the payload for a human (the core truncates it); no secrets.
+    pub excerpt: Option<String>,
+}
+
+/// Does the work for one event. Called concurrently from several worker threads (hence `Sync`);
+/// calls for the same key never overlap and come in stream order. Implementations must not panic
+/// on any input: a panic stops the pipeline (the event is not checkpointed).
+pub trait EventHandler<T>: Sync {
+    /// Apply one event. `key` is the `Input::Event` key (never called for key-less events).
+    fn handle(&self, event_id: &str, key: &str, payload: &T) -> Outcome;
+
+    /// Describe a payload for its dead-letter record. Called only for dead-lettered events.
+    fn describe(&self, _payload: &T) -> PayloadInfo {
+        PayloadInfo::default()
+    }
+}

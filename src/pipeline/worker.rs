@@ -1,0 +1,140 @@
+//! Worker threads: take one ready job at a time from the shared job channel, call the handler,
+//! and report the result to the owner thread. Workers hold no pipeline state; the owner decides
+//! what a result means for ordering, retries and the checkpoint.
+//!
+//! A [`PanicGuard`] on each worker's stack triggers shutdown and tells the owner when the handler
+//! panics, so a crashing worker never wedges the process (ripgrep `ignore`'s `Drop for Worker`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::checkpoint::Seq;
+use super::handler::{EventHandler, Outcome, PayloadInfo};
+use super::retry::RetryPolicy;
+use super::shutdown::Shutdown;
+
+/// One event ready to run (the owner guarantees no other job with the same key is running).
+#[derive(Debug)]
+pub(crate) struct Job<T> {
+    pub seq: Seq,
+    pub event_id: Arc<str>,
+    pub key: Arc<str>,
+    pub payload: T,
+    /// Failed attempts so far.
+    pub failures: u32,
+}
+
+/// What a worker tells the owner.
+#[derive(Debug)]
+pub(crate) enum Report<T> {
+    /// Final result: `Applied`, `Skipped`, `Fatal`, or a `Failed` that will not be retried
+    /// (`info` describes the payload for the dead-letter record).
+    Done {
+        seq: Seq,
+        event_id: Arc<str>,
+        key: Arc<str>,
+        outcome: Outcome,
+        failures: u32,
+        info: Option<PayloadInfo>,
+    },
+    /// A retryable failure with attempts left: the job comes back (with `failures` bumped) to be
+    /// scheduled after a backoff.
+    Retry { job: Job<T>, reason: String },
+    /// The worker is unwinding from a panic while running `seq` (if any).
+    Lost {
+        worker: String,
+        running: Option<(Seq, Arc<str>)>,
+    },
+}
+
+/// Everything a worker borrows from `pipeline::run`'s scope.
+pub(crate) struct WorkerContext<'a, H> {
+    pub handler: &'a H,
+    pub retry: &'a RetryPolicy,
+    pub shutdown: &'a Shutdown,
+    /// Set by the owner at the end of the drain: drop remaining jobs unrun.
+    pub abandon: &'a AtomicBool,
+}
+
+struct PanicGuard<'a, T> {
+    name: &'a str,
+    running: Option<(Seq, Arc<str>)>,
+    reports: &'a Sender<Report<T>>,
+    shutdown: &'a Shutdown,
+}
+
+impl<T> Drop for PanicGuard<'_, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!("worker {} panicked; stopping the pipeline", self.name);
+            self.shutdown.trigger();
+            // The owner may be gone already; nothing else to do then.
+            let _ = self.reports.send(Report::Lost {
+                worker: self.name.to_owned(),
+                running: self.running.take(),
+            });
+        }
+    }
+}
+
+/// The worker loop: runs until the job channel is closed (the owner finished).
+pub(crate) fn work<T, H: EventHandler<T>>(
+    name: &str,
+    ctx: &WorkerContext<'_, H>,
+    jobs: &Receiver<Job<T>>,
+    reports: &Sender<Report<T>>,
+) {
+    let mut guard = PanicGuard {
+        name,
+        running: None,
+        reports,
+        shutdown: ctx.shutdown,
+    };
+    for mut job in jobs.iter() {
+        if ctx.abandon.load(Ordering::Acquire) {
+            // Past the shutdown deadline: unrun jobs are not checkpointed and will be replayed.
+            continue;
+        }
+        guard.running = Some((job.seq, job.key.clone()));
+        let outcome = ctx.handler.handle(&job.event_id, &job.key, &job.payload);
+        let report = match outcome {
+            Outcome::Failed {
+                reason,
+                retryable: true,
+            } if ctx.retry.allows_retry(job.failures + 1) => {
+                job.failures += 1;
+                Report::Retry { job, reason }
+            }
+            Outcome::Failed { reason, retryable } => {
+                let failures = job.failures + 1;
+                let reason = if retryable {
+                    format!("gave up after {failures} attempts: {reason}")
+                } else {
+                    reason
+                };
+                Report::Done {
+                    info: Some(ctx.handler.describe(&job.payload)),
+                    seq: job.seq,
+                    event_id: job.event_id,
+                    key: job.key,
+                    outcome: Outcome::Failed { reason, retryable },
+                    failures,
+                }
+            }
+            outcome => Report::Done {
+                seq: job.seq,
+                event_id: job.event_id,
+                key: job.key,
+                outcome,
+                failures: job.failures,
+                info: None,
+            },
+        };
+        guard.running = None;
+        if reports.send(report).is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Failure handling: permanent failures are dead-lettered and the stream goes on; retryable ones
+//! are retried with backoff without blocking other keys; fatal results and worker panics stop
+//! the pipeline with an error.
+
+mod pipeline_support;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use harfanglab_intel::pipeline::{
+    self, DeadLetterLog, Input, Outcome, PipelineError, RetryPolicy, Shutdown,
+};
+use pipeline_support::*;
+
+fn read_dead_letters(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("dead-letter file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+#[test]
+fn permanent_failure_is_dead_lettered_and_the_stream_continues() {
+    let dir = temp_dir("permanent");
+    let log = DeadLetterLog::open(&dir, "connector-a.jsonl").expect("open");
+    let path = log.path().expect("path").to_owned();
+    let items: Vec<Input<Ev>> = (0..20)
+        .map(|n| event(n, &format!("k{}", n % 5), "create"))
+        .collect();
+    let applied: Mutex<Vec<usize>> = Mutex::default();
+    let handler = FnHandler(|_: &str, _: &str, ev: &Ev| {
+        if ev.n == 7 {
+            Outcome::permanent("HTTP 400: invalid value")
+        } else {
+            applied.lock().unwrap().push(ev.n);
+            Outcome::Applied(String::new())
+        }
+    });
+    // The watermark may pass event 7 only once its record is on disk.
+    let check_path = path.clone();
+    let mut sink = RecordingSink {
+        check: Some(Box::new(move |w: &str| {
+            if pos(w) >= 7 {
+                let text = std::fs::read_to_string(&check_path).unwrap_or_default();
+                assert!(
+                    text.contains(&id(7)),
+                    "watermark {w} passed an unsynced dead letter"
+                );
+            }
+        })),
+        ..RecordingSink::default()
+    };
+    let summary = pipeline::run(
+        feed(items, 8),
+        &handler,
+        &mut sink,
+        &mut (),
+        &fast_opts(3),
+        &Shutdown::new(),
+        log,
+    )
+    .expect("run");
+    assert_eq!(summary.stats.failed, 1);
+    assert_eq!(summary.stats.applied, 19);
+    assert_eq!(summary.watermark, Some(id(19)));
+    // Same key as event 7 (k2): later events still applied.
+    assert!(applied.lock().unwrap().contains(&12));
+    let records = read_dead_letters(&path);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["event_id"], id(7));
+    assert_eq!(records[0]["key"], "k2");
+    assert_eq!(records[0]["event"], "create");
+    assert_eq!(records[0]["reason"], "HTTP 400: invalid value");
+    assert_eq!(records[0]["excerpt"], "n=7");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn retryable_failure_is_retried_then_applied_without_blocking_other_keys() {
+    // Key "a" fails twice with a retryable error; during its backoff every event of other keys
+    // must complete. Its second event must wait for the first.
+    let mut items = vec![event(0, "a", "create"), event(1, "a", "update")];
+    for n in 2..40 {
+        items.push(event(n, &format!("k{n}"), "create"));
+    }
+    let attempts = AtomicUsize::new(0);
+    let order: Mutex<Vec<usize>> = Mutex::default();
+    let handler = FnHandler(|_: &str, _: &str, ev: &Ev| {
+        if ev.n == 0 && attempts.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Outcome::retry("HTTP 503");
+        }
+        order.lock().unwrap().push(ev.n);
+        Outcome::Applied(String::new())
+    });
+    let mut opts = fast_opts(1);
+    opts.retry = RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(300),
+        max_backoff: Duration::from_secs(1),
+    };
+    let summary = pipeline::run(
+        feed(items, 8),
+        &handler,
+        &mut RecordingSink::default(),
+        &mut (),
+        &opts,
+        &Shutdown::new(),
+        DeadLetterLog::disabled(),
+    )
+    .expect("run");
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(summary.stats.retries, 2);
+    assert_eq!(summary.stats.applied, 40);
+    assert_eq!(summary.stats.failed, 0);
+    let order = order.into_inner().unwrap();
+    let first = order.iter().position(|&n| n == 0).expect("event 0 applied");
+    let second = order.iter().position(|&n| n == 1).expect("event 1 applied");
+    assert!(first < second, "same-key order broken: {order:?}");
+    // Even with a single worker, the other keys ran during key a's backoff.
+    assert!(
+        first >= 38,
+        "other keys were blocked by the retrying key: {order:?}"
+    );
+    assert_eq!(summary.watermark, Some(id(39)));
+}
+
+#[test]
+fn exhausted_retries_are_dead_lettered() {
+    let dir = temp_dir("exhausted");
+    let log = DeadLetterLog::open(&dir, "c.jsonl").expect("open");
+    let path = log.path().expect("path").to_owned();
+    let attempts = AtomicUsize::new(0);
+    let handler = FnHandler(|_: &str, _: &str, _: &Ev| {
+        attempts.fetch_add(1, Ordering::SeqCst);
+        Outcome::retry("timeout")
+    });
+    let summary = pipeline::run(
+        feed(vec![event(0, "a", "delete")], 2),
+        &handler,
+        &mut RecordingSink::default(),
+        &mut (),
+        &fast_opts(1),
+        &Shutdown::new(),
+        log,
+    )
+    .expect("run");
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(summary.stats.failed, 1);
+    assert_eq!(summary.watermark, Some(id(0)));
+    let records = read_dead_letters(&path);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["reason"], "gave up after 3 attempts: timeout");
+    assert_eq!(records[0]["event"], "delete");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fatal_outcome_stops_the_pipeline_with_an_error() {
+    // A long stream: run must stop early, trigger the shared shutdown, and not checkpoint the
+    // fatal event.
+    let items: Vec<Input<Ev>> = (0..10_000)
+        .map(|n| event(n, &format!("k{}", n % 10), "create"))
+        .collect();
+    let handler = FnHandler(|_: &str, _: &str, ev: &Ev| {
+        if ev.n == 25 {
+            Outcome::Fatal("HTTP 401: token revoked".into())
+        } else {
+            Outcome::Applied(String::new())
+        }
+    });
+    let shutdown = Shutdown::new();
+    let mut sink = RecordingSink::default();
+    let err = pipeline::run(
+        feed(items, 8),
+        &handler,
+        &mut sink,
+        &mut (),
+        &fast_opts(2),
+        &shutdown,
+        DeadLetterLog::disabled(),
+    )
+    .expect_err("fatal must stop the run");
+    match &err {
+        PipelineError::Fatal {
+            event_id,
+            key,
+            reason,
+        } => {
+            assert_eq!(event_id, &id(25));
+            assert_eq!(key, "k5");
+            assert!(reason.contains("401"));
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(err.to_string().contains(&id(25)));
+    assert!(shutdown.is_triggered());
+    let saves = sink.saved();
+    assert!(
+        saves.iter().all(|w| pos(w) < 25),
+        "fatal event checkpointed: {saves:?}"
+    );
+}
+
+#[test]
+fn panicking_handler_stops_the_pipeline_instead_of_wedging_it() {
+    let items: Vec<Input<Ev>> = (0..2_000)
+        .map(|n| event(n, &format!("k{}", n % 10), "create"))
+        .collect();
+    let handler = FnHandler(|_: &str, _: &str, ev: &Ev| {
+        if ev.n == 30 {
+            panic!("handler bug (expected in this test)");
+        }
+        Outcome::Applied(String::new())
+    });
+    let shutdown = Shutdown::new();
+    let mut sink = RecordingSink::default();
+    let err = pipeline::run(
+        feed(items, 8),
+        &handler,
+        &mut sink,
+        &mut (),
+        &fast_opts(3),
+        &shutdown,
+        DeadLetterLog::disabled(),
+    )
+    .expect_err("panic must surface as an error");
+    assert!(
+        matches!(err, PipelineError::WorkerPanicked { .. }),
+        "got {err}"
+    );
+    assert!(shutdown.is_triggered());
+    assert!(sink.saved().iter().all(|w| pos(w) < 30));
+}
