@@ -565,3 +565,220 @@ fn hash_value_ok(algo: &str, value: &str) -> bool {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(src: &str) -> PatternError {
+        match parse_pattern(src) {
+            Ok(p) => panic!("{src} parsed: {p:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn only(src: &str) -> Comparison<'_> {
+        let p = parse_pattern(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let mut v = p.comparisons();
+        assert_eq!(v.len(), 1, "{src}");
+        v.remove(0).comparison.clone()
+    }
+
+    #[test]
+    fn single_comparison_with_quoted_key() {
+        let c = only("[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']");
+        assert_eq!(c.path.object_type, "file");
+        assert_eq!(c.path.steps[1].key(), Some("SHA-256"));
+        assert_eq!(c.path.to_string(), "file:hashes.'SHA-256'");
+        assert_eq!(c.op, ComparisonOp::Eq);
+        assert!(!c.is_negative());
+    }
+
+    #[test]
+    fn escapes_are_decoded_and_borrowed_when_absent() {
+        let c = only(r"[windows-registry-key:key = 'HKLM\\foo\\bar\'s']");
+        let Value::Literal(Literal::Str(s)) = &c.value else { panic!() };
+        assert_eq!(s, r"HKLM\foo\bar's");
+        let c = only("[url:value = 'http://x']");
+        let Value::Literal(Literal::Str(s)) = &c.value else { panic!() };
+        assert!(matches!(s, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn paths_with_indexes_and_references() {
+        let c = only("[obj-type:a.b[*][1].'c-d'[-2] NOT ISSUPERSET '1.2.3.4/16']");
+        assert_eq!(
+            c.path.steps,
+            [
+                PathStep::Key("a".into()),
+                PathStep::Key("b".into()),
+                PathStep::AnyIndex,
+                PathStep::Index(Some(1)),
+                PathStep::Key("c-d".into()),
+                PathStep::Index(Some(-2)),
+            ]
+        );
+        assert!(c.negated && c.is_negative());
+        assert_eq!(c.op, ComparisonOp::IsSuperset);
+        assert!(only("[network-traffic:dst_ref.value = 'x']").path.is_reference());
+    }
+
+    #[test]
+    fn operators_and_literals() {
+        let cases = [
+            ("[a:b != 1]", ComparisonOp::Neq, true),
+            ("[a:b NOT != 1]", ComparisonOp::Neq, false),
+            ("[a:b <> 1]", ComparisonOp::Neq, true),
+            ("[a:b == 1]", ComparisonOp::Eq, false),
+            ("[a:b < 1.5]", ComparisonOp::Lt, false),
+            ("[a:b >= -3]", ComparisonOp::Ge, false),
+            ("[a:b LIKE 'x%']", ComparisonOp::Like, false),
+            ("[a:b NOT MATCHES '^x']", ComparisonOp::Matches, true),
+            ("[a:b ISSUBSET '10.0.0.0/8']", ComparisonOp::IsSubset, false),
+            ("[a:b = h'ff00']", ComparisonOp::Eq, false),
+            ("[a:b = b'YWJj']", ComparisonOp::Eq, false),
+            ("[a:b = t'2016-06-01T01:30:00Z']", ComparisonOp::Eq, false),
+            ("[a:b = true]", ComparisonOp::Eq, false),
+            ("[EXISTS a:b]", ComparisonOp::Exists, false),
+        ];
+        for (src, op, negative) in cases {
+            let c = only(src);
+            assert_eq!((c.op, c.is_negative()), (op, negative), "{src}");
+        }
+        let c = only("[a:b NOT IN ('x', 2, true)]");
+        assert_eq!(
+            c.value,
+            Value::Set(vec![Literal::Str("x".into()), Literal::Int("2"), Literal::Bool(true)])
+        );
+        assert_eq!(c.value_span.text("[a:b NOT IN ('x', 2, true)]"), "('x', 2, true)");
+    }
+
+    #[test]
+    fn precedence_and_over_or_over_followedby() {
+        let p = parse_pattern("[a:b = 1] FOLLOWEDBY [a:b = 2] OR [a:b = 3] AND [a:b = 4]").unwrap();
+        let ObservationExpr::Compound { op, operands } = &p.expr else { panic!() };
+        assert_eq!((*op, operands.len()), (ObservationOp::FollowedBy, 2));
+        let ObservationExpr::Compound { op, operands } = &operands[1] else { panic!() };
+        assert_eq!((*op, operands.len()), (ObservationOp::Or, 2));
+        assert!(matches!(&operands[1], ObservationExpr::Compound { op: ObservationOp::And, .. }));
+
+        let p = parse_pattern("[a:b = 1 OR a:c = 2 AND a:d = 3]").unwrap();
+        let ctx = p.comparisons();
+        assert_eq!(ctx[0].comparison_ops, [BoolOp::Or]);
+        assert_eq!(ctx[1].comparison_ops, [BoolOp::Or, BoolOp::And]);
+    }
+
+    #[test]
+    fn qualifiers_bind_to_their_observation() {
+        let src = "([a:b = 1] REPEATS 2 TIMES AND [a:c = 2]) WITHIN 10.5 SECONDS OR [a:d = 3] START t'2016-06-01T01:30:00Z' STOP t'2016-06-01T02:30:00Z'";
+        let p = parse_pattern(src).unwrap();
+        let ctx = p.comparisons();
+        let texts = |i: usize| ctx[i].qualifiers.iter().map(|q| q.to_string()).collect::<Vec<_>>();
+        assert_eq!(texts(0), ["REPEATS 2 TIMES", "WITHIN 10.5 SECONDS"]);
+        assert_eq!(texts(1), ["WITHIN 10.5 SECONDS"]);
+        assert_eq!(texts(2), ["START t'2016-06-01T01:30:00Z' STOP t'2016-06-01T02:30:00Z'"]);
+        assert_eq!(ctx[0].observation_ops, [ObservationOp::Or, ObservationOp::And]);
+        assert_eq!(ctx.iter().map(|c| c.observation).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn syntax_errors_name_position_expected_and_found() {
+        let cases = [
+            ("[file:size = ]", 13, "expected a literal value, found symbol `]`"),
+            ("file:size = 1280", 0, "expected `[` or `(`, found identifier `file`"),
+            ("[file.size = 1280]", 5, "expected `:` after the object type, found symbol `.`"),
+            ("[file:name MATCHES /.*\\.dll/]", 19, "expected a string, found symbol `/`"),
+            ("[a:b = 1] WITHIN 5 HOURS", 19, "expected SECONDS, found identifier `HOURS`"),
+            ("[a:b = 1] WITHIN -5 SECONDS", 17, "expected a positive number of seconds, found an integer `-5`"),
+            ("[a:b = 1] within 2 seconds", 10, "expected AND, OR, FOLLOWEDBY, a qualifier or end of pattern, found identifier `within`"),
+            ("[a:b =? 1]", 6, "expected a literal value, found invalid character `?`"),
+            ("[a:b = 1", 8, "expected `]`, AND or OR, found end of pattern"),
+            ("[x:c = t'2024-13-01T12:00:00Z']", 7, "expected a literal value, found identifier `t`"),
+        ];
+        for (src, offset, msg) in cases {
+            let e = parse_syntax(src).expect_err(src);
+            assert_eq!(e.offset, offset, "{src}: {e}");
+            assert_eq!(e.to_string(), format!("at byte {offset}: {msg}"), "{src}");
+        }
+    }
+
+    #[test]
+    fn validator_extra_checks() {
+        let e = err("[file:hashes.'SHA-256' = 'f00']");
+        assert_eq!(e.to_string(), "at byte 25: 'f00' is not a valid SHA-256 hash");
+        assert!(parse_syntax("[file:hashes.'SHA-256' = 'f00']").is_ok());
+        // Any spelling of the algorithm is checked; unknown algorithms are not.
+        assert!(matches!(err("[file:hashes.sha1 = 'abc']").kind, ErrorKind::InvalidHash { .. }));
+        assert!(parse_pattern("[file:hashes.TLSH = 'anything']").is_ok());
+        assert!(parse_pattern("[file:hashes.MD5 = 'CEAD3F77F6CDA6EC00F57D76C9A6879F']").is_ok());
+        assert_eq!(err("[file:hashes[0] = 'ab']").kind, ErrorKind::HashIndexSelector);
+
+        let e = err("[a:b = 1] WITHIN 5 SECONDS WITHIN 6 SECONDS");
+        assert_eq!((e.offset, e.kind), (27, ErrorKind::DuplicateQualifier(QualifierKind::Within)));
+        assert!(parse_pattern("([a:b = 1]) WITHIN 5 SECONDS WITHIN 6 SECONDS").is_ok());
+        assert!(parse_pattern("([a:b = 1] REPEATS 2 TIMES) REPEATS 2 TIMES").is_ok());
+
+        assert_eq!(err("/* c */ [a:b = 1]").kind, ErrorKind::MissingBrackets);
+        assert!(parse_syntax("/* c */ [a:b = 1]").is_ok());
+        assert!(parse_pattern(" ( ([a:b = 1]))").is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let deep = format!("{}[a:b = 1]{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert_eq!(parse_syntax(&deep).unwrap_err().kind, ErrorKind::TooDeep);
+        let deep = format!("[{}a:b = 1{}]", "(".repeat(100_000), ")".repeat(100_000));
+        assert_eq!(parse_syntax(&deep).unwrap_err().kind, ErrorKind::TooDeep);
+        let ok = format!("{}[a:b = 1]{}", "(".repeat(50), ")".repeat(50));
+        assert!(parse_pattern(&ok).is_ok());
+    }
+
+    /// Parsing never panics: random bytes, random token soups and mutations of real patterns.
+    #[test]
+    fn never_panics_on_arbitrary_input() {
+        const SEEDS: &[&str] = &[
+            "[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']",
+            "([file:hashes.MD5 = '79054025255fb1a26e4bc422aef54eb4'] FOLLOWEDBY [win-registry-key:key = 'HKEY_LOCAL_MACHINE\\\\foo\\\\bar']) WITHIN 300 SECONDS",
+            "[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_port IN (443, 8443)] REPEATS 5 TIMES",
+            "[x:created = t'2024-01-15T12:30:45.123Z'] START t'2016-06-01T01:30:00Z' STOP t'2016-06-01T02:20:00Z'",
+            "[obj-type:a.b[*][1].'c-d' NOT ISSUPERSET '1.2.3.4/16' OR EXISTS a:b] AND [a:b = b'YWJj' AND a:c < h'ff']",
+        ];
+        const SOUP: &[&str] = &[
+            "[", "]", "(", ")", "'", "'x'", "\\", "AND", "OR", "NOT", "FOLLOWEDBY", "IN", "LIKE",
+            "MATCHES", "ISSUBSET", "EXISTS", "WITHIN", "REPEATS", "TIMES", "SECONDS", "START",
+            "STOP", "=", "!=", "<", ">=", ":", ".", ",", "*", "-", "+", "1", "-2", "3.5", "file",
+            "a-b", "hashes", "'SHA-256'", "t'2016-06-01T01:30:00Z'", "h'ff'", "b'YWJj'", "true",
+            "/*", "*/", "//", "\n", " ", "é", "\u{3000}", "\0",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x5717_2024);
+        let mut run = |s: &str| {
+            // Either outcome is fine; what matters is no panic and a sane offset.
+            if let Err(e) = parse_pattern(s) {
+                assert!(e.offset <= s.len(), "{s:?}: {e}");
+                let _ = e.to_string();
+            }
+        };
+        for _ in 0..3000 {
+            let len = rng.usize(0..80);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            run(&String::from_utf8_lossy(&bytes));
+            let ascii: String = (0..len).map(|_| rng.char(' '..='~')).collect();
+            run(&ascii);
+            let soup: Vec<&str> = (0..rng.usize(0..30)).map(|_| SOUP[rng.usize(..SOUP.len())]).collect();
+            run(&soup.join(if rng.bool() { " " } else { "" }));
+            let seed = SEEDS[rng.usize(..SEEDS.len())];
+            let mut chars: Vec<char> = seed.chars().collect();
+            for _ in 0..rng.usize(1..4) {
+                let i = rng.usize(..chars.len().max(1));
+                match rng.u8(0..3) {
+                    0 if !chars.is_empty() => {
+                        chars.remove(i.min(chars.len() - 1));
+                    }
+                    1 => chars.insert(i.min(chars.len()), rng.char(' '..='~')),
+                    _ => chars.truncate(i),
+                }
+            }
+            run(&chars.iter().collect::<String>());
+        }
+    }
+}
