@@ -751,7 +751,7 @@ mod tests {
             "/*", "*/", "//", "\n", " ", "é", "\u{3000}", "\0",
         ];
         let mut rng = fastrand::Rng::with_seed(0x5717_2024);
-        let mut run = |s: &str| {
+        let run = |s: &str| {
             // Either outcome is fine; what matters is no panic and a sane offset.
             if let Err(e) = parse_pattern(s) {
                 assert!(e.offset <= s.len(), "{s:?}: {e}");
