@@ -37,15 +37,15 @@
 //! than failing the whole indicator.
 
 use crate::rules::RuleError;
+use crate::rules::sigma::SigmaMeta;
+use crate::rules::yara::YaraMeta;
 use crate::stix::{
     BoolOp, Comparison, ComparisonExpr, ComparisonOp, Literal, ObjectPath, ObservationExpr,
     ObservationOp, PathStep, PatternError, Value, parse_syntax,
 };
-use std::net::IpAddr;
-use crate::rules::sigma::SigmaMeta;
-use crate::rules::yara::YaraMeta;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::net::IpAddr;
 
 /// HarfangLab's limit on rule names (Swagger: `name` maxLength 100).
 pub const HARFANGLAB_NAME_MAX: usize = 100;
@@ -205,8 +205,8 @@ pub fn translate(indicator: &Indicator) -> Result<Translation, TranslateError> {
             });
         }
         "yara" => {
-            let meta = crate::rules::yara::parse_yara(&indicator.pattern)
-                .map_err(TranslateError::Yara)?;
+            let meta =
+                crate::rules::yara::parse_yara(&indicator.pattern).map_err(TranslateError::Yara)?;
             let name = name()
                 .or_else(|| meta.rule_names.first().map(|n| truncate_name(n)))
                 .unwrap_or_default();
@@ -267,7 +267,9 @@ pub fn observable_ioc(entity_type: &str, value: &str) -> Result<IocKey, String> 
         "artifact" => normalise_hash(value, None)
             .map(|h| key(IocType::Hash, h))
             .map_err(|e| format!("Artifact value is not a file hash: {e}")),
-        _ => Err(format!("observable type {entity_type} has no HarfangLab IOC type")),
+        _ => Err(format!(
+            "observable type {entity_type} has no HarfangLab IOC type"
+        )),
     }
 }
 
@@ -350,8 +352,10 @@ fn classify(path: &ObjectPath<'_>) -> Result<Target, String> {
         _ => {}
     }
     if path.is_reference() {
-        Err("reference path: the value belongs to a referenced object; not mapped to an IOC type"
-            .to_string())
+        Err(
+            "reference path: the value belongs to a referenced object; not mapped to an IOC type"
+                .to_string(),
+        )
     } else {
         Err("object path not mapped to a HarfangLab IOC type".to_string())
     }
@@ -430,14 +434,18 @@ fn normalise_domain(value: &str) -> Result<String, String> {
         return Err("empty domain name".to_string());
     }
     if !v.is_ascii() {
-        return Err("non-ASCII domain name: internationalised names must be in punycode (xn--)"
-            .to_string());
+        return Err(
+            "non-ASCII domain name: internationalised names must be in punycode (xn--)".to_string(),
+        );
     }
     if v.parse::<IpAddr>().is_ok() {
         return Err("an IP address, not a domain name".to_string());
     }
     if v.len() > 253 {
-        return Err(format!("domain name is {} characters long (max 253)", v.len()));
+        return Err(format!(
+            "domain name is {} characters long (max 253)",
+            v.len()
+        ));
     }
     for label in v.split('.') {
         if label.is_empty() {
@@ -515,7 +523,8 @@ struct ObsContext {
 fn walk_observation(e: &ObservationExpr<'_>, ctx: &ObsContext, acc: &mut Acc) {
     let with = |qualifiers: &[crate::stix::Qualifier<'_>]| {
         let mut c = ctx.clone();
-        c.qualifiers.extend(qualifiers.iter().map(|q| q.to_string()));
+        c.qualifiers
+            .extend(qualifiers.iter().map(|q| q.to_string()));
         c
     };
     match e {
@@ -541,12 +550,18 @@ fn walk_observation(e: &ObservationExpr<'_>, ctx: &ObsContext, acc: &mut Acc) {
 fn walk_comparison(e: &ComparisonExpr<'_>, ctx: &ObsContext, anded_with_hash: bool, acc: &mut Acc) {
     match e {
         ComparisonExpr::Comparison(c) => comparison(c, ctx, anded_with_hash, acc),
-        ComparisonExpr::Compound { op: BoolOp::Or, operands } => {
+        ComparisonExpr::Compound {
+            op: BoolOp::Or,
+            operands,
+        } => {
             for o in operands {
                 walk_comparison(o, ctx, anded_with_hash, acc);
             }
         }
-        ComparisonExpr::Compound { op: BoolOp::And, operands } => {
+        ComparisonExpr::Compound {
+            op: BoolOp::And,
+            operands,
+        } => {
             let hashes: Vec<bool> = operands.iter().map(has_file_hash).collect();
             for (i, o) in operands.iter().enumerate() {
                 let sibling_hash = hashes.iter().enumerate().any(|(j, h)| *h && j != i);
@@ -670,7 +685,9 @@ mod tests {
     }
 
     fn iocs(pattern: &str) -> Vec<IocKey> {
-        stix_iocs(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}")).0
+        stix_iocs(pattern)
+            .unwrap_or_else(|e| panic!("{pattern}: {e}"))
+            .0
     }
 
     /// The single skipped entry's reason.
@@ -722,14 +739,38 @@ mod tests {
     #[test]
     fn value_normalisation() {
         let cases = [
-            ("[domain-name:value = 'Evil.Example.COM.']", key(IocType::DomainName, "evil.example.com")),
-            ("[hostname:value = 'srv-01.corp.example']", key(IocType::DomainName, "srv-01.corp.example")),
-            ("[ipv4-addr:value = ' 198.51.100.7 ']", key(IocType::IpBoth, "198.51.100.7")),
-            ("[ipv4-addr:value = '198.51.100.7/32']", key(IocType::IpBoth, "198.51.100.7")),
-            ("[ipv6-addr:value = '2001:0DB8:0000:0000:0000:0000:0000:0001']", key(IocType::IpBoth, "2001:db8::1")),
-            ("[ipv6-addr:value = '2001:db8::1/128']", key(IocType::IpBoth, "2001:db8::1")),
-            ("[url:value = '  http://evil.example/a?b=C  ']", key(IocType::Url, "http://evil.example/a?b=C")),
-            ("[file:name = 'Invoice.PDF.exe']", key(IocType::Filename, "Invoice.PDF.exe")),
+            (
+                "[domain-name:value = 'Evil.Example.COM.']",
+                key(IocType::DomainName, "evil.example.com"),
+            ),
+            (
+                "[hostname:value = 'srv-01.corp.example']",
+                key(IocType::DomainName, "srv-01.corp.example"),
+            ),
+            (
+                "[ipv4-addr:value = ' 198.51.100.7 ']",
+                key(IocType::IpBoth, "198.51.100.7"),
+            ),
+            (
+                "[ipv4-addr:value = '198.51.100.7/32']",
+                key(IocType::IpBoth, "198.51.100.7"),
+            ),
+            (
+                "[ipv6-addr:value = '2001:0DB8:0000:0000:0000:0000:0000:0001']",
+                key(IocType::IpBoth, "2001:db8::1"),
+            ),
+            (
+                "[ipv6-addr:value = '2001:db8::1/128']",
+                key(IocType::IpBoth, "2001:db8::1"),
+            ),
+            (
+                "[url:value = '  http://evil.example/a?b=C  ']",
+                key(IocType::Url, "http://evil.example/a?b=C"),
+            ),
+            (
+                "[file:name = 'Invoice.PDF.exe']",
+                key(IocType::Filename, "Invoice.PDF.exe"),
+            ),
         ];
         for (p, want) in cases {
             assert_eq!(iocs(p), [want], "{p}");
@@ -739,12 +780,27 @@ mod tests {
     #[test]
     fn invalid_values_are_skipped_with_reason() {
         let cases = [
-            ("[ipv4-addr:value = '10.0.0.0/8']", "CIDR range /8 is not a single host"),
-            ("[ipv6-addr:value = '2001:db8::/32']", "CIDR range /32 is not a single host"),
-            ("[ipv4-addr:value = '999.1.1.1']", "is not an IPv4 or IPv6 address"),
+            (
+                "[ipv4-addr:value = '10.0.0.0/8']",
+                "CIDR range /8 is not a single host",
+            ),
+            (
+                "[ipv6-addr:value = '2001:db8::/32']",
+                "CIDR range /32 is not a single host",
+            ),
+            (
+                "[ipv4-addr:value = '999.1.1.1']",
+                "is not an IPv4 or IPv6 address",
+            ),
             ("[ipv4-addr:value = '1.2.3.4/40']", "invalid CIDR prefix"),
-            ("[domain-name:value = 'evil[.]com']", "invalid character '['"),
-            ("[domain-name:value = '198.51.100.7']", "an IP address, not a domain name"),
+            (
+                "[domain-name:value = 'evil[.]com']",
+                "invalid character '['",
+            ),
+            (
+                "[domain-name:value = '198.51.100.7']",
+                "an IP address, not a domain name",
+            ),
             ("[domain-name:value = 'bücher.example']", "punycode"),
             ("[domain-name:value = '-bad.example']", "hyphen"),
             ("[domain-name:value = 'a..example']", "empty label"),
@@ -765,14 +821,22 @@ mod tests {
         let (found, skipped) = stix_iocs(&p).unwrap();
         assert_eq!(found, [key(IocType::Hash, MD5)]);
         assert_eq!(skipped.len(), 1);
-        assert_eq!((skipped[0].path.as_str(), skipped[0].value.as_str()), ("file:name", "x.exe"));
+        assert_eq!(
+            (skipped[0].path.as_str(), skipped[0].value.as_str()),
+            ("file:name", "x.exe")
+        );
         assert!(skipped[0].reason.contains("hash alone identifies the file"));
         // Also through nesting.
-        let p = format!("[(file:name = 'a' OR file:name = 'b') AND file:hashes.'SHA-256' = '{SHA256}']");
+        let p = format!(
+            "[(file:name = 'a' OR file:name = 'b') AND file:hashes.'SHA-256' = '{SHA256}']"
+        );
         assert_eq!(iocs(&p).len(), 1);
         // OR with a hash does not constrain: both are IOCs.
         let p = format!("[file:name = 'x.exe' OR file:hashes.MD5 = '{MD5}']");
-        assert_eq!(iocs(&p), [key(IocType::Filename, "x.exe"), key(IocType::Hash, MD5)]);
+        assert_eq!(
+            iocs(&p),
+            [key(IocType::Filename, "x.exe"), key(IocType::Hash, MD5)]
+        );
     }
 
     #[test]
@@ -793,7 +857,10 @@ mod tests {
         let p = "[domain-name:value IN ('a.example', 'B.example', 'b.example.')]";
         assert_eq!(
             iocs(p),
-            [key(IocType::DomainName, "a.example"), key(IocType::DomainName, "b.example")]
+            [
+                key(IocType::DomainName, "a.example"),
+                key(IocType::DomainName, "b.example")
+            ]
         );
         // Unsupported parts next to supported ones are skipped, the rest kept.
         let p = "[domain-name:value = 'a.example' AND domain-name:resolves_to_refs[*].value = '198.51.100.1']";
@@ -806,29 +873,63 @@ mod tests {
     #[test]
     fn operators_and_qualifiers_that_change_meaning_are_skipped() {
         let cases = [
-            ("[domain-name:value != 'a.example']", "negated comparison (`!=`)"),
-            ("[domain-name:value NOT = 'a.example']", "negated comparison (`NOT =`)"),
-            ("[domain-name:value NOT IN ('a.example')]", "negated comparison (`NOT IN`)"),
-            ("[domain-name:value LIKE '%.example']", "operator LIKE is not an exact match"),
-            ("[url:value MATCHES '^http']", "operator MATCHES is not an exact match"),
-            ("[ipv4-addr:value ISSUBSET '10.0.0.0/8']", "operator ISSUBSET"),
+            (
+                "[domain-name:value != 'a.example']",
+                "negated comparison (`!=`)",
+            ),
+            (
+                "[domain-name:value NOT = 'a.example']",
+                "negated comparison (`NOT =`)",
+            ),
+            (
+                "[domain-name:value NOT IN ('a.example')]",
+                "negated comparison (`NOT IN`)",
+            ),
+            (
+                "[domain-name:value LIKE '%.example']",
+                "operator LIKE is not an exact match",
+            ),
+            (
+                "[url:value MATCHES '^http']",
+                "operator MATCHES is not an exact match",
+            ),
+            (
+                "[ipv4-addr:value ISSUBSET '10.0.0.0/8']",
+                "operator ISSUBSET",
+            ),
             ("[EXISTS file:name]", "operator EXISTS"),
-            ("[url:value = 'http://a.example/'] WITHIN 300 SECONDS", "qualified by `WITHIN 300 SECONDS`"),
-            ("([url:value = 'http://a.example/']) REPEATS 3 TIMES", "qualified by `REPEATS 3 TIMES`"),
-            ("[url:value = 'http://a.example/'] START t'2016-06-01T01:30:00Z' STOP t'2016-06-02T01:30:00Z'", "qualified by `START"),
+            (
+                "[url:value = 'http://a.example/'] WITHIN 300 SECONDS",
+                "qualified by `WITHIN 300 SECONDS`",
+            ),
+            (
+                "([url:value = 'http://a.example/']) REPEATS 3 TIMES",
+                "qualified by `REPEATS 3 TIMES`",
+            ),
+            (
+                "[url:value = 'http://a.example/'] START t'2016-06-01T01:30:00Z' STOP t'2016-06-02T01:30:00Z'",
+                "qualified by `START",
+            ),
             ("[process:name = 'evil.exe']", "not mapped"),
-            ("[network-traffic:dst_ref.value = '198.51.100.1']", "reference path"),
+            (
+                "[network-traffic:dst_ref.value = '198.51.100.1']",
+                "reference path",
+            ),
         ];
         for (p, want) in cases {
             let reason = skip_reason(p);
             assert!(reason.contains(want), "{p}: {reason}");
         }
-        let (i, s) = stix_iocs("[url:value = 'http://a.example/'] FOLLOWEDBY [file:name = 'x']").unwrap();
+        let (i, s) =
+            stix_iocs("[url:value = 'http://a.example/'] FOLLOWEDBY [file:name = 'x']").unwrap();
         assert!(i.is_empty());
         assert_eq!(s.len(), 2);
         assert!(s.iter().all(|s| s.reason.contains("FOLLOWEDBY")));
         // Double negation is an equality.
-        assert_eq!(iocs("[file:name NOT != 'x']"), [key(IocType::Filename, "x")]);
+        assert_eq!(
+            iocs("[file:name NOT != 'x']"),
+            [key(IocType::Filename, "x")]
+        );
     }
 
     #[test]
@@ -848,21 +949,53 @@ mod tests {
     #[test]
     fn observables() {
         let ok = [
-            ("Domain-Name", "Evil.Example.", key(IocType::DomainName, "evil.example")),
-            ("Hostname", "host.example", key(IocType::DomainName, "host.example")),
-            ("IPv4-Addr", "198.51.100.1", key(IocType::IpBoth, "198.51.100.1")),
-            ("IPv6-Addr", "2001:DB8::1", key(IocType::IpBoth, "2001:db8::1")),
-            ("Url", "https://a.example/x", key(IocType::Url, "https://a.example/x")),
+            (
+                "Domain-Name",
+                "Evil.Example.",
+                key(IocType::DomainName, "evil.example"),
+            ),
+            (
+                "Hostname",
+                "host.example",
+                key(IocType::DomainName, "host.example"),
+            ),
+            (
+                "IPv4-Addr",
+                "198.51.100.1",
+                key(IocType::IpBoth, "198.51.100.1"),
+            ),
+            (
+                "IPv6-Addr",
+                "2001:DB8::1",
+                key(IocType::IpBoth, "2001:db8::1"),
+            ),
+            (
+                "Url",
+                "https://a.example/x",
+                key(IocType::Url, "https://a.example/x"),
+            ),
             ("StixFile", &MD5.to_uppercase(), key(IocType::Hash, MD5)),
-            ("StixFile", "payload.exe", key(IocType::Filename, "payload.exe")),
+            (
+                "StixFile",
+                "payload.exe",
+                key(IocType::Filename, "payload.exe"),
+            ),
             ("Artifact", SHA256, key(IocType::Hash, SHA256)),
         ];
         for (t, v, want) in ok {
             assert_eq!(observable_ioc(t, v), Ok(want), "{t} {v}");
         }
-        assert!(observable_ioc("Email-Addr", "a@b.example").unwrap_err().contains("Email-Addr"));
+        assert!(
+            observable_ioc("Email-Addr", "a@b.example")
+                .unwrap_err()
+                .contains("Email-Addr")
+        );
         assert!(observable_ioc("Artifact", "https://x.example/a").is_err());
-        assert!(observable_ioc("IPv4-Addr", "10.0.0.0/8").unwrap_err().contains("CIDR"));
+        assert!(
+            observable_ioc("IPv4-Addr", "10.0.0.0/8")
+                .unwrap_err()
+                .contains("CIDR")
+        );
     }
 
     #[test]
@@ -873,16 +1006,28 @@ mod tests {
             pattern_type: "STIX".into(),
             pattern: "[ipv4-addr:value = '198.51.100.1']".into(),
             observables: vec![
-                LinkedObservable { entity_type: "IPv4-Addr".into(), value: "198.51.100.1".into() },
-                LinkedObservable { entity_type: "Url".into(), value: "http://a.example/".into() },
-                LinkedObservable { entity_type: "Mutex".into(), value: "m".into() },
+                LinkedObservable {
+                    entity_type: "IPv4-Addr".into(),
+                    value: "198.51.100.1".into(),
+                },
+                LinkedObservable {
+                    entity_type: "Url".into(),
+                    value: "http://a.example/".into(),
+                },
+                LinkedObservable {
+                    entity_type: "Mutex".into(),
+                    value: "m".into(),
+                },
             ],
             ..Indicator::default()
         };
         let t = translate(&ind).unwrap();
         assert_eq!(
             t.iocs,
-            [key(IocType::IpBoth, "198.51.100.1"), key(IocType::Url, "http://a.example/")]
+            [
+                key(IocType::IpBoth, "198.51.100.1"),
+                key(IocType::Url, "http://a.example/")
+            ]
         );
         assert_eq!(t.skipped.len(), 1);
         assert_eq!(t.skipped[0].path, "observable:Mutex");

@@ -26,7 +26,12 @@ fn corpora_dir() -> PathBuf {
     root.ancestors()
         .map(|a| a.join("shared").join("corpora"))
         .find(|p| p.is_dir())
-        .unwrap_or_else(|| panic!("corpora not found above {}; set HLI_CORPORA", root.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "corpora not found above {}; set HLI_CORPORA",
+                root.display()
+            )
+        })
 }
 
 fn read_jsonl(name: &str) -> Vec<Json> {
@@ -82,7 +87,11 @@ fn our_comparisons(p: &Pattern<'_>) -> Vec<Json> {
     }
     let mut out = Vec::new();
     for t in &types {
-        out.extend(rows.iter().filter(|(rt, _)| rt == t).map(|(_, j)| j.clone()));
+        out.extend(
+            rows.iter()
+                .filter(|(rt, _)| rt == t)
+                .map(|(_, j)| j.clone()),
+        );
     }
     out
 }
@@ -104,7 +113,11 @@ fn oracle_comparisons(row: &Json) -> Vec<Json> {
 
 fn sorted_strings(v: &Json) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -113,8 +126,15 @@ fn agrees_with_reference_validator() {
     let cases = read_jsonl("validator-cases.jsonl");
     let reals = read_jsonl("real-patterns.jsonl");
     let oracle = read_jsonl("oracle-expected.jsonl");
-    assert_eq!(cases.len() + reals.len(), oracle.len(), "oracle rows = cases + real patterns");
-    assert!(cases.len() > 200 && reals.len() > 8000, "corpus unexpectedly small");
+    assert_eq!(
+        cases.len() + reals.len(),
+        oracle.len(),
+        "oracle rows = cases + real patterns"
+    );
+    assert!(
+        cases.len() > 200 && reals.len() > 8000,
+        "corpus unexpectedly small"
+    );
 
     let mut failures = Vec::new();
     let (mut checked, mut valid_agree, mut syntax_agree, mut cmp_agree, mut cmp_checked) =
@@ -122,7 +142,11 @@ fn agrees_with_reference_validator() {
     let mut comparisons_seen = 0;
     for (input, row) in cases.iter().chain(reals.iter()).zip(&oracle) {
         let pattern = input["pattern"].as_str().expect("pattern");
-        assert_eq!(row["pattern"].as_str(), Some(pattern), "oracle row out of order");
+        assert_eq!(
+            row["pattern"].as_str(),
+            Some(pattern),
+            "oracle row out of order"
+        );
         let version = input["stix_version"].as_str().unwrap_or("2.1");
         if version != "2.1" {
             continue; // the connector speaks STIX 2.1; the 2.0 grammar differs (START/STOP strings)
@@ -155,8 +179,20 @@ fn agrees_with_reference_validator() {
         let mine = our_comparisons(p);
         let theirs = oracle_comparisons(row);
         comparisons_seen += theirs.len();
-        let ops: Vec<String> = p.observation_ops().iter().map(|o| o.as_str().to_string()).collect::<BTreeSet<_>>().into_iter().collect();
-        let quals: Vec<String> = p.qualifiers().iter().map(|q| q.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+        let ops: Vec<String> = p
+            .observation_ops()
+            .iter()
+            .map(|o| o.as_str().to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let quals: Vec<String> = p
+            .qualifiers()
+            .iter()
+            .map(|q| q.to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         if mine == theirs
             && ops == sorted_strings(&row["observation_ops"])
             && quals == sorted_strings(&row["qualifiers"])
@@ -175,5 +211,10 @@ fn agrees_with_reference_validator() {
          patterns ({comparisons_seen} comparisons); {} deliberate differences",
         DELIBERATE_DIFFERENCES.len()
     );
-    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

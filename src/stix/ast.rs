@@ -366,7 +366,13 @@ impl<'a> Pattern<'a> {
     pub fn comparisons(&self) -> Vec<ComparisonContext<'_, 'a>> {
         let mut out = Vec::new();
         let mut observation = 0;
-        walk_observation(&self.expr, &mut Vec::new(), &mut Vec::new(), &mut observation, &mut out);
+        walk_observation(
+            &self.expr,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            &mut observation,
+            &mut out,
+        );
         out
     }
 

@@ -56,11 +56,15 @@ impl fmt::Display for PatternError {
                 f.write_str("hashes must be selected by algorithm name, not by index")
             }
             ErrorKind::DuplicateQualifier(k) => {
-                write!(f, "duplicate qualifier type {} on one observation", k.as_str())
+                write!(
+                    f,
+                    "duplicate qualifier type {} on one observation",
+                    k.as_str()
+                )
             }
-            ErrorKind::MissingBrackets => {
-                f.write_str("expected the pattern to start with `[`, input is missing square brackets")
-            }
+            ErrorKind::MissingBrackets => f.write_str(
+                "expected the pattern to start with `[`, input is missing square brackets",
+            ),
         }
     }
 }

@@ -107,8 +107,8 @@ impl TokenKind {
             Str => "a string",
             Bool => "a boolean",
             Timestamp => "a timestamp",
-            And | Or | Not | FollowedBy | Like | Matches | IsSuperset | IsSubset | Exists | Last
-            | In | Start | Stop | Seconds | Within | Repeats | Times => "keyword",
+            And | Or | Not | FollowedBy | Like | Matches | IsSuperset | IsSubset | Exists
+            | Last | In | Start | Stop | Seconds | Within | Repeats | Times => "keyword",
             Ident | IdentHyphen => "identifier",
             Eq | Neq | Lt | Le | Gt | Ge => "operator",
             Quote => "unterminated string",
@@ -217,15 +217,8 @@ impl Iterator for Lexer<'_> {
 fn is_unicode_ws(ch: char) -> bool {
     matches!(
         ch,
-        '\u{0085}'
-            | '\u{00a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
+        '\u{0085}' | '\u{00a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}'
     )
 }
 
@@ -283,7 +276,12 @@ fn lex_at(src: &str, start: usize, c: u8) -> (TokenKind, usize) {
 /// Numbers after an optional sign of `sign_len` bytes: the longest of the int and float rules.
 /// `neg`: the sign is `-` (a negative int must have digits; `-` alone is `Minus`).
 fn number(b: &[u8], sign_len: usize, neg: bool) -> Option<(TokenKind, usize)> {
-    let digits = |from: usize| b[from.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let digits = |from: usize| {
+        b[from.min(b.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
     // Int: '0' | [1-9][0-9]*
     let int_len = match b.get(sign_len) {
         Some(b'0') => Some(sign_len + 1),
@@ -445,22 +443,42 @@ mod tests {
         );
         assert_eq!(
             texts(src),
-            ["[", "file", ":", "hashes", ".", "'SHA-256'", "=", "'ab'", "]", ""]
+            [
+                "[",
+                "file",
+                ":",
+                "hashes",
+                ".",
+                "'SHA-256'",
+                "=",
+                "'ab'",
+                "]",
+                ""
+            ]
         );
     }
 
     #[test]
     fn keywords_identifiers_and_hyphens() {
         assert_eq!(kinds("AND ANDROID and"), [And, Ident, Ident, Eof]);
-        assert_eq!(kinds("AND-x true true_ false"), [IdentHyphen, Bool, Ident, Bool, Eof]);
+        assert_eq!(
+            kinds("AND-x true true_ false"),
+            [IdentHyphen, Bool, Ident, Bool, Eof]
+        );
         assert_eq!(kinds("win-registry-key"), [IdentHyphen, Eof]);
         assert_eq!(kinds("within"), [Ident, Eof]);
     }
 
     #[test]
     fn numbers() {
-        assert_eq!(texts("1 -5 +3 .5 -0.25 007.5"), ["1", "-5", "+3", ".5", "-0.25", "007.5", ""]);
-        assert_eq!(kinds("1 -5 +3 .5 -0.25"), [IntPos, IntNeg, IntPos, FloatPos, FloatNeg, Eof]);
+        assert_eq!(
+            texts("1 -5 +3 .5 -0.25 007.5"),
+            ["1", "-5", "+3", ".5", "-0.25", "007.5", ""]
+        );
+        assert_eq!(
+            kinds("1 -5 +3 .5 -0.25"),
+            [IntPos, IntNeg, IntPos, FloatPos, FloatNeg, Eof]
+        );
         // `01` is two ints (no leading zeros), `1.` an int then a dot.
         assert_eq!(kinds("01"), [IntPos, IntPos, Eof]);
         assert_eq!(kinds("1."), [IntPos, Dot, Eof]);
@@ -470,8 +488,14 @@ mod tests {
     #[test]
     fn prefixed_literals() {
         assert_eq!(kinds("h'ffd8' h'abc'"), [Hex, Ident, Str, Eof]);
-        assert_eq!(kinds("b'dGhpcyBpcyBhIHRlc3Q=' b'===='"), [Binary, Ident, Str, Eof]);
-        assert_eq!(kinds("b'' b'YWJj' b'YQ=='"), [Ident, Str, Binary, Binary, Eof]);
+        assert_eq!(
+            kinds("b'dGhpcyBpcyBhIHRlc3Q=' b'===='"),
+            [Binary, Ident, Str, Eof]
+        );
+        assert_eq!(
+            kinds("b'' b'YWJj' b'YQ=='"),
+            [Ident, Str, Binary, Binary, Eof]
+        );
         assert_eq!(kinds("t'2024-01-15T12:30:45.123Z'"), [Timestamp, Eof]);
         assert_eq!(kinds("t'2024-02-30T12:00:00Z'"), [Timestamp, Eof]);
         for bad in [
@@ -496,7 +520,10 @@ mod tests {
 
     #[test]
     fn operators_comments_and_invalid() {
-        assert_eq!(kinds("= == != <> < <= > >="), [Eq, Eq, Neq, Neq, Lt, Le, Gt, Ge, Eof]);
+        assert_eq!(
+            kinds("= == != <> < <= > >="),
+            [Eq, Eq, Neq, Neq, Lt, Le, Gt, Ge, Eof]
+        );
         assert_eq!(kinds("/* c */ a // rest\n b"), [Ident, Ident, Eof]);
         assert_eq!(kinds("/* open"), [Divide, Asterisk, Ident, Eof]);
         assert_eq!(kinds("? é !"), [Invalid, Invalid, Invalid, Eof]);

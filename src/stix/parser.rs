@@ -397,7 +397,11 @@ impl<'a> Parser<'a> {
             TokenKind::Hex => Literal::Hex(text),
             TokenKind::Bool if with_bool => Literal::Bool(text == "true"),
             _ if with_bool => return Err(self.error("a literal value")),
-            _ => return Err(self.error("an orderable literal (number, string, timestamp, binary or hex)")),
+            _ => {
+                return Err(
+                    self.error("an orderable literal (number, string, timestamp, binary or hex)")
+                );
+            }
         };
         self.bump();
         Ok(lit)
@@ -490,7 +494,9 @@ fn check_qualifiers(e: &ObservationExpr<'_>) -> Result<(), PatternError> {
             Ok(())
         }
         ObservationExpr::Group { inner, .. } => check_qualifiers(inner),
-        ObservationExpr::Compound { operands, .. } => operands.iter().try_for_each(check_qualifiers),
+        ObservationExpr::Compound { operands, .. } => {
+            operands.iter().try_for_each(check_qualifiers)
+        }
     }
 }
 
@@ -549,7 +555,8 @@ fn hash_value_ok(algo: &str, value: &str) -> bool {
     match algo {
         "SSDEEP" => {
             (1..=128).contains(&v.len())
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/+:.".contains(&b))
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/+:.".contains(&b))
         }
         // The upstream MD6 regex lacks a group around its alternation: in effect it only
         // requires 32 leading hex digits (or a newline, 4 spaces and 64 hex digits).
@@ -586,7 +593,9 @@ mod tests {
 
     #[test]
     fn single_comparison_with_quoted_key() {
-        let c = only("[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']");
+        let c = only(
+            "[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']",
+        );
         assert_eq!(c.path.object_type, "file");
         assert_eq!(c.path.steps[1].key(), Some("SHA-256"));
         assert_eq!(c.path.to_string(), "file:hashes.'SHA-256'");
@@ -597,10 +606,14 @@ mod tests {
     #[test]
     fn escapes_are_decoded_and_borrowed_when_absent() {
         let c = only(r"[windows-registry-key:key = 'HKLM\\foo\\bar\'s']");
-        let Value::Literal(Literal::Str(s)) = &c.value else { panic!() };
+        let Value::Literal(Literal::Str(s)) = &c.value else {
+            panic!()
+        };
         assert_eq!(s, r"HKLM\foo\bar's");
         let c = only("[url:value = 'http://x']");
-        let Value::Literal(Literal::Str(s)) = &c.value else { panic!() };
+        let Value::Literal(Literal::Str(s)) = &c.value else {
+            panic!()
+        };
         assert!(matches!(s, Cow::Borrowed(_)));
     }
 
@@ -620,7 +633,11 @@ mod tests {
         );
         assert!(c.negated && c.is_negative());
         assert_eq!(c.op, ComparisonOp::IsSuperset);
-        assert!(only("[network-traffic:dst_ref.value = 'x']").path.is_reference());
+        assert!(
+            only("[network-traffic:dst_ref.value = 'x']")
+                .path
+                .is_reference()
+        );
     }
 
     #[test]
@@ -648,19 +665,36 @@ mod tests {
         let c = only("[a:b NOT IN ('x', 2, true)]");
         assert_eq!(
             c.value,
-            Value::Set(vec![Literal::Str("x".into()), Literal::Int("2"), Literal::Bool(true)])
+            Value::Set(vec![
+                Literal::Str("x".into()),
+                Literal::Int("2"),
+                Literal::Bool(true)
+            ])
         );
-        assert_eq!(c.value_span.text("[a:b NOT IN ('x', 2, true)]"), "('x', 2, true)");
+        assert_eq!(
+            c.value_span.text("[a:b NOT IN ('x', 2, true)]"),
+            "('x', 2, true)"
+        );
     }
 
     #[test]
     fn precedence_and_over_or_over_followedby() {
         let p = parse_pattern("[a:b = 1] FOLLOWEDBY [a:b = 2] OR [a:b = 3] AND [a:b = 4]").unwrap();
-        let ObservationExpr::Compound { op, operands } = &p.expr else { panic!() };
+        let ObservationExpr::Compound { op, operands } = &p.expr else {
+            panic!()
+        };
         assert_eq!((*op, operands.len()), (ObservationOp::FollowedBy, 2));
-        let ObservationExpr::Compound { op, operands } = &operands[1] else { panic!() };
+        let ObservationExpr::Compound { op, operands } = &operands[1] else {
+            panic!()
+        };
         assert_eq!((*op, operands.len()), (ObservationOp::Or, 2));
-        assert!(matches!(&operands[1], ObservationExpr::Compound { op: ObservationOp::And, .. }));
+        assert!(matches!(
+            &operands[1],
+            ObservationExpr::Compound {
+                op: ObservationOp::And,
+                ..
+            }
+        ));
 
         let p = parse_pattern("[a:b = 1 OR a:c = 2 AND a:d = 3]").unwrap();
         let ctx = p.comparisons();
@@ -673,27 +707,82 @@ mod tests {
         let src = "([a:b = 1] REPEATS 2 TIMES AND [a:c = 2]) WITHIN 10.5 SECONDS OR [a:d = 3] START t'2016-06-01T01:30:00Z' STOP t'2016-06-01T02:30:00Z'";
         let p = parse_pattern(src).unwrap();
         let ctx = p.comparisons();
-        let texts = |i: usize| ctx[i].qualifiers.iter().map(|q| q.to_string()).collect::<Vec<_>>();
+        let texts = |i: usize| {
+            ctx[i]
+                .qualifiers
+                .iter()
+                .map(|q| q.to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(texts(0), ["REPEATS 2 TIMES", "WITHIN 10.5 SECONDS"]);
         assert_eq!(texts(1), ["WITHIN 10.5 SECONDS"]);
-        assert_eq!(texts(2), ["START t'2016-06-01T01:30:00Z' STOP t'2016-06-01T02:30:00Z'"]);
-        assert_eq!(ctx[0].observation_ops, [ObservationOp::Or, ObservationOp::And]);
-        assert_eq!(ctx.iter().map(|c| c.observation).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(
+            texts(2),
+            ["START t'2016-06-01T01:30:00Z' STOP t'2016-06-01T02:30:00Z'"]
+        );
+        assert_eq!(
+            ctx[0].observation_ops,
+            [ObservationOp::Or, ObservationOp::And]
+        );
+        assert_eq!(
+            ctx.iter().map(|c| c.observation).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
     }
 
     #[test]
     fn syntax_errors_name_position_expected_and_found() {
         let cases = [
-            ("[file:size = ]", 13, "expected a literal value, found symbol `]`"),
-            ("file:size = 1280", 0, "expected `[` or `(`, found identifier `file`"),
-            ("[file.size = 1280]", 5, "expected `:` after the object type, found symbol `.`"),
-            ("[file:name MATCHES /.*\\.dll/]", 19, "expected a string, found symbol `/`"),
-            ("[a:b = 1] WITHIN 5 HOURS", 19, "expected SECONDS, found identifier `HOURS`"),
-            ("[a:b = 1] WITHIN -5 SECONDS", 17, "expected a positive number of seconds, found an integer `-5`"),
-            ("[a:b = 1] within 2 seconds", 10, "expected AND, OR, FOLLOWEDBY, a qualifier or end of pattern, found identifier `within`"),
-            ("[a:b =? 1]", 6, "expected a literal value, found invalid character `?`"),
-            ("[a:b = 1", 8, "expected `]`, AND or OR, found end of pattern"),
-            ("[x:c = t'2024-13-01T12:00:00Z']", 7, "expected a literal value, found identifier `t`"),
+            (
+                "[file:size = ]",
+                13,
+                "expected a literal value, found symbol `]`",
+            ),
+            (
+                "file:size = 1280",
+                0,
+                "expected `[` or `(`, found identifier `file`",
+            ),
+            (
+                "[file.size = 1280]",
+                5,
+                "expected `:` after the object type, found symbol `.`",
+            ),
+            (
+                "[file:name MATCHES /.*\\.dll/]",
+                19,
+                "expected a string, found symbol `/`",
+            ),
+            (
+                "[a:b = 1] WITHIN 5 HOURS",
+                19,
+                "expected SECONDS, found identifier `HOURS`",
+            ),
+            (
+                "[a:b = 1] WITHIN -5 SECONDS",
+                17,
+                "expected a positive number of seconds, found an integer `-5`",
+            ),
+            (
+                "[a:b = 1] within 2 seconds",
+                10,
+                "expected AND, OR, FOLLOWEDBY, a qualifier or end of pattern, found identifier `within`",
+            ),
+            (
+                "[a:b =? 1]",
+                6,
+                "expected a literal value, found invalid character `?`",
+            ),
+            (
+                "[a:b = 1",
+                8,
+                "expected `]`, AND or OR, found end of pattern",
+            ),
+            (
+                "[x:c = t'2024-13-01T12:00:00Z']",
+                7,
+                "expected a literal value, found identifier `t`",
+            ),
         ];
         for (src, offset, msg) in cases {
             let e = parse_syntax(src).expect_err(src);
@@ -705,16 +794,28 @@ mod tests {
     #[test]
     fn validator_extra_checks() {
         let e = err("[file:hashes.'SHA-256' = 'f00']");
-        assert_eq!(e.to_string(), "at byte 25: 'f00' is not a valid SHA-256 hash");
+        assert_eq!(
+            e.to_string(),
+            "at byte 25: 'f00' is not a valid SHA-256 hash"
+        );
         assert!(parse_syntax("[file:hashes.'SHA-256' = 'f00']").is_ok());
         // Any spelling of the algorithm is checked; unknown algorithms are not.
-        assert!(matches!(err("[file:hashes.sha1 = 'abc']").kind, ErrorKind::InvalidHash { .. }));
+        assert!(matches!(
+            err("[file:hashes.sha1 = 'abc']").kind,
+            ErrorKind::InvalidHash { .. }
+        ));
         assert!(parse_pattern("[file:hashes.TLSH = 'anything']").is_ok());
         assert!(parse_pattern("[file:hashes.MD5 = 'CEAD3F77F6CDA6EC00F57D76C9A6879F']").is_ok());
-        assert_eq!(err("[file:hashes[0] = 'ab']").kind, ErrorKind::HashIndexSelector);
+        assert_eq!(
+            err("[file:hashes[0] = 'ab']").kind,
+            ErrorKind::HashIndexSelector
+        );
 
         let e = err("[a:b = 1] WITHIN 5 SECONDS WITHIN 6 SECONDS");
-        assert_eq!((e.offset, e.kind), (27, ErrorKind::DuplicateQualifier(QualifierKind::Within)));
+        assert_eq!(
+            (e.offset, e.kind),
+            (27, ErrorKind::DuplicateQualifier(QualifierKind::Within))
+        );
         assert!(parse_pattern("([a:b = 1]) WITHIN 5 SECONDS WITHIN 6 SECONDS").is_ok());
         assert!(parse_pattern("([a:b = 1] REPEATS 2 TIMES) REPEATS 2 TIMES").is_ok());
 
@@ -744,11 +845,57 @@ mod tests {
             "[obj-type:a.b[*][1].'c-d' NOT ISSUPERSET '1.2.3.4/16' OR EXISTS a:b] AND [a:b = b'YWJj' AND a:c < h'ff']",
         ];
         const SOUP: &[&str] = &[
-            "[", "]", "(", ")", "'", "'x'", "\\", "AND", "OR", "NOT", "FOLLOWEDBY", "IN", "LIKE",
-            "MATCHES", "ISSUBSET", "EXISTS", "WITHIN", "REPEATS", "TIMES", "SECONDS", "START",
-            "STOP", "=", "!=", "<", ">=", ":", ".", ",", "*", "-", "+", "1", "-2", "3.5", "file",
-            "a-b", "hashes", "'SHA-256'", "t'2016-06-01T01:30:00Z'", "h'ff'", "b'YWJj'", "true",
-            "/*", "*/", "//", "\n", " ", "é", "\u{3000}", "\0",
+            "[",
+            "]",
+            "(",
+            ")",
+            "'",
+            "'x'",
+            "\\",
+            "AND",
+            "OR",
+            "NOT",
+            "FOLLOWEDBY",
+            "IN",
+            "LIKE",
+            "MATCHES",
+            "ISSUBSET",
+            "EXISTS",
+            "WITHIN",
+            "REPEATS",
+            "TIMES",
+            "SECONDS",
+            "START",
+            "STOP",
+            "=",
+            "!=",
+            "<",
+            ">=",
+            ":",
+            ".",
+            ",",
+            "*",
+            "-",
+            "+",
+            "1",
+            "-2",
+            "3.5",
+            "file",
+            "a-b",
+            "hashes",
+            "'SHA-256'",
+            "t'2016-06-01T01:30:00Z'",
+            "h'ff'",
+            "b'YWJj'",
+            "true",
+            "/*",
+            "*/",
+            "//",
+            "\n",
+            " ",
+            "é",
+            "\u{3000}",
+            "\0",
         ];
         let mut rng = fastrand::Rng::with_seed(0x5717_2024);
         let run = |s: &str| {
@@ -764,7 +911,9 @@ mod tests {
             run(&String::from_utf8_lossy(&bytes));
             let ascii: String = (0..len).map(|_| rng.char(' '..='~')).collect();
             run(&ascii);
-            let soup: Vec<&str> = (0..rng.usize(0..30)).map(|_| SOUP[rng.usize(..SOUP.len())]).collect();
+            let soup: Vec<&str> = (0..rng.usize(0..30))
+                .map(|_| SOUP[rng.usize(..SOUP.len())])
+                .collect();
             run(&soup.join(if rng.bool() { " " } else { "" }));
             let seed = SEEDS[rng.usize(..SEEDS.len())];
             let mut chars: Vec<char> = seed.chars().collect();
