@@ -596,18 +596,19 @@ fn comparison(c: &Comparison<'_>, ctx: &ObsContext, anded_with_hash: bool, acc: 
         Value::Set(items) => items.iter().collect(),
         Value::None => Vec::new(),
     };
-    let path = c.path.to_string();
+    // Rendered only when something is skipped: most comparisons become IOCs.
+    let path = || c.path.to_string();
     let mut skip_all = |reason: String| {
         if values.is_empty() {
             acc.skipped.push(Skipped {
-                path: path.clone(),
+                path: path(),
                 value: String::new(),
                 reason: reason.clone(),
             });
         }
         for v in &values {
             acc.skipped.push(Skipped {
-                path: path.clone(),
+                path: path(),
                 value: v.text().into_owned(),
                 reason: reason.clone(),
             });
@@ -647,7 +648,7 @@ fn comparison(c: &Comparison<'_>, ctx: &ObsContext, anded_with_hash: bool, acc: 
     for v in values {
         let Literal::Str(s) = v else {
             acc.skipped.push(Skipped {
-                path: path.clone(),
+                path: path(),
                 value: v.text().into_owned(),
                 reason: "value is not a string literal".to_string(),
             });
@@ -656,7 +657,7 @@ fn comparison(c: &Comparison<'_>, ctx: &ObsContext, anded_with_hash: bool, acc: 
         match target_ioc(target, s) {
             Ok(key) => acc.iocs.push(key),
             Err(reason) => acc.skipped.push(Skipped {
-                path: path.clone(),
+                path: path(),
                 value: s.to_string(),
                 reason,
             }),

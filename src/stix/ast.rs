@@ -376,6 +376,28 @@ impl<'a> Pattern<'a> {
         out
     }
 
+    /// Call `f` on every comparison in pattern order (no context, no allocation).
+    pub fn for_each_comparison<'p>(&'p self, mut f: impl FnMut(&'p Comparison<'a>)) {
+        fn obs<'p, 'a>(e: &'p ObservationExpr<'a>, f: &mut impl FnMut(&'p Comparison<'a>)) {
+            match e {
+                ObservationExpr::Simple { comparison, .. } => cmp(comparison, f),
+                ObservationExpr::Group { inner, .. } => obs(inner, f),
+                ObservationExpr::Compound { operands, .. } => {
+                    operands.iter().for_each(|o| obs(o, f))
+                }
+            }
+        }
+        fn cmp<'p, 'a>(e: &'p ComparisonExpr<'a>, f: &mut impl FnMut(&'p Comparison<'a>)) {
+            match e {
+                ComparisonExpr::Comparison(c) => f(c),
+                ComparisonExpr::Compound { operands, .. } => {
+                    operands.iter().for_each(|o| cmp(o, f))
+                }
+            }
+        }
+        obs(&self.expr, &mut f);
+    }
+
     /// Observation operators used anywhere in the pattern.
     pub fn observation_ops(&self) -> Vec<ObservationOp> {
         fn walk(e: &ObservationExpr<'_>, out: &mut Vec<ObservationOp>) {

@@ -465,10 +465,13 @@ fn validate(src: &str, pattern: &Pattern<'_>) -> Result<(), PatternError> {
         });
     }
     check_qualifiers(&pattern.expr)?;
-    for ctx in pattern.comparisons() {
-        check_hash(src, ctx.comparison)?;
-    }
-    Ok(())
+    let mut result = Ok(());
+    pattern.for_each_comparison(|c| {
+        if result.is_ok() {
+            result = check_hash(src, c);
+        }
+    });
+    result
 }
 
 /// Any number of `(` and whitespace, then `[` (on raw text, so a leading comment fails it).
