@@ -450,12 +450,10 @@ fn walk_observation<'p, 'a>(
             qualifiers,
             ..
         } => {
-            let mark = quals.len();
             // Inner qualifiers first: they apply before the enclosing groups' ones.
             let mut all: Vec<&Qualifier<'a>> = qualifiers.iter().collect();
             all.extend(quals.iter().rev());
             walk_comparison(comparison, &mut Vec::new(), ops, &all, *observation, out);
-            quals.truncate(mark);
             *observation += 1;
         }
         ObservationExpr::Group { inner, qualifiers } => {

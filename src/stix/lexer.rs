@@ -132,6 +132,9 @@ pub struct Lexer<'a> {
     src: &'a str,
     pos: usize,
     done: bool,
+    /// A search for `*/` already failed: later `/*` cannot be closed either (keeps lexing
+    /// linear on inputs like `/*/*/*...`).
+    no_comment_end: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -140,6 +143,7 @@ impl<'a> Lexer<'a> {
             src,
             pos: 0,
             done: false,
+            no_comment_end: false,
         }
     }
 
@@ -171,11 +175,14 @@ impl<'a> Lexer<'a> {
             };
             match c {
                 b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c => self.pos += 1,
-                b'/' if bytes.get(self.pos + 1) == Some(&b'*') => {
+                b'/' if bytes.get(self.pos + 1) == Some(&b'*') && !self.no_comment_end => {
                     // An unclosed `/*` is not a comment: ANTLR falls back to `/` then `*`.
                     match find(bytes, self.pos + 2, b"*/") {
                         Some(end) => self.pos = end + 2,
-                        None => return,
+                        None => {
+                            self.no_comment_end = true;
+                            return;
+                        }
                     }
                 }
                 b'/' if bytes.get(self.pos + 1) == Some(&b'/') => {
@@ -526,6 +533,13 @@ mod tests {
         );
         assert_eq!(kinds("/* c */ a // rest\n b"), [Ident, Ident, Eof]);
         assert_eq!(kinds("/* open"), [Divide, Asterisk, Ident, Eof]);
+        assert_eq!(kinds("/*/**/ a"), [Ident, Eof]);
+        assert_eq!(
+            kinds("/* a /* b"),
+            [Divide, Asterisk, Ident, Divide, Asterisk, Ident, Eof]
+        );
+        // Many unclosed comment openers lex in linear time.
+        assert_eq!(Lexer::new(&"/* ".repeat(50_000)).count(), 100_001);
         assert_eq!(kinds("? é !"), [Invalid, Invalid, Invalid, Eof]);
         assert_eq!(kinds("\u{3000}a\u{a0}"), [Ident, Eof]);
         assert_eq!(texts("é"), ["é", ""]);
