@@ -121,6 +121,27 @@ fn sorted_strings(v: &Json) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Column of the first "Error found at line 1:N" in the oracle's errors (ANTLR counts characters;
+/// the cases are ASCII so that is our byte offset). The synthetic "missing square brackets" line
+/// is skipped when a real syntax error follows it.
+fn oracle_error_column(row: &Json) -> Option<usize> {
+    let errors = row["errors"].as_array()?;
+    let mut columns = errors.iter().filter_map(|e| {
+        let e = e.as_str()?;
+        let rest = e.strip_prefix("FAIL: Error found at line 1:")?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        Some((
+            digits.parse::<usize>().ok()?,
+            e.contains("missing square brackets"),
+        ))
+    });
+    let first = columns.next()?;
+    match (first, columns.next()) {
+        ((_, true), Some((col, _))) => Some(col),
+        ((col, _), _) => Some(col),
+    }
+}
+
 #[test]
 fn agrees_with_reference_validator() {
     let cases = read_jsonl("validator-cases.jsonl");
@@ -140,6 +161,7 @@ fn agrees_with_reference_validator() {
     let (mut checked, mut valid_agree, mut syntax_agree, mut cmp_agree, mut cmp_checked) =
         (0, 0, 0, 0, 0);
     let mut comparisons_seen = 0;
+    let (mut error_positions, mut position_agree) = (0, 0);
     for (input, row) in cases.iter().chain(reals.iter()).zip(&oracle) {
         let pattern = input["pattern"].as_str().expect("pattern");
         assert_eq!(
@@ -165,6 +187,18 @@ fn agrees_with_reference_validator() {
                 ours.as_ref().err().map(|e| e.to_string()),
                 row["errors"]
             ));
+        }
+        // Where the validator reports a syntax error, we must point at the same place.
+        if let (Err(e), Some(column)) = (&ours, oracle_error_column(row)) {
+            error_positions += 1;
+            if e.offset == column {
+                position_agree += 1;
+            } else {
+                failures.push(format!(
+                    "error offset: ours {e} oracle {:?} for {pattern}",
+                    row["errors"]
+                ));
+            }
         }
         let syntax_ok = parse_syntax(pattern).is_ok();
         if syntax_ok == row["parse_ok"].as_bool().expect("parse_ok") {
@@ -207,7 +241,8 @@ fn agrees_with_reference_validator() {
     }
     println!(
         "stix conformance: {checked} STIX 2.1 patterns checked; valid agrees {valid_agree}/{checked}, \
-         parse_ok agrees {syntax_agree}/{checked}; comparisons agree on {cmp_agree}/{cmp_checked} valid \
+         parse_ok agrees {syntax_agree}/{checked}; syntax error offset agrees \
+         {position_agree}/{error_positions}; comparisons agree on {cmp_agree}/{cmp_checked} valid \
          patterns ({comparisons_seen} comparisons); {} deliberate differences",
         DELIBERATE_DIFFERENCES.len()
     );
