@@ -358,7 +358,9 @@ mod tests {
     /// A stand-in for the real translation: one IOC from the pattern, errors on demand.
     fn fake(ind: &Indicator) -> Result<Translation, TranslateError> {
         match ind.pattern.as_str() {
-            "bad" => Err(TranslateError::Pattern("at byte 0: expected `[`".into())),
+            "bad" => Err(TranslateError::Pattern(
+                crate::stix::parse_syntax("x").expect_err("`x` is not a pattern"),
+            )),
             "boom" => panic!("fake translation bug"),
             p => Ok(Translation {
                 iocs: vec![IocKey {
@@ -414,7 +416,7 @@ mod tests {
         assert_eq!(out[200]["indicator"], "bad one");
         assert_eq!(
             out[200]["error"],
-            "line 201: invalid STIX pattern: at byte 0: expected `[`"
+            "line 201: invalid STIX pattern: at byte 0: expected `[` or `(`, found identifier `x`"
         );
         assert!(out[201]["indicator"].is_null());
         assert!(

@@ -1,0 +1,255 @@
+//! Conformance of `stix::parse_pattern` with the OASIS reference validator (stix2-patterns 2.1.2).
+//!
+//! Reads `stix-patterns/validator-cases.jsonl`, `real-patterns.jsonl` and the oracle rows in
+//! `oracle-expected.jsonl` (validator cases first, then real patterns, same order). For every
+//! STIX 2.1 case we must agree on `valid` (validator) and `parse_ok` (grammar only). For every
+//! valid pattern we must extract the same comparisons — object type, path steps, operator and
+//! decoded value — compared **in the oracle's order** (grouped by object type in order of first
+//! appearance, pattern order within a type), plus the same observation operators and qualifiers.
+
+use harfanglab_intel::stix::{
+    ComparisonOp, Literal, PathStep, Pattern, Value, parse_pattern, parse_syntax,
+};
+use serde_json::{Value as Json, json};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// Cases where we knowingly differ from the oracle: (pattern, reason). Empty: we agree on all.
+const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[];
+
+/// `HLI_CORPORA`, else the first `shared/corpora` found walking up from the crate root.
+fn corpora_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HLI_CORPORA") {
+        return PathBuf::from(dir);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    root.ancestors()
+        .map(|a| a.join("shared").join("corpora"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "corpora not found above {}; set HLI_CORPORA",
+                root.display()
+            )
+        })
+}
+
+fn read_jsonl(name: &str) -> Vec<Json> {
+    let path = corpora_dir().join("stix-patterns").join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("corpus line is JSON"))
+        .collect()
+}
+
+fn literal_json(l: &Literal<'_>) -> Json {
+    Json::String(l.text().into_owned())
+}
+
+/// Our comparisons in the oracle's shape and order.
+fn our_comparisons(p: &Pattern<'_>) -> Vec<Json> {
+    let mut rows: Vec<(String, Json)> = Vec::new();
+    for ctx in p.comparisons() {
+        let c = ctx.comparison;
+        if c.op == ComparisonOp::Exists {
+            continue; // the inspector does not list EXISTS (none in the corpus)
+        }
+        let path: Vec<Json> = c
+            .path
+            .steps
+            .iter()
+            .map(|s| match s {
+                PathStep::Key(k) => json!(k),
+                PathStep::Index(Some(n)) => json!(n),
+                PathStep::Index(None) => json!(null),
+                PathStep::AnyIndex => json!("[*]"),
+            })
+            .collect();
+        let op = format!("{}{}", if c.negated { "NOT " } else { "" }, c.op.as_str());
+        let value = match &c.value {
+            Value::Literal(l) => literal_json(l),
+            Value::Set(items) => Json::Array(items.iter().map(literal_json).collect()),
+            Value::None => Json::Null,
+        };
+        rows.push((
+            c.path.object_type.to_string(),
+            json!({"object_type": c.path.object_type, "path": path, "object_path": c.path.to_string(), "operator": op, "value": value}),
+        ));
+    }
+    // Group by object type in order of first appearance, keeping pattern order inside a group.
+    let mut types: Vec<String> = Vec::new();
+    for (t, _) in &rows {
+        if !types.contains(t) {
+            types.push(t.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for t in &types {
+        out.extend(
+            rows.iter()
+                .filter(|(rt, _)| rt == t)
+                .map(|(_, j)| j.clone()),
+        );
+    }
+    out
+}
+
+fn oracle_comparisons(row: &Json) -> Vec<Json> {
+    row["comparisons"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    // The inspector keeps the operator token as written (`==`, `<>`).
+                    let op = c["operator"].as_str().unwrap_or("").replace("==", "=").replace("<>", "!=");
+                    json!({"object_type": c["object_type"], "path": c["path"], "object_path": c["object_path"], "operator": op, "value": c["value"]})
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sorted_strings(v: &Json) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Column of the first "Error found at line 1:N" in the oracle's errors (ANTLR counts characters;
+/// the cases are ASCII so that is our byte offset). The synthetic "missing square brackets" line
+/// is skipped when a real syntax error follows it.
+fn oracle_error_column(row: &Json) -> Option<usize> {
+    let errors = row["errors"].as_array()?;
+    let mut columns = errors.iter().filter_map(|e| {
+        let e = e.as_str()?;
+        let rest = e.strip_prefix("FAIL: Error found at line 1:")?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        Some((
+            digits.parse::<usize>().ok()?,
+            e.contains("missing square brackets"),
+        ))
+    });
+    let first = columns.next()?;
+    match (first, columns.next()) {
+        ((_, true), Some((col, _))) => Some(col),
+        ((col, _), _) => Some(col),
+    }
+}
+
+#[test]
+fn agrees_with_reference_validator() {
+    let cases = read_jsonl("validator-cases.jsonl");
+    let reals = read_jsonl("real-patterns.jsonl");
+    let oracle = read_jsonl("oracle-expected.jsonl");
+    assert_eq!(
+        cases.len() + reals.len(),
+        oracle.len(),
+        "oracle rows = cases + real patterns"
+    );
+    assert!(
+        cases.len() > 200 && reals.len() > 8000,
+        "corpus unexpectedly small"
+    );
+
+    let mut failures = Vec::new();
+    let (mut checked, mut valid_agree, mut syntax_agree, mut cmp_agree, mut cmp_checked) =
+        (0, 0, 0, 0, 0);
+    let mut comparisons_seen = 0;
+    let (mut error_positions, mut position_agree) = (0, 0);
+    for (input, row) in cases.iter().chain(reals.iter()).zip(&oracle) {
+        let pattern = input["pattern"].as_str().expect("pattern");
+        assert_eq!(
+            row["pattern"].as_str(),
+            Some(pattern),
+            "oracle row out of order"
+        );
+        let version = input["stix_version"].as_str().unwrap_or("2.1");
+        if version != "2.1" {
+            continue; // the connector speaks STIX 2.1; the 2.0 grammar differs (START/STOP strings)
+        }
+        if DELIBERATE_DIFFERENCES.iter().any(|(p, _)| *p == pattern) {
+            continue;
+        }
+        checked += 1;
+        let ours = parse_pattern(pattern);
+        let oracle_valid = row["valid"].as_bool().expect("valid");
+        if ours.is_ok() == oracle_valid {
+            valid_agree += 1;
+        } else {
+            failures.push(format!(
+                "valid: ours {:?} oracle {oracle_valid} {:?} for {pattern}",
+                ours.as_ref().err().map(|e| e.to_string()),
+                row["errors"]
+            ));
+        }
+        // Where the validator reports a syntax error, we must point at the same place.
+        if let (Err(e), Some(column)) = (&ours, oracle_error_column(row)) {
+            error_positions += 1;
+            if e.offset == column {
+                position_agree += 1;
+            } else {
+                failures.push(format!(
+                    "error offset: ours {e} oracle {:?} for {pattern}",
+                    row["errors"]
+                ));
+            }
+        }
+        let syntax_ok = parse_syntax(pattern).is_ok();
+        if syntax_ok == row["parse_ok"].as_bool().expect("parse_ok") {
+            syntax_agree += 1;
+        } else {
+            failures.push(format!("parse_ok: ours {syntax_ok} for {pattern}"));
+        }
+        let (Ok(p), true) = (&ours, oracle_valid) else {
+            continue;
+        };
+        cmp_checked += 1;
+        let mine = our_comparisons(p);
+        let theirs = oracle_comparisons(row);
+        comparisons_seen += theirs.len();
+        let ops: Vec<String> = p
+            .observation_ops()
+            .iter()
+            .map(|o| o.as_str().to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let quals: Vec<String> = p
+            .qualifiers()
+            .iter()
+            .map(|q| q.to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if mine == theirs
+            && ops == sorted_strings(&row["observation_ops"])
+            && quals == sorted_strings(&row["qualifiers"])
+        {
+            cmp_agree += 1;
+        } else {
+            failures.push(format!(
+                "extraction differs for {pattern}\n  ours:   {mine:?} {ops:?} {quals:?}\n  oracle: {theirs:?} {} {}",
+                row["observation_ops"], row["qualifiers"]
+            ));
+        }
+    }
+    println!(
+        "stix conformance: {checked} STIX 2.1 patterns checked; valid agrees {valid_agree}/{checked}, \
+         parse_ok agrees {syntax_agree}/{checked}; syntax error offset agrees \
+         {position_agree}/{error_positions}; comparisons agree on {cmp_agree}/{cmp_checked} valid \
+         patterns ({comparisons_seen} comparisons); {} deliberate differences",
+        DELIBERATE_DIFFERENCES.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
