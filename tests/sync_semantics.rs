@@ -73,6 +73,10 @@ fn iocs(keys: &[IocKey]) -> Translation {
     }
 }
 
+fn one(key: &IocKey) -> Translation {
+    iocs(std::slice::from_ref(key))
+}
+
 fn none() -> Former {
     Former::default()
 }
@@ -400,7 +404,7 @@ fn python_connector_rules_are_adopted<A: ThreatIntelApi>(new_api: fn() -> A) {
 
     // Another indicator upserts the same IP: the legacy holder is kept next to it.
     let b = indicator("b");
-    let report = s.upsert(&b, &iocs(&[key.clone()]), &none()).unwrap();
+    let report = s.upsert(&b, &one(&key), &none()).unwrap();
     assert_eq!(report.iocs.updated, 1);
     assert_eq!(holders(&s, &key), ["indicator--a", "internal-b"]);
     let rule = find(&s, &key).unwrap();
@@ -415,11 +419,11 @@ fn python_connector_rules_are_adopted<A: ThreatIntelApi>(new_api: fn() -> A) {
 
     // The legacy indicator upserts with its standard id: merged into one holder.
     let a = indicator("a");
-    s.upsert(&a, &iocs(&[key.clone()]), &none()).unwrap();
+    s.upsert(&a, &one(&key), &none()).unwrap();
     assert_eq!(holders(&s, &key), ["internal-a", "internal-b"]);
 
-    s.release(&a, &iocs(&[key.clone()]), &none()).unwrap();
-    s.release(&b, &iocs(&[key.clone()]), &none()).unwrap();
+    s.release(&a, &one(&key), &none()).unwrap();
+    s.release(&b, &one(&key), &none()).unwrap();
     assert!(find(&s, &key).is_none());
 
     // A legacy rule released by its standard id alone goes away too.
@@ -431,7 +435,7 @@ fn python_connector_rules_are_adopted<A: ThreatIntelApi>(new_api: fn() -> A) {
     );
     let mut c = indicator("c");
     c.id = "internal-unknown-to-the-comment".into();
-    let report = s.release(&c, &iocs(&[key2.clone()]), &none()).unwrap();
+    let report = s.release(&c, &one(&key2), &none()).unwrap();
     assert_eq!(report.iocs.deleted, 1);
 }
 
@@ -676,13 +680,11 @@ mod memory_only {
         let s = syncer(api.clone(), true);
         let key = ip("10.9.3.1");
         other_process
-            .upsert(&indicator("b"), &iocs(&[key.clone()]), &none())
+            .upsert(&indicator("b"), &one(&key), &none())
             .unwrap();
         // Our find runs before the other process' create lands.
         api.inject(Target::IocValue(key.value.clone()), Fault::Miss, Some(1));
-        let report = s
-            .upsert(&indicator("a"), &iocs(&[key.clone()]), &none())
-            .unwrap();
+        let report = s.upsert(&indicator("a"), &one(&key), &none()).unwrap();
         assert_eq!((report.iocs.created, report.iocs.updated), (0, 1));
         assert_eq!(report.api_calls, 4); // find (stale), create (exists), find, update
         assert_eq!(api.iocs().len(), 1);

@@ -144,8 +144,15 @@ impl fmt::Display for SyncObject {
 /// because upsert/release are idempotent: objects that already succeeded cost one find each, a
 /// permanent failure fails again and is then recorded by the caller. So a transient failure is
 /// never lost because a permanent one happened next to it.
+///
+/// The details live in a box (read them through `Deref`: `err.error`, `err.failed`, ...) so
+/// `Result<SyncReport, SyncError>` stays small.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SyncError {
+pub struct SyncError(Box<SyncFailure>);
+
+/// The details of a [`SyncError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncFailure {
     /// `Indicator::id` of the indicator being synced.
     pub indicator_id: String,
     /// The object whose failure is kept in `error`.
@@ -160,14 +167,26 @@ pub struct SyncError {
 }
 
 impl SyncError {
+    pub fn new(failure: SyncFailure) -> SyncError {
+        SyncError(Box::new(failure))
+    }
+
     /// Worth retrying the whole upsert/release later.
     pub fn is_retryable(&self) -> bool {
-        !self.is_fatal() && self.retryable > 0
+        !self.is_fatal() && self.0.retryable > 0
     }
 
     /// The process should stop (HarfangLab rejects the credentials).
     pub fn is_fatal(&self) -> bool {
-        self.error.is_fatal()
+        self.0.error.is_fatal()
+    }
+}
+
+impl std::ops::Deref for SyncError {
+    type Target = SyncFailure;
+
+    fn deref(&self) -> &SyncFailure {
+        &self.0
     }
 }
 
@@ -430,14 +449,14 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             .or(self.failures.first());
         match kept {
             None => Ok(self.report),
-            Some(f) => Err(SyncError {
+            Some(f) => Err(SyncError::new(SyncFailure {
                 indicator_id: self.indicator.id.clone(),
                 object: f.object.clone(),
                 error: f.error.clone(),
                 failed: self.failures.len() as u32,
                 retryable,
                 report: self.report,
-            }),
+            })),
         }
     }
 
@@ -739,7 +758,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         let _guard = syncer.locks.lock(&self.lock_rule(ident));
         let rule = match self.locate(ident)? {
             Located::Ours(rule) => rule,
-            Located::Elsewhere(rule) => return Ok(self.skip_elsewhere(kind, &rule)),
+            Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
             Located::Missing => match self.call(|api| api.create_rule(kind, body)) {
                 Ok(_) => {
                     self.counts(kind).created += 1;
@@ -755,7 +774,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                 // indicator we could not trace): update it rather than fail.
                 Err(e) if is_duplicate(&e) => match self.locate_conflict(ident, rule_names)? {
                     Located::Ours(rule) => rule,
-                    Located::Elsewhere(rule) => return Ok(self.skip_elsewhere(kind, &rule)),
+                    Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
                     Located::Missing => return Err(e),
                 },
                 Err(e) => return Err(e),
@@ -778,7 +797,8 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         Ok(())
     }
 
-    fn skip_elsewhere(&mut self, kind: RuleKind, rule: &RemoteRule) {
+    /// Count and log a rule we must not touch; always `Ok`.
+    fn skip_elsewhere(&mut self, kind: RuleKind, rule: &RemoteRule) -> Result<(), HarfangLabError> {
         warn!(
             "indicator={}: {} {} ({:?}) exists in another source list; left alone",
             self.indicator.id,
@@ -787,6 +807,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             rule.name
         );
         self.counts(kind).skipped += 1;
+        Ok(())
     }
 
     fn release_rule(
@@ -798,7 +819,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         let _guard = syncer.locks.lock(&self.lock_rule(ident));
         let rule = match self.locate(ident)? {
             Located::Ours(rule) => rule,
-            Located::Elsewhere(rule) => return Ok(self.skip_elsewhere(kind, &rule)),
+            Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
             Located::Missing => {
                 self.counts(kind).unchanged += 1;
                 return Ok(());
