@@ -57,7 +57,8 @@ pub struct SyncSettings {
 pub struct Former {
     /// The former name, when the update renamed the indicator.
     pub name: Option<String>,
-    /// IOCs of the former pattern, when the update changed the pattern. `None`: unknown.
+    /// IOCs of the former pattern, when the update changed the pattern. `None`: unchanged or
+    /// unknown (a warning is logged when `ids` shows the pattern changed).
     pub iocs: Option<Vec<IocKey>>,
     /// Former STIX standard ids (they change with the pattern): still identify the holder.
     pub ids: Vec<String>,
@@ -270,8 +271,9 @@ impl<A: ThreatIntelApi> Syncer<A> {
                     run.each(SyncObject::Ioc(key.clone()), |r| r.release_ioc(key));
                 }
             }
-            None if former.name.is_some() || !former.ids.is_empty() => warn!(
-                "indicator={}: updated without a known former pattern; IOCs of an older pattern may remain in HarfangLab",
+            // A former standard id means the pattern changed (the id derives from it).
+            None if !former.ids.is_empty() => warn!(
+                "indicator={}: pattern changed but the former pattern is unknown; IOCs of the older pattern may remain in HarfangLab",
                 indicator.id
             ),
             None => {}
@@ -477,7 +479,22 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
 
     fn holder(&self) -> Holder {
         let i = self.indicator;
-        Holder::new(i.id.clone(), i.standard_id.clone(), i.score, &i.platforms)
+        Holder::new(
+            self.holder_id(),
+            i.standard_id.clone(),
+            i.score,
+            &i.platforms,
+        )
+    }
+
+    /// The id recorded for this indicator: internal id, else standard id ("" when neither).
+    fn holder_id(&self) -> String {
+        let i = self.indicator;
+        match (&i.id, &i.standard_id) {
+            (id, _) if !id.is_empty() => id.clone(),
+            (_, Some(std)) => std.clone(),
+            _ => String::new(),
+        }
     }
 
     fn ioc_body(
@@ -498,7 +515,25 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         }
     }
 
+    /// An indicator without any id cannot be recorded as a holder: its IOCs are skipped.
+    fn anonymous(&mut self, key: &IocKey) -> bool {
+        if !self.holder_id().is_empty() {
+            return false;
+        }
+        warn!(
+            "indicator {:?} has no id; IOC {} {} skipped",
+            self.indicator.name,
+            key.ioc_type.as_str(),
+            key.value
+        );
+        self.report.iocs.skipped += 1;
+        true
+    }
+
     fn upsert_ioc(&mut self, key: &IocKey) -> Result<(), HarfangLabError> {
+        if self.anonymous(key) {
+            return Ok(());
+        }
         let syncer = self.syncer;
         let _guard = syncer.locks.lock(&[LockKey::Ioc(key)]);
         let source = &syncer.settings.lists.ioc;
@@ -570,6 +605,9 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
     }
 
     fn release_ioc(&mut self, key: &IocKey) -> Result<(), HarfangLabError> {
+        if self.anonymous(key) {
+            return Ok(());
+        }
         let syncer = self.syncer;
         let _guard = syncer.locks.lock(&[LockKey::Ioc(key)]);
         let source = &syncer.settings.lists.ioc;
@@ -668,7 +706,10 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
     fn locate(&mut self, ident: &RuleIdentity) -> Result<Located, HarfangLabError> {
         let kind = ident.kind;
         let source = self.source_of(kind);
+        // The id goes into a URL path: probe only ids made of URL-safe characters (Sigma ids
+        // are UUIDs); anything else is found by name below.
         if let Some(id) = &ident.sigma_id
+            && is_path_safe(id)
             && let Some(rule) = self.call(|api| api.get_rule(kind, id))?
         {
             return Ok(match rule.source_id.as_deref() {
@@ -679,7 +720,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         for name in &ident.names {
             let filter = RuleFilter::Name(name.clone());
             let found = self.call(|api| api.find_rules(kind, source, &filter))?;
-            let hit = found.into_iter().find(|r| {
+            let hit = found.iter().find(|r| {
                 r.name == *name
                     && match kind {
                         // Same id; or a rule without id (the indicator gained one). An id-less
@@ -692,7 +733,15 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                     }
             });
             if let Some(rule) = hit {
-                return Ok(Located::Ours(rule));
+                return Ok(Located::Ours(rule.clone()));
+            }
+            if kind == RuleKind::Sigma && found.iter().any(|r| r.name == *name) {
+                // HarfangLab forbids changing a rule's id, and names are not unique: it may be
+                // this indicator's rule before its id changed, or another indicator's rule.
+                warn!(
+                    "indicator={}: a Sigma rule named {name:?} with another id exists; left as is (if this indicator's rule id changed, remove the old rule by hand)",
+                    self.indicator.id
+                );
             }
         }
         Ok(Located::Missing)
@@ -867,4 +916,189 @@ fn ioc_is_as_wanted(rule: &IocRule, body: &IocRuleBody) -> bool {
         && rule.comment.as_deref() == Some(body.comment.as_str())
         && rule.description.as_deref().unwrap_or("") == body.description
         && rule.hl_status.as_deref() == Some(body.hl_status.as_str())
+}
+
+/// Can this id be put in a URL path as is?
+fn is_path_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && id != "."
+        && id != ".."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::yara::YaraMeta;
+    use crate::sync::memory::{Fault, MemoryApi, Target};
+    use crate::translate::IocType;
+
+    fn syncer(api: MemoryApi, remove_indicator: bool) -> Syncer<MemoryApi> {
+        Syncer::new(
+            api,
+            SyncSettings {
+                lists: SourceLists {
+                    ioc: "i".into(),
+                    sigma: "s".into(),
+                    yara: "y".into(),
+                },
+                remove_indicator,
+                rule_maturity: "testing".into(),
+            },
+        )
+    }
+
+    fn hash(v: &str) -> IocKey {
+        IocKey {
+            ioc_type: IocType::Hash,
+            value: v.into(),
+        }
+    }
+
+    fn indicator() -> Indicator {
+        Indicator {
+            id: "internal-1".into(),
+            standard_id: Some("indicator--1".into()),
+            name: "One".into(),
+            ..Indicator::default()
+        }
+    }
+
+    #[test]
+    fn duplicate_detection_covers_ioc_and_rule_envelopes() {
+        let op = String::from("op");
+        assert!(is_duplicate(&HarfangLabError::AlreadyExists {
+            op: op.clone(),
+            body: String::new()
+        }));
+        for (message, dup) in [
+            ("Sigma rule with id x already exists", true),
+            ("Duplicate rule name", true),
+            ("syntax error line 3", false),
+        ] {
+            let e = HarfangLabError::RuleRejected {
+                op: op.clone(),
+                code: Some(400),
+                message: message.into(),
+            };
+            assert_eq!(is_duplicate(&e), dup, "{message}");
+        }
+        assert!(!is_duplicate(&HarfangLabError::Timeout { op }));
+    }
+
+    #[test]
+    fn only_url_safe_ids_are_probed() {
+        assert!(is_path_safe("6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11"));
+        for bad in ["", ".", "..", "a/b", "a b", "x?y", "é"] {
+            assert!(!is_path_safe(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn odd_sigma_id_is_found_by_name_without_a_probe() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        let content = "title: t\nid: a/../b\ndetection:\n  x:\n    a: b\n  condition: x\n";
+        let t = Translation {
+            sigma: Some(SigmaSpec {
+                meta: Default::default(),
+                name: "One".into(),
+                content: content.into(),
+            }),
+            ..Translation::default()
+        };
+        s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        api.reset_calls();
+        let report = s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!(report.sigma.unchanged, 1);
+        assert_eq!(api.calls_to("get_rule"), 0);
+        assert_eq!(api.calls_to("find_rules"), 1);
+    }
+
+    #[test]
+    fn indicator_without_any_id_is_skipped_not_recorded() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        let anonymous = Indicator {
+            name: "nameless".into(),
+            ..Indicator::default()
+        };
+        let t = Translation {
+            iocs: vec![hash(&"ab".repeat(16))],
+            ..Translation::default()
+        };
+        let report = s.upsert(&anonymous, &t, &Former::default()).unwrap();
+        assert_eq!(report.iocs.skipped, 1);
+        assert_eq!(report.api_calls, 0);
+        assert!(api.iocs().is_empty());
+    }
+
+    #[test]
+    fn disabled_yara_file_wanted_again_is_re_enabled() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), false);
+        let t = Translation {
+            yara: Some(YaraSpec {
+                meta: YaraMeta::default(),
+                name: "One".into(),
+                content: "rule One { condition: true }".into(),
+            }),
+            ..Translation::default()
+        };
+        s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        let report = s.release(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!(report.yara.disabled, 1);
+        let again = s.release(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!((again.yara.unchanged, again.yara.writes()), (1, 0));
+        let report = s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!(report.yara.re_enabled, 1);
+        let files = api.rules(RuleKind::Yara);
+        assert!(files[0].enabled);
+        assert_eq!(files[0].hl_status.as_deref(), Some("testing"));
+    }
+
+    #[test]
+    fn shutdown_stops_the_run_and_is_retryable() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        api.inject(
+            Target::Any,
+            Fault::Fail(HarfangLabError::ShuttingDown {
+                op: "find IOCRule".into(),
+            }),
+            Some(1),
+        );
+        let t = Translation {
+            iocs: vec![hash(&"aa".repeat(16)), hash(&"bb".repeat(16))],
+            ..Translation::default()
+        };
+        let err = s.upsert(&indicator(), &t, &Former::default()).unwrap_err();
+        assert!(err.is_retryable() && !err.is_fatal());
+        assert_eq!((err.failed, err.report.api_calls), (1, 1));
+        assert!(api.iocs().is_empty(), "nothing after the shutdown");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("indicator internal-1: IOC hash aaaa"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn maturity_change_patches_an_otherwise_unchanged_ioc() {
+        let api = MemoryApi::new();
+        let t = Translation {
+            iocs: vec![hash(&"cd".repeat(16))],
+            ..Translation::default()
+        };
+        syncer(api.clone(), true)
+            .upsert(&indicator(), &t, &Former::default())
+            .unwrap();
+        let mut stable = syncer(api.clone(), true);
+        stable.settings.rule_maturity = "stable".into();
+        let report = stable.upsert(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!(report.iocs.updated, 1);
+        assert_eq!(api.iocs()[0].hl_status.as_deref(), Some("stable"));
+    }
 }
