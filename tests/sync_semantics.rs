@@ -711,6 +711,26 @@ mod memory_only {
     }
 
     #[test]
+    fn sigma_clash_without_id_lookup_is_found_by_title_search() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        let a = indicator("a");
+        s.upsert(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
+            .unwrap();
+        // A server whose object ids are not Sigma ids: every id probe misses.
+        api.inject(Target::Rule(SIGMA_ID.into()), Fault::Miss, None);
+        let report = s
+            .upsert(
+                &a,
+                &sigma("Renamed untraced", Some(SIGMA_ID), "cmd"),
+                &none(),
+            )
+            .unwrap();
+        assert_eq!((report.sigma.created, report.sigma.updated), (0, 1));
+        assert_eq!(api.rules(RuleKind::Sigma)[0].name, "Renamed untraced");
+    }
+
+    #[test]
     fn sigma_rule_in_another_source_list_is_left_alone() {
         let api = MemoryApi::new();
         let s = syncer(api.clone(), true);

@@ -747,21 +747,30 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         Ok(Located::Missing)
     }
 
-    /// After a create was refused as a duplicate, find the rule it clashes with.
+    /// After a create was refused as a duplicate, find the rule it clashes with: the usual
+    /// lookup, then `search=` by the rule's own names (Yara rule identifiers, Sigma title),
+    /// keeping only hits that really clash (same identifier / same Sigma id).
     fn locate_conflict(
         &mut self,
         ident: &RuleIdentity,
-        rule_names: &[String],
+        terms: &[String],
     ) -> Result<Located, HarfangLabError> {
         let found = self.locate(ident)?;
-        if !matches!(found, Located::Missing) || ident.kind != RuleKind::Yara {
+        if !matches!(found, Located::Missing) {
             return Ok(found);
         }
-        let source = self.source_of(RuleKind::Yara);
-        for rule_name in rule_names {
-            let filter = RuleFilter::Search(rule_name.clone());
-            let hits = self.call(|api| api.find_rules(RuleKind::Yara, source, &filter))?;
-            if let Some(rule) = hits.into_iter().find(|r| r.rule_names.contains(rule_name)) {
+        let kind = ident.kind;
+        let source = self.source_of(kind);
+        for term in terms {
+            let filter = RuleFilter::Search(term.clone());
+            let hits = self.call(|api| api.find_rules(kind, source, &filter))?;
+            let clash = hits.into_iter().find(|r| match kind {
+                RuleKind::Yara => r.rule_names.contains(term),
+                RuleKind::Sigma => {
+                    ident.sigma_id.is_some() && content::sigma_id(&r.content) == ident.sigma_id
+                }
+            });
+            if let Some(rule) = clash {
                 return Ok(Located::Ours(rule));
             }
         }
@@ -782,7 +791,10 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
     fn upsert_sigma(&mut self, spec: &SigmaSpec) -> Result<(), HarfangLabError> {
         let ident = self.sigma_identity(spec.meta.id.clone(), &spec.content, &spec.name);
         let body = self.rule_body(RuleKind::Sigma, &spec.name, &spec.content);
-        self.upsert_rule(&ident, &body, &[])
+        let title = Some(spec.meta.title.clone())
+            .filter(|t| !t.is_empty())
+            .or_else(|| content::sigma_title(&spec.content));
+        self.upsert_rule(&ident, &body, title.as_slice())
     }
 
     fn upsert_yara(&mut self, spec: &YaraSpec) -> Result<(), HarfangLabError> {
@@ -800,7 +812,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         &mut self,
         ident: &RuleIdentity,
         body: &RuleBody,
-        rule_names: &[String],
+        terms: &[String],
     ) -> Result<(), HarfangLabError> {
         let kind = ident.kind;
         let syncer = self.syncer;
@@ -821,7 +833,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                 }
                 // Same Sigma id / Yara rule already there (another process, a renamed
                 // indicator we could not trace): update it rather than fail.
-                Err(e) if is_duplicate(&e) => match self.locate_conflict(ident, rule_names)? {
+                Err(e) if is_duplicate(&e) => match self.locate_conflict(ident, terms)? {
                     Located::Ours(rule) => rule,
                     Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
                     Located::Missing => return Err(e),
