@@ -398,7 +398,8 @@ impl ThreatIntelApi for MemoryApi {
                 if content::sigma_title(&body.content).is_none() {
                     return Err(rejected(op, "invalid sigma rule: no title".to_owned()));
                 }
-                match content::sigma_id(&body.content) {
+                // Sigma ids are UUIDs; the object id is their canonical lowercase form.
+                match content::sigma_id(&body.content).map(|i| i.to_ascii_lowercase()) {
                     Some(sigma_id) if store.sigma.contains_key(&sigma_id) && !body.overwrite => {
                         return Err(rejected(
                             op,
@@ -460,7 +461,8 @@ impl ThreatIntelApi for MemoryApi {
                 // "The ID of a Sigma rule has to be unique and cannot be modified once the rule
                 // has been created" (HarfangLab doc, harfanglab-api.md §6.3).
                 if let Some(old_id) = content::sigma_id(&old.content)
-                    && content::sigma_id(&body.content).is_some_and(|new| new != old_id)
+                    && content::sigma_id(&body.content)
+                        .is_some_and(|new| !new.eq_ignore_ascii_case(&old_id))
                 {
                     return Err(bad_request(
                         op,

@@ -727,7 +727,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                         // spec never takes over a rule that has an id of its own.
                         RuleKind::Sigma => match content::sigma_id(&r.content) {
                             None => true,
-                            Some(theirs) => ident.sigma_id.as_deref() == Some(theirs.as_str()),
+                            Some(theirs) => same_sigma_id(ident.sigma_id.as_deref(), &theirs),
                         },
                         RuleKind::Yara => true,
                     }
@@ -766,9 +766,8 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             let hits = self.call(|api| api.find_rules(kind, source, &filter))?;
             let clash = hits.into_iter().find(|r| match kind {
                 RuleKind::Yara => r.rule_names.contains(term),
-                RuleKind::Sigma => {
-                    ident.sigma_id.is_some() && content::sigma_id(&r.content) == ident.sigma_id
-                }
+                RuleKind::Sigma => content::sigma_id(&r.content)
+                    .is_some_and(|theirs| same_sigma_id(ident.sigma_id.as_deref(), &theirs)),
             });
             if let Some(rule) = clash {
                 return Ok(Located::Ours(rule));
@@ -930,6 +929,11 @@ fn ioc_is_as_wanted(rule: &IocRule, body: &IocRuleBody) -> bool {
         && rule.hl_status.as_deref() == Some(body.hl_status.as_str())
 }
 
+/// Sigma ids are UUIDs: compare them without regard to case (`rules::sigma` lowercases).
+fn same_sigma_id(ours: Option<&str>, theirs: &str) -> bool {
+    ours.is_some_and(|o| o.eq_ignore_ascii_case(theirs))
+}
+
 /// Can this id be put in a URL path as is?
 fn is_path_safe(id: &str) -> bool {
     !id.is_empty()
@@ -1027,6 +1031,43 @@ mod tests {
         assert_eq!(report.sigma.unchanged, 1);
         assert_eq!(api.calls_to("get_rule"), 0);
         assert_eq!(api.calls_to("find_rules"), 1);
+    }
+
+    #[test]
+    fn sigma_ids_match_regardless_of_case() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        let upper = "title: t\nid: 6B1E9EF4-1B59-4D3A-9B8C-2F5C0E2A7D11\ndetection:\n  x:\n    a: b\n  condition: x\n";
+        let spec = |name: &str, id: Option<&str>| Translation {
+            sigma: Some(SigmaSpec {
+                meta: crate::rules::sigma::SigmaMeta {
+                    id: id.map(str::to_owned),
+                    title: "t".into(),
+                    ..Default::default()
+                },
+                name: name.into(),
+                content: upper.into(),
+            }),
+            ..Translation::default()
+        };
+        s.upsert(&indicator(), &spec("One", None), &Former::default())
+            .unwrap();
+        // Found by name although the probe with the upper-case id misses.
+        let report = s
+            .upsert(&indicator(), &spec("One", None), &Former::default())
+            .unwrap();
+        assert_eq!(report.sigma.unchanged, 1);
+        // The canonical lower-case id (as `rules::sigma` gives it) finds it directly.
+        let lower = Some("6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11");
+        let former = Former {
+            name: Some("One".into()),
+            ..Former::default()
+        };
+        let report = s
+            .upsert(&indicator(), &spec("Two", lower), &former)
+            .unwrap();
+        assert_eq!((report.sigma.updated, report.api_calls), (1, 2));
+        assert_eq!(api.rules(RuleKind::Sigma).len(), 1);
     }
 
     #[test]
