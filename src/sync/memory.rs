@@ -51,9 +51,14 @@ struct Injection {
     remaining: Option<u32>,
 }
 
+/// IOC uniqueness key: (source id, type, value).
+type IocIndexKey = (String, String, String);
+
 #[derive(Default)]
 struct Store {
     iocs: BTreeMap<String, IocRule>,
+    /// The uniqueness index over `iocs`, so lookups stay O(log n) in benchmarks.
+    ioc_index: BTreeMap<IocIndexKey, String>,
     sigma: BTreeMap<String, RemoteRule>,
     yara: BTreeMap<String, RemoteRule>,
     next_id: u64,
@@ -63,6 +68,33 @@ impl Store {
     fn new_id(&mut self) -> String {
         self.next_id += 1;
         format!("00000000-0000-4000-8000-{:012x}", self.next_id)
+    }
+
+    fn index_key(rule: &IocRule) -> IocIndexKey {
+        (
+            rule.source_id.clone().unwrap_or_default(),
+            rule.ioc_type.clone(),
+            rule.value.clone(),
+        )
+    }
+
+    fn put_ioc(&mut self, rule: IocRule) {
+        self.remove_ioc(&rule.id);
+        self.ioc_index
+            .insert(Store::index_key(&rule), rule.id.clone());
+        self.iocs.insert(rule.id.clone(), rule);
+    }
+
+    fn remove_ioc(&mut self, id: &str) {
+        if let Some(old) = self.iocs.remove(id) {
+            self.ioc_index.remove(&Store::index_key(&old));
+        }
+    }
+
+    /// Id of the IOC rule with this (source, type, value).
+    fn ioc_id(&self, source_id: &str, ioc_type: &str, value: &str) -> Option<&String> {
+        self.ioc_index
+            .get(&(source_id.to_owned(), ioc_type.to_owned(), value.to_owned()))
     }
 
     fn rules(&mut self, kind: RuleKind) -> &mut BTreeMap<String, RemoteRule> {
@@ -149,7 +181,7 @@ impl MemoryApi {
 
     /// Store an IOC rule as is (seeding: a rule made by a person or the Python connector).
     pub fn insert_ioc(&self, rule: IocRule) {
-        locked(&self.inner.store).iocs.insert(rule.id.clone(), rule);
+        locked(&self.inner.store).put_ioc(rule);
     }
 
     /// Store a Sigma rule or YARA file as is.
@@ -265,13 +297,8 @@ impl ThreatIntelApi for MemoryApi {
         }
         let store = locked(&self.inner.store);
         Ok(store
-            .iocs
-            .values()
-            .find(|r| {
-                r.source_id.as_deref() == Some(source_id)
-                    && r.ioc_type == key.ioc_type.as_str()
-                    && r.value == key.value
-            })
+            .ioc_id(source_id, key.ioc_type.as_str(), &key.value)
+            .and_then(|id| store.iocs.get(id))
             .cloned())
     }
 
@@ -284,11 +311,9 @@ impl ThreatIntelApi for MemoryApi {
             return Err(bad_request(op, "value", "This field may not be blank."));
         }
         let mut store = locked(&self.inner.store);
-        let duplicate = store.iocs.values().any(|r| {
-            r.source_id.as_deref() == Some(body.source_id.as_str())
-                && r.ioc_type == body.ioc_type.as_str()
-                && r.value == body.value
-        });
+        let duplicate = store
+            .ioc_id(&body.source_id, body.ioc_type.as_str(), &body.value)
+            .is_some();
         if duplicate {
             return Err(HarfangLabError::AlreadyExists {
                 op,
@@ -296,8 +321,8 @@ impl ThreatIntelApi for MemoryApi {
             });
         }
         let id = store.new_id();
-        let rule = ioc_from_body(id.clone(), body);
-        store.iocs.insert(id, rule.clone());
+        let rule = ioc_from_body(id, body);
+        store.put_ioc(rule.clone());
         Ok(rule)
     }
 
@@ -311,12 +336,9 @@ impl ThreatIntelApi for MemoryApi {
         if !store.iocs.contains_key(id) {
             return Err(not_found(op));
         }
-        let clash = store.iocs.values().any(|r| {
-            r.id != id
-                && r.source_id.as_deref() == Some(body.source_id.as_str())
-                && r.ioc_type == body.ioc_type.as_str()
-                && r.value == body.value
-        });
+        let clash = store
+            .ioc_id(&body.source_id, body.ioc_type.as_str(), &body.value)
+            .is_some_and(|other| other != id);
         if clash {
             return Err(HarfangLabError::AlreadyExists {
                 op,
@@ -324,7 +346,7 @@ impl ThreatIntelApi for MemoryApi {
             });
         }
         let rule = ioc_from_body(id.to_owned(), body);
-        store.iocs.insert(id.to_owned(), rule.clone());
+        store.put_ioc(rule.clone());
         Ok(rule)
     }
 
@@ -333,7 +355,7 @@ impl ThreatIntelApi for MemoryApi {
         if let Some(Fault::Fail(e)) = self.enter("delete_ioc", &[&value, id], false) {
             return Err(e);
         }
-        locked(&self.inner.store).iocs.remove(id);
+        locked(&self.inner.store).remove_ioc(id);
         Ok(())
     }
 
@@ -587,6 +609,28 @@ mod tests {
         assert_eq!(found.ioc_type, "ip_both");
         assert_eq!(api.calls_to("create_ioc"), 4);
         assert_eq!(api.calls(), 5);
+    }
+
+    #[test]
+    fn seeded_and_updated_iocs_are_found_by_their_current_value() {
+        let api = MemoryApi::new();
+        let key = |v: &str| IocKey {
+            ioc_type: IocType::IpBoth,
+            value: v.into(),
+        };
+        let mut seeded = ioc_from_body("seed-1".into(), &ioc_body("1.1.1.1"));
+        seeded.comment = Some("by hand".into());
+        api.insert_ioc(seeded.clone());
+        assert_eq!(api.find_ioc("src", &key("1.1.1.1")).unwrap(), Some(seeded));
+        api.update_ioc("seed-1", &ioc_body("2.2.2.2")).unwrap();
+        assert_eq!(api.find_ioc("src", &key("1.1.1.1")).unwrap(), None);
+        assert!(api.find_ioc("src", &key("2.2.2.2")).unwrap().is_some());
+        api.create_ioc(&ioc_body("1.1.1.1")).unwrap();
+        let clash = api.update_ioc("seed-1", &ioc_body("1.1.1.1")).unwrap_err();
+        assert!(matches!(clash, HarfangLabError::AlreadyExists { .. }));
+        api.delete_ioc("seed-1").unwrap();
+        assert_eq!(api.find_ioc("src", &key("2.2.2.2")).unwrap(), None);
+        assert_eq!(api.iocs().len(), 1);
     }
 
     #[test]
