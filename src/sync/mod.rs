@@ -16,7 +16,7 @@
 //! ordering and retries of whole events (`pipeline`). One `Syncer` must be shared by all
 //! workers (it is `Sync`): the striped locks only serialise callers of the same instance.
 //!
-//! Decisions on rules this connector did not write (documented in the README):
+//! Decisions on rules this connector did not write (to be stated in the README too):
 //! - an IOC rule in our list with an **empty** comment, or a **foreign** one (free text, other
 //!   JSON), is adopted by the first indicator that upserts it; foreign text is kept as
 //!   `user_comment`, and a rule carrying it is only ever disabled, never deleted;
