@@ -1,0 +1,91 @@
+//! Light, never-failing reads of rule content that the sync layer and the in-memory fake need
+//! for identity: a Sigma rule's `id` and `title`, a YARA file's rule identifiers and meta ids.
+//!
+//! This is not validation (that is `rules::{sigma,yara}`): it only looks at content that
+//! HarfangLab already holds, or at a pattern `translate` could not handle, to find the object.
+
+use serde_yaml::Value;
+
+/// The Sigma rule's `id` (its identity in HarfangLab), if the content is a YAML mapping with one.
+pub fn sigma_id(content: &str) -> Option<String> {
+    sigma_field(content, "id")
+}
+
+/// The Sigma rule's `title` (HarfangLab shows it as `rule_name`).
+pub fn sigma_title(content: &str) -> Option<String> {
+    sigma_field(content, "title")
+}
+
+fn sigma_field(content: &str, field: &str) -> Option<String> {
+    let doc: Value = serde_yaml::from_str(content).ok()?;
+    let value = doc.as_mapping()?.get(field)?;
+    let text = match value {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// Identifiers of the `rule` declarations of a YARA source, in order. A line-oriented scan
+/// (`[private|global] rule <ident> [: tags] {`), enough to find the rules a file declares.
+pub fn yara_rule_names(content: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in content.lines() {
+        let mut words = line
+            .split(|c: char| c.is_whitespace() || c == '{' || c == ':')
+            .filter(|w| !w.is_empty())
+            .skip_while(|w| *w == "private" || *w == "global");
+        if words.next() != Some("rule") {
+            continue;
+        }
+        if let Some(name) = words.next()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names
+}
+
+/// Values of `id = "..."` meta entries of a YARA source, in order.
+pub fn yara_meta_ids(content: &str) -> Vec<String> {
+    content
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("id")?.trim_start();
+            let rest = rest.strip_prefix('=')?.trim();
+            let quoted = rest.strip_prefix('"')?;
+            let end = quoted.find('"')?;
+            Some(quoted[..end].to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigma_fields() {
+        let rule = "title: Suspicious thing\nid: 5f1c0a2e-0000-4000-8000-000000000001\ndetection:\n  sel:\n    a: b\n  condition: sel\n";
+        assert_eq!(
+            sigma_id(rule).as_deref(),
+            Some("5f1c0a2e-0000-4000-8000-000000000001")
+        );
+        assert_eq!(sigma_title(rule).as_deref(), Some("Suspicious thing"));
+        assert_eq!(sigma_id("title: x\n"), None);
+        assert_eq!(sigma_id("id: ''\n"), None);
+        assert_eq!(sigma_id("- not a mapping"), None);
+        assert_eq!(sigma_id(": : :"), None);
+    }
+
+    #[test]
+    fn yara_names_and_meta_ids() {
+        let src = "import \"pe\"\nprivate rule Helper { condition: true }\nrule Evil_1 : tag1 tag2\n{\n  meta:\n    id = \"abc-1\"\n    author = \"x\"\n  condition: Helper\n}\nglobal rule G{condition:true}\n// rule commented {\nrule 9bad { condition: true }\n";
+        assert_eq!(yara_rule_names(src), vec!["Helper", "Evil_1", "G"]);
+        assert_eq!(yara_meta_ids(src), vec!["abc-1"]);
+        assert!(yara_rule_names("").is_empty());
+    }
+}

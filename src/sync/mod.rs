@@ -1,0 +1,1157 @@
+//! The sync layer: turns "indicator X wants these HarfangLab objects" (a [`Translation`]) into
+//! the minimal set of HarfangLab calls, with reference counting of shared IOCs.
+//!
+//! What it owns and how it differs from the Python connector (`docs/peers.md` §2):
+//! - **IOC ownership.** An IOC rule's `comment` lists every indicator that wants it
+//!   ([`comment`]); release removes one holder and the rule is deleted (or disabled) only when
+//!   no holder is left. Python-connector comments are adopted; an unchanged rule is not patched.
+//! - **Pattern changes** release the former pattern's IOCs that the new one lacks.
+//! - **Sigma identity** is the rule's own `id`; **Yara identity** the indicator name (current
+//!   or former); duplicate conflicts resolve by find-and-update.
+//! - **Concurrency.** find → create/update runs under a striped lock per identity ([`locks`]),
+//!   and a create answered "already exists" (another process) re-finds and updates.
+//! - **Partial failure** of one object never stops the others ([`SyncError`]).
+//!
+//! Not owned here: translation (`translate`), the REST client (`harfanglab::client`), event
+//! ordering and retries of whole events (`pipeline`). One `Syncer` must be shared by all
+//! workers (it is `Sync`): the striped locks only serialise callers of the same instance.
+//!
+//! Decisions on rules this connector did not write (to be stated in the README too):
+//! - an IOC rule in our list with an **empty** comment, or a **foreign** one (free text, other
+//!   JSON), is adopted by the first indicator that upserts it; foreign text is kept as
+//!   `user_comment`, and a rule carrying it is only ever disabled, never deleted;
+//! - release never touches a rule that does not name the released indicator as a holder;
+//! - a Sigma rule found by id in another source list is left alone (skipped, warned).
+
+pub mod comment;
+pub mod content;
+pub mod dry_run;
+pub mod locks;
+pub mod memory;
+
+use crate::harfanglab::HarfangLabError;
+use crate::harfanglab::api::ThreatIntelApi;
+use crate::harfanglab::model::{
+    IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
+};
+use crate::translate::{Indicator, IocKey, SigmaSpec, Translation, YaraSpec, truncate_name};
+use comment::{Holder, Origin, RuleComment};
+use locks::StripedLocks;
+use log::{debug, info, warn};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// What the sync layer needs from the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// Ids of our three source lists.
+    pub lists: SourceLists,
+    /// `HARFANGLAB_INTEL_REMOVE_INDICATOR`: delete rules nobody wants (true) or disable them.
+    pub remove_indicator: bool,
+    /// `HARFANGLAB_INTEL_RULE_MATURITY`, sent as `hl_status` (`stable`, `testing`).
+    pub rule_maturity: String,
+}
+
+/// What an update event says about the indicator before the change (from `reverse_patch`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Former {
+    /// The former name, when the update renamed the indicator.
+    pub name: Option<String>,
+    /// IOCs of the former pattern, when the update changed the pattern. `None`: unchanged or
+    /// unknown (a warning is logged when `ids` shows the pattern changed).
+    pub iocs: Option<Vec<IocKey>>,
+    /// Former STIX standard ids (they change with the pattern): still identify the holder.
+    pub ids: Vec<String>,
+}
+
+/// Per object family: what one upsert/release did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub created: u32,
+    pub updated: u32,
+    /// Was disabled, is wanted again: updated with `enabled: true`.
+    pub re_enabled: u32,
+    /// Nobody wants it and `remove_indicator` is false (or it carries a user comment).
+    pub disabled: u32,
+    pub deleted: u32,
+    /// Already as wanted: no write.
+    pub unchanged: u32,
+    /// Not ours to touch (foreign rule, rule owned by another indicator, other source list).
+    pub skipped: u32,
+}
+
+impl Counts {
+    /// Objects written (created, updated, re-enabled, disabled or deleted).
+    pub fn writes(&self) -> u32 {
+        self.created + self.updated + self.re_enabled + self.disabled + self.deleted
+    }
+
+    fn add(&mut self, other: &Counts) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.re_enabled += other.re_enabled;
+        self.disabled += other.disabled;
+        self.deleted += other.deleted;
+        self.unchanged += other.unchanged;
+        self.skipped += other.skipped;
+    }
+}
+
+/// What one `upsert`/`release` did, per family, plus the HarfangLab calls it cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub iocs: Counts,
+    pub sigma: Counts,
+    pub yara: Counts,
+    pub api_calls: u32,
+}
+
+impl SyncReport {
+    /// Add another report (e.g. to total a batch).
+    pub fn add(&mut self, other: &SyncReport) {
+        self.iocs.add(&other.iocs);
+        self.sigma.add(&other.sigma);
+        self.yara.add(&other.yara);
+        self.api_calls += other.api_calls;
+    }
+}
+
+/// A HarfangLab object the sync layer works on, for error context and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncObject {
+    Ioc(IocKey),
+    /// Sigma rule, by name.
+    Sigma(String),
+    /// Yara file, by name.
+    Yara(String),
+}
+
+impl fmt::Display for SyncObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncObject::Ioc(k) => write!(f, "IOC {} {}", k.ioc_type.as_str(), k.value),
+            SyncObject::Sigma(n) => write!(f, "Sigma rule {n:?}"),
+            SyncObject::Yara(n) => write!(f, "Yara file {n:?}"),
+        }
+    }
+}
+
+/// Some objects of one indicator failed. Every object was attempted (unless a fatal or
+/// shutdown error stopped the run); `report` counts what succeeded.
+///
+/// Which error is kept: the first fatal one, else the first permanent one, else the first
+/// retryable one. Classification of the whole: fatal if any failure is fatal; otherwise
+/// retryable if any failure is retryable (including shutdown). Retrying the whole event is safe
+/// because upsert/release are idempotent: objects that already succeeded cost one find each, a
+/// permanent failure fails again and is then recorded by the caller. So a transient failure is
+/// never lost because a permanent one happened next to it.
+///
+/// The details live in a box (read them through `Deref`: `err.error`, `err.failed`, ...) so
+/// `Result<SyncReport, SyncError>` stays small.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncError(Box<SyncFailure>);
+
+/// The details of a [`SyncError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncFailure {
+    /// `Indicator::id` of the indicator being synced.
+    pub indicator_id: String,
+    /// The object whose failure is kept in `error`.
+    pub object: SyncObject,
+    pub error: HarfangLabError,
+    /// How many objects failed in total (≥ 1).
+    pub failed: u32,
+    /// How many of those failures are worth retrying.
+    pub retryable: u32,
+    /// What was done despite the failures.
+    pub report: SyncReport,
+}
+
+impl SyncError {
+    pub fn new(failure: SyncFailure) -> SyncError {
+        SyncError(Box::new(failure))
+    }
+
+    /// Worth retrying the whole upsert/release later.
+    pub fn is_retryable(&self) -> bool {
+        !self.is_fatal() && self.0.retryable > 0
+    }
+
+    /// The process should stop (HarfangLab rejects the credentials).
+    pub fn is_fatal(&self) -> bool {
+        self.0.error.is_fatal()
+    }
+}
+
+impl std::ops::Deref for SyncError {
+    type Target = SyncFailure;
+
+    fn deref(&self) -> &SyncFailure {
+        &self.0
+    }
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "indicator {}: {}: {}",
+            self.indicator_id, self.object, self.error
+        )?;
+        if self.failed > 1 {
+            write!(
+                f,
+                " ({} objects failed, {} retryable)",
+                self.failed, self.retryable
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SyncError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// What a striped lock is taken on: one identity per object, namespaced per family.
+#[derive(Hash)]
+enum LockKey<'a> {
+    Ioc(&'a IocKey),
+    Sigma(&'a str),
+    SigmaName(&'a str),
+    Yara(&'a str),
+}
+
+/// Applies indicators to HarfangLab. Share one instance between all workers.
+pub struct Syncer<A: ThreatIntelApi> {
+    api: A,
+    settings: SyncSettings,
+    locks: StripedLocks,
+}
+
+impl<A: ThreatIntelApi> Syncer<A> {
+    pub fn new(api: A, settings: SyncSettings) -> Syncer<A> {
+        Syncer {
+            api,
+            settings,
+            locks: StripedLocks::default(),
+        }
+    }
+
+    /// The API this syncer writes to.
+    pub fn api(&self) -> &A {
+        &self.api
+    }
+
+    pub fn settings(&self) -> &SyncSettings {
+        &self.settings
+    }
+
+    /// Make HarfangLab hold what `translation` says for `indicator` (create or update event).
+    /// A revoked indicator is released instead. Former-pattern IOCs missing from the new
+    /// pattern are released; a rename updates the same Sigma rule / Yara file.
+    pub fn upsert(
+        &self,
+        indicator: &Indicator,
+        translation: &Translation,
+        former: &Former,
+    ) -> Result<SyncReport, SyncError> {
+        if indicator.revoked {
+            debug!("indicator={}: revoked, releasing its objects", indicator.id);
+            return self.release(indicator, translation, former);
+        }
+        let mut run = Run::new(self, indicator, former);
+        let current: BTreeSet<&IocKey> = translation.iocs.iter().collect();
+        match &former.iocs {
+            Some(old) => {
+                let gone: BTreeSet<&IocKey> = old.iter().filter(|k| !current.contains(k)).collect();
+                for key in gone {
+                    run.each(SyncObject::Ioc(key.clone()), |r| r.release_ioc(key));
+                }
+            }
+            // A former standard id means the pattern changed (the id derives from it).
+            None if !former.ids.is_empty() => warn!(
+                "indicator={}: pattern changed but the former pattern is unknown; IOCs of the older pattern may remain in HarfangLab",
+                indicator.id
+            ),
+            None => {}
+        }
+        for key in current {
+            run.each(SyncObject::Ioc(key.clone()), |r| r.upsert_ioc(key));
+        }
+        if let Some(spec) = &translation.sigma {
+            run.each(SyncObject::Sigma(spec.name.clone()), |r| {
+                r.upsert_sigma(spec)
+            });
+        }
+        if let Some(spec) = &translation.yara {
+            run.each(SyncObject::Yara(spec.name.clone()), |r| r.upsert_yara(spec));
+        }
+        run.finish()
+    }
+
+    /// Withdraw `indicator` from everything `translation` (and the former pattern) names
+    /// (delete event, revocation). Shared IOCs lose only this holder. When the indicator's
+    /// Sigma/Yara pattern could not be translated, the rule is still looked up by name.
+    pub fn release(
+        &self,
+        indicator: &Indicator,
+        translation: &Translation,
+        former: &Former,
+    ) -> Result<SyncReport, SyncError> {
+        let mut run = Run::new(self, indicator, former);
+        let mut keys: BTreeSet<&IocKey> = translation.iocs.iter().collect();
+        keys.extend(former.iocs.iter().flatten());
+        for key in keys {
+            run.each(SyncObject::Ioc(key.clone()), |r| r.release_ioc(key));
+        }
+        let name = truncate_name(&indicator.name);
+        match &translation.sigma {
+            Some(spec) => {
+                let ident = run.sigma_identity(spec.meta.id.clone(), &spec.content, &spec.name);
+                run.each(SyncObject::Sigma(spec.name.clone()), |r| {
+                    r.release_rule(RuleKind::Sigma, &ident)
+                });
+            }
+            None if indicator.pattern_type.eq_ignore_ascii_case("sigma") => {
+                let ident = run.sigma_identity(None, &indicator.pattern, &name);
+                run.each(SyncObject::Sigma(name.clone()), |r| {
+                    r.release_rule(RuleKind::Sigma, &ident)
+                });
+            }
+            None => {}
+        }
+        match &translation.yara {
+            Some(spec) => {
+                let ident = run.yara_identity(&spec.name);
+                run.each(SyncObject::Yara(spec.name.clone()), |r| {
+                    r.release_rule(RuleKind::Yara, &ident)
+                });
+            }
+            None if indicator.pattern_type.eq_ignore_ascii_case("yara") => {
+                let ident = run.yara_identity(&name);
+                run.each(SyncObject::Yara(name.clone()), |r| {
+                    r.release_rule(RuleKind::Yara, &ident)
+                });
+            }
+            None => {}
+        }
+        run.finish()
+    }
+}
+
+/// How a Sigma rule / Yara file is found: by Sigma id first (Sigma), then by names.
+struct RuleIdentity {
+    kind: RuleKind,
+    /// Sigma `id`; `None` for Yara and for Sigma rules without one.
+    sigma_id: Option<String>,
+    /// Current name, then the former name on a rename (truncated like names we send).
+    names: Vec<String>,
+}
+
+/// Where a lookup found the rule.
+enum Located {
+    Ours(RemoteRule),
+    /// Same Sigma id, but in a source list that is not ours: not ours to change.
+    Elsewhere(RemoteRule),
+    Missing,
+}
+
+/// A failure kept for the summary error.
+struct Failure {
+    object: SyncObject,
+    error: HarfangLabError,
+}
+
+/// One upsert or release in progress: the indicator, the counts, the failures.
+struct Run<'s, A: ThreatIntelApi> {
+    syncer: &'s Syncer<A>,
+    indicator: &'s Indicator,
+    former: &'s Former,
+    /// Every id the indicator's holder entry may carry: internal id, standard id, former ids.
+    aliases: Vec<String>,
+    report: SyncReport,
+    failures: Vec<Failure>,
+    /// A fatal or shutdown error ends the run: the rest would fail the same way.
+    stopped: bool,
+}
+
+fn is_shutdown(e: &HarfangLabError) -> bool {
+    matches!(e, HarfangLabError::ShuttingDown { .. })
+}
+
+/// A create refused because the object exists (IOC uniqueness, Sigma id, Yara rule clash).
+fn is_duplicate(e: &HarfangLabError) -> bool {
+    match e {
+        HarfangLabError::AlreadyExists { .. } => true,
+        HarfangLabError::RuleRejected { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("already exist") || m.contains("duplicate")
+        }
+        _ => false,
+    }
+}
+
+impl<'s, A: ThreatIntelApi> Run<'s, A> {
+    fn new(syncer: &'s Syncer<A>, indicator: &'s Indicator, former: &'s Former) -> Self {
+        let mut aliases: Vec<String> = std::iter::once(indicator.id.clone())
+            .chain(indicator.standard_id.clone())
+            .chain(former.ids.iter().cloned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        aliases.sort();
+        aliases.dedup();
+        Run {
+            syncer,
+            indicator,
+            former,
+            aliases,
+            report: SyncReport::default(),
+            failures: Vec::new(),
+            stopped: false,
+        }
+    }
+
+    /// Run one object's step, recording its failure instead of stopping the others.
+    fn each(
+        &mut self,
+        object: SyncObject,
+        step: impl FnOnce(&mut Self) -> Result<(), HarfangLabError>,
+    ) {
+        if self.stopped {
+            return;
+        }
+        if let Err(error) = step(self) {
+            if error.is_fatal() || is_shutdown(&error) {
+                self.stopped = true;
+            }
+            if !error.is_retryable() {
+                warn!("indicator={}: {object}: {error}", self.indicator.id);
+            } else {
+                debug!("indicator={}: {object}: {error}", self.indicator.id);
+            }
+            self.failures.push(Failure { object, error });
+        }
+    }
+
+    fn finish(self) -> Result<SyncReport, SyncError> {
+        let retryable_of = |e: &HarfangLabError| e.is_retryable() || is_shutdown(e);
+        let retryable = self
+            .failures
+            .iter()
+            .filter(|f| retryable_of(&f.error))
+            .count() as u32;
+        let kept = self
+            .failures
+            .iter()
+            .find(|f| f.error.is_fatal())
+            .or_else(|| self.failures.iter().find(|f| !retryable_of(&f.error)))
+            .or(self.failures.first());
+        match kept {
+            None => Ok(self.report),
+            Some(f) => Err(SyncError::new(SyncFailure {
+                indicator_id: self.indicator.id.clone(),
+                object: f.object.clone(),
+                error: f.error.clone(),
+                failed: self.failures.len() as u32,
+                retryable,
+                report: self.report,
+            })),
+        }
+    }
+
+    /// Every HarfangLab call goes through here so the report counts it.
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&'s A) -> Result<T, HarfangLabError>,
+    ) -> Result<T, HarfangLabError> {
+        self.report.api_calls += 1;
+        f(&self.syncer.api)
+    }
+
+    fn settings(&self) -> &'s SyncSettings {
+        &self.syncer.settings
+    }
+
+    // ---- IOC rules ------------------------------------------------------------------------
+
+    fn holder(&self) -> Holder {
+        let i = self.indicator;
+        Holder::new(
+            self.holder_id(),
+            i.standard_id.clone(),
+            i.score,
+            &i.platforms,
+        )
+    }
+
+    /// The id recorded for this indicator: internal id, else standard id ("" when neither).
+    fn holder_id(&self) -> String {
+        let i = self.indicator;
+        match (&i.id, &i.standard_id) {
+            (id, _) if !id.is_empty() => id.clone(),
+            (_, Some(std)) => std.clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn ioc_body(
+        &self,
+        key: &IocKey,
+        description: String,
+        comment: &RuleComment,
+        enabled: bool,
+    ) -> IocRuleBody {
+        IocRuleBody {
+            source_id: self.settings().lists.ioc.clone(),
+            ioc_type: key.ioc_type,
+            value: key.value.clone(),
+            description,
+            comment: comment.encode(),
+            hl_status: self.settings().rule_maturity.clone(),
+            enabled,
+        }
+    }
+
+    /// An indicator without any id cannot be recorded as a holder: its IOCs are skipped.
+    fn anonymous(&mut self, key: &IocKey) -> bool {
+        if !self.holder_id().is_empty() {
+            return false;
+        }
+        warn!(
+            "indicator {:?} has no id; IOC {} {} skipped",
+            self.indicator.name,
+            key.ioc_type.as_str(),
+            key.value
+        );
+        self.report.iocs.skipped += 1;
+        true
+    }
+
+    fn upsert_ioc(&mut self, key: &IocKey) -> Result<(), HarfangLabError> {
+        if self.anonymous(key) {
+            return Ok(());
+        }
+        let syncer = self.syncer;
+        let _guard = syncer.locks.lock(&[LockKey::Ioc(key)]);
+        let source = &syncer.settings.lists.ioc;
+        let found = self.call(|api| api.find_ioc(source, key))?;
+        let rule = match found {
+            Some(rule) => rule,
+            None => {
+                let mut comment = RuleComment::default();
+                comment.upsert(self.holder(), &self.aliases);
+                let description = self.indicator.description.clone().unwrap_or_default();
+                let body = self.ioc_body(key, description, &comment, true);
+                match self.call(|api| api.create_ioc(&body)) {
+                    Ok(_) => {
+                        self.report.iocs.created += 1;
+                        debug!(
+                            "indicator={}: created IOC {} {}",
+                            self.indicator.id,
+                            key.ioc_type.as_str(),
+                            key.value
+                        );
+                        return Ok(());
+                    }
+                    // Another process created it between our find and create: take it over.
+                    Err(e) if is_duplicate(&e) => {
+                        match self.call(|api| api.find_ioc(source, key))? {
+                            Some(rule) => rule,
+                            None => return Err(e),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        self.refresh_ioc(key, rule)
+    }
+
+    /// Add this indicator to an existing rule's holders and write it only if something changed.
+    fn refresh_ioc(&mut self, key: &IocKey, rule: IocRule) -> Result<(), HarfangLabError> {
+        let (mut comment, origin) = RuleComment::decode(rule.comment.as_deref());
+        match origin {
+            Origin::Python => info!(
+                "indicator={}: adopting IOC {} {} written by the Python connector",
+                self.indicator.id,
+                key.ioc_type.as_str(),
+                key.value
+            ),
+            Origin::Empty | Origin::Foreign => info!(
+                "indicator={}: adopting IOC {} {} found in the source list without connector ownership",
+                self.indicator.id,
+                key.ioc_type.as_str(),
+                key.value
+            ),
+            Origin::Ours => {}
+        }
+        comment.upsert(self.holder(), &self.aliases);
+        let description = self.indicator.description.clone().unwrap_or_default();
+        let body = self.ioc_body(key, description, &comment, true);
+        if ioc_is_as_wanted(&rule, &body) {
+            self.report.iocs.unchanged += 1;
+            return Ok(());
+        }
+        self.call(|api| api.update_ioc(&rule.id, &body))?;
+        if rule.enabled {
+            self.report.iocs.updated += 1;
+        } else {
+            self.report.iocs.re_enabled += 1;
+        }
+        Ok(())
+    }
+
+    fn release_ioc(&mut self, key: &IocKey) -> Result<(), HarfangLabError> {
+        if self.anonymous(key) {
+            return Ok(());
+        }
+        let syncer = self.syncer;
+        let _guard = syncer.locks.lock(&[LockKey::Ioc(key)]);
+        let source = &syncer.settings.lists.ioc;
+        let Some(rule) = self.call(|api| api.find_ioc(source, key))? else {
+            self.report.iocs.unchanged += 1;
+            return Ok(());
+        };
+        let (mut comment, origin) = RuleComment::decode(rule.comment.as_deref());
+        if !comment.release(&self.aliases) {
+            // Not held by this indicator: another indicator's, a person's, or already released.
+            if matches!(origin, Origin::Empty | Origin::Foreign) {
+                debug!(
+                    "indicator={}: IOC {} {} has no connector ownership; left alone",
+                    self.indicator.id,
+                    key.ioc_type.as_str(),
+                    key.value
+                );
+                self.report.iocs.skipped += 1;
+            } else {
+                self.report.iocs.unchanged += 1;
+            }
+            return Ok(());
+        }
+        let description = rule.description.clone().unwrap_or_default();
+        if !comment.holders.is_empty() {
+            let body = self.ioc_body(key, description, &comment, true);
+            self.call(|api| api.update_ioc(&rule.id, &body))?;
+            self.report.iocs.updated += 1;
+        } else if self.settings().remove_indicator && comment.user_comment.is_none() {
+            self.call(|api| api.delete_ioc(&rule.id))?;
+            self.report.iocs.deleted += 1;
+        } else {
+            let body = self.ioc_body(key, description, &comment, false);
+            self.call(|api| api.update_ioc(&rule.id, &body))?;
+            self.report.iocs.disabled += 1;
+        }
+        Ok(())
+    }
+
+    // ---- Sigma rules and Yara files -------------------------------------------------------
+
+    fn former_name(&self) -> Option<String> {
+        self.former.name.as_deref().map(truncate_name)
+    }
+
+    fn names(&self, current: &str) -> Vec<String> {
+        let mut names = vec![current.to_owned()];
+        if let Some(former) = self.former_name()
+            && former != current
+        {
+            names.push(former);
+        }
+        names
+    }
+
+    fn sigma_identity(&self, id: Option<String>, content: &str, name: &str) -> RuleIdentity {
+        RuleIdentity {
+            kind: RuleKind::Sigma,
+            sigma_id: id.or_else(|| content::sigma_id(content)),
+            names: self.names(name),
+        }
+    }
+
+    fn yara_identity(&self, name: &str) -> RuleIdentity {
+        RuleIdentity {
+            kind: RuleKind::Yara,
+            sigma_id: None,
+            names: self.names(name),
+        }
+    }
+
+    fn counts(&mut self, kind: RuleKind) -> &mut Counts {
+        match kind {
+            RuleKind::Sigma => &mut self.report.sigma,
+            RuleKind::Yara => &mut self.report.yara,
+        }
+    }
+
+    fn source_of(&self, kind: RuleKind) -> &'s str {
+        match kind {
+            RuleKind::Sigma => &self.syncer.settings.lists.sigma,
+            RuleKind::Yara => &self.syncer.settings.lists.yara,
+        }
+    }
+
+    fn lock_rule<'k>(&self, ident: &'k RuleIdentity) -> Vec<LockKey<'k>> {
+        match (ident.kind, &ident.sigma_id) {
+            (RuleKind::Sigma, Some(id)) => vec![LockKey::Sigma(id)],
+            (RuleKind::Sigma, None) => ident.names.iter().map(|n| LockKey::SigmaName(n)).collect(),
+            (RuleKind::Yara, _) => ident.names.iter().map(|n| LockKey::Yara(n)).collect(),
+        }
+    }
+
+    /// Find the rule: Sigma by id (object id, then names filtered by the content's id), Yara
+    /// and id-less Sigma by exact name (current, then former).
+    fn locate(&mut self, ident: &RuleIdentity) -> Result<Located, HarfangLabError> {
+        let kind = ident.kind;
+        let source = self.source_of(kind);
+        // The id goes into a URL path: probe only ids made of URL-safe characters (Sigma ids
+        // are UUIDs); anything else is found by name below.
+        if let Some(id) = &ident.sigma_id
+            && is_path_safe(id)
+            && let Some(rule) = self.call(|api| api.get_rule(kind, id))?
+        {
+            return Ok(match rule.source_id.as_deref() {
+                Some(s) if s != source => Located::Elsewhere(rule),
+                _ => Located::Ours(rule),
+            });
+        }
+        for name in &ident.names {
+            let filter = RuleFilter::Name(name.clone());
+            let found = self.call(|api| api.find_rules(kind, source, &filter))?;
+            let hit = found.iter().find(|r| {
+                r.name == *name
+                    && match kind {
+                        // Same id; or a rule without id (the indicator gained one). An id-less
+                        // spec never takes over a rule that has an id of its own.
+                        RuleKind::Sigma => match content::sigma_id(&r.content) {
+                            None => true,
+                            Some(theirs) => same_sigma_id(ident.sigma_id.as_deref(), &theirs),
+                        },
+                        RuleKind::Yara => true,
+                    }
+            });
+            if let Some(rule) = hit {
+                return Ok(Located::Ours(rule.clone()));
+            }
+            if kind == RuleKind::Sigma && found.iter().any(|r| r.name == *name) {
+                // HarfangLab forbids changing a rule's id, and names are not unique: it may be
+                // this indicator's rule before its id changed, or another indicator's rule.
+                warn!(
+                    "indicator={}: a Sigma rule named {name:?} with another id exists; left as is (if this indicator's rule id changed, remove the old rule by hand)",
+                    self.indicator.id
+                );
+            }
+        }
+        Ok(Located::Missing)
+    }
+
+    /// After a create was refused as a duplicate, find the rule it clashes with: the usual
+    /// lookup, then `search=` by the rule's own names (Yara rule identifiers, Sigma title),
+    /// keeping only hits that really clash (same identifier / same Sigma id).
+    fn locate_conflict(
+        &mut self,
+        ident: &RuleIdentity,
+        terms: &[String],
+    ) -> Result<Located, HarfangLabError> {
+        let found = self.locate(ident)?;
+        if !matches!(found, Located::Missing) {
+            return Ok(found);
+        }
+        let kind = ident.kind;
+        let source = self.source_of(kind);
+        for term in terms {
+            let filter = RuleFilter::Search(term.clone());
+            let hits = self.call(|api| api.find_rules(kind, source, &filter))?;
+            let clash = hits.into_iter().find(|r| match kind {
+                RuleKind::Yara => r.rule_names.contains(term),
+                RuleKind::Sigma => content::sigma_id(&r.content)
+                    .is_some_and(|theirs| same_sigma_id(ident.sigma_id.as_deref(), &theirs)),
+            });
+            if let Some(rule) = clash {
+                return Ok(Located::Ours(rule));
+            }
+        }
+        Ok(Located::Missing)
+    }
+
+    fn rule_body(&self, kind: RuleKind, name: &str, content: &str) -> RuleBody {
+        RuleBody {
+            source_id: self.source_of(kind).to_owned(),
+            name: name.to_owned(),
+            content: content.to_owned(),
+            hl_status: self.settings().rule_maturity.clone(),
+            enabled: true,
+            overwrite: false,
+        }
+    }
+
+    fn upsert_sigma(&mut self, spec: &SigmaSpec) -> Result<(), HarfangLabError> {
+        let ident = self.sigma_identity(spec.meta.id.clone(), &spec.content, &spec.name);
+        let body = self.rule_body(RuleKind::Sigma, &spec.name, &spec.content);
+        let title = Some(spec.meta.title.clone())
+            .filter(|t| !t.is_empty())
+            .or_else(|| content::sigma_title(&spec.content));
+        self.upsert_rule(&ident, &body, title.as_slice())
+    }
+
+    fn upsert_yara(&mut self, spec: &YaraSpec) -> Result<(), HarfangLabError> {
+        let ident = self.yara_identity(&spec.name);
+        let body = self.rule_body(RuleKind::Yara, &spec.name, &spec.content);
+        let rule_names = if spec.meta.rule_names.is_empty() {
+            content::yara_rule_names(&spec.content)
+        } else {
+            spec.meta.rule_names.clone()
+        };
+        self.upsert_rule(&ident, &body, &rule_names)
+    }
+
+    fn upsert_rule(
+        &mut self,
+        ident: &RuleIdentity,
+        body: &RuleBody,
+        terms: &[String],
+    ) -> Result<(), HarfangLabError> {
+        let kind = ident.kind;
+        let syncer = self.syncer;
+        let _guard = syncer.locks.lock(&self.lock_rule(ident));
+        let rule = match self.locate(ident)? {
+            Located::Ours(rule) => rule,
+            Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
+            Located::Missing => match self.call(|api| api.create_rule(kind, body)) {
+                Ok(_) => {
+                    self.counts(kind).created += 1;
+                    debug!(
+                        "indicator={}: created {} {:?}",
+                        self.indicator.id,
+                        kind.resource(),
+                        body.name
+                    );
+                    return Ok(());
+                }
+                // Same Sigma id / Yara rule already there (another process, a renamed
+                // indicator we could not trace): update it rather than fail.
+                Err(e) if is_duplicate(&e) => match self.locate_conflict(ident, terms)? {
+                    Located::Ours(rule) => rule,
+                    Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
+                    Located::Missing => return Err(e),
+                },
+                Err(e) => return Err(e),
+            },
+        };
+        if rule.name == body.name
+            && rule.content == body.content
+            && rule.hl_status.as_deref() == Some(body.hl_status.as_str())
+            && rule.enabled
+        {
+            self.counts(kind).unchanged += 1;
+            return Ok(());
+        }
+        self.call(|api| api.update_rule(kind, &rule.id, body))?;
+        if rule.enabled {
+            self.counts(kind).updated += 1;
+        } else {
+            self.counts(kind).re_enabled += 1;
+        }
+        Ok(())
+    }
+
+    /// Count and log a rule we must not touch; always `Ok`.
+    fn skip_elsewhere(&mut self, kind: RuleKind, rule: &RemoteRule) -> Result<(), HarfangLabError> {
+        warn!(
+            "indicator={}: {} {} ({:?}) exists in another source list; left alone",
+            self.indicator.id,
+            kind.resource(),
+            rule.id,
+            rule.name
+        );
+        self.counts(kind).skipped += 1;
+        Ok(())
+    }
+
+    fn release_rule(
+        &mut self,
+        kind: RuleKind,
+        ident: &RuleIdentity,
+    ) -> Result<(), HarfangLabError> {
+        let syncer = self.syncer;
+        let _guard = syncer.locks.lock(&self.lock_rule(ident));
+        let rule = match self.locate(ident)? {
+            Located::Ours(rule) => rule,
+            Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
+            Located::Missing => {
+                self.counts(kind).unchanged += 1;
+                return Ok(());
+            }
+        };
+        // A rule found by Sigma id but named after another indicator was last written by that
+        // indicator (same rule imported twice): it still wants it.
+        if !ident.names.contains(&rule.name) {
+            debug!(
+                "indicator={}: {} {:?} belongs to another indicator; left alone",
+                self.indicator.id,
+                kind.resource(),
+                rule.name
+            );
+            self.counts(kind).skipped += 1;
+            return Ok(());
+        }
+        if self.settings().remove_indicator {
+            self.call(|api| api.delete_rule(kind, &rule.id))?;
+            self.counts(kind).deleted += 1;
+        } else if rule.enabled {
+            let body = RuleBody {
+                source_id: self.source_of(kind).to_owned(),
+                name: rule.name.clone(),
+                content: rule.content.clone(),
+                hl_status: rule
+                    .hl_status
+                    .clone()
+                    .unwrap_or_else(|| self.settings().rule_maturity.clone()),
+                enabled: false,
+                overwrite: false,
+            };
+            self.call(|api| api.update_rule(kind, &rule.id, &body))?;
+            self.counts(kind).disabled += 1;
+        } else {
+            self.counts(kind).unchanged += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Does the rule already hold exactly what we would write?
+fn ioc_is_as_wanted(rule: &IocRule, body: &IocRuleBody) -> bool {
+    rule.enabled == body.enabled
+        && rule.comment.as_deref() == Some(body.comment.as_str())
+        && rule.description.as_deref().unwrap_or("") == body.description
+        && rule.hl_status.as_deref() == Some(body.hl_status.as_str())
+}
+
+/// Sigma ids are UUIDs: compare them without regard to case (`rules::sigma` lowercases).
+fn same_sigma_id(ours: Option<&str>, theirs: &str) -> bool {
+    ours.is_some_and(|o| o.eq_ignore_ascii_case(theirs))
+}
+
+/// Can this id be put in a URL path as is?
+fn is_path_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && id != "."
+        && id != ".."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::yara::YaraMeta;
+    use crate::sync::memory::{Fault, MemoryApi, Target};
+    use crate::translate::IocType;
+
+    fn syncer(api: MemoryApi, remove_indicator: bool) -> Syncer<MemoryApi> {
+        Syncer::new(
+            api,
+            SyncSettings {
+                lists: SourceLists {
+                    ioc: "i".into(),
+                    sigma: "s".into(),
+                    yara: "y".into(),
+                },
+                remove_indicator,
+                rule_maturity: "testing".into(),
+            },
+        )
+    }
+
+    fn hash(v: &str) -> IocKey {
+        IocKey {
+            ioc_type: IocType::Hash,
+            value: v.into(),
+        }
+    }
+
+    fn indicator() -> Indicator {
+        Indicator {
+            id: "internal-1".into(),
+            standard_id: Some("indicator--1".into()),
+            name: "One".into(),
+            ..Indicator::default()
+        }
+    }
+
+    #[test]
+    fn duplicate_detection_covers_ioc_and_rule_envelopes() {
+        let op = String::from("op");
+        assert!(is_duplicate(&HarfangLabError::AlreadyExists {
+            op: op.clone(),
+            body: String::new()
+        }));
+        for (message, dup) in [
+            ("Sigma rule with id x already exists", true),
+            ("Duplicate rule name", true),
+            ("syntax error line 3", false),
+        ] {
+            let e = HarfangLabError::RuleRejected {
+                op: op.clone(),
+                code: Some(400),
+                message: message.into(),
+            };
+            assert_eq!(is_duplicate(&e), dup, "{message}");
+        }
+        assert!(!is_duplicate(&HarfangLabError::Timeout { op }));
+    }
+
+    #[test]
+    fn only_url_safe_ids_are_probed() {
+        assert!(is_path_safe("6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11"));
+        for bad in ["", ".", "..", "a/b", "a b", "x?y", "é"] {
+            assert!(!is_path_safe(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn odd_sigma_id_is_found_by_name_without_a_probe() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        let content = "title: t\nid: a/../b\ndetection:\n  x:\n    a: b\n  condition: x\n";
+        let t = Translation {
+            sigma: Some(SigmaSpec {
+                meta: Default::default(),
+                name: "One".into(),
+                content: content.into(),
+            }),
+            ..Translation::default()
+        };
+        s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        api.reset_calls();
+        let report = s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!(report.sigma.unchanged, 1);
+        assert_eq!(api.calls_to("get_rule"), 0);
+        assert_eq!(api.calls_to("find_rules"), 1);
+    }
+
+    #[test]
+    fn sigma_ids_match_regardless_of_case() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        let upper = "title: t\nid: 6B1E9EF4-1B59-4D3A-9B8C-2F5C0E2A7D11\ndetection:\n  x:\n    a: b\n  condition: x\n";
+        let spec = |name: &str, id: Option<&str>| Translation {
+            sigma: Some(SigmaSpec {
+                meta: crate::rules::sigma::SigmaMeta {
+                    id: id.map(str::to_owned),
+                    title: "t".into(),
+                    ..Default::default()
+                },
+                name: name.into(),
+                content: upper.into(),
+            }),
+            ..Translation::default()
+        };
+        s.upsert(&indicator(), &spec("One", None), &Former::default())
+            .unwrap();
+        // Found by name although the probe with the upper-case id misses.
+        let report = s
+            .upsert(&indicator(), &spec("One", None), &Former::default())
+            .unwrap();
+        assert_eq!(report.sigma.unchanged, 1);
+        // The canonical lower-case id (as `rules::sigma` gives it) finds it directly.
+        let lower = Some("6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11");
+        let former = Former {
+            name: Some("One".into()),
+            ..Former::default()
+        };
+        let report = s
+            .upsert(&indicator(), &spec("Two", lower), &former)
+            .unwrap();
+        assert_eq!((report.sigma.updated, report.api_calls), (1, 2));
+        assert_eq!(api.rules(RuleKind::Sigma).len(), 1);
+    }
+
+    #[test]
+    fn indicator_without_any_id_is_skipped_not_recorded() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        let anonymous = Indicator {
+            name: "nameless".into(),
+            ..Indicator::default()
+        };
+        let t = Translation {
+            iocs: vec![hash(&"ab".repeat(16))],
+            ..Translation::default()
+        };
+        let report = s.upsert(&anonymous, &t, &Former::default()).unwrap();
+        assert_eq!(report.iocs.skipped, 1);
+        assert_eq!(report.api_calls, 0);
+        assert!(api.iocs().is_empty());
+    }
+
+    #[test]
+    fn disabled_yara_file_wanted_again_is_re_enabled() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), false);
+        let t = Translation {
+            yara: Some(YaraSpec {
+                meta: YaraMeta::default(),
+                name: "One".into(),
+                content: "rule One { condition: true }".into(),
+            }),
+            ..Translation::default()
+        };
+        s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        let report = s.release(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!(report.yara.disabled, 1);
+        let again = s.release(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!((again.yara.unchanged, again.yara.writes()), (1, 0));
+        let report = s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!(report.yara.re_enabled, 1);
+        let files = api.rules(RuleKind::Yara);
+        assert!(files[0].enabled);
+        assert_eq!(files[0].hl_status.as_deref(), Some("testing"));
+    }
+
+    #[test]
+    fn shutdown_stops_the_run_and_is_retryable() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        api.inject(
+            Target::Any,
+            Fault::Fail(HarfangLabError::ShuttingDown {
+                op: "find IOCRule".into(),
+            }),
+            Some(1),
+        );
+        let t = Translation {
+            iocs: vec![hash(&"aa".repeat(16)), hash(&"bb".repeat(16))],
+            ..Translation::default()
+        };
+        let err = s.upsert(&indicator(), &t, &Former::default()).unwrap_err();
+        assert!(err.is_retryable() && !err.is_fatal());
+        assert_eq!((err.failed, err.report.api_calls), (1, 1));
+        assert!(api.iocs().is_empty(), "nothing after the shutdown");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("indicator internal-1: IOC hash aaaa"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn maturity_change_patches_an_otherwise_unchanged_ioc() {
+        let api = MemoryApi::new();
+        let t = Translation {
+            iocs: vec![hash(&"cd".repeat(16))],
+            ..Translation::default()
+        };
+        syncer(api.clone(), true)
+            .upsert(&indicator(), &t, &Former::default())
+            .unwrap();
+        let mut stable = syncer(api.clone(), true);
+        stable.settings.rule_maturity = "stable".into();
+        let report = stable.upsert(&indicator(), &t, &Former::default()).unwrap();
+        assert_eq!(report.iocs.updated, 1);
+        assert_eq!(api.iocs()[0].hl_status.as_deref(), Some("stable"));
+    }
+}
