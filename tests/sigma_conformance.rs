@@ -65,8 +65,8 @@ fn corpora_dir() -> PathBuf {
 
 fn count_yml_files(dir: &Path) -> usize {
     let mut count = 0;
-    let entries = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("directory entry").path();
         if path.is_dir() {
@@ -80,15 +80,22 @@ fn count_yml_files(dir: &Path) -> usize {
 
 /// The first words of a rejection message, to group rejections in the summary.
 fn reason_class(message: &str) -> String {
-    let cut = message.find(['"', '`', '(']).map_or(message.len(), |quote| {
-        // keep `invalid `condition`: the pipe syntax` whole, cut before per-file details
-        if message[..quote].ends_with("invalid ") {
-            message.len()
-        } else {
-            quote
-        }
-    });
-    message[..cut].chars().take(48).collect::<String>().trim().to_string()
+    let cut = message
+        .find(['"', '`', '('])
+        .map_or(message.len(), |quote| {
+            // keep `invalid `condition`: the pipe syntax` whole, cut before per-file details
+            if message[..quote].ends_with("invalid ") {
+                message.len()
+            } else {
+                quote
+            }
+        });
+    message[..cut]
+        .chars()
+        .take(48)
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -174,13 +181,19 @@ fn sigma_corpus_matches_pysigma_oracle() {
                     .entry(reason_class(&e.message))
                     .or_default() += 1;
             }
-            (Err(e), true) => failures.push(format!("{}: pySigma accepts, we reject: {e}", row.file)),
+            (Err(e), true) => {
+                failures.push(format!("{}: pySigma accepts, we reject: {e}", row.file))
+            }
             (Ok(meta), false) => failures.push(format!(
                 "{}: pySigma rejects, we accept: {meta:?}",
                 row.file
             )),
         }
-        assert!(row.yaml_ok || result.is_err(), "{}: invalid YAML accepted", row.file);
+        assert!(
+            row.yaml_ok || result.is_err(),
+            "{}: invalid YAML accepted",
+            row.file
+        );
         assert!(!row.documents.is_empty() || result.is_err());
     }
 
@@ -207,5 +220,9 @@ fn sigma_corpus_matches_pysigma_oracle() {
         DELIBERATE_DIFFERENCES.len(),
         "every listed deliberate difference must exist in the corpus"
     );
-    assert!(failures.is_empty(), "{} unexpected differences", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} unexpected differences",
+        failures.len()
+    );
 }

@@ -56,7 +56,13 @@ pub struct SigmaMeta {
 pub const LEVELS: [&str; 5] = ["informational", "low", "medium", "high", "critical"];
 
 /// Sigma statuses (pySigma `SigmaStatus`).
-pub const STATUSES: [&str; 5] = ["stable", "test", "experimental", "deprecated", "unsupported"];
+pub const STATUSES: [&str; 5] = [
+    "stable",
+    "test",
+    "experimental",
+    "deprecated",
+    "unsupported",
+];
 
 /// pySigma's limit on `title` length, in characters.
 pub const TITLE_MAX_CHARS: usize = 256;
@@ -249,10 +255,7 @@ fn check_enum(
             } else {
                 Err(at.error(
                     &[key],
-                    format!(
-                        "`{key}` {value:?} is not one of {}",
-                        allowed.join(", ")
-                    ),
+                    format!("`{key}` {value:?} is not one of {}", allowed.join(", ")),
                 ))
             }
         }
@@ -331,13 +334,19 @@ fn check_tags(rule: &Mapping, at: &Locator<'_>) -> Result<Vec<String>, RuleError
                 Value::String(tag) => Ok(tag.clone()),
                 other => Err(at.error(
                     &["tags"],
-                    format!("`tags` must be a list of strings, found {}", describe(other)),
+                    format!(
+                        "`tags` must be a list of strings, found {}",
+                        describe(other)
+                    ),
                 )),
             })
             .collect(),
         Some(other) => Err(at.error(
             &["tags"],
-            format!("`tags` must be a list of strings, found {}", describe(other)),
+            format!(
+                "`tags` must be a list of strings, found {}",
+                describe(other)
+            ),
         )),
     }
 }
@@ -395,10 +404,7 @@ fn check_detection(rule: &Mapping, at: &Locator<'_>) -> Result<(), RuleError> {
         let Value::String(name) = key else {
             return Err(at.error(
                 &["detection"],
-                format!(
-                    "`detection` keys must be strings, found {}",
-                    describe(key)
-                ),
+                format!("`detection` keys must be strings, found {}", describe(key)),
             ));
         };
         if name == "condition" {
@@ -429,10 +435,7 @@ fn check_detection(rule: &Mapping, at: &Locator<'_>) -> Result<(), RuleError> {
 
     let conditions: Vec<&str> = match detection.get("condition") {
         None => {
-            return Err(at.error(
-                &["detection"],
-                "missing `detection.condition`".to_string(),
-            ));
+            return Err(at.error(&["detection"], "missing `detection.condition`".to_string()));
         }
         Some(Value::String(condition)) => vec![condition.as_str()],
         Some(Value::Sequence(items)) if !items.is_empty() => items
@@ -588,9 +591,8 @@ fn condition_start(src: &str, line: usize, condition: &str) -> Option<usize> {
     let value_col = text.len() - value.len();
     let quoted = value.starts_with(['"', '\'']);
     let body = if quoted { &value[1..] } else { value };
-    body.starts_with(condition).then(|| {
-        text[..value_col].chars().count() + usize::from(quoted) + 1
-    })
+    body.starts_with(condition)
+        .then(|| text[..value_col].chars().count() + usize::from(quoted) + 1)
 }
 
 #[cfg(test)]
@@ -665,7 +667,10 @@ falsepositives:
         assert_eq!(line, Some(4));
         assert!(column.is_some());
         assert!(message.starts_with("invalid YAML: "), "{message}");
-        assert!(!message.contains(&format!("at line {}", line.unwrap())), "{message}");
+        assert!(
+            !message.contains(&format!("at line {}", line.unwrap())),
+            "{message}"
+        );
 
         // serde_yaml points duplicate keys at the mapping that holds them.
         let (line, _, message) = at("title: a\ntitle: b\n");
@@ -683,7 +688,10 @@ falsepositives:
                 "a Sigma rule must be a YAML mapping, found a list".to_string()
             )
         );
-        assert_eq!(error("").message, "empty content: a Sigma rule must be a YAML mapping");
+        assert_eq!(
+            error("").message,
+            "empty content: a Sigma rule must be a YAML mapping"
+        );
         assert_eq!(error("# only a comment\n").line, None);
 
         let no_title = VALID.replace("title: Suspicious Thing\n", "");
@@ -728,7 +736,10 @@ falsepositives:
         let bad_id = VALID.replace("5F2A8C4E-1B3D-4E6F-8A9B-0C1D2E3F4A5B", "my-rule-1");
         let (line, column, message) = at(&bad_id);
         assert_eq!((line, column), (Some(2), Some(1)));
-        assert!(message.starts_with("`id` \"my-rule-1\" is not a UUID"), "{message}");
+        assert!(
+            message.starts_with("`id` \"my-rule-1\" is not a UUID"),
+            "{message}"
+        );
 
         let bad_level = VALID.replace("level: HIGH", "level: severe");
         assert_eq!(
@@ -764,10 +775,7 @@ falsepositives:
         assert_eq!((e.line, e.column), (Some(18), Some(26)));
         assert!(e.message.contains("pipe syntax"), "{}", e.message);
 
-        let quoted = VALID.replace(
-            "selection and not 1 of filter_*",
-            "'selection and sel2'",
-        );
+        let quoted = VALID.replace("selection and not 1 of filter_*", "'selection and sel2'");
         assert_eq!(
             at(&quoted),
             (
@@ -783,7 +791,11 @@ falsepositives:
         );
         let e = error(&folded);
         assert_eq!((e.line, e.column), (Some(18), Some(5)));
-        assert!(e.message.starts_with("invalid `condition`: "), "{}", e.message);
+        assert!(
+            e.message.starts_with("invalid `condition`: "),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -834,7 +846,10 @@ falsepositives:
 
     #[test]
     fn logsource_is_required() {
-        let none = VALID.replace("logsource:\n    category: process_creation\n    product: windows\n", "");
+        let none = VALID.replace(
+            "logsource:\n    category: process_creation\n    product: windows\n",
+            "",
+        );
         assert_eq!(error(&none).message, "missing `logsource`");
         let empty = VALID.replace(
             "    category: process_creation\n    product: windows\n",
@@ -845,7 +860,8 @@ falsepositives:
 
     #[test]
     fn key_locator_handles_quotes_comments_and_nesting() {
-        let src = "# c\n\"title\": x\ndetection:\n  # c\n  sel:\n    condition: 1\n  'condition' : y\n";
+        let src =
+            "# c\n\"title\": x\ndetection:\n  # c\n  sel:\n    condition: 1\n  'condition' : y\n";
         assert_eq!(locate_key(src, &["title"]), Some((2, 1)));
         assert_eq!(locate_key(src, &["detection", "condition"]), Some((7, 3)));
         assert_eq!(locate_key(src, &["detection", "missing"]), None);

@@ -324,9 +324,10 @@ fn parser_error(content: &str, error: &yara_x_parser::ast::Error) -> RuleError {
         | E::InvalidRegexpModifier { message, span }
         | E::InvalidEscapeSequence { message, span } => (span, message.clone()),
         E::InvalidUTF8(span) => (span, "invalid UTF-8".to_string()),
-        E::UnexpectedEscapeSequence(span) => {
-            (span, "escape sequences are not allowed in this string".to_string())
-        }
+        E::UnexpectedEscapeSequence(span) => (
+            span,
+            "escape sequences are not allowed in this string".to_string(),
+        ),
     };
     error_at(content, span.start(), message)
 }
@@ -438,17 +439,19 @@ rule second { meta: id = 42 condition: for any i in (1..2) : ( i == 1 ) }
     fn include_is_rejected_at_its_position() {
         let e = error("include \"other.yar\"\nrule a { condition: true }");
         assert_eq!((e.line, e.column), (Some(1), Some(1)));
-        assert!(e.message.starts_with("`include \"other.yar\"` cannot be resolved"));
+        assert!(
+            e.message
+                .starts_with("`include \"other.yar\"` cannot be resolved")
+        );
     }
 
     #[test]
     fn duplicates_unused_patterns_and_undefined_rules_are_rejected() {
         let e = error("rule a { condition: true }\n\nrule a { condition: false }");
-        assert_eq!((e.line, e.column, e.message.as_str()), (
-            Some(3),
-            Some(6),
-            "duplicate rule name `a`"
-        ));
+        assert_eq!(
+            (e.line, e.column, e.message.as_str()),
+            (Some(3), Some(6), "duplicate rule name `a`")
+        );
 
         let e = error("rule a {\n strings:\n  $x = \"1\"\n  $x = \"2\"\n condition: $x }");
         assert_eq!((e.line, e.column), (Some(4), Some(3)));
@@ -456,11 +459,21 @@ rule second { meta: id = 42 condition: for any i in (1..2) : ( i == 1 ) }
 
         let e = error("rule a {\n strings:\n  $x = \"1\"\n  $y = \"2\"\n condition: $x }");
         assert_eq!((e.line, e.column), (Some(4), Some(3)));
-        assert_eq!(e.message, "pattern `$y` is not used in the condition of rule `a`");
+        assert_eq!(
+            e.message,
+            "pattern `$y` is not used in the condition of rule `a`"
+        );
 
         // Uses through counts, offsets, wildcards and `them` all count.
-        for condition in ["#y > 0 and $x", "@y[1] == !x[1]", "any of ($x, $y*)", "all of them"] {
-            let src = format!("rule a {{ strings: $x = \"1\" $yy = \"2\" $y = \"3\" condition: {condition} }}");
+        for condition in [
+            "#y > 0 and $x",
+            "@y[1] == !x[1]",
+            "any of ($x, $y*)",
+            "all of them",
+        ] {
+            let src = format!(
+                "rule a {{ strings: $x = \"1\" $yy = \"2\" $y = \"3\" condition: {condition} }}"
+            );
             let verdict = parse_yara(&src);
             let uses_all = condition.contains("them") || condition.contains("$y*");
             assert_eq!(verdict.is_ok(), uses_all, "{condition}: {verdict:?}");
@@ -468,26 +481,48 @@ rule second { meta: id = 42 condition: for any i in (1..2) : ( i == 1 ) }
 
         let e = error("rule b {\n condition:\n  is__elf and filesize < 10\n}");
         assert_eq!((e.line, e.column), (Some(3), Some(3)));
-        assert!(e.message.starts_with("`is__elf` in rule `b` is not a rule defined earlier"));
+        assert!(
+            e.message
+                .starts_with("`is__elf` in rule `b` is not a rule defined earlier")
+        );
         // A rule defined later does not count (YARA resolves in source order).
         assert!(parse_yara("rule b { condition: a }\nrule a { condition: true }").is_err());
         // Loop and `with` variables are in scope; module fields are not checked.
         assert!(parse_yara("rule c { condition: with big = filesize : ( big ) }").is_ok());
         assert!(parse_yara("rule c { condition: for any x in (1, 2) : ( x == 1 ) }").is_ok());
-        assert!(parse_yara("import \"pe\"\nrule d { condition: pe.is_dll() and pe.number_of_sections > 1 }").is_ok());
+        assert!(
+            parse_yara(
+                "import \"pe\"\nrule d { condition: pe.is_dll() and pe.number_of_sections > 1 }"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn empty_content_is_rejected() {
         assert_eq!(error("").message, "no YARA rule in the content");
-        assert_eq!(error("import \"pe\"\n// nothing\n").message, "no YARA rule in the content");
+        assert_eq!(
+            error("import \"pe\"\n// nothing\n").message,
+            "no YARA rule in the content"
+        );
     }
 
     #[test]
     fn hostile_input_does_not_panic() {
-        let deep = format!("rule a {{ condition: {}true{} }}", "(".repeat(5_000), ")".repeat(5_000));
+        let deep = format!(
+            "rule a {{ condition: {}true{} }}",
+            "(".repeat(5_000),
+            ")".repeat(5_000)
+        );
         let _ = parse_yara(&deep);
-        for input in ["rule", "rule {", "\u{0}", "rule a { strings: $a = { 4", "/*", "rule a { condition: \"\\"] {
+        for input in [
+            "rule",
+            "rule {",
+            "\u{0}",
+            "rule a { strings: $a = { 4",
+            "/*",
+            "rule a { condition: \"\\",
+        ] {
             assert!(parse_yara(input).is_err(), "{input:?}");
         }
     }

@@ -275,8 +275,7 @@ impl<'a> Parser<'a> {
             {
                 self.bump();
                 let pattern = self.bump();
-                if pattern.kind != TokenKind::Word || matches!(pattern.text, "and" | "or" | "not")
-                {
+                if pattern.kind != TokenKind::Word || matches!(pattern.text, "and" | "or" | "not") {
                     return Err(self.unexpected(pattern, "an identifier pattern or `them`"));
                 }
                 if pattern.text.contains('-') {
@@ -363,18 +362,25 @@ mod tests {
         let e = err("count(subdomain) per query > 200");
         assert_eq!(e.offset, 5);
         assert!(matches!(e.kind, ConditionErrorKind::Unexpected { ref found, .. } if found == "("));
-        assert_eq!(err("a and").kind, ConditionErrorKind::UnexpectedEnd(
-            "a detection identifier, `1 of`, `all of`, `not` or `(`"
-        ));
-        assert_eq!(err("(a or b").kind, ConditionErrorKind::UnexpectedEnd("`)`"));
+        assert_eq!(
+            err("a and").kind,
+            ConditionErrorKind::UnexpectedEnd(
+                "a detection identifier, `1 of`, `all of`, `not` or `(`"
+            )
+        );
+        assert_eq!(
+            err("(a or b").kind,
+            ConditionErrorKind::UnexpectedEnd("`)`")
+        );
         assert_eq!(err("a b").offset, 2);
         assert_eq!(err("and a").offset, 0);
         assert_eq!(err("a)").offset, 1);
         assert_eq!(err("sel* and b").offset, 0);
         assert_eq!(err("1 of sel-*").offset, 5);
-        assert_eq!(err("1 of").kind, ConditionErrorKind::UnexpectedEnd(
-            "an identifier pattern or `them`"
-        ));
+        assert_eq!(
+            err("1 of").kind,
+            ConditionErrorKind::UnexpectedEnd("an identifier pattern or `them`")
+        );
         assert_eq!(err("a > 5").kind, ConditionErrorKind::BadChar('>'));
         assert_eq!(err("a > 5").offset, 2);
         assert_eq!(err("  ").kind, ConditionErrorKind::Empty);
