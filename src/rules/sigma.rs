@@ -859,6 +859,21 @@ falsepositives:
     }
 
     #[test]
+    fn crlf_content_is_parsed_and_located() {
+        let crlf = VALID.replace('\n', "\r\n");
+        assert_eq!(parse_sigma(&crlf).unwrap(), parse_sigma(VALID).unwrap());
+        let bad = crlf.replace("level: HIGH", "level: 3");
+        assert_eq!(
+            at(&bad),
+            (
+                Some(4),
+                Some(1),
+                "`level` must be a string, found a number".to_string()
+            )
+        );
+    }
+
+    #[test]
     fn key_locator_handles_quotes_comments_and_nesting() {
         let src =
             "# c\n\"title\": x\ndetection:\n  # c\n  sel:\n    condition: 1\n  'condition' : y\n";
