@@ -223,7 +223,7 @@ fn check_title(rule: &Mapping, at: &Locator<'_>) -> Result<String, RuleError> {
 fn check_id(rule: &Mapping, at: &Locator<'_>) -> Result<Option<String>, RuleError> {
     match rule.get("id") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(id)) => match uuid::Uuid::try_parse(id.trim()) {
+        Some(Value::String(id)) => match uuid::Uuid::try_parse(id) {
             Ok(uuid) => Ok(Some(uuid.hyphenated().to_string())),
             Err(_) => Err(at.error(
                 &["id"],
@@ -289,12 +289,30 @@ fn check_date(rule: &Mapping, key: &str, at: &Locator<'_>) -> Result<(), RuleErr
 }
 
 /// `(year, month, day)` of a pySigma-accepted date string, checked against the calendar.
+///
+/// A YAML timestamp with a time (`2023-1-5T10:00:00`, `2023-01-05 10:00:00`) is a date object
+/// for PyYAML, which pySigma accepts whatever its text; serde_yaml hands it over as a string, so
+/// we accept a valid date followed by a time-looking part.
 fn parse_date(text: &str) -> Option<(u32, u32, u32)> {
-    let (sep, fixed_width) = if text.contains('-') {
-        ('-', true)
-    } else {
-        ('/', false)
-    };
+    if let Some(split) = text.find(['T', 't', ' ', '\t']) {
+        let (date, time) = (
+            &text[..split],
+            text[split..].trim_start_matches(['T', 't', ' ', '\t']),
+        );
+        let looks_like_time =
+            time.as_bytes().first().is_some_and(u8::is_ascii_digit) && time.contains(':');
+        return if looks_like_time && date.contains('-') {
+            parse_ymd(date, false)
+        } else {
+            None
+        };
+    }
+    parse_ymd(text, text.contains('-'))
+}
+
+/// `yyyy-mm-dd` when `fixed_width`, else `yyyy/m/d` or (for timestamps) `yyyy-m-d`.
+fn parse_ymd(text: &str, fixed_width: bool) -> Option<(u32, u32, u32)> {
+    let sep = if text.contains('-') { '-' } else { '/' };
     let mut parts = text.split(sep);
     let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -753,6 +771,19 @@ falsepositives:
         );
         let bad_status = VALID.replace("status: Test", "status: production");
         assert_eq!(error(&bad_status).line, Some(3));
+        for (date, ok) in [
+            ("2024-02-29", true),
+            ("2024/2/9", true),
+            ("2024-2-9", false),
+            ("2024-02-29T10:00:00Z", true),
+            ("2024-2-9 10:00:00", true),
+            ("2024-02-29Tnoon", false),
+            ("24-02-29", false),
+            ("2024-13-01", false),
+        ] {
+            let src = VALID.replace("date: 2024-02-29", &format!("date: {date}"));
+            assert_eq!(parse_sigma(&src).is_ok(), ok, "{date}");
+        }
         let bad_date = VALID.replace("date: 2024-02-29", "date: 2023-02-29");
         assert_eq!(
             error(&bad_date).message,
