@@ -6,8 +6,8 @@
 //! of its syntax checks we add the checks libyara's compiler makes that need no module data:
 //!
 //! - `include` is rejected: HarfangLab receives one file and has nothing to resolve it against;
-//! - at least one rule; no two rules with the same name; no two patterns with the same name in
-//!   one rule (anonymous `$` patterns excepted);
+//! - at least one rule; no two rules with the same name; no repeated tag on a rule; no two
+//!   patterns with the same name in one rule (anonymous `$` patterns excepted);
 //! - every named pattern is used by the condition (libyara: "unreferenced string");
 //! - an identifier used directly as a boolean (`is__elf and $a`) must be a rule defined earlier
 //!   in the file or a `for`/`with` variable (libyara: "undefined identifier"). This is the usual
@@ -112,6 +112,7 @@ pub fn parse_yara_file(content: &str) -> Result<YaraFile, RuleError> {
                         format!("duplicate rule name `{name}`"),
                     ));
                 }
+                check_tags(content, rule)?;
                 check_patterns(content, rule)?;
                 check_bare_identifiers(content, rule, &defined)?;
                 defined.insert(name);
@@ -154,6 +155,24 @@ fn rule_info(rule: &Rule<'_>) -> YaraRule {
         global: rule.flags.contains(RuleFlags::Global),
         meta_ids,
     }
+}
+
+/// libyara: "duplicated tag identifier".
+fn check_tags(content: &str, rule: &Rule<'_>) -> Result<(), RuleError> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    for tag in rule.tags.iter().flatten() {
+        if !seen.insert(tag.name) {
+            return Err(error_at(
+                content,
+                tag.span().start(),
+                format!(
+                    "duplicate tag `{}` on rule `{}`",
+                    tag.name, rule.identifier.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Duplicate and unreferenced patterns (libyara "duplicated string identifier",
@@ -452,6 +471,10 @@ rule second { meta: id = 42 condition: for any i in (1..2) : ( i == 1 ) }
             (e.line, e.column, e.message.as_str()),
             (Some(3), Some(6), "duplicate rule name `a`")
         );
+
+        let e = error("rule a : t1 t2 t1 { condition: true }");
+        assert_eq!((e.line, e.column), (Some(1), Some(16)));
+        assert_eq!(e.message, "duplicate tag `t1` on rule `a`");
 
         let e = error("rule a {\n strings:\n  $x = \"1\"\n  $x = \"2\"\n condition: $x }");
         assert_eq!((e.line, e.column), (Some(4), Some(3)));
