@@ -6,7 +6,10 @@
 //! - Where libyara rejects a file, we reject it too, unless its error is one of the semantic
 //!   kinds in [`SEMANTIC_ERRORS`] that we cannot check without HarfangLab's module definitions.
 //!
-//! Each file is parsed once; a summary is printed (`-- --nocapture`).
+//! - The oracle's failures are all semantic, so syntax rejection is also exercised on a sample of
+//!   accepted files with their last `}` removed.
+//!
+//! Each file is parsed once (plus the sample); a summary is printed (`-- --nocapture`).
 
 use harfanglab_intel::rules::yara::parse_yara;
 use serde::Deserialize;
@@ -125,6 +128,7 @@ fn yara_corpus_matches_libyara_oracle() {
     let mut rejected_like_libyara = 0;
     let mut semantic: BTreeMap<&str, (usize, usize)> = BTreeMap::new(); // kind -> (accepted, rejected)
     let mut yara_x_only_rejects = Vec::new();
+    let mut truncated = 0;
 
     for row in &rows {
         let path = yara_dir.join(&row.file);
@@ -164,6 +168,24 @@ fn yara_corpus_matches_libyara_oracle() {
                     if !row.yara_x.compiles {
                         yara_x_only_rejects.push(row.file.as_str());
                     }
+                    // The oracle has no syntax errors (its failures are all module/identifier
+                    // errors), so make some: every 20th file without its last `}` must fail
+                    // (skipped when that `}` sits in a trailing comment).
+                    if same_names % 20 == 0
+                        && let Some(last_brace) = content.rfind('}')
+                        && !content[last_brace..].contains("*/")
+                    {
+                        truncated += 1;
+                        let broken =
+                            format!("{}{}", &content[..last_brace], &content[last_brace + 1..]);
+                        match parse_yara(&broken) {
+                            Err(e) if e.line.is_some() => {}
+                            other => failures.push(format!(
+                                "{}: accepted or unpositioned without its last `}}`: {other:?}",
+                                row.file
+                            )),
+                        }
+                    }
                 }
                 Err(e) => failures.push(format!("{}: libyara compiles, we reject: {e}", row.file)),
             }
@@ -201,6 +223,7 @@ fn yara_corpus_matches_libyara_oracle() {
         yara_x_only_rejects.len()
     );
     println!("  libyara rejects for a non-module reason, rejected too: {rejected_like_libyara}");
+    println!("  accepted files made invalid by removing the last `}}`, rejected: {truncated}");
     for (kind, (accepted, rejected)) in &semantic {
         println!("  libyara `{kind}`: we accept {accepted}, we reject {rejected}");
     }
