@@ -5,18 +5,19 @@
 //! that a rule we send is one HarfangLab's own parser should accept:
 //!
 //! - one YAML document holding a mapping (duplicate keys are an error, as in pySigma's loader);
-//! - `title`: a non-empty string of at most 256 characters;
+//! - `title`: a string of at most 256 characters, and not blank (pySigma allows `""`; HarfangLab
+//!   shows the title as the rule name, so an empty one is refused);
 //! - `id`: optional, but when present a UUID (pySigma rejects anything else and HarfangLab uses
 //!   it as the rule's identity). It is normalised to the lowercase hyphenated form;
 //! - `level` (informational/low/medium/high/critical) and `status`
 //!   (stable/test/experimental/deprecated/unsupported): optional, case-insensitive as in
 //!   pySigma, normalised to lowercase;
-//! - `date`/`modified`: optional, `yyyy-mm-dd` (or pySigma's `yyyy/m/d`);
+//! - `date`/`modified`: optional, `yyyy-mm-dd` (or pySigma's `yyyy/m/d`, or a YAML timestamp);
 //! - `tags`: optional list of strings;
 //! - `logsource`: a mapping naming at least one of `category`, `product`, `service`;
 //! - `detection`: a mapping with a `condition` (a string or a non-empty list of strings) and at
-//!   least one search identifier; every condition must parse (see [`condition`]) and every plain
-//!   identifier it names must be defined.
+//!   least one search identifier; every condition must parse (see the `condition` submodule)
+//!   and every plain identifier it names must be defined.
 //!
 //! Deliberate choices (documented here because HarfangLab's behaviour is not public):
 //!
@@ -31,7 +32,7 @@
 //!
 //! YAML syntax errors carry serde_yaml's line and column. serde_yaml's `Value` does not keep
 //! positions, so semantic errors are located by a best-effort scan of block-style keys
-//! ([`locate_key`]); flow-style content gets errors without a position.
+//! (`locate_key`); flow-style content gets errors without a position.
 
 mod condition;
 
