@@ -13,3 +13,40 @@ pub mod stream;
 pub(crate) fn base_url(url: &str) -> &str {
     url.trim_end_matches('/')
 }
+
+use std::path::PathBuf;
+
+/// TLS settings for both OpenCTI agents (`OPENCTI_SSL_VERIFY`, default off in pycti: the caller
+/// logs a warning when it is off).
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// Verify the server certificate.
+    pub verify: bool,
+    /// PEM bundle of trusted roots instead of the built-in Mozilla roots.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// Build ureq's TLS config; the error names the CA bundle that could not be read.
+pub(crate) fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, String> {
+    let mut b = ureq::tls::TlsConfig::builder().disable_verification(!tls.verify);
+    if let Some(path) = &tls.ca_bundle {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(format!("CA bundle {}: {e}", path.display())),
+            }
+        }
+        if certs.is_empty() {
+            return Err(format!("CA bundle {} holds no certificate", path.display()));
+        }
+        b = b.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    Ok(b.build())
+}
+
+/// User-Agent for both agents.
+pub(crate) const USER_AGENT: &str = concat!("harfanglab-intel/", env!("CARGO_PKG_VERSION"));
