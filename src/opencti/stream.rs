@@ -533,7 +533,7 @@ impl Reader {
                 Ok(f) => f,
                 Err(e) => {
                     return self.control().unwrap_or_else(|| {
-                        let idle = matches!(&e, super::sse::SseError::Io(io) if io.kind() == io::ErrorKind::TimedOut);
+                        let idle = matches!(&e, super::sse::SseError::Io(io) if is_timeout(io));
                         End::Retry {
                             reason: if idle {
                                 format!(
@@ -659,6 +659,15 @@ impl Reader {
         };
         self.send(item)
     }
+}
+
+/// A read that failed because no byte arrived within the per-read timeout.
+fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+        || e.kind() == io::ErrorKind::WouldBlock
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
 }
 
 #[cfg(test)]
