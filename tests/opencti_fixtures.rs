@@ -424,7 +424,8 @@ fn demo_stream() -> Vec<Value> {
         &mut pattern_change,
         &[
             ("pattern", Some(json!("[ipv4-addr:value = '198.51.100.151']"))),
-            ("name", Some(json!("demo-pattern-change"))),
+            // The platform may regenerate the standard id from the pattern (§2.5, unconfirmed).
+            ("id", Some(json!(format!("indicator--{}", uuid(8, 1))))),
         ],
     ));
     out.push(upd(&mut rename, &[("name", Some(json!("demo-rename-after")))]));
