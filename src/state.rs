@@ -170,7 +170,11 @@ impl fmt::Display for StateError {
                 write!(f, "checkpoint file {}: {source}", path.display())
             }
             StateError::Corrupt { path, reason } => {
-                write!(f, "checkpoint file {} is unreadable: {reason}", path.display())
+                write!(
+                    f,
+                    "checkpoint file {} is unreadable: {reason}",
+                    path.display()
+                )
             }
         }
     }
@@ -509,7 +513,9 @@ pub fn reconcile(
     match (local, platform) {
         (None, None) => done(first_run.checkpoint(now), Origin::FirstRun, false),
         (None, Some(p)) => done(p, Origin::Platform, true),
-        (Some(l), None) if l.platform_acked => done(first_run.checkpoint(now), Origin::Reset, false),
+        (Some(l), None) if l.platform_acked => {
+            done(first_run.checkpoint(now), Origin::Reset, false)
+        }
         (Some(l), None) => done(l.checkpoint.clone(), Origin::Local, false),
         (Some(l), Some(p)) => {
             if compare_event_ids(&p.start_from, &l.checkpoint.start_from) == Ordering::Greater {

@@ -38,7 +38,9 @@ fn about_sends_the_health_check_with_bearer_token() {
         .mock("POST", "/graphql")
         .match_header("authorization", "Bearer tok-123")
         .match_header("content-type", "application/json")
-        .match_body(Matcher::Json(json!({"query": ABOUT_QUERY, "variables": {}})))
+        .match_body(Matcher::Json(
+            json!({"query": ABOUT_QUERY, "variables": {}}),
+        ))
         .with_body(r#"{"data":{"about":{"version":"6.8.10"}}}"#)
         .create();
     assert_eq!(api(&server).about().unwrap(), "6.8.10");
@@ -57,10 +59,17 @@ fn register_sends_only_the_fields_of_the_platform_version() {
     let mut v65 = base.clone();
     v65["listen_callback_uri"] = json!(null);
     let answer = r#"{"data":{"registerConnector":{"id":"c0ffee00-0000-4000-8000-000000000001","connector_state":"{\"start_from\": \"5-0\", \"recover_until\": false}"}}}"#;
-    for (version, input) in [("5.12.3", &base), ("6.4.1", &base), ("6.5.0", &v65), ("6.8.10", &v68)] {
+    for (version, input) in [
+        ("5.12.3", &base),
+        ("6.4.1", &base),
+        ("6.5.0", &v65),
+        ("6.8.10", &v68),
+    ] {
         let m = server
             .mock("POST", "/graphql")
-            .match_body(Matcher::Json(json!({"query": REGISTER_MUTATION, "variables": {"input": input}})))
+            .match_body(Matcher::Json(
+                json!({"query": REGISTER_MUTATION, "variables": {"input": input}}),
+            ))
             .with_body(answer)
             .expect(1)
             .create();
@@ -99,8 +108,14 @@ fn ping_state_is_python_json_and_connector_info_depends_on_version() {
         .with_body(&answer)
         .create();
     let a = api(&server);
-    assert_eq!(a.ping_connector("c1", Some(&cp), v("6.8.10")).unwrap(), PingOutcome::Stored);
-    assert_eq!(a.ping_connector("c1", Some(&cp), v("5.12.0")).unwrap(), PingOutcome::Stored);
+    assert_eq!(
+        a.ping_connector("c1", Some(&cp), v("6.8.10")).unwrap(),
+        PingOutcome::Stored
+    );
+    assert_eq!(
+        a.ping_connector("c1", Some(&cp), v("5.12.0")).unwrap(),
+        PingOutcome::Stored
+    );
     m62.assert();
     m5.assert();
 }
@@ -117,7 +132,10 @@ fn ping_detects_a_reset_from_the_ui_and_a_diverging_state() {
         .mock("POST", "/graphql")
         .with_body(r#"{"data":{"pingConnector":{"id":"c1","connector_state":""}}}"#)
         .create();
-    assert_eq!(a.ping_connector("c1", Some(&cp), v("6.8.0")).unwrap(), PingOutcome::Reset);
+    assert_eq!(
+        a.ping_connector("c1", Some(&cp), v("6.8.0")).unwrap(),
+        PingOutcome::Reset
+    );
     m.remove();
     let m = server
         .mock("POST", "/graphql")
@@ -133,7 +151,10 @@ fn ping_detects_a_reset_from_the_ui_and_a_diverging_state() {
         .mock("POST", "/graphql")
         .with_body(r#"{"data":{"pingConnector":{"id":"c1","connector_state":"{\"start_from\":\"9-0\",\"recover_until\":false}"}}}"#)
         .create();
-    assert_eq!(a.ping_connector("c1", Some(&cp), v("6.8.0")).unwrap(), PingOutcome::Stored);
+    assert_eq!(
+        a.ping_connector("c1", Some(&cp), v("6.8.0")).unwrap(),
+        PingOutcome::Stored
+    );
 }
 
 #[test]
@@ -158,7 +179,11 @@ fn indicator_null_is_none_and_a_full_answer_is_translated() {
             "valid_from":"2024-06-15T10:00:00.000Z","valid_until":null,
             "observables":{"edges":[{"node":{"id":"9a8b","standard_id":null,"entity_type":"IPv4-Addr","observable_value":"1.2.3.4"}}]}}}}"#)
         .create();
-    let i = a.indicator("indicator--0f4a").unwrap().unwrap().to_translate();
+    let i = a
+        .indicator("indicator--0f4a")
+        .unwrap()
+        .unwrap()
+        .to_translate();
     assert_eq!(i.id, "3d2b");
     assert_eq!(i.standard_id.as_deref(), Some("indicator--0f4a"));
     assert_eq!(i.score, Some(80));
@@ -198,7 +223,11 @@ fn auth_errors_are_fatal_and_do_not_leak_the_token() {
 #[test]
 fn server_errors_are_retried_with_backoff() {
     let mut server = mockito::Server::new();
-    let fail = server.mock("POST", "/graphql").with_status(503).expect(2).create();
+    let fail = server
+        .mock("POST", "/graphql")
+        .with_status(503)
+        .expect(2)
+        .create();
     let ok = server
         .mock("POST", "/graphql")
         .with_body(r#"{"data":{"about":{"version":"6.0.0"}}}"#)
@@ -212,7 +241,11 @@ fn server_errors_are_retried_with_backoff() {
 #[test]
 fn retries_give_up_after_the_limit() {
     let mut server = mockito::Server::new();
-    let fail = server.mock("POST", "/graphql").with_status(500).expect(3).create();
+    let fail = server
+        .mock("POST", "/graphql")
+        .with_status(500)
+        .expect(3)
+        .create();
     let e = api(&server).about().unwrap_err();
     assert!(matches!(e, ApiError::Status { status: 500, .. }));
     fail.assert();

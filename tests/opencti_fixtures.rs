@@ -158,7 +158,9 @@ fn update(i: &mut Ind, step: u32, changes: &[(&str, Option<Value>)]) -> Value {
     patch.push(json!({"op":"replace","path":"/modified","value":when}));
     reverse.push(json!({"op":"replace","path":"/modified","value":old["modified"]}));
     patch.push(json!({"op":"replace","path":ext_path,"value":when}));
-    reverse.push(json!({"op":"replace","path":ext_path,"value":old["extensions"][OCTI]["updated_at"]}));
+    reverse.push(
+        json!({"op":"replace","path":ext_path,"value":old["extensions"][OCTI]["updated_at"]}),
+    );
     i.stix["modified"] = json!(when);
     i.stix["extensions"][OCTI]["updated_at"] = json!(when);
     line(
@@ -189,7 +191,11 @@ fn based_on(kind: &str, rel_n: u32, ind: &Ind, target_type: &str, value: &str) -
         "created":ts(rel_n),"modified":ts(rel_n),"revoked":false,"confidence":75,
         "relationship_type":"based-on","source_ref":ind.stix["id"],"target_ref":target_sid,
     });
-    let verb = if kind == "create" { "creates" } else { "deletes" };
+    let verb = if kind == "create" {
+        "creates"
+    } else {
+        "deletes"
+    };
     line(
         kind,
         envelope(
@@ -217,9 +223,9 @@ fn hex(seed: u32, len: usize) -> String {
 }
 
 fn sigma_rule(k: u32) -> String {
+    let id = format!("5e1a{k:04x}-1b2c-4d3e-8f40-{:012x}", 0xabc000 + k);
     format!(
-        "title: Demo suspicious process {k}\nid: {}\nstatus: experimental\ndescription: Demo Sigma rule {k}\nauthor: demo\ndate: 2024/06/15\nlogsource:\n    category: process_creation\n    product: windows\ndetection:\n    selection:\n        Image|endswith: '\\\\evil{k}.exe'\n        CommandLine|contains: '-enc'\n    condition: selection\nfalsepositives:\n    - Unknown\nlevel: high\n",
-        format!("5e1a{k:04x}-1b2c-4d3e-8f40-{:012x}", 0xabc000 + k)
+        "title: Demo suspicious process {k}\nid: {id}\nstatus: experimental\ndescription: Demo Sigma rule {k}\nauthor: demo\ndate: 2024/06/15\nlogsource:\n    category: process_creation\n    product: windows\ndetection:\n    selection:\n        Image|endswith: '\\evil{k}.exe'\n        CommandLine|contains: '-enc'\n    condition: selection\nfalsepositives:\n    - Unknown\nlevel: high\n"
     )
 }
 
@@ -246,21 +252,36 @@ fn demo_stream() -> Vec<Value> {
             1 => format!("203.0.113.{}", k + 1),
             _ => format!("192.0.2.{}", k + 1),
         };
-        let i = next(&ip, &format!("[ipv4-addr:value = '{ip}']"), "stix", "IPv4-Addr");
+        let i = next(
+            &ip,
+            &format!("[ipv4-addr:value = '{ip}']"),
+            "stix",
+            "IPv4-Addr",
+        );
         out.push(create(&i));
         keep.push(i);
     }
     // IPv6
     for k in 0..15u32 {
         let ip = format!("2001:db8:{:x}::{:x}", k + 1, 0x10 + k);
-        let i = next(&ip, &format!("[ipv6-addr:value = '{ip}']"), "stix", "IPv6-Addr");
+        let i = next(
+            &ip,
+            &format!("[ipv6-addr:value = '{ip}']"),
+            "stix",
+            "IPv6-Addr",
+        );
         out.push(create(&i));
         keep.push(i);
     }
     // Domains
     for k in 0..40u32 {
         let d = format!("c2-{k}.malicious-demo.example");
-        let i = next(&d, &format!("[domain-name:value = '{d}']"), "stix", "Domain-Name");
+        let i = next(
+            &d,
+            &format!("[domain-name:value = '{d}']"),
+            "stix",
+            "Domain-Name",
+        );
         out.push(create(&i));
         keep.push(i);
     }
@@ -288,7 +309,12 @@ fn demo_stream() -> Vec<Value> {
         if k % 5 == 0 {
             h = h.to_ascii_uppercase();
         }
-        let i = next(&h, &format!("[file:hashes.{alg} = '{h}']"), "stix", "StixFile");
+        let i = next(
+            &h,
+            &format!("[file:hashes.{alg} = '{h}']"),
+            "stix",
+            "StixFile",
+        );
         out.push(create(&i));
         keep.push(i);
     }
@@ -317,12 +343,22 @@ fn demo_stream() -> Vec<Value> {
     }
     // Sigma and YARA rules.
     for k in 0..8u32 {
-        let i = next(&format!("Demo suspicious process {k}"), &sigma_rule(k), "sigma", "Unknown");
+        let i = next(
+            &format!("Demo suspicious process {k}"),
+            &sigma_rule(k),
+            "sigma",
+            "Unknown",
+        );
         out.push(create(&i));
         keep.push(i);
     }
     for k in 0..8u32 {
-        let i = next(&format!("Demo_Malware_{k}"), &yara_rule(k), "yara", "StixFile");
+        let i = next(
+            &format!("Demo_Malware_{k}"),
+            &yara_rule(k),
+            "yara",
+            "StixFile",
+        );
         out.push(create(&i));
         keep.push(i);
     }
@@ -393,7 +429,13 @@ fn demo_stream() -> Vec<Value> {
     // based-on: one to the pattern's own value, one beyond the pattern (later deleted), one kept.
     out.push(based_on("create", 1, &based, "IPv4-Addr", "198.51.100.160"));
     out.push(based_on("create", 2, &based, "IPv4-Addr", "198.51.100.161"));
-    out.push(based_on("create", 3, &based, "Domain-Name", "based-on-extra.malicious-demo.example"));
+    out.push(based_on(
+        "create",
+        3,
+        &based,
+        "Domain-Name",
+        "based-on-extra.malicious-demo.example",
+    ));
     // A non-indicator object and a merge: counted and ignored.
     out.push(line(
         "create",
@@ -423,12 +465,18 @@ fn demo_stream() -> Vec<Value> {
     out.push(upd(
         &mut pattern_change,
         &[
-            ("pattern", Some(json!("[ipv4-addr:value = '198.51.100.151']"))),
+            (
+                "pattern",
+                Some(json!("[ipv4-addr:value = '198.51.100.151']")),
+            ),
             // The platform may regenerate the standard id from the pattern (§2.5, unconfirmed).
             ("id", Some(json!(format!("indicator--{}", uuid(8, 1))))),
         ],
     ));
-    out.push(upd(&mut rename, &[("name", Some(json!("demo-rename-after")))]));
+    out.push(upd(
+        &mut rename,
+        &[("name", Some(json!("demo-rename-after")))],
+    ));
     out.push(upd(&mut revoke, &[("revoked", Some(json!(true)))]));
     out.push(upd(&mut unrevoke, &[("revoked", Some(json!(true)))]));
     out.push(upd(&mut unrevoke, &[("revoked", Some(json!(false)))]));
@@ -460,8 +508,14 @@ fn demo_stream() -> Vec<Value> {
         out.push(delete(&keep[idx]));
     }
     out.push(delete(&shared_a));
-    let sigma0 = keep.iter().find(|i| i.stix["pattern_type"] == "sigma").cloned();
-    let yara0 = keep.iter().find(|i| i.stix["pattern_type"] == "yara").cloned();
+    let sigma0 = keep
+        .iter()
+        .find(|i| i.stix["pattern_type"] == "sigma")
+        .cloned();
+    let yara0 = keep
+        .iter()
+        .find(|i| i.stix["pattern_type"] == "yara")
+        .cloned();
     out.extend(sigma0.as_ref().map(delete));
     out.extend(yara0.as_ref().map(delete));
     // Update arriving as `delete` (left the stream filters, §2.2 caveat).
@@ -483,7 +537,8 @@ fn basic() -> (Vec<(&'static str, Value)>, Vec<u8>) {
         "IPv4-Addr",
     );
     ind.stix["description"] = json!("C2 server");
-    ind.stix["extensions"][OCTI]["observable_values"] = json!([{"type":"IPv4-Addr","value":"1.2.3.4"}]);
+    ind.stix["extensions"][OCTI]["observable_values"] =
+        json!([{"type":"IPv4-Addr","value":"1.2.3.4"}]);
     let create_ev = create(&ind);
     let rel_create = based_on("create", 0x7c1d, &ind, "IPv4-Addr", "1.2.3.4");
     let update_ev = update(
@@ -515,7 +570,9 @@ fn basic() -> (Vec<(&'static str, Value)>, Vec<u8>) {
     ];
     for (k, (_, ev)) in files.iter().enumerate() {
         if k == 2 {
-            sse.push_str("id: 1718445605000-0\nevent: heartbeat\ndata: \"2024-06-15T10:00:05.000Z\"\n\n");
+            sse.push_str(
+                "id: 1718445605000-0\nevent: heartbeat\ndata: \"2024-06-15T10:00:05.000Z\"\n\n",
+            );
         }
         sse.push_str(&format!(
             "id: {}\nevent: {}\ndata: {}\n\n",
@@ -613,7 +670,11 @@ fn recorded_stream_frames_are_the_fixture_events() {
     assert_eq!(frames.len(), files.len() + 3);
     assert_eq!(frames[0].event, "connected");
     assert_eq!(frames[0].id, None);
-    let evs: Vec<_> = frames.iter().filter(|f| f.event != "heartbeat").skip(1).collect();
+    let evs: Vec<_> = frames
+        .iter()
+        .filter(|f| f.event != "heartbeat")
+        .skip(1)
+        .collect();
     for (f, (_, v)) in evs.iter().zip(&files) {
         let data: Value = serde_json::from_str(&f.data).unwrap();
         assert_eq!(&data, &v["data"]);
@@ -685,16 +746,29 @@ fn demo_stream_replays_through_the_simulator() {
     };
     // Deleted: null by standard id and by internal id.
     let shared_a = find("demo-shared-ioc-a").unwrap();
-    assert_eq!(api.indicator(shared_a["id"].as_str().unwrap()).unwrap(), None);
+    assert_eq!(
+        api.indicator(shared_a["id"].as_str().unwrap()).unwrap(),
+        None
+    );
     // Alive: answered by internal id, with the latest pattern.
     let pc = find("demo-pattern-change").unwrap();
     let internal = pc["extensions"][OCTI]["id"].as_str().unwrap();
     let got = api.indicator(internal).unwrap().unwrap();
-    assert_eq!(got.pattern.as_deref(), Some("[ipv4-addr:value = '198.51.100.151']"));
+    assert_eq!(
+        got.pattern.as_deref(),
+        Some("[ipv4-addr:value = '198.51.100.151']")
+    );
     // based-on: the extra IP was removed, the domain stays.
     let b = find("demo-based-on").unwrap();
-    let t = api.indicator(b["id"].as_str().unwrap()).unwrap().unwrap().to_translate();
+    let t = api
+        .indicator(b["id"].as_str().unwrap())
+        .unwrap()
+        .unwrap()
+        .to_translate();
     let mut values: Vec<_> = t.observables.iter().map(|o| o.value.as_str()).collect();
     values.sort();
-    assert_eq!(values, ["198.51.100.160", "based-on-extra.malicious-demo.example"]);
+    assert_eq!(
+        values,
+        ["198.51.100.160", "based-on-extra.malicious-demo.example"]
+    );
 }

@@ -49,11 +49,17 @@ fn register_ping_and_reset_from_the_ui() {
             start_from: "1718445600123-0".into(),
             recover_until: Some("2024-06-15T09:00:00Z".into()),
         };
-        assert_eq!(api.ping_connector(ID, Some(&cp), v).unwrap(), PingOutcome::Stored);
+        assert_eq!(
+            api.ping_connector(ID, Some(&cp), v).unwrap(),
+            PingOutcome::Stored
+        );
         assert_eq!(sim.connector_state(ID), Some(cp.to_state_json()));
 
         sim.reset_state_from_ui(ID);
-        assert_eq!(api.ping_connector(ID, Some(&cp), v).unwrap(), PingOutcome::Reset);
+        assert_eq!(
+            api.ping_connector(ID, Some(&cp), v).unwrap(),
+            PingOutcome::Reset
+        );
         // The reset discarded the pushed state.
         assert_eq!(sim.connector_state(ID).as_deref(), Some(""));
         assert_eq!(sim.ping_count(), 2);
@@ -76,11 +82,21 @@ fn state_left_by_the_python_connector_is_picked_up() {
     let sim = sim("6.8.10");
     sim.set_connector_state(ID, r#"{"connectorLastEventId": "1718000000000-3", "connectorStartTime": "2024-06-01T00:00:00Z"}"#);
     let api = api(&sim);
-    let r = api.register_connector(&reg(), PlatformVersion::parse("6.8.10")).unwrap();
-    let rec = reconcile(None, r.connector_state.as_deref(), &FirstRun::default(), SystemTime::now());
+    let r = api
+        .register_connector(&reg(), PlatformVersion::parse("6.8.10"))
+        .unwrap();
+    let rec = reconcile(
+        None,
+        r.connector_state.as_deref(),
+        &FirstRun::default(),
+        SystemTime::now(),
+    );
     assert_eq!(rec.origin, Origin::Platform);
     assert_eq!(rec.checkpoint.start_from, "1718000000000-3");
-    assert_eq!(rec.checkpoint.recover_until.as_deref(), Some("2024-06-01T00:00:00Z"));
+    assert_eq!(
+        rec.checkpoint.recover_until.as_deref(),
+        Some("2024-06-01T00:00:00Z")
+    );
 }
 
 #[test]

@@ -5,7 +5,9 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use harfanglab_intel::opencti::events::Payload;
 use harfanglab_intel::opencti::stream::{StreamError, StreamItem, StreamOptions, StreamReader};
 use harfanglab_intel::secret::Secret;
-use harfanglab_intel::sim::opencti::{ConnFault, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent, serve};
+use harfanglab_intel::sim::opencti::{
+    ConnFault, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent, serve,
+};
 use harfanglab_intel::state::Checkpoint;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -34,7 +36,11 @@ fn sim(n: usize) -> OpenCtiSim {
 }
 
 fn opts(sim: &OpenCtiSim) -> StreamOptions {
-    let mut o = StreamOptions::new(format!("{}/", sim.base_url()), Secret::new("sim-token"), "live");
+    let mut o = StreamOptions::new(
+        format!("{}/", sim.base_url()),
+        Secret::new("sim-token"),
+        "live",
+    );
     o.backoff_base = Duration::from_millis(10);
     o.idle_timeout = Duration::from_millis(400);
     o
@@ -94,7 +100,11 @@ fn resumes_after_drops_without_loss_or_duplicates() {
     // Each reconnect resumes from the last id delivered on the previous connection.
     assert_eq!(reqs[0].header("last-event-id"), Some("0-0"));
     assert_eq!(reqs[1].header("last-event-id"), Some(ids[2].as_str()));
-    assert!(others.iter().any(|i| matches!(i, StreamItem::Disconnected { .. })));
+    assert!(
+        others
+            .iter()
+            .any(|i| matches!(i, StreamItem::Disconnected { .. }))
+    );
     drop(r.shutdown);
     r.reader.join().unwrap();
 }
@@ -108,7 +118,10 @@ fn stalled_stream_is_detected_and_reopened() {
     let t0 = Instant::now();
     let ids = events(&r.rx, 6, &mut others);
     assert_eq!(ids, sim.event_ids());
-    assert!(t0.elapsed() >= Duration::from_millis(400), "idle timeout honoured");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "idle timeout honoured"
+    );
     let reason = others
         .iter()
         .find_map(|i| match i {
@@ -117,7 +130,10 @@ fn stalled_stream_is_detected_and_reopened() {
         })
         .expect("a disconnect");
     assert!(reason.contains("no data"), "{reason}");
-    assert_eq!(sim.stream_requests()[1].header("last-event-id"), Some(ids[1].as_str()));
+    assert_eq!(
+        sim.stream_requests()[1].header("last-event-id"),
+        Some(ids[1].as_str())
+    );
     drop(r.shutdown);
     r.reader.join().unwrap();
 }
@@ -125,7 +141,11 @@ fn stalled_stream_is_detected_and_reopened() {
 #[test]
 fn stopped_stream_410_and_5xx_are_retried_until_it_works() {
     let sim = sim(3);
-    sim.push_faults([ConnFault::Status(410), ConnFault::Status(503), ConnFault::Status(410)]);
+    sim.push_faults([
+        ConnFault::Status(410),
+        ConnFault::Status(503),
+        ConnFault::Status(410),
+    ]);
     let r = run(opts(&sim), start("0-0"), 16);
     let mut others = Vec::new();
     assert_eq!(events(&r.rx, 3, &mut others), sim.event_ids());
@@ -152,7 +172,10 @@ fn bad_token_on_first_connection_is_fatal_and_names_the_setting() {
     let err = r.reader.join().unwrap_err();
     assert!(matches!(err, StreamError::Auth { status: 401, .. }));
     let msg = err.to_string();
-    assert!(msg.contains("OPENCTI_TOKEN") && !msg.contains("wrong-token"), "{msg}");
+    assert!(
+        msg.contains("OPENCTI_TOKEN") && !msg.contains("wrong-token"),
+        "{msg}"
+    );
     assert_eq!(sim.stream_requests().len(), 1);
 }
 
@@ -163,7 +186,10 @@ fn unknown_stream_id_is_fatal_on_first_connection() {
     o.stream_id = "nope".into();
     let r = run(o, start("0-0"), 4);
     let err = r.reader.join().unwrap_err();
-    assert!(err.to_string().contains("CONNECTOR_LIVE_STREAM_ID"), "{err}");
+    assert!(
+        err.to_string().contains("CONNECTOR_LIVE_STREAM_ID"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -202,7 +228,10 @@ fn request_carries_pycti_headers_and_encoded_recover() {
     assert_eq!(req.header("with-inferences"), Some("true"));
     assert_eq!(req.header("last-event-id"), Some("0-0"));
     assert_eq!(req.header("accept-encoding"), Some("identity"));
-    assert!(matches!(others.first(), Some(StreamItem::Connected(_))), "{others:?}");
+    assert!(
+        matches!(others.first(), Some(StreamItem::Connected(_))),
+        "{others:?}"
+    );
     drop(r.shutdown);
     r.reader.join().unwrap();
 }
@@ -215,7 +244,10 @@ fn gzip_stream_is_decoded() {
     let r = run(o, start("0-0"), 16);
     let mut others = Vec::new();
     assert_eq!(events(&r.rx, 5, &mut others), sim.event_ids());
-    assert_eq!(sim.stream_requests()[0].header("accept-encoding"), Some("gzip"));
+    assert_eq!(
+        sim.stream_requests()[0].header("accept-encoding"),
+        Some("gzip")
+    );
     drop(r.shutdown);
     r.reader.join().unwrap();
 }

@@ -101,7 +101,10 @@ impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiError::Transport { op, message } => {
-                write!(f, "OpenCTI GraphQL {op}: cannot reach the platform: {message}")
+                write!(
+                    f,
+                    "OpenCTI GraphQL {op}: cannot reach the platform: {message}"
+                )
             }
             ApiError::Status { op, status, body } => {
                 write!(f, "OpenCTI GraphQL {op}: HTTP {status}: {body}")
@@ -321,7 +324,10 @@ pub fn ping_variables(
 
 /// Whether a returned `connector_state` is empty (reset or never set).
 fn is_empty_state(s: Option<&str>) -> bool {
-    matches!(s.map(str::trim), None | Some("") | Some("null") | Some("{}"))
+    matches!(
+        s.map(str::trim),
+        None | Some("") | Some("null") | Some("{}")
+    )
 }
 
 /// Blocking GraphQL client. Cheap to clone (the agent is shared).
@@ -541,7 +547,10 @@ impl OpenCtiApi {
             Some(d) if d.is_object() => Ok(d),
             _ => Err(ApiError::Decode {
                 op,
-                message: format!("no `data` object in: {}", text.chars().take(200).collect::<String>()),
+                message: format!(
+                    "no `data` object in: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
             }),
         }
     }

@@ -115,7 +115,9 @@ pub enum Payload {
     Indicator(IndicatorData),
     BasedOn(BasedOn),
     /// Any other STIX type or relationship type (ignored by the connector, counted by the caller).
-    Other { stix_type: String },
+    Other {
+        stix_type: String,
+    },
 }
 
 /// Former values of the fields the connector cares about (update events only).
@@ -166,12 +168,19 @@ pub struct ConnectedInfo {
 pub enum Decoded {
     Event(Box<StreamEvent>),
     /// `heartbeat` or `consumer_metrics`: only the position matters.
-    Heartbeat { id: Option<String> },
+    Heartbeat {
+        id: Option<String>,
+    },
     Connected(ConnectedInfo),
     /// The platform will not honour `recover` (§8): stop sending it.
-    NoRecover { id: Option<String> },
+    NoRecover {
+        id: Option<String>,
+    },
     /// `merge` or an unknown event name: understood and ignored.
-    Ignored { id: Option<String>, event: String },
+    Ignored {
+        id: Option<String>,
+        event: String,
+    },
 }
 
 /// A create/update/delete frame whose payload cannot be used. Skip-and-record, never fatal.

@@ -30,8 +30,7 @@ pub struct TlsOptions {
 pub(crate) fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, String> {
     let mut b = ureq::tls::TlsConfig::builder().disable_verification(!tls.verify);
     if let Some(path) = &tls.ca_bundle {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
         let mut certs = Vec::new();
         for item in ureq::tls::parse_pem(&pem) {
             match item {

@@ -211,18 +211,14 @@ impl Framer {
                 p.event = Some(value.into_owned());
                 p.touched = true;
             }
-            b"id" => {
-                // WHATWG: an id containing NUL is ignored.
-                if !value.contains('\0') {
-                    p.id = Some(value.into_owned());
-                    p.touched = true;
-                }
+            // WHATWG: an id containing NUL is ignored.
+            b"id" if !value.contains('\0') => {
+                p.id = Some(value.into_owned());
+                p.touched = true;
             }
-            b"retry" => {
-                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                    p.retry = value.parse().ok();
-                    p.touched = true;
-                }
+            b"retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                p.retry = value.parse().ok();
+                p.touched = true;
             }
             _ => {} // unknown field: ignored
         }
@@ -328,14 +324,19 @@ mod tests {
     fn line_end_variants_give_the_same_frames() {
         let expected = vec![f(Some("1-0"), "create", "{}"), f(None, "heartbeat", "x")];
         for sep in ["\n", "\r\n", "\r"] {
-            let s = format!("id: 1-0{sep}event: create{sep}data: {{}}{sep}{sep}event: heartbeat{sep}data: x{sep}{sep}");
+            let s = format!(
+                "id: 1-0{sep}event: create{sep}data: {{}}{sep}{sep}event: heartbeat{sep}data: x{sep}{sep}"
+            );
             assert_eq!(frames(s.as_bytes()), expected, "separator {sep:?}");
         }
     }
 
     #[test]
     fn multi_line_data_is_joined_with_newline() {
-        assert_eq!(frames(b"data: a\ndata:b\ndata\n\n"), vec![f(None, "message", "a\nb\n")]);
+        assert_eq!(
+            frames(b"data: a\ndata:b\ndata\n\n"),
+            vec![f(None, "message", "a\nb\n")]
+        );
     }
 
     #[test]
@@ -345,7 +346,10 @@ mod tests {
 
     #[test]
     fn comments_and_unknown_fields_are_ignored() {
-        assert_eq!(frames(b": hello\n\n:x\nfoo: bar\ndata: d\n\n"), vec![f(None, "message", "d")]);
+        assert_eq!(
+            frames(b": hello\n\n:x\nfoo: bar\ndata: d\n\n"),
+            vec![f(None, "message", "d")]
+        );
     }
 
     #[test]
@@ -365,19 +369,31 @@ mod tests {
 
     #[test]
     fn bom_at_start_is_ignored() {
-        assert_eq!(frames(b"\xEF\xBB\xBFdata: a\n\n"), vec![f(None, "message", "a")]);
+        assert_eq!(
+            frames(b"\xEF\xBB\xBFdata: a\n\n"),
+            vec![f(None, "message", "a")]
+        );
     }
 
     #[test]
     fn invalid_utf8_is_replaced_not_fatal() {
-        assert_eq!(frames(b"data: a\xFFb\n\n"), vec![f(None, "message", "a\u{FFFD}b")]);
+        assert_eq!(
+            frames(b"data: a\xFFb\n\n"),
+            vec![f(None, "message", "a\u{FFFD}b")]
+        );
     }
 
     #[test]
     fn too_long_line_is_an_error_and_framer_recovers() {
         let mut fr = Framer::new(8);
-        assert!(matches!(fr.push(b"data: 0123456789"), Err(SseError::LineTooLong { limit: 8 })));
-        assert_eq!(fr.push(b"data: ok\n\n").unwrap(), vec![f(None, "message", "ok")]);
+        assert!(matches!(
+            fr.push(b"data: 0123456789"),
+            Err(SseError::LineTooLong { limit: 8 })
+        ));
+        assert_eq!(
+            fr.push(b"data: ok\n\n").unwrap(),
+            vec![f(None, "message", "ok")]
+        );
     }
 
     #[test]

@@ -340,7 +340,10 @@ enum End {
     /// Restart from a new position: reconnect at once.
     Restart(Checkpoint),
     /// Reconnect after a backoff; `reset_backoff` when the connection delivered frames.
-    Retry { reason: String, reset_backoff: bool },
+    Retry {
+        reason: String,
+        reset_backoff: bool,
+    },
     Fatal(StreamError),
 }
 
@@ -609,11 +612,7 @@ impl Reader {
             Ok(Decoded::Event(ev)) => match &ev.payload {
                 Payload::Other { stix_type } => {
                     c.ignored.fetch_add(1, Ordering::Relaxed);
-                    log::debug!(
-                        "event={} {}: {stix_type} ignored",
-                        ev.id,
-                        ev.kind.as_str()
-                    );
+                    log::debug!("event={} {}: {stix_type} ignored", ev.id, ev.kind.as_str());
                     StreamItem::Ignored {
                         id: Some(ev.id.clone()),
                         event: ev.kind.as_str().into(),

@@ -479,7 +479,10 @@ fn start_index(events: &[(String, ScenarioEvent)], pos: Option<&str>) -> usize {
 }
 
 fn handle_stream(shared: &Shared, mut conn: TcpStream, req: &Request) -> io::Result<()> {
-    let stream_id = req.path.trim_start_matches("/stream").trim_start_matches('/');
+    let stream_id = req
+        .path
+        .trim_start_matches("/stream")
+        .trim_start_matches('/');
     let fault = shared.lock().faults.pop_front().unwrap_or(ConnFault::None);
     let status = if !authorized(shared, req) || stream_id != shared.cfg.stream_id {
         401
@@ -503,7 +506,11 @@ fn handle_stream(shared: &Shared, mut conn: TcpStream, req: &Request) -> io::Res
     write!(
         conn,
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache, no-transform\r\nConnection: close\r\n{}\r\n",
-        if gzip { "Content-Encoding: gzip\r\n" } else { "" }
+        if gzip {
+            "Content-Encoding: gzip\r\n"
+        } else {
+            ""
+        }
     )?;
     conn.flush()?;
     let pos = query_param(&req.query, "from")
@@ -621,12 +628,7 @@ fn handle_graphql(shared: &Shared, conn: &mut TcpStream, req: &Request) -> io::R
     } else {
         graphql_answer(shared, &body)
     };
-    respond(
-        conn,
-        200,
-        "application/json",
-        answer.to_string().as_bytes(),
-    )
+    respond(conn, 200, "application/json", answer.to_string().as_bytes())
 }
 
 /// Register input fields known per platform version (GraphQL rejects unknown ones, §3.1).
@@ -662,18 +664,28 @@ fn graphql_answer(shared: &Shared, body: &Value) -> Value {
             .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())))
         {
             return graphql_error(
-                &format!("Variable \"$input\" got invalid value; Field \"{bad}\" is not defined by type \"RegisterConnectorInput\"."),
+                &format!(
+                    "Variable \"$input\" got invalid value; Field \"{bad}\" is not defined by type \"RegisterConnectorInput\"."
+                ),
                 "BAD_USER_INPUT",
             );
         }
-        let id = input.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+        let id = input
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let mut g = shared.lock();
         g.registered.push(input);
         let state = g.states.get(&id).cloned();
         return json!({"data": {"registerConnector": {"id": id, "connector_state": state}}});
     }
     if query.contains("pingConnector") {
-        let id = vars.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+        let id = vars
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let state = vars.get("state").and_then(Value::as_str).map(str::to_owned);
         let mut g = shared.lock();
         g.ping_count += 1;
