@@ -327,3 +327,28 @@ fn backpressure_holds_the_reader_without_losing_events() {
     drop(r.shutdown);
     r.reader.join().unwrap();
 }
+
+#[test]
+fn no_recover_stops_sending_the_recover_date() {
+    let cfg = OpenCtiSimConfig {
+        heartbeat: Duration::from_millis(50),
+        scenario: (0..2).map(indicator_event).collect(),
+        no_recover: true,
+        ..OpenCtiSimConfig::default()
+    };
+    let sim = serve("127.0.0.1:0", cfg).unwrap();
+    sim.push_faults([ConnFault::DropAfter(1)]);
+    let from = Checkpoint {
+        start_from: "0-0".into(),
+        recover_until: Some("2024-06-15T09:00:00Z".into()),
+    };
+    let r = run(opts(&sim), from, 16);
+    let mut others = Vec::new();
+    assert_eq!(events(&r.rx, 2, &mut others), sim.event_ids());
+    assert!(others.iter().any(|i| matches!(i, StreamItem::NoRecover { .. })));
+    let reqs = sim.stream_requests();
+    assert_eq!(reqs[0].query, "recover=2024-06-15T09%3A00%3A00Z");
+    assert_eq!(reqs[1].query, "");
+    drop(r.shutdown);
+    r.reader.join().unwrap();
+}

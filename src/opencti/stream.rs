@@ -131,8 +131,12 @@ pub enum StreamItem {
         event: String,
         reason: String,
     },
-    /// A create/update/delete that could not be decoded (skip and record).
+    /// A create/update/delete that could not be decoded (skip and record; `event_id` is the
+    /// position).
     Malformed(EventError),
+    /// The platform will not honour `recover` (`no-recover`, §8): the reader stops sending it and
+    /// the checkpoint should drop `recover_until`. `id`, when present, is a position.
+    NoRecover { id: Option<String> },
     /// The connection ended; the reader reconnects after `retry_in`.
     Disconnected { reason: String, retry_in: Duration },
 }
@@ -639,7 +643,7 @@ impl Reader {
                 if self.pos.recover_until.take().is_some() {
                     log::info!("live stream: platform will not recover; no longer sending recover");
                 }
-                StreamItem::Heartbeat { id: id? }
+                StreamItem::NoRecover { id }
             }
             Ok(Decoded::Ignored { id, event }) => {
                 c.ignored.fetch_add(1, Ordering::Relaxed);

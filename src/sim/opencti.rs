@@ -94,6 +94,8 @@ pub struct OpenCtiSimConfig {
     /// Epoch ms of the first event id.
     pub base_ms: u64,
     pub scenario: Vec<ScenarioEvent>,
+    /// Answer a `recover` request with a `no-recover` event (recent platforms, §8).
+    pub no_recover: bool,
 }
 
 impl Default for OpenCtiSimConfig {
@@ -105,6 +107,7 @@ impl Default for OpenCtiSimConfig {
             heartbeat: Duration::from_millis(200),
             base_ms: 1_718_445_600_000,
             scenario: Vec::new(),
+            no_recover: false,
         }
     }
 }
@@ -522,7 +525,8 @@ fn handle_stream(shared: &Shared, mut conn: TcpStream, req: &Request) -> io::Res
     } else {
         Box::new(conn)
     };
-    let res = stream_loop(shared, &mut *out, pos, fault);
+    let no_recover = shared.cfg.no_recover && query_param(&req.query, "recover").is_some();
+    let res = stream_loop(shared, &mut *out, pos, fault, no_recover);
     let _ = out.flush();
     drop(out);
     let _ = raw.shutdown(Shutdown::Both);
@@ -534,6 +538,7 @@ fn stream_loop(
     out: &mut dyn Write,
     pos: Option<String>,
     fault: ConnFault,
+    no_recover: bool,
 ) -> io::Result<()> {
     let (mut next, info) = {
         let g = shared.lock();
@@ -547,6 +552,9 @@ fn stream_loop(
         (next, info)
     };
     write!(out, "event: connected\ndata: {info}\n\n")?;
+    if no_recover {
+        write!(out, "event: no-recover\ndata: {{}}\n\n")?;
+    }
     out.flush()?;
     let mut last_id = pos.filter(|p| !p.is_empty());
     let mut sent = 0usize;
