@@ -345,7 +345,11 @@ fn no_recover_stops_sending_the_recover_date() {
     let r = run(opts(&sim), from, 16);
     let mut others = Vec::new();
     assert_eq!(events(&r.rx, 2, &mut others), sim.event_ids());
-    assert!(others.iter().any(|i| matches!(i, StreamItem::NoRecover { .. })));
+    assert!(
+        others
+            .iter()
+            .any(|i| matches!(i, StreamItem::NoRecover { .. }))
+    );
     let reqs = sim.stream_requests();
     assert_eq!(reqs[0].query, "recover=2024-06-15T09%3A00%3A00Z");
     assert_eq!(reqs[1].query, "");

@@ -448,6 +448,15 @@ impl Reader {
 
     /// Blocking send (backpressure) that gives way to shutdown/restart. `None` = sent.
     fn send(&self, item: StreamItem) -> Option<End> {
+        // Fast path without a copy; the blocking path below clones (it is waiting anyway).
+        let item = match self.items.try_send(item) {
+            Ok(()) => return None,
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                log::info!("live stream: consumer gone, stopping");
+                return Some(End::Stop);
+            }
+            Err(crossbeam_channel::TrySendError::Full(item)) => item,
+        };
         loop {
             if let Some(e) = self.control() {
                 return Some(e);

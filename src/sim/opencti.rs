@@ -134,6 +134,8 @@ impl StreamRequest {
 
 struct Inner {
     events: Vec<(String, ScenarioEvent)>,
+    /// Each event's SSE frame, rendered once.
+    wire: Vec<Arc<str>>,
     next_ms: u64,
     faults: VecDeque<ConnFault>,
     drop_every: Option<usize>,
@@ -174,6 +176,7 @@ pub fn serve(bind: &str, cfg: OpenCtiSimConfig) -> io::Result<OpenCtiSim> {
     let addr = listener.local_addr()?;
     let mut inner = Inner {
         events: Vec::new(),
+        wire: Vec::new(),
         next_ms: cfg.base_ms,
         faults: VecDeque::new(),
         drop_every: None,
@@ -188,6 +191,7 @@ pub fn serve(bind: &str, cfg: OpenCtiSimConfig) -> io::Result<OpenCtiSim> {
     };
     for ev in &cfg.scenario {
         let id = next_id(&mut inner);
+        inner.wire.push(render(&id, ev));
         inner.events.push((id, ev.clone()));
     }
     let shared = Arc::new(Shared {
@@ -220,6 +224,10 @@ pub fn serve(bind: &str, cfg: OpenCtiSimConfig) -> io::Result<OpenCtiSim> {
         shared,
         acceptor: Some(acceptor),
     })
+}
+
+fn render(id: &str, ev: &ScenarioEvent) -> Arc<str> {
+    format!("id: {id}\nevent: {}\ndata: {}\n\n", ev.event, ev.data).into()
 }
 
 /// Ids `<ms>-<seq>`: two events per millisecond so both parts of the id vary.
@@ -257,13 +265,13 @@ impl OpenCtiSim {
     pub fn append_event(&self, event: &str, data: Value) -> String {
         let mut g = self.shared.lock();
         let id = next_id(&mut g);
-        g.events.push((
-            id.clone(),
-            ScenarioEvent {
-                event: event.into(),
-                data,
-            },
-        ));
+        let ev = ScenarioEvent {
+            event: event.into(),
+            data,
+        };
+        let frame = render(&id, &ev);
+        g.wire.push(frame);
+        g.events.push((id.clone(), ev));
         drop(g);
         self.shared.changed.notify_all();
         id
@@ -587,10 +595,11 @@ fn stream_loop(
                 let _ = shared.changed.wait_timeout(g, delay);
                 g = shared.lock();
             }
-            let (id, ev) = g.events[next].clone();
+            let id = g.events[next].0.clone();
+            let frame = g.wire[next].clone();
             g.delivered = g.delivered.max(next + 1);
             drop(g);
-            write!(out, "id: {id}\nevent: {}\ndata: {}\n\n", ev.event, ev.data)?;
+            out.write_all(frame.as_bytes())?;
             out.flush()?;
             last_id = Some(id);
             next += 1;
