@@ -270,6 +270,9 @@ impl CheckpointStore {
     }
 }
 
+/// Default minimum time between two checkpoint file writes.
+pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
 struct WriterShared {
     latest: Option<LocalCheckpoint>,
     dirty: bool,

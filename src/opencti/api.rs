@@ -36,8 +36,9 @@ pub struct ApiOptions {
     pub max_retries: u32,
     /// First backoff delay; doubles per retry, with jitter, capped at 60 s.
     pub backoff: Duration,
-    /// Extra headers (`OPENCTI_CUSTOM_HEADERS`), sent on GraphQL calls only (like pycti).
-    pub custom_headers: Vec<(String, String)>,
+    /// Extra headers (`OPENCTI_CUSTOM_HEADERS`), sent on GraphQL calls only (like pycti). Values
+    /// may carry credentials, hence `Secret`.
+    pub custom_headers: Vec<(String, Secret)>,
 }
 
 impl ApiOptions {
@@ -494,7 +495,7 @@ impl OpenCtiApi {
             .header("Content-Type", "application/json")
             .header("Accept", "application/json");
         for (k, v) in &self.opts.custom_headers {
-            req = req.header(k, v);
+            req = req.header(k, v.expose());
         }
         let mut resp = req.send(body).map_err(|e| ApiError::Transport {
             op,

@@ -49,3 +49,38 @@ pub(crate) fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, Strin
 
 /// User-Agent for both agents.
 pub(crate) const USER_AGENT: &str = concat!("harfanglab-intel/", env!("CARGO_PKG_VERSION"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_strips_trailing_slashes() {
+        assert_eq!(base_url("https://octi.example//"), "https://octi.example");
+    }
+
+    #[test]
+    fn unreadable_or_empty_ca_bundle_is_a_clear_error() {
+        let missing = TlsOptions {
+            verify: true,
+            ca_bundle: Some("/nonexistent/ca.pem".into()),
+        };
+        assert!(
+            tls_config(&missing)
+                .unwrap_err()
+                .contains("/nonexistent/ca.pem")
+        );
+        let dir = std::env::temp_dir().join(format!("hli-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, b"not a certificate").unwrap();
+        let e = tls_config(&TlsOptions {
+            verify: true,
+            ca_bundle: Some(empty),
+        })
+        .unwrap_err();
+        assert!(e.contains("no certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(tls_config(&TlsOptions::default()).is_ok());
+    }
+}

@@ -564,7 +564,9 @@ impl Reader {
                     });
                 }
             };
-            delivered = true;
+            // Only a position (not a bare `connected`) proves the stream works: a server that
+            // accepts and closes at once keeps backing off.
+            delivered |= frame.id.is_some();
             if let Some(end) = self.handle_frame(frame) {
                 return end;
             }
