@@ -250,3 +250,34 @@ fn retries_give_up_after_the_limit() {
     assert!(matches!(e, ApiError::Status { status: 500, .. }));
     fail.assert();
 }
+
+#[test]
+fn custom_headers_are_sent() {
+    let mut server = mockito::Server::new();
+    let m = server
+        .mock("POST", "/graphql")
+        .match_header("x-tenant", "blue")
+        .with_body(r#"{"data":{"about":{"version":"6.8.0"}}}"#)
+        .create();
+    let mut o = ApiOptions::new(server.url(), Secret::new("tok-123"));
+    o.custom_headers = vec![("X-Tenant".into(), Secret::new("blue"))];
+    assert!(!format!("{o:?}").contains("blue"));
+    OpenCtiApi::new(o).unwrap().about().unwrap();
+    m.assert();
+}
+
+#[test]
+fn shutdown_interrupts_a_retry_backoff() {
+    let mut server = mockito::Server::new();
+    let _m = server.mock("POST", "/graphql").with_status(503).create();
+    let mut o = ApiOptions::new(server.url(), Secret::new("tok-123"));
+    o.backoff = Duration::from_secs(30);
+    let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+    let api = OpenCtiApi::new(o).unwrap().with_shutdown(rx);
+    let t = std::thread::spawn(move || api.about());
+    std::thread::park_timeout(Duration::from_millis(200));
+    let t0 = std::time::Instant::now();
+    drop(tx);
+    assert_eq!(t.join().unwrap().unwrap_err(), ApiError::Shutdown);
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
