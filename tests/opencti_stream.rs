@@ -177,6 +177,8 @@ fn bad_token_on_first_connection_is_fatal_and_names_the_setting() {
         "{msg}"
     );
     assert_eq!(sim.stream_requests().len(), 1);
+    // The reader dropped its sender: a consumer loop ends.
+    assert!(r.rx.recv_timeout(Duration::from_secs(1)).is_err());
 }
 
 #[test]

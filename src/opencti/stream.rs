@@ -233,7 +233,9 @@ pub struct StreamReader {
 impl StreamReader {
     /// Start reading from `start` (its `start_from` is sent as `Last-Event-ID`, its
     /// `recover_until` as `recover`). Items go to `items` (bounded: backpressure); the reader stops
-    /// when `shutdown` is disconnected (or receives a message) or `items` is disconnected.
+    /// when `shutdown` is disconnected (or receives a message) or `items` is disconnected. When
+    /// the thread ends it drops its `Sender`, so a consumer's receive loop ends; [`join`](Self::join)
+    /// then tells whether it was a fatal configuration error.
     pub fn spawn(
         opts: StreamOptions,
         start: Checkpoint,
