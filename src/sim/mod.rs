@@ -1,1 +1,3 @@
-//! TODO(owner): sim
+//! Simulators of the external systems (loopback servers for tests and demos).
+
+pub mod opencti;

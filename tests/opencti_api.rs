@@ -1,0 +1,283 @@
+//! The GraphQL client against mockito: exact request bodies, version-dependent inputs, the ping
+//! state format, reset detection, null indicators, errors and retries.
+
+use harfanglab_intel::opencti::api::{
+    ABOUT_QUERY, ApiError, ApiOptions, INDICATOR_QUERY, OpenCtiApi, PING_MUTATION_V5,
+    PING_MUTATION_V62, PingOutcome, PlatformVersion, REGISTER_MUTATION, Registration,
+};
+use harfanglab_intel::secret::Secret;
+use harfanglab_intel::state::Checkpoint;
+use mockito::Matcher;
+use serde_json::json;
+use std::time::Duration;
+
+fn api(server: &mockito::Server) -> OpenCtiApi {
+    let mut o = ApiOptions::new(format!("{}/", server.url()), Secret::new("tok-123"));
+    o.backoff = Duration::from_millis(5);
+    o.max_retries = 2;
+    o.timeout = Duration::from_secs(5);
+    OpenCtiApi::new(o).unwrap()
+}
+
+fn v(s: &str) -> Option<PlatformVersion> {
+    PlatformVersion::parse(s)
+}
+
+fn reg() -> Registration {
+    Registration {
+        id: "c0ffee00-0000-4000-8000-000000000001".into(),
+        name: "HarfangLab Intel".into(),
+        scope: vec!["harfanglab".into()],
+    }
+}
+
+#[test]
+fn about_sends_the_health_check_with_bearer_token() {
+    let mut server = mockito::Server::new();
+    let m = server
+        .mock("POST", "/graphql")
+        .match_header("authorization", "Bearer tok-123")
+        .match_header("content-type", "application/json")
+        .match_body(Matcher::Json(
+            json!({"query": ABOUT_QUERY, "variables": {}}),
+        ))
+        .with_body(r#"{"data":{"about":{"version":"6.8.10"}}}"#)
+        .create();
+    assert_eq!(api(&server).about().unwrap(), "6.8.10");
+    m.assert();
+}
+
+#[test]
+fn register_sends_only_the_fields_of_the_platform_version() {
+    let mut server = mockito::Server::new();
+    let base = json!({"id": reg().id, "name": "HarfangLab Intel", "type": "STREAM",
+        "scope": ["harfanglab"], "auto": false, "only_contextual": false, "playbook_compatible": false});
+    let mut v68 = base.clone();
+    v68["listen_callback_uri"] = json!(null);
+    v68["auto_update"] = json!(false);
+    v68["enrichment_resolution"] = json!("none");
+    let mut v65 = base.clone();
+    v65["listen_callback_uri"] = json!(null);
+    let answer = r#"{"data":{"registerConnector":{"id":"c0ffee00-0000-4000-8000-000000000001","connector_state":"{\"start_from\": \"5-0\", \"recover_until\": false}"}}}"#;
+    for (version, input) in [
+        ("5.12.3", &base),
+        ("6.4.1", &base),
+        ("6.5.0", &v65),
+        ("6.8.10", &v68),
+    ] {
+        let m = server
+            .mock("POST", "/graphql")
+            .match_body(Matcher::Json(
+                json!({"query": REGISTER_MUTATION, "variables": {"input": input}}),
+            ))
+            .with_body(answer)
+            .expect(1)
+            .create();
+        let r = api(&server).register_connector(&reg(), v(version)).unwrap();
+        assert_eq!(
+            r.connector_state.as_deref(),
+            Some(r#"{"start_from": "5-0", "recover_until": false}"#)
+        );
+        m.assert();
+        m.remove();
+    }
+}
+
+#[test]
+fn ping_state_is_python_json_and_connector_info_depends_on_version() {
+    let mut server = mockito::Server::new();
+    let cp = Checkpoint {
+        start_from: "1718445605000-0".into(),
+        recover_until: Some("2024-06-15T09:00:00Z".into()),
+    };
+    let state = r#"{"start_from": "1718445605000-0", "recover_until": "2024-06-15T09:00:00Z"}"#;
+    let answer = json!({"data":{"pingConnector":{"id":"c1","connector_state": state}}}).to_string();
+    let m62 = server
+        .mock("POST", "/graphql")
+        .match_body(Matcher::Json(json!({"query": PING_MUTATION_V62, "variables": {
+            "id": "c1", "state": state, "connectorInfo": {"run_and_terminate": false, "buffering": false,
+            "queue_threshold": 500.0, "queue_messages_size": 0.0, "next_run_datetime": null,
+            "last_run_datetime": null}}})))
+        .with_body(&answer)
+        .create();
+    let m5 = server
+        .mock("POST", "/graphql")
+        .match_body(Matcher::Json(
+            json!({"query": PING_MUTATION_V5, "variables": {"id": "c1", "state": state}}),
+        ))
+        .with_body(&answer)
+        .create();
+    let a = api(&server);
+    assert_eq!(
+        a.ping_connector("c1", Some(&cp), v("6.8.10")).unwrap(),
+        PingOutcome::Stored
+    );
+    assert_eq!(
+        a.ping_connector("c1", Some(&cp), v("5.12.0")).unwrap(),
+        PingOutcome::Stored
+    );
+    m62.assert();
+    m5.assert();
+}
+
+#[test]
+fn ping_detects_a_reset_from_the_ui_and_a_diverging_state() {
+    let mut server = mockito::Server::new();
+    let cp = Checkpoint {
+        start_from: "9-0".into(),
+        recover_until: None,
+    };
+    let a = api(&server);
+    let m = server
+        .mock("POST", "/graphql")
+        .with_body(r#"{"data":{"pingConnector":{"id":"c1","connector_state":""}}}"#)
+        .create();
+    assert_eq!(
+        a.ping_connector("c1", Some(&cp), v("6.8.0")).unwrap(),
+        PingOutcome::Reset
+    );
+    m.remove();
+    let m = server
+        .mock("POST", "/graphql")
+        .with_body(r#"{"data":{"pingConnector":{"id":"c1","connector_state":"{\"start_from\": \"1-0\"}"}}}"#)
+        .create();
+    assert!(matches!(
+        a.ping_connector("c1", Some(&cp), v("6.8.0")).unwrap(),
+        PingOutcome::Diverged(_)
+    ));
+    m.remove();
+    // Same position written by pycti without recover_until: not a divergence.
+    let _m = server
+        .mock("POST", "/graphql")
+        .with_body(r#"{"data":{"pingConnector":{"id":"c1","connector_state":"{\"start_from\":\"9-0\",\"recover_until\":false}"}}}"#)
+        .create();
+    assert_eq!(
+        a.ping_connector("c1", Some(&cp), v("6.8.0")).unwrap(),
+        PingOutcome::Stored
+    );
+}
+
+#[test]
+fn indicator_null_is_none_and_a_full_answer_is_translated() {
+    let mut server = mockito::Server::new();
+    let a = api(&server);
+    let m = server
+        .mock("POST", "/graphql")
+        .match_body(Matcher::Json(
+            json!({"query": INDICATOR_QUERY, "variables": {"id": "indicator--gone"}}),
+        ))
+        .with_body(r#"{"data":{"indicator":null}}"#)
+        .create();
+    assert_eq!(a.indicator("indicator--gone").unwrap(), None);
+    m.assert();
+    let _m = server
+        .mock("POST", "/graphql")
+        .match_body(Matcher::PartialJson(json!({"variables": {"id": "indicator--0f4a"}})))
+        .with_body(r#"{"data":{"indicator":{"id":"3d2b","standard_id":"indicator--0f4a","entity_type":"Indicator",
+            "name":"1.2.3.4","description":"C2 server","pattern_type":"stix","pattern":"[ipv4-addr:value = '1.2.3.4']",
+            "confidence":75,"x_opencti_score":80,"x_mitre_platforms":["windows",null],"revoked":false,
+            "valid_from":"2024-06-15T10:00:00.000Z","valid_until":null,
+            "observables":{"edges":[{"node":{"id":"9a8b","standard_id":null,"entity_type":"IPv4-Addr","observable_value":"1.2.3.4"}}]}}}}"#)
+        .create();
+    let i = a
+        .indicator("indicator--0f4a")
+        .unwrap()
+        .unwrap()
+        .to_translate();
+    assert_eq!(i.id, "3d2b");
+    assert_eq!(i.standard_id.as_deref(), Some("indicator--0f4a"));
+    assert_eq!(i.score, Some(80));
+    assert_eq!(i.platforms, ["windows"]);
+    assert_eq!(i.observables.len(), 1);
+    assert_eq!(i.observables[0].value, "1.2.3.4");
+}
+
+#[test]
+fn graphql_errors_become_typed_errors_with_the_message() {
+    let mut server = mockito::Server::new();
+    let _m = server
+        .mock("POST", "/graphql")
+        .with_body(r#"{"errors":[{"message":"Field \"auto_update\" is not defined","extensions":{"code":"BAD_USER_INPUT"}}],"data":null}"#)
+        .create();
+    let e = api(&server).about().unwrap_err();
+    assert!(matches!(e, ApiError::Graphql { .. }));
+    assert!(e.to_string().contains("auto_update"), "{e}");
+    assert!(!e.is_retryable());
+}
+
+#[test]
+fn auth_errors_are_fatal_and_do_not_leak_the_token() {
+    let mut server = mockito::Server::new();
+    let _m = server.mock("POST", "/graphql").with_status(401).create();
+    let e = api(&server).about().unwrap_err();
+    assert!(e.is_fatal());
+    assert!(e.to_string().contains("OPENCTI_TOKEN") && !e.to_string().contains("tok-123"));
+    let mut server = mockito::Server::new();
+    let _m = server
+        .mock("POST", "/graphql")
+        .with_body(r#"{"errors":[{"message":"You must be logged in","extensions":{"code":"AUTH_REQUIRED"}}]}"#)
+        .create();
+    assert!(api(&server).about().unwrap_err().is_fatal());
+}
+
+#[test]
+fn server_errors_are_retried_with_backoff() {
+    let mut server = mockito::Server::new();
+    let fail = server
+        .mock("POST", "/graphql")
+        .with_status(503)
+        .expect(2)
+        .create();
+    let ok = server
+        .mock("POST", "/graphql")
+        .with_body(r#"{"data":{"about":{"version":"6.0.0"}}}"#)
+        .expect(1)
+        .create();
+    assert_eq!(api(&server).about().unwrap(), "6.0.0");
+    fail.assert();
+    ok.assert();
+}
+
+#[test]
+fn retries_give_up_after_the_limit() {
+    let mut server = mockito::Server::new();
+    let fail = server
+        .mock("POST", "/graphql")
+        .with_status(500)
+        .expect(3)
+        .create();
+    let e = api(&server).about().unwrap_err();
+    assert!(matches!(e, ApiError::Status { status: 500, .. }));
+    fail.assert();
+}
+
+#[test]
+fn custom_headers_are_sent() {
+    let mut server = mockito::Server::new();
+    let m = server
+        .mock("POST", "/graphql")
+        .match_header("x-tenant", "blue")
+        .with_body(r#"{"data":{"about":{"version":"6.8.0"}}}"#)
+        .create();
+    let mut o = ApiOptions::new(server.url(), Secret::new("tok-123"));
+    o.custom_headers = vec![("X-Tenant".into(), Secret::new("blue"))];
+    assert!(!format!("{o:?}").contains("blue"));
+    OpenCtiApi::new(o).unwrap().about().unwrap();
+    m.assert();
+}
+
+#[test]
+fn shutdown_interrupts_a_retry_backoff() {
+    let mut server = mockito::Server::new();
+    let _m = server.mock("POST", "/graphql").with_status(503).create();
+    let mut o = ApiOptions::new(server.url(), Secret::new("tok-123"));
+    o.backoff = Duration::from_secs(30);
+    let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+    let api = OpenCtiApi::new(o).unwrap().with_shutdown(rx);
+    let t = std::thread::spawn(move || api.about());
+    std::thread::park_timeout(Duration::from_millis(200));
+    let t0 = std::time::Instant::now();
+    drop(tx);
+    assert_eq!(t.join().unwrap().unwrap_err(), ApiError::Shutdown);
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
