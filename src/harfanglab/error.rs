@@ -20,9 +20,17 @@ pub enum HarfangLabError {
     /// 400 whose body says the object already exists (IOC uniqueness or Sigma id clash).
     AlreadyExists { op: String, body: String },
     /// A Sigma/Yara import answered `{"status": [...]}` with a failed (or no) entry.
-    RuleRejected { op: String, code: Option<u16>, message: String },
+    RuleRejected {
+        op: String,
+        code: Option<u16>,
+        message: String,
+    },
     /// 429 or 5xx that stayed after every retry, or any other unexpected status.
-    Status { op: String, status: u16, body: String },
+    Status {
+        op: String,
+        status: u16,
+        body: String,
+    },
     /// The answer was not the JSON we expect.
     Decode { op: String, detail: String },
     /// The process is shutting down; a retry wait was interrupted.
