@@ -727,8 +727,16 @@ impl Client {
             message,
         };
         if first.status == Some(false) {
-            let message = first.content.as_deref().unwrap_or("no reason given");
-            return Err(rejected(excerpt(message)));
+            let message = excerpt(first.content.as_deref().unwrap_or("no reason given"));
+            // A Sigma id clash (re-posting a rule without `overwrite`) is reported in the
+            // envelope; the sync layer treats it like the IOC duplicate (find + update).
+            if message.to_ascii_lowercase().contains("already exists") {
+                return Err(HarfangLabError::AlreadyExists {
+                    op: label.to_owned(),
+                    body: message,
+                });
+            }
+            return Err(rejected(message));
         }
         let Some(id) = first.id.clone().filter(|id| !id.is_empty()) else {
             return Err(rejected("the import status holds no object id".to_owned()));

@@ -1,1 +1,4 @@
-//! TODO(owner): sim
+//! Simulators of the external services, for tests, benchmarks and local runs
+//! (`harfanglab`: an in-memory HarfangLab threat-intel server).
+
+pub mod harfanglab;
