@@ -127,7 +127,10 @@ fn create_ioc_sends_the_exact_request_and_reads_201() {
     mock.assert();
     assert_eq!(rule.id, "rule-1");
     assert_eq!(rule.ioc_type, "ip_both");
-    assert_eq!(client.stats().requests(Op::CreateIoc, StatusClass::Success), 1);
+    assert_eq!(
+        client.stats().requests(Op::CreateIoc, StatusClass::Success),
+        1
+    );
 }
 
 #[test]
@@ -139,7 +142,10 @@ fn create_ioc_accepts_200_too() {
         .with_body(ioc_json("rule-2").to_string())
         .create();
     let (client, _tx) = client(&server);
-    assert_eq!(client.create_ioc(&ioc_body()).expect("created").id, "rule-2");
+    assert_eq!(
+        client.create_ioc(&ioc_body()).expect("created").id,
+        "rule-2"
+    );
 }
 
 #[test]
@@ -148,13 +154,18 @@ fn duplicate_ioc_is_already_exists_and_not_retried() {
     let mock = server
         .mock("POST", format!("{TI}/IOCRule/").as_str())
         .with_status(400)
-        .with_body(r#"{"__all__": ["['Ioc rule with this Type, Value and Source already exists.']"]}"#)
+        .with_body(
+            r#"{"__all__": ["['Ioc rule with this Type, Value and Source already exists.']"]}"#,
+        )
         .expect(1)
         .create();
     let (client, _tx) = client(&server);
     let err = client.create_ioc(&ioc_body()).unwrap_err();
     mock.assert();
-    assert!(matches!(err, HarfangLabError::AlreadyExists { .. }), "{err:?}");
+    assert!(
+        matches!(err, HarfangLabError::AlreadyExists { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("already exists"));
 }
 
@@ -208,7 +219,9 @@ fn unauthorized_and_forbidden_are_fatal_with_the_detail() {
     assert!(err.is_fatal());
     assert!(err.to_string().contains("HARFANGLAB_INTEL_TOKEN"));
     let err = client.delete_ioc("r2").unwrap_err();
-    assert!(matches!(&err, HarfangLabError::Forbidden { detail, .. } if detail.contains("permission")));
+    assert!(
+        matches!(&err, HarfangLabError::Forbidden { detail, .. } if detail.contains("permission"))
+    );
     assert!(err.is_fatal());
     m401.assert();
     m403.assert();
@@ -220,13 +233,21 @@ fn update_patches_the_slashed_detail_path() {
     let mock = server
         .mock("PATCH", format!("{TI}/IOCRule/rule-1/").as_str())
         .match_header("authorization", format!("Token {TOKEN}").as_str())
-        .match_body(Matcher::PartialJson(json!({"enabled": true, "type": "ip_both"})))
+        .match_body(Matcher::PartialJson(
+            json!({"enabled": true, "type": "ip_both"}),
+        ))
         .with_status(200)
         .with_body(ioc_json("rule-1").to_string())
         .expect(1)
         .create();
     let (client, _tx) = client(&server);
-    assert_eq!(client.update_ioc("rule-1", &ioc_body()).expect("updated").id, "rule-1");
+    assert_eq!(
+        client
+            .update_ioc("rule-1", &ioc_body())
+            .expect("updated")
+            .id,
+        "rule-1"
+    );
     mock.assert();
 }
 
@@ -239,7 +260,11 @@ fn delete_accepts_204_200_and_404() {
             server
                 .mock("DELETE", format!("{TI}/IOCRule/{id}/").as_str())
                 .with_status(status)
-                .with_body(if status == 404 { r#"{"detail": "Not found."}"# } else { "" })
+                .with_body(if status == 404 {
+                    r#"{"detail": "Not found."}"#
+                } else {
+                    ""
+                })
                 .expect(1)
                 .create(),
         );
@@ -263,7 +288,8 @@ fn delete_accepts_204_200_and_404() {
 #[test]
 fn find_ioc_filters_on_the_server_and_rechecks_locally() {
     let mut server = mockito::Server::new();
-    let other_type = json!({"id": "x", "source_id": "src-1", "type": "ip_src", "value": "77.91.78.118"});
+    let other_type =
+        json!({"id": "x", "source_id": "src-1", "type": "ip_src", "value": "77.91.78.118"});
     let mock = server
         .mock("GET", format!("{TI}/IOCRule/").as_str())
         .match_query(Matcher::AllOf(vec![
@@ -315,9 +341,18 @@ fn pagination_follows_absolute_relative_and_null_next() {
     let base = server.url();
     let rule = |i: usize| json!({"id": format!("r{i}"), "name": "dup", "content": "rule a {condition: true}", "source_id": "y-1"});
     let pages = [
-        (0, json!({"count": 5, "next": format!("{base}{TI}/YaraFile/?limit=2&offset=2"), "previous": null, "results": [rule(0), rule(1)]})),
-        (2, json!({"count": 5, "next": format!("{TI}/YaraFile/?limit=2&offset=4"), "previous": "x", "results": [rule(2), rule(3)]})),
-        (4, json!({"count": 5, "next": null, "previous": "x", "results": [rule(4)]})),
+        (
+            0,
+            json!({"count": 5, "next": format!("{base}{TI}/YaraFile/?limit=2&offset=2"), "previous": null, "results": [rule(0), rule(1)]}),
+        ),
+        (
+            2,
+            json!({"count": 5, "next": format!("{TI}/YaraFile/?limit=2&offset=4"), "previous": "x", "results": [rule(2), rule(3)]}),
+        ),
+        (
+            4,
+            json!({"count": 5, "next": null, "previous": "x", "results": [rule(4)]}),
+        ),
     ];
     let mut mocks = Vec::new();
     for (offset, body) in pages {
@@ -357,7 +392,9 @@ fn listing_stops_at_the_cap() {
         .mock("GET", format!("{TI}/SigmaRule/").as_str())
         .match_query(Matcher::Any)
         .with_status(200)
-        .with_body(json!({"count": 1000, "next": "/more", "results": [rule(0), rule(1)]}).to_string())
+        .with_body(
+            json!({"count": 1000, "next": "/more", "results": [rule(0), rule(1)]}).to_string(),
+        )
         .expect(2)
         .create();
     let mut opts = options(&server.url());
@@ -391,7 +428,9 @@ fn sigma_create_reads_the_status_envelope() {
         .expect(1)
         .create();
     let (client, _tx) = client(&server);
-    let rule = client.create_rule(RuleKind::Sigma, &rule_body()).expect("created");
+    let rule = client
+        .create_rule(RuleKind::Sigma, &rule_body())
+        .expect("created");
     mock.assert();
     assert_eq!(rule.id, "5c6b4a0e-6e4c-4f0b-9d1a-2b3c4d5e6f70");
     assert_eq!(rule.name, "Suspicious PowerShell");
@@ -413,7 +452,9 @@ fn yara_create_with_201_and_only_an_id_is_fetched_back() {
         .expect(1)
         .create();
     let (client, _tx) = client(&server);
-    let rule = client.create_rule(RuleKind::Yara, &rule_body()).expect("created");
+    let rule = client
+        .create_rule(RuleKind::Yara, &rule_body())
+        .expect("created");
     get.assert();
     assert_eq!(rule.rule_names, vec!["a"]);
 }
@@ -430,8 +471,12 @@ fn rejected_and_empty_envelopes_are_rule_rejected() {
             .expect(1)
             .create()
     };
-    let m = post(r#"{"status": [{"status": false, "code": 400, "content": "Invalid Sigma rule: missing title"}]}"#);
-    let err = client.create_rule(RuleKind::Sigma, &rule_body()).unwrap_err();
+    let m = post(
+        r#"{"status": [{"status": false, "code": 400, "content": "Invalid Sigma rule: missing title"}]}"#,
+    );
+    let err = client
+        .create_rule(RuleKind::Sigma, &rule_body())
+        .unwrap_err();
     m.assert();
     m.remove();
     assert_eq!(
@@ -443,14 +488,26 @@ fn rejected_and_empty_envelopes_are_rule_rejected() {
         }
     );
     let m = post(r#"{"status": []}"#);
-    let err = client.create_rule(RuleKind::Sigma, &rule_body()).unwrap_err();
+    let err = client
+        .create_rule(RuleKind::Sigma, &rule_body())
+        .unwrap_err();
     m.assert();
     m.remove();
-    assert!(matches!(err, HarfangLabError::RuleRejected { code: None, .. }), "{err:?}");
-    let m = post(r#"{"status": [{"status": false, "code": 400, "content": "Sigma rule with this id already exists."}]}"#);
-    let err = client.create_rule(RuleKind::Sigma, &rule_body()).unwrap_err();
+    assert!(
+        matches!(err, HarfangLabError::RuleRejected { code: None, .. }),
+        "{err:?}"
+    );
+    let m = post(
+        r#"{"status": [{"status": false, "code": 400, "content": "Sigma rule with this id already exists."}]}"#,
+    );
+    let err = client
+        .create_rule(RuleKind::Sigma, &rule_body())
+        .unwrap_err();
     m.assert();
-    assert!(matches!(err, HarfangLabError::AlreadyExists { .. }), "{err:?}");
+    assert!(
+        matches!(err, HarfangLabError::AlreadyExists { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -462,7 +519,10 @@ fn get_rule_is_none_on_404() {
         .with_body(r#"{"detail": "Not found."}"#)
         .create();
     let (client, _tx) = client(&server);
-    assert_eq!(client.get_rule(RuleKind::Sigma, "gone").expect("answered"), None);
+    assert_eq!(
+        client.get_rule(RuleKind::Sigma, "gone").expect("answered"),
+        None
+    );
 }
 
 #[test]
@@ -481,7 +541,10 @@ fn server_errors_are_retried_then_succeed() {
         .expect(1)
         .create();
     let (client, _tx) = client(&server);
-    assert_eq!(client.create_ioc(&ioc_body()).expect("created").id, "rule-1");
+    assert_eq!(
+        client.create_ioc(&ioc_body()).expect("created").id,
+        "rule-1"
+    );
     fail.assert();
     ok.assert();
     let stats = client.stats();
@@ -572,7 +635,11 @@ fn shutdown_interrupts_a_backoff_promptly() {
     let start = Instant::now();
     drop(tx);
     let result = worker.join().expect("worker thread");
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(
         result.unwrap_err(),
         HarfangLabError::ShuttingDown {
@@ -592,10 +659,18 @@ fn connection_refused_is_unreachable_after_retries() {
     };
     let (client, _tx) = client_with(options(&format!("http://127.0.0.1:{port}")));
     let err = client.delete_ioc("x").unwrap_err();
-    assert!(matches!(err, HarfangLabError::Unreachable { .. }), "{err:?}");
+    assert!(
+        matches!(err, HarfangLabError::Unreachable { .. }),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
     assert_eq!(client.stats().retries(), 3);
-    assert_eq!(client.stats().requests(Op::DeleteIoc, StatusClass::Transport), 4);
+    assert_eq!(
+        client
+            .stats()
+            .requests(Op::DeleteIoc, StatusClass::Transport),
+        4
+    );
 }
 
 #[test]
@@ -653,7 +728,10 @@ fn probe_reads_the_version_then_checks_the_token() {
 
 #[test]
 fn probe_separates_bad_token_and_missing_permission() {
-    for (status, detail) in [(401, "Invalid token."), (403, "You do not have permission to perform this action.")] {
+    for (status, detail) in [
+        (401, "Invalid token."),
+        (403, "You do not have permission to perform this action."),
+    ] {
         let mut server = mockito::Server::new();
         server.mock("GET", "/api/version").with_status(404).create();
         server
@@ -666,7 +744,10 @@ fn probe_separates_bad_token_and_missing_permission() {
         let (client, _tx) = client(&server);
         let err = client.probe().unwrap_err();
         match status {
-            401 => assert!(matches!(err, HarfangLabError::Unauthorized { .. }), "{err:?}"),
+            401 => assert!(
+                matches!(err, HarfangLabError::Unauthorized { .. }),
+                "{err:?}"
+            ),
             _ => assert!(matches!(err, HarfangLabError::Forbidden { .. }), "{err:?}"),
         }
         assert!(err.to_string().contains(detail));
@@ -678,7 +759,10 @@ fn ensure_source_refinds_after_losing_a_creation_race() {
     let mut server = mockito::Server::new();
     let empty = server
         .mock("GET", format!("{TI}/IOCSource/").as_str())
-        .match_query(Matcher::UrlEncoded("name__exact".into(), "from_OpenCTI".into()))
+        .match_query(Matcher::UrlEncoded(
+            "name__exact".into(),
+            "from_OpenCTI".into(),
+        ))
         .with_status(200)
         .with_body(r#"{"count": 0, "next": null, "results": []}"#)
         .expect(1)
@@ -719,7 +803,9 @@ fn disabling_tls_verification_warns_at_construction() {
     assert_eq!(client.base_url(), "https://hl.invalid:8443");
     let lines = logs().0.lock().expect("log lines").clone();
     assert!(
-        lines.iter().any(|l| l.starts_with("WARN") && l.contains("DISABLED") && l.contains("hl.invalid")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("WARN") && l.contains("DISABLED") && l.contains("hl.invalid")),
         "{lines:?}"
     );
 }

@@ -850,6 +850,10 @@ impl Shared {
                 return reply;
             }
         }
+        // Serializer validation (400) comes before the import itself (envelope).
+        if let Some(reply) = validate_rule(state, res, &body) {
+            return reply;
+        }
         let name = str_of(&body, "name").to_owned();
         let content = str_of(&body, "content").to_owned();
         let overwrite = body
@@ -1194,6 +1198,12 @@ fn validate_rule(state: &State, res: Res, obj: &Map<String, Value>) -> Option<Re
     let name = str_of(obj, "name");
     if name.is_empty() {
         return Some(Reply::field("name", "This field may not be blank."));
+    }
+    if name.chars().count() > 100 {
+        return Some(Reply::field(
+            "name",
+            "Ensure this field has no more than 100 characters.",
+        ));
     }
     if str_of(obj, "content").trim().is_empty() {
         return Some(Reply::field("content", "This field may not be blank."));
