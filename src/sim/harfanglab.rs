@@ -88,7 +88,8 @@ pub struct Faults {
     pub throttle_rate: f64,
     /// `Retry-After` seconds sent with a 429 (`None`: no header).
     pub retry_after_secs: Option<u64>,
-    /// Outage: every request is answered 503 with `Connection: close`.
+    /// Outage: every request is answered 503. (tiny_http cannot drop a connection on purpose;
+    /// for "connection refused", shut the simulator down.)
     pub down: bool,
 }
 
@@ -648,10 +649,10 @@ impl Shared {
     fn inject_faults(&self) -> Option<Reply> {
         let faults = lock(&self.faults).clone();
         if faults.down {
-            return Some(
-                Reply::detail(503, "Service unavailable (simulated outage).")
-                    .header("Connection", "close".to_owned()),
-            );
+            return Some(Reply::detail(
+                503,
+                "Service unavailable (simulated outage).",
+            ));
         }
         if !faults.latency.is_zero() {
             match self.stop_rx.recv_timeout(faults.latency) {
