@@ -40,7 +40,7 @@ fn throughput(latency: Duration, threads: usize) -> (u64, f64) {
     let sim = serve(
         "127.0.0.1:0",
         SimConfig {
-            handler_threads: 32,
+            max_connections: 32,
             faults: Faults {
                 latency,
                 ..Faults::default()

@@ -21,7 +21,7 @@ fn sim_with(config: SimConfig) -> HarfangLabSim {
 
 fn lenient() -> HarfangLabSim {
     sim_with(SimConfig {
-        handler_threads: 4,
+        max_connections: 64,
         ..SimConfig::default()
     })
 }
@@ -194,7 +194,7 @@ fn ioc_values_and_fields_are_validated() {
     assert!(bad.body["hl_status"].is_array(), "{:?}", bad.body);
     let strict = sim_with(SimConfig {
         accept_sha512: false,
-        handler_threads: 1,
+        max_connections: 64,
         ..SimConfig::default()
     });
     let s2 = strict.add_source(SourceKind::Ioc, "s");
@@ -332,7 +332,7 @@ fn yara_files_get_rule_names_and_search() {
 fn strict_mode_redirects_slashless_paths() {
     let sim = sim_with(SimConfig {
         strict: true,
-        handler_threads: 2,
+        max_connections: 64,
         ..SimConfig::default()
     });
     let slashless = format!("{TI}/IOCSource?name__exact=x");
@@ -423,7 +423,7 @@ fn lists_paginate_with_limit_offset_and_next() {
 
     let relative = sim_with(SimConfig {
         absolute_next: false,
-        handler_threads: 1,
+        max_connections: 64,
         ..SimConfig::default()
     });
     let s = relative.add_source(SourceKind::Ioc, "s");
@@ -488,6 +488,17 @@ fn faults_are_injected_at_runtime() {
     });
     assert_eq!(call(&sim, "GET", &path, None).status, 503);
     sim.set_faults(Faults {
+        hangup: true,
+        ..Faults::default()
+    });
+    let (client, _tx) = client_for(&sim);
+    let err = client.probe().unwrap_err();
+    assert!(
+        matches!(err, HarfangLabError::Unreachable { .. }),
+        "{err:?}"
+    );
+    assert_eq!(client.stats().retries(), 10);
+    sim.set_faults(Faults {
         throttle_rate: 1.0,
         retry_after_secs: Some(7),
         ..Faults::default()
@@ -503,7 +514,7 @@ fn faults_are_injected_at_runtime() {
     let run = || {
         let sim = sim_with(SimConfig {
             seed: 42,
-            handler_threads: 1,
+            max_connections: 64,
             faults: Faults {
                 error_rate: 0.5,
                 ..Faults::default()
@@ -621,7 +632,7 @@ fn client_for(sim: &HarfangLabSim) -> (Client, crossbeam_channel::Sender<()>) {
 fn strict_sim() -> HarfangLabSim {
     sim_with(SimConfig {
         strict: true,
-        handler_threads: 4,
+        max_connections: 64,
         ..SimConfig::default()
     })
 }
@@ -787,7 +798,7 @@ fn client_full_lifecycle_on_a_strict_server() {
 fn client_rides_out_injected_faults() {
     let sim = sim_with(SimConfig {
         seed: 7,
-        handler_threads: 4,
+        max_connections: 64,
         faults: Faults {
             error_rate: 0.2,
             throttle_rate: 0.2,

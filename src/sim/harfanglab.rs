@@ -1,4 +1,4 @@
-//! An in-memory HarfangLab threat-intel server (tiny_http) for tests, benchmarks and local runs:
+//! An in-memory HarfangLab threat-intel server (over `sim::http`) for tests, benchmarks and local runs:
 //! source lists, IOC rules, Sigma rules and Yara files as `docs/harfanglab-api.md` describes them,
 //! with DRF-style pagination and errors, Django's trailing-slash redirect (`strict` mode),
 //! server-side parsing of Sigma/YARA content, fault injection and request counters.
@@ -9,21 +9,18 @@
 //! are unique case-insensitively; CIDR ranges and SHA-512 are switchable. Not a product
 //! component: it never talks to anything but its own clients.
 
+use super::http::{self, HttpRequest, HttpResponse, HttpServer};
 use crate::harfanglab::model::{IocRule, RemoteRule, SourceKind, SourceList};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use log::{debug, warn};
+use log::debug;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TI_PREFIX: &str = "/api/data/threat_intelligence";
-/// Largest request body read; bigger bodies are cut (and fail to parse).
-const MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;
 
 /// How the simulated server behaves. `Default` is a lenient server on token `sim-token`.
 #[derive(Clone, Debug)]
@@ -43,8 +40,9 @@ pub struct SimConfig {
     pub accept_sha512: bool,
     /// Accept CIDR ranges for `ip_*` IOCs.
     pub accept_cidr: bool,
-    /// Request handler threads sharing the listener (latency must not serialise requests).
-    pub handler_threads: usize,
+    /// Most simultaneous connections; each is served on its own thread, so injected latency
+    /// never serialises requests (more get a 503).
+    pub max_connections: usize,
     /// `limit` when the query has none.
     pub default_page_size: usize,
     /// Largest `limit` honoured.
@@ -67,7 +65,7 @@ impl Default for SimConfig {
             version_requires_auth: false,
             accept_sha512: true,
             accept_cidr: true,
-            handler_threads: 32,
+            max_connections: 256,
             default_page_size: 100,
             max_page_size: 10_000,
             absolute_next: true,
@@ -88,9 +86,11 @@ pub struct Faults {
     pub throttle_rate: f64,
     /// `Retry-After` seconds sent with a 429 (`None`: no header).
     pub retry_after_secs: Option<u64>,
-    /// Outage: every request is answered 503. (tiny_http cannot drop a connection on purpose;
-    /// for "connection refused", shut the simulator down.)
+    /// Outage: every request is answered 503.
     pub down: bool,
+    /// Broken network: every connection is closed without an answer (checked before `down`).
+    /// For "connection refused", shut the simulator down.
+    pub hangup: bool,
 }
 
 /// The six resources under `/api/data/threat_intelligence/`.
@@ -220,11 +220,10 @@ impl State {
 
 struct Shared {
     config: SimConfig,
-    base_url: String,
+    base_url: OnceLock<String>,
     faults: Mutex<Faults>,
     dice: Mutex<fastrand::Rng>,
     state: Mutex<State>,
-    stopping: AtomicBool,
     /// Disconnected at shutdown: ends latency waits.
     stop_rx: Receiver<()>,
 }
@@ -232,9 +231,8 @@ struct Shared {
 /// A running simulator. Stops on [`HarfangLabSim::shutdown`] or drop.
 pub struct HarfangLabSim {
     shared: Arc<Shared>,
-    server: Arc<tiny_http::Server>,
+    server: HttpServer,
     addr: SocketAddr,
-    threads: Mutex<Vec<JoinHandle<()>>>,
     stop_tx: Mutex<Option<Sender<()>>>,
 }
 
@@ -243,45 +241,30 @@ pub type SimHandle = HarfangLabSim;
 
 /// Start a simulator on `bind` (`"127.0.0.1:0"` for an ephemeral port).
 pub fn serve(bind: &str, config: SimConfig) -> io::Result<HarfangLabSim> {
-    let server = tiny_http::Server::http(bind).map_err(|e| io::Error::other(e.to_string()))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| io::Error::other("the simulator needs a TCP address"))?;
-    let server = Arc::new(server);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let max_connections = config.max_connections;
     let shared = Arc::new(Shared {
-        base_url: format!("http://{addr}"),
+        base_url: OnceLock::new(),
         faults: Mutex::new(config.faults.clone()),
         dice: Mutex::new(fastrand::Rng::with_seed(config.seed)),
         state: Mutex::new(State::default()),
-        stopping: AtomicBool::new(false),
         stop_rx,
         config,
     });
-    let mut threads = Vec::new();
-    for i in 0..shared.config.handler_threads.max(1) {
-        let server = Arc::clone(&server);
-        let shared = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name(format!("hl-sim-{i}"))
-            .spawn(move || {
-                loop {
-                    match server.recv() {
-                        Ok(request) => handle(&shared, request),
-                        Err(_) if shared.stopping.load(Ordering::SeqCst) => break,
-                        Err(e) => debug!("simulator: accept failed: {e}"),
-                    }
-                }
-            })?;
-        threads.push(handle);
-    }
+    let handler_shared = Arc::clone(&shared);
+    let server = http::start(
+        bind,
+        "hl-sim",
+        max_connections,
+        Arc::new(move |request| handle(&handler_shared, request)),
+    )?;
+    let addr = server.addr();
+    let _ = shared.base_url.set(format!("http://{addr}"));
     debug!("HarfangLab simulator listening on {addr}");
     Ok(HarfangLabSim {
         shared,
         server,
         addr,
-        threads: Mutex::new(threads),
         stop_tx: Mutex::new(Some(stop_tx)),
     })
 }
@@ -294,7 +277,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl HarfangLabSim {
     /// `http://127.0.0.1:<port>`
     pub fn base_url(&self) -> &str {
-        &self.shared.base_url
+        self.shared.base_url()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -306,19 +289,10 @@ impl HarfangLabSim {
         &self.shared.config.token
     }
 
-    /// Stop accepting, end latency waits and join the handler threads. Idempotent.
+    /// Stop accepting, end latency waits, close connections and join their threads. Idempotent.
     pub fn shutdown(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
         lock(&self.stop_tx).take();
-        let threads: Vec<_> = lock(&self.threads).drain(..).collect();
-        for _ in &threads {
-            self.server.unblock();
-        }
-        for t in threads {
-            if t.join().is_err() {
-                warn!("simulator: a handler thread panicked");
-            }
-        }
+        self.server.shutdown();
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -473,41 +447,27 @@ impl Reply {
     }
 }
 
-fn handle(shared: &Shared, mut request: tiny_http::Request) {
-    let method = request.method().as_str().to_ascii_uppercase();
-    let url = request.url().to_owned();
-    let auth = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str().to_owned());
-    let mut body = String::new();
-    let read = request
-        .as_reader()
-        .take(MAX_REQUEST_BODY)
-        .read_to_string(&mut body);
-    let reply = match read {
-        Ok(_) => shared.route(&method, &url, auth.as_deref(), &body),
+fn handle(shared: &Shared, request: HttpRequest) -> HttpResponse {
+    let method = request.method.to_ascii_uppercase();
+    let reply = match std::str::from_utf8(&request.body) {
+        Ok(body) => shared.route(&method, &request.url, request.header("authorization"), body),
         Err(_) => Reply::detail(400, "JSON parse error - the body is not UTF-8"),
     };
-    let text = reply.body.map(|b| b.to_string());
-    let mut response = match text {
-        Some(text) => tiny_http::Response::from_string(text),
-        None => tiny_http::Response::from_string(String::new()),
+    let mut headers: Vec<(String, String)> = reply
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    if reply.body.is_some() {
+        headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
     }
-    .with_status_code(reply.status);
-    if reply.status != 204 && reply.status != 301 {
-        if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", "application/json") {
-            response = response.with_header(h);
-        }
-    }
-    for (name, value) in reply.headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response = response.with_header(h);
-        }
-    }
-    if let Err(e) = request.respond(response) {
-        debug!("simulator: cannot answer {method} {url}: {e}");
+    HttpResponse {
+        status: reply.status,
+        headers,
+        body: reply
+            .body
+            .map(|b| b.to_string().into_bytes())
+            .unwrap_or_default(),
     }
 }
 
@@ -576,6 +536,10 @@ impl Params {
 }
 
 impl Shared {
+    fn base_url(&self) -> &str {
+        self.base_url.get().map_or("", String::as_str)
+    }
+
     fn route(&self, method: &str, url: &str, auth: Option<&str>, body: &str) -> Reply {
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let resource_label = resource_label(path);
@@ -648,6 +612,13 @@ impl Shared {
 
     fn inject_faults(&self) -> Option<Reply> {
         let faults = lock(&self.faults).clone();
+        if faults.hangup {
+            return Some(Reply {
+                status: http::HANGUP,
+                body: None,
+                headers: Vec::new(),
+            });
+        }
         if faults.down {
             return Some(Reply::detail(
                 503,
@@ -755,7 +726,7 @@ impl Shared {
         query.push(format!("offset={offset}"));
         let relative = format!("{path}?{}", query.join("&"));
         if self.config.absolute_next {
-            format!("{}{relative}", self.base_url)
+            format!("{}{relative}", self.base_url())
         } else {
             relative
         }
