@@ -139,6 +139,53 @@ pub enum RuleFilter {
     All,
 }
 
+/// One page of a DRF limit/offset list: `{"count", "next", "previous", "results"}` (§3).
+/// `next` may be absolute, relative or null; the client pages by `offset += results.len()` and
+/// only uses `next` to know whether to go on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default)]
+    pub next: Option<String>,
+    #[serde(default)]
+    pub previous: Option<String>,
+    pub results: Vec<T>,
+}
+
+/// One entry of the Sigma/Yara import answer `{"status": [...]}` (§6.1). On success it carries
+/// the new object's `id`, `filename` (the name) and `content`; on failure `status: false` with
+/// the error text in `content`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportStatus {
+    /// Missing is read as success when an `id` is present.
+    #[serde(default)]
+    pub status: Option<bool>,
+    #[serde(default)]
+    pub code: Option<u16>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub filename: Option<String>,
+    #[serde(default)]
+    pub content: Option<String>,
+}
+
+/// The Sigma/Yara create answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportAnswer {
+    pub status: Vec<ImportStatus>,
+}
+
+/// What the startup probe learnt (`Client::probe`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// `GET /api/version` → `version`, when the server answered it.
+    pub version: Option<String>,
+    /// `count` of the `IOCSource/?limit=1` page: the token can read threat-intel lists.
+    pub ioc_sources: Option<u64>,
+}
+
 fn default_true() -> bool {
     true
 }

@@ -1,3 +1,7 @@
-//! Simulators of the external systems (loopback servers for tests and demos).
+//! Simulators of the external services, for tests, benchmarks, the `demo` command and local runs:
+//! `opencti` (live stream + GraphQL), `harfanglab` (an in-memory threat-intel server) and `http`
+//! (the small HTTP/1.1 server the HarfangLab simulator runs on).
 
+pub mod harfanglab;
+pub mod http;
 pub mod opencti;

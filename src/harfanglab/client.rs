@@ -1,0 +1,1221 @@
+//! The blocking HarfangLab REST client: one shared ureq `Agent` (connection reuse across worker
+//! threads), `Authorization: Token`, retries with backoff, and every threat-intel call the
+//! connector makes (startup probe, source lists, IOC rules, Sigma rules, Yara files).
+//!
+//! Owns the wire: paths (always with the trailing `/`, except `/api/version`), status handling,
+//! error classification and request statistics. It does not decide what to create or delete;
+//! that is `sync`, which calls it through [`ThreatIntelApi`]. See `docs/harfanglab-api.md` §9.
+//!
+//! Shutdown: `Client::new` takes a `crossbeam_channel::Receiver<()>`. A message on it, or its
+//! disconnection (every `Sender` dropped, the usual way to broadcast shutdown), ends any retry wait
+//! at once with [`HarfangLabError::ShuttingDown`]; waits are `recv_timeout` on that receiver.
+//! Requests already on the wire finish (bounded by `request_timeout`).
+
+use super::api::ThreatIntelApi;
+use super::error::HarfangLabError;
+use super::model::{
+    ImportAnswer, IocRule, IocRuleBody, Page, ProbeReport, RemoteRule, RuleBody, RuleFilter,
+    RuleKind, SourceKind, SourceList, SourceLists,
+};
+use super::retry::{self, RetryPolicy};
+use crate::secret::Secret;
+use crate::translate::{IocKey, IocType};
+use crossbeam_channel::Receiver;
+use log::{debug, trace, warn};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Prefix of every threat-intel resource (§3).
+pub const TI_PREFIX: &str = "/api/data/threat_intelligence";
+/// Description given to the source lists this connector creates (the original connector's text).
+pub const SOURCE_DESCRIPTION: &str = "Cyber Threat Intelligence knowledge imported from OpenCTI, and any changes must be made only to it.";
+/// Error bodies are cut to this many characters in errors and logs.
+const BODY_EXCERPT: usize = 500;
+/// Largest response body read (a list page of 1000 rules with contents fits easily).
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+
+/// Everything needed to build a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Manager URL, e.g. `https://abcdef0123456789.hurukai.io:8443`; a trailing `/` is stripped.
+    pub base_url: String,
+    /// API token (`Authorization: Token <key>`).
+    pub token: Secret,
+    /// Verify the server certificate (default true). Off is logged loudly at construction.
+    pub verify_tls: bool,
+    /// PEM bundle of the CA(s) to trust instead of the built-in web roots (private CAs).
+    pub ca_file: Option<PathBuf>,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (connect, send, receive, body).
+    pub request_timeout: Duration,
+    /// Retries of network errors, timeouts, 429 and 5xx.
+    pub retry: RetryPolicy,
+    pub user_agent: String,
+    /// `limit` of each list page.
+    pub page_size: u32,
+    /// A listing stops (with a warning) after this many objects.
+    pub max_list_items: usize,
+    /// Idle keep-alive connections kept in the pool (size it to the number of worker threads).
+    pub max_idle_connections: usize,
+    /// Take a proxy from `ALL_PROXY`/`HTTPS_PROXY`/`HTTP_PROXY`, honouring `NO_PROXY`.
+    pub proxy_from_env: bool,
+}
+
+impl ClientOptions {
+    /// Options with the defaults: TLS verified, 10 s connect, 60 s request, 8 retries
+    /// (200 ms base, 30 s cap), pages of 500, lists capped at 100 000 objects.
+    pub fn new(base_url: impl Into<String>, token: Secret) -> Self {
+        ClientOptions {
+            base_url: base_url.into(),
+            token,
+            verify_tls: true,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            user_agent: format!("harfanglab-intel/{}", env!("CARGO_PKG_VERSION")),
+            page_size: 500,
+            max_list_items: 100_000,
+            max_idle_connections: 32,
+            proxy_from_env: true,
+        }
+    }
+}
+
+/// Why a [`Client`] could not be built (configuration, not network).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientConfigError {
+    /// The base URL is not `http(s)://host[:port]`.
+    BaseUrl { url: String, detail: String },
+    /// The CA bundle could not be read or holds no certificate.
+    CaFile { path: PathBuf, detail: String },
+}
+
+impl fmt::Display for ClientConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientConfigError::BaseUrl { url, detail } => {
+                write!(f, "invalid HarfangLab URL {url:?}: {detail}")
+            }
+            ClientConfigError::CaFile { path, detail } => {
+                write!(f, "cannot use CA bundle {}: {detail}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientConfigError {}
+
+/// The operations the client counts, one per kind of call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Version,
+    FindSource,
+    CreateSource,
+    FindIoc,
+    CreateIoc,
+    UpdateIoc,
+    DeleteIoc,
+    GetRule,
+    FindRules,
+    CreateRule,
+    UpdateRule,
+    DeleteRule,
+}
+
+impl Op {
+    pub const ALL: [Op; 12] = [
+        Op::Version,
+        Op::FindSource,
+        Op::CreateSource,
+        Op::FindIoc,
+        Op::CreateIoc,
+        Op::UpdateIoc,
+        Op::DeleteIoc,
+        Op::GetRule,
+        Op::FindRules,
+        Op::CreateRule,
+        Op::UpdateRule,
+        Op::DeleteRule,
+    ];
+
+    /// Metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Version => "version",
+            Op::FindSource => "find_source",
+            Op::CreateSource => "create_source",
+            Op::FindIoc => "find_ioc",
+            Op::CreateIoc => "create_ioc",
+            Op::UpdateIoc => "update_ioc",
+            Op::DeleteIoc => "delete_ioc",
+            Op::GetRule => "get_rule",
+            Op::FindRules => "find_rules",
+            Op::CreateRule => "create_rule",
+            Op::UpdateRule => "update_rule",
+            Op::DeleteRule => "delete_rule",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one HTTP exchange ended with, for the request counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatusClass {
+    Success,
+    Redirect,
+    ClientError,
+    ServerError,
+    /// No HTTP answer: connection, TLS or timeout failure.
+    Transport,
+}
+
+impl StatusClass {
+    pub const ALL: [StatusClass; 5] = [
+        StatusClass::Success,
+        StatusClass::Redirect,
+        StatusClass::ClientError,
+        StatusClass::ServerError,
+        StatusClass::Transport,
+    ];
+
+    /// Metric label: `2xx`, `3xx`, `4xx`, `5xx`, `error`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusClass::Success => "2xx",
+            StatusClass::Redirect => "3xx",
+            StatusClass::ClientError => "4xx",
+            StatusClass::ServerError => "5xx",
+            StatusClass::Transport => "error",
+        }
+    }
+
+    pub fn of(status: u16) -> StatusClass {
+        match status {
+            300..=399 => StatusClass::Redirect,
+            400..=499 => StatusClass::ClientError,
+            500.. => StatusClass::ServerError,
+            _ => StatusClass::Success,
+        }
+    }
+}
+
+/// Request counters for metrics, shared by every clone of a [`Client`].
+#[derive(Debug)]
+pub struct ClientStats {
+    requests: [[AtomicU64; 5]; 12],
+    retries: [AtomicU64; 12],
+}
+
+impl Default for ClientStats {
+    fn default() -> Self {
+        ClientStats {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            retries: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl ClientStats {
+    /// HTTP exchanges of `op` that ended in `class` (each retry attempt counts).
+    pub fn requests(&self, op: Op, class: StatusClass) -> u64 {
+        self.requests[op.index()][class as usize].load(Ordering::Relaxed)
+    }
+
+    /// All HTTP exchanges.
+    pub fn total_requests(&self) -> u64 {
+        self.requests
+            .iter()
+            .flatten()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Retries of `op` (attempts after the first).
+    pub fn retries_of(&self, op: Op) -> u64 {
+        self.retries[op.index()].load(Ordering::Relaxed)
+    }
+
+    /// All retries.
+    pub fn retries(&self) -> u64 {
+        self.retries.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Non-zero request counters as `(op, class, count)`, for a metrics exporter.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for op in Op::ALL {
+            for class in StatusClass::ALL {
+                let n = self.requests(op, class);
+                if n > 0 {
+                    out.push((op.name(), class.name(), n));
+                }
+            }
+        }
+        out
+    }
+
+    fn record(&self, op: Op, class: StatusClass) {
+        self.requests[op.index()][class as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// An HTTP answer, read whole.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+    retry_after: Option<String>,
+    location: Option<String>,
+}
+
+/// One logical call: what to send and how to name it in errors.
+struct Call<'a> {
+    op: Op,
+    /// `create IOCRule`, `find SigmaRule`, ... (the `op` of errors).
+    label: String,
+    method: Method,
+    path: String,
+    query: Vec<(&'a str, String)>,
+    body: Option<String>,
+}
+
+/// The HarfangLab REST client. Cheap to clone; clones share the connection pool and statistics.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    agent: ureq::Agent,
+    base: String,
+    https: bool,
+    /// `Token <key>`, kept as a `Secret` so it can never be formatted by accident.
+    authorization: Secret,
+    retry: RetryPolicy,
+    page_size: u32,
+    max_list_items: usize,
+    shutdown: Receiver<()>,
+    shutting_down: AtomicBool,
+    stats: Arc<ClientStats>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Build the client and its agent. Nothing is sent; call [`Client::probe`] for that.
+    pub fn new(opts: ClientOptions, shutdown: Receiver<()>) -> Result<Client, ClientConfigError> {
+        let base = normalise_base_url(&opts.base_url)?;
+        let https = base.starts_with("https://");
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = &opts.ca_file {
+            tls = tls.root_certs(load_ca_bundle(path)?);
+        }
+        if !opts.verify_tls {
+            warn!(
+                "TLS certificate verification is DISABLED for {base}: anyone on the network path can impersonate HarfangLab and read the API token; set HARFANGLAB_INTEL_SSL_VERIFY=true (and HARFANGLAB_INTEL_CA_FILE for a private CA)"
+            );
+            tls = tls.disable_verification(true);
+        }
+        let proxy = if opts.proxy_from_env {
+            ureq::Proxy::try_from_env()
+        } else {
+            None
+        };
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // Never follow a redirect: a 301 from Django's APPEND_SLASH turns a POST into a GET
+            // and drops a PATCH body (§3); we send canonical paths and report any 3xx.
+            .max_redirects(0)
+            .timeout_connect(Some(opts.connect_timeout))
+            .timeout_global(Some(opts.request_timeout))
+            .user_agent(opts.user_agent.as_str())
+            .accept("application/json")
+            .tls_config(tls.build())
+            .proxy(proxy)
+            .max_idle_connections(opts.max_idle_connections.max(1))
+            .max_idle_connections_per_host(opts.max_idle_connections.max(1))
+            .build();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                agent: ureq::Agent::new_with_config(config),
+                base,
+                https,
+                authorization: Secret::new(format!("Token {}", opts.token.expose())),
+                retry: opts.retry,
+                page_size: opts.page_size.max(1),
+                max_list_items: opts.max_list_items.max(1),
+                shutdown,
+                shutting_down: AtomicBool::new(false),
+                stats: Arc::new(ClientStats::default()),
+            }),
+        })
+    }
+
+    /// Request and retry counters (shared by all clones).
+    pub fn stats(&self) -> Arc<ClientStats> {
+        Arc::clone(&self.inner.stats)
+    }
+
+    /// The normalised base URL (no trailing `/`).
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// Startup check: `GET /api/version` (logged, may need no auth), then
+    /// `GET …/IOCSource/?limit=1`, which proves the token and the threat-intel read role.
+    /// The error separates unreachable, TLS, 401 and 403.
+    pub fn probe(&self) -> Result<ProbeReport, HarfangLabError> {
+        let call = Call {
+            op: Op::Version,
+            label: "get version".to_owned(),
+            method: Method::Get,
+            path: "/api/version".to_owned(),
+            query: Vec::new(),
+            body: None,
+        };
+        let ans = self.send(&call)?;
+        let version = if ans.status == 200 {
+            serde_json::from_str::<serde_json::Value>(&ans.body)
+                .ok()
+                .and_then(|v| v.get("version")?.as_str().map(str::to_owned))
+        } else {
+            debug!("GET /api/version answered {}; going on", ans.status);
+            None
+        };
+        let call = Call {
+            op: Op::FindSource,
+            label: "probe IOCSource".to_owned(),
+            method: Method::Get,
+            path: collection(SourceKind::Ioc.resource()),
+            query: vec![("limit", "1".to_owned())],
+            body: None,
+        };
+        let ans = self.send(&call)?;
+        if ans.status != 200 {
+            return Err(status_error(&call.label, &ans));
+        }
+        let page: Page<serde_json::Value> = decode(&call.label, &ans.body)?;
+        Ok(ProbeReport {
+            version,
+            ioc_sources: page.count,
+        })
+    }
+
+    /// Find-or-create the three source lists named `name` (IOC, Sigma, Yara).
+    pub fn ensure_source_lists(&self, name: &str) -> Result<SourceLists, HarfangLabError> {
+        Ok(SourceLists {
+            ioc: self.ensure_source(SourceKind::Ioc, name)?.id,
+            sigma: self.ensure_source(SourceKind::Sigma, name)?.id,
+            yara: self.ensure_source(SourceKind::Yara, name)?.id,
+        })
+    }
+
+    /// Find-or-create one source list. Race-safe: if another instance creates it between our
+    /// lookup and our POST, the 400 "already exists" leads to a second lookup.
+    pub fn ensure_source(
+        &self,
+        kind: SourceKind,
+        name: &str,
+    ) -> Result<SourceList, HarfangLabError> {
+        if let Some(found) = self.find_source(kind, name)? {
+            return Ok(found);
+        }
+        match self.create_source(kind, name) {
+            Ok(created) => Ok(created),
+            Err(HarfangLabError::AlreadyExists { op, body }) => self
+                .find_source(kind, name)?
+                .ok_or(HarfangLabError::AlreadyExists { op, body }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The source list of this kind whose name is exactly `name`.
+    pub fn find_source(
+        &self,
+        kind: SourceKind,
+        name: &str,
+    ) -> Result<Option<SourceList>, HarfangLabError> {
+        let label = format!("find {}", kind.resource());
+        let path = collection(kind.resource());
+        let found: Vec<SourceList> = self.list_all(
+            Op::FindSource,
+            &label,
+            &path,
+            vec![("name__exact", name.to_owned())],
+        )?;
+        // `name__exact` should already filter, but an ignored filter would return everything.
+        Ok(found.into_iter().find(|s| s.name == name))
+    }
+
+    /// POST a source list `{name, description, enabled: true}`.
+    pub fn create_source(
+        &self,
+        kind: SourceKind,
+        name: &str,
+    ) -> Result<SourceList, HarfangLabError> {
+        #[derive(Serialize)]
+        struct NewSource<'a> {
+            name: &'a str,
+            description: &'a str,
+            enabled: bool,
+        }
+        let label = format!("create {}", kind.resource());
+        let body = NewSource {
+            name,
+            description: SOURCE_DESCRIPTION,
+            enabled: true,
+        };
+        let ans = self.send(&Call {
+            op: Op::CreateSource,
+            label: label.clone(),
+            method: Method::Post,
+            path: collection(kind.resource()),
+            query: Vec::new(),
+            body: Some(encode(&label, &body)?),
+        })?;
+        match ans.status {
+            200 | 201 => decode(&label, &ans.body),
+            _ => Err(status_error(&label, &ans)),
+        }
+    }
+
+    /// Every page of a list, by `offset += results.len()`, until `next` is null, a page is
+    /// empty, `count` is reached or `max_list_items` is hit (warned).
+    fn list_all<T: DeserializeOwned>(
+        &self,
+        op: Op,
+        label: &str,
+        path: &str,
+        filters: Vec<(&str, String)>,
+    ) -> Result<Vec<T>, HarfangLabError> {
+        let mut out: Vec<T> = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let mut query = filters.clone();
+            query.push(("limit", self.inner.page_size.to_string()));
+            query.push(("offset", offset.to_string()));
+            let call = Call {
+                op,
+                label: label.to_owned(),
+                method: Method::Get,
+                path: path.to_owned(),
+                query,
+                body: None,
+            };
+            let ans = self.send(&call)?;
+            if ans.status != 200 {
+                return Err(status_error(label, &ans));
+            }
+            let page: Page<T> = decode(label, &ans.body)?;
+            let n = page.results.len();
+            out.extend(page.results);
+            offset += n;
+            let reached_count = page.count.is_some_and(|c| offset as u64 >= c);
+            if page.next.is_none() || n == 0 || reached_count {
+                break;
+            }
+            if out.len() >= self.inner.max_list_items {
+                warn!(
+                    "{label}: listing stopped at {} objects (max_list_items); results are incomplete",
+                    out.len()
+                );
+                out.truncate(self.inner.max_list_items);
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Send a call, retrying transient failures; returns the final answer whatever its status
+    /// (callers decide what a status means), or the final transport error.
+    fn send(&self, call: &Call<'_>) -> Result<Answer, HarfangLabError> {
+        let inner = &*self.inner;
+        let url = format!("{}{}", inner.base, call.path);
+        let mut rng = fastrand::Rng::new();
+        let mut attempt: u32 = 0;
+        loop {
+            let started = Instant::now();
+            let result = self.exchange(call.method, &url, &call.query, call.body.as_deref());
+            let ms = started.elapsed().as_millis();
+            let (retry_after, failure) = match result {
+                Ok(ans) => {
+                    inner.stats.record(call.op, StatusClass::of(ans.status));
+                    debug!(
+                        "{} {} -> {} ({ms} ms)",
+                        call.method.as_str(),
+                        call.path,
+                        ans.status
+                    );
+                    trace!("{} body: {}", call.label, excerpt(&ans.body));
+                    let transient = ans.status == 429 || ans.status >= 500;
+                    if !transient || attempt >= inner.retry.max_retries {
+                        return Ok(ans);
+                    }
+                    let after = ans
+                        .retry_after
+                        .as_deref()
+                        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+                    (after, format!("answered {}", ans.status))
+                }
+                Err(e) => {
+                    inner.stats.record(call.op, StatusClass::Transport);
+                    let err = transport_error(&call.label, inner.https, e);
+                    debug!(
+                        "{} {} -> failed ({ms} ms): {err}",
+                        call.method.as_str(),
+                        call.path
+                    );
+                    if !err.is_retryable() || attempt >= inner.retry.max_retries {
+                        return Err(err);
+                    }
+                    (None, err.to_string())
+                }
+            };
+            let delay = inner.retry.delay(attempt, retry_after, &mut rng);
+            attempt += 1;
+            inner.stats.retries[call.op.index()].fetch_add(1, Ordering::Relaxed);
+            warn!(
+                "{}: HarfangLab {failure}; retry {attempt}/{} in {} ms",
+                call.label,
+                inner.retry.max_retries,
+                delay.as_millis()
+            );
+            self.pause(&call.label, delay)?;
+        }
+    }
+
+    /// Wait before a retry unless shutdown is signalled (then `ShuttingDown` at once).
+    fn pause(&self, label: &str, delay: Duration) -> Result<(), HarfangLabError> {
+        let inner = &*self.inner;
+        let shutting_down = || HarfangLabError::ShuttingDown {
+            op: label.to_owned(),
+        };
+        if inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(shutting_down());
+        }
+        retry::wait(&inner.shutdown, delay).map_err(|_| {
+            // A message wakes one waiter only: remember it for every other thread.
+            inner.shutting_down.store(true, Ordering::Relaxed);
+            shutting_down()
+        })
+    }
+
+    /// One HTTP exchange, body read whole.
+    fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<&str>,
+    ) -> Result<Answer, ureq::Error> {
+        let inner = &*self.inner;
+        let auth = inner.authorization.expose();
+        let pairs = query.iter().map(|(k, v)| (*k, v.as_str()));
+        let mut resp = match method {
+            Method::Get => inner
+                .agent
+                .get(url)
+                .header("Authorization", auth)
+                .query_pairs(pairs)
+                .call()?,
+            Method::Delete => inner
+                .agent
+                .delete(url)
+                .header("Authorization", auth)
+                .query_pairs(pairs)
+                .call()?,
+            Method::Post | Method::Patch => {
+                let builder = if method == Method::Post {
+                    inner.agent.post(url)
+                } else {
+                    inner.agent.patch(url)
+                };
+                builder
+                    .header("Authorization", auth)
+                    .header("Content-Type", "application/json")
+                    .query_pairs(pairs)
+                    .send(body.unwrap_or("{}"))?
+            }
+        };
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header("retry-after");
+        let location = header("location");
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()?;
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            retry_after,
+            location,
+        })
+    }
+
+    fn rule_from_answer(
+        &self,
+        kind: RuleKind,
+        label: &str,
+        body: &RuleBody,
+        ans: &Answer,
+    ) -> Result<RemoteRule, HarfangLabError> {
+        let value: serde_json::Value = decode(label, &ans.body)?;
+        if value.get("status").is_none_or(|s| !s.is_array()) {
+            // Some servers may answer the object itself (201), like the other resources.
+            return serde_json::from_value(value).map_err(|e| HarfangLabError::Decode {
+                op: label.to_owned(),
+                detail: format!("{e}: {}", excerpt(&ans.body)),
+            });
+        }
+        let answer: ImportAnswer =
+            serde_json::from_value(value).map_err(|e| HarfangLabError::Decode {
+                op: label.to_owned(),
+                detail: format!("{e}: {}", excerpt(&ans.body)),
+            })?;
+        let Some(first) = answer.status.into_iter().next() else {
+            return Err(HarfangLabError::RuleRejected {
+                op: label.to_owned(),
+                code: None,
+                message: "the import answered an empty status list: nothing was created".to_owned(),
+            });
+        };
+        let rejected = |message: String| HarfangLabError::RuleRejected {
+            op: label.to_owned(),
+            code: first.code,
+            message,
+        };
+        if first.status == Some(false) {
+            let message = excerpt(first.content.as_deref().unwrap_or("no reason given"));
+            // A Sigma id clash (re-posting a rule without `overwrite`) is reported in the
+            // envelope; the sync layer treats it like the IOC duplicate (find + update).
+            if message.to_ascii_lowercase().contains("already exists") {
+                return Err(HarfangLabError::AlreadyExists {
+                    op: label.to_owned(),
+                    body: message,
+                });
+            }
+            return Err(rejected(message));
+        }
+        let Some(id) = first.id.clone().filter(|id| !id.is_empty()) else {
+            return Err(rejected("the import status holds no object id".to_owned()));
+        };
+        match (first.filename, first.content) {
+            (Some(name), Some(content)) => Ok(RemoteRule {
+                id,
+                name,
+                content,
+                source_id: Some(body.source_id.clone()),
+                enabled: body.enabled,
+                hl_status: Some(body.hl_status.clone()),
+                rule_name: None,
+                rule_names: Vec::new(),
+            }),
+            _ => self
+                .get_rule(kind, &id)?
+                .ok_or_else(|| HarfangLabError::Decode {
+                    op: label.to_owned(),
+                    detail: format!("created {} {id} is not readable (404)", kind.resource()),
+                }),
+        }
+    }
+}
+
+impl ThreatIntelApi for Client {
+    fn find_ioc(&self, source_id: &str, key: &IocKey) -> Result<Option<IocRule>, HarfangLabError> {
+        let found: Vec<IocRule> = self.list_all(
+            Op::FindIoc,
+            "find IOCRule",
+            &collection("IOCRule"),
+            vec![
+                ("source_id", source_id.to_owned()),
+                ("type", key.ioc_type.as_str().to_owned()),
+                ("value__exact", key.value.clone()),
+            ],
+        )?;
+        // Re-check locally: uniqueness is (type, value, source) and an ignored filter would
+        // return unrelated rules (§3, §5.5).
+        Ok(found.into_iter().find(|r| {
+            r.ioc_type == key.ioc_type.as_str()
+                && same_value(key.ioc_type, &r.value, &key.value)
+                && r.source_id.as_deref().is_none_or(|s| s == source_id)
+        }))
+    }
+
+    fn create_ioc(&self, body: &IocRuleBody) -> Result<IocRule, HarfangLabError> {
+        let label = "create IOCRule";
+        let ans = self.send(&Call {
+            op: Op::CreateIoc,
+            label: label.to_owned(),
+            method: Method::Post,
+            path: collection("IOCRule"),
+            query: Vec::new(),
+            body: Some(encode(label, body)?),
+        })?;
+        match ans.status {
+            200 | 201 => decode(label, &ans.body),
+            _ => Err(status_error(label, &ans)),
+        }
+    }
+
+    fn update_ioc(&self, id: &str, body: &IocRuleBody) -> Result<IocRule, HarfangLabError> {
+        let label = "update IOCRule";
+        let ans = self.send(&Call {
+            op: Op::UpdateIoc,
+            label: label.to_owned(),
+            method: Method::Patch,
+            path: detail("IOCRule", id),
+            query: Vec::new(),
+            body: Some(encode(label, body)?),
+        })?;
+        match ans.status {
+            200 | 201 => decode(label, &ans.body),
+            _ => Err(status_error(label, &ans)),
+        }
+    }
+
+    fn delete_ioc(&self, id: &str) -> Result<(), HarfangLabError> {
+        self.delete(Op::DeleteIoc, "delete IOCRule", detail("IOCRule", id))
+    }
+
+    fn get_rule(&self, kind: RuleKind, id: &str) -> Result<Option<RemoteRule>, HarfangLabError> {
+        let label = format!("get {}", kind.resource());
+        let ans = self.send(&Call {
+            op: Op::GetRule,
+            label: label.clone(),
+            method: Method::Get,
+            path: detail(kind.resource(), id),
+            query: Vec::new(),
+            body: None,
+        })?;
+        match ans.status {
+            200 => decode(&label, &ans.body).map(Some),
+            404 => Ok(None),
+            _ => Err(status_error(&label, &ans)),
+        }
+    }
+
+    fn find_rules(
+        &self,
+        kind: RuleKind,
+        source_id: &str,
+        filter: &RuleFilter,
+    ) -> Result<Vec<RemoteRule>, HarfangLabError> {
+        let label = format!("find {}", kind.resource());
+        let mut query = vec![("source_id", source_id.to_owned())];
+        match filter {
+            RuleFilter::Name(name) => query.push(("name__exact", name.clone())),
+            RuleFilter::Search(text) => query.push(("search", text.clone())),
+            RuleFilter::All => {}
+        }
+        let found: Vec<RemoteRule> =
+            self.list_all(Op::FindRules, &label, &collection(kind.resource()), query)?;
+        Ok(found
+            .into_iter()
+            .filter(|r| r.source_id.as_deref().is_none_or(|s| s == source_id))
+            .filter(|r| match filter {
+                RuleFilter::Name(name) => &r.name == name,
+                RuleFilter::Search(_) | RuleFilter::All => true,
+            })
+            .collect())
+    }
+
+    fn create_rule(&self, kind: RuleKind, body: &RuleBody) -> Result<RemoteRule, HarfangLabError> {
+        let label = format!("create {}", kind.resource());
+        let ans = self.send(&Call {
+            op: Op::CreateRule,
+            label: label.clone(),
+            method: Method::Post,
+            path: collection(kind.resource()),
+            query: Vec::new(),
+            body: Some(encode(&label, body)?),
+        })?;
+        match ans.status {
+            200 | 201 => self.rule_from_answer(kind, &label, body, &ans),
+            _ => Err(status_error(&label, &ans)),
+        }
+    }
+
+    fn update_rule(
+        &self,
+        kind: RuleKind,
+        id: &str,
+        body: &RuleBody,
+    ) -> Result<RemoteRule, HarfangLabError> {
+        let label = format!("update {}", kind.resource());
+        let ans = self.send(&Call {
+            op: Op::UpdateRule,
+            label: label.clone(),
+            method: Method::Patch,
+            path: detail(kind.resource(), id),
+            query: Vec::new(),
+            body: Some(encode(&label, body)?),
+        })?;
+        match ans.status {
+            200 | 201 => decode(&label, &ans.body),
+            _ => Err(status_error(&label, &ans)),
+        }
+    }
+
+    fn delete_rule(&self, kind: RuleKind, id: &str) -> Result<(), HarfangLabError> {
+        let label = format!("delete {}", kind.resource());
+        self.delete(Op::DeleteRule, &label, detail(kind.resource(), id))
+    }
+}
+
+impl Client {
+    /// DELETE: 204 or 200 is done, 404 means already gone.
+    fn delete(&self, op: Op, label: &str, path: String) -> Result<(), HarfangLabError> {
+        let ans = self.send(&Call {
+            op,
+            label: label.to_owned(),
+            method: Method::Delete,
+            path,
+            query: Vec::new(),
+            body: None,
+        })?;
+        match ans.status {
+            200 | 202 | 204 => Ok(()),
+            404 => {
+                debug!("{label}: already gone (404)");
+                Ok(())
+            }
+            _ => Err(status_error(label, &ans)),
+        }
+    }
+}
+
+/// `…/<Resource>/`
+fn collection(resource: &str) -> String {
+    format!("{TI_PREFIX}/{resource}/")
+}
+
+/// `…/<Resource>/<id>/`, the id percent-encoded so it stays one path segment.
+fn detail(resource: &str, id: &str) -> String {
+    let mut out = format!("{TI_PREFIX}/{resource}/");
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push('/');
+    out
+}
+
+/// IOC values compare exactly, except hashes (hex, case-insensitive).
+fn same_value(ioc_type: IocType, a: &str, b: &str) -> bool {
+    match ioc_type {
+        IocType::Hash => a.eq_ignore_ascii_case(b),
+        _ => a == b,
+    }
+}
+
+fn normalise_base_url(raw: &str) -> Result<String, ClientConfigError> {
+    let base = raw.trim().trim_end_matches('/');
+    let bad = |detail: &str| ClientConfigError::BaseUrl {
+        url: raw.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let rest = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"))
+        .ok_or_else(|| bad("it must start with https:// or http://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("it has no host"));
+    }
+    if rest.contains(['?', '#', ' ']) {
+        return Err(bad("it must not hold a query, fragment or space"));
+    }
+    base.parse::<ureq::http::Uri>()
+        .map_err(|e| bad(&e.to_string()))?;
+    Ok(base.to_owned())
+}
+
+fn load_ca_bundle(path: &PathBuf) -> Result<ureq::tls::RootCerts, ClientConfigError> {
+    let bad = |detail: String| ClientConfigError::CaFile {
+        path: path.clone(),
+        detail,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(bad(e.to_string())),
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate found".to_owned()));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
+/// Map a ureq failure to our classification (retryable or not).
+fn transport_error(label: &str, https: bool, e: ureq::Error) -> HarfangLabError {
+    use std::io::ErrorKind;
+    let op = label.to_owned();
+    match e {
+        ureq::Error::Timeout(_) => HarfangLabError::Timeout { op },
+        ureq::Error::Io(ref io)
+            if matches!(io.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
+        {
+            HarfangLabError::Timeout { op }
+        }
+        // rustls reports handshake and certificate failures as InvalidData I/O errors.
+        ureq::Error::Io(ref io) if https && io.kind() == ErrorKind::InvalidData => {
+            HarfangLabError::Tls {
+                op,
+                detail: e.to_string(),
+            }
+        }
+        ureq::Error::Tls(_)
+        | ureq::Error::Pem(_)
+        | ureq::Error::Rustls(_)
+        | ureq::Error::TlsRequired => HarfangLabError::Tls {
+            op,
+            detail: e.to_string(),
+        },
+        ureq::Error::Io(_)
+        | ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::Protocol(_)
+        | ureq::Error::ConnectProxyFailed(_)
+        | ureq::Error::BodyStalled => HarfangLabError::Unreachable {
+            op,
+            detail: e.to_string(),
+        },
+        other => HarfangLabError::Decode {
+            op,
+            detail: format!("request failed: {other}"),
+        },
+    }
+}
+
+/// The error for an answer the caller did not expect.
+fn status_error(label: &str, ans: &Answer) -> HarfangLabError {
+    let op = label.to_owned();
+    let summary = summarise_body(&ans.body);
+    match ans.status {
+        401 => HarfangLabError::Unauthorized {
+            op,
+            detail: summary,
+        },
+        403 => HarfangLabError::Forbidden {
+            op,
+            detail: summary,
+        },
+        400 | 409 if ans.body.to_ascii_lowercase().contains("already exists") => {
+            HarfangLabError::AlreadyExists { op, body: summary }
+        }
+        300..=399 => HarfangLabError::Status {
+            op,
+            status: ans.status,
+            body: format!(
+                "redirect to {} not followed (the client sends canonical paths; check the base URL)",
+                ans.location.as_deref().unwrap_or("?")
+            ),
+        },
+        status => HarfangLabError::Status {
+            op,
+            status,
+            body: summary,
+        },
+    }
+}
+
+/// A short, readable form of an error body: DRF `detail`, else the compact JSON (field errors),
+/// else the text; at most ~500 characters.
+fn summarise_body(body: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => match map.get("detail") {
+            Some(serde_json::Value::String(d)) if map.len() == 1 => excerpt(d),
+            _ => excerpt(&serde_json::Value::Object(map).to_string()),
+        },
+        Ok(other) => excerpt(&other.to_string()),
+        Err(_) if body.trim().is_empty() => "(empty body)".to_owned(),
+        Err(_) => excerpt(body.trim()),
+    }
+}
+
+/// At most `BODY_EXCERPT` characters, cut on a char boundary.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(BODY_EXCERPT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(label: &str, body: &str) -> Result<T, HarfangLabError> {
+    serde_json::from_str(body).map_err(|e| HarfangLabError::Decode {
+        op: label.to_owned(),
+        detail: format!("{e}: {}", excerpt(body)),
+    })
+}
+
+fn encode<T: Serialize>(label: &str, body: &T) -> Result<String, HarfangLabError> {
+    serde_json::to_string(body).map_err(|e| HarfangLabError::Decode {
+        op: label.to_owned(),
+        detail: format!("cannot encode the request: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            body: body.to_owned(),
+            retry_after: None,
+            location: None,
+        }
+    }
+
+    #[test]
+    fn base_url_is_normalised_and_checked() {
+        assert_eq!(
+            normalise_base_url("https://hl.example:8443/").unwrap(),
+            "https://hl.example:8443"
+        );
+        assert_eq!(
+            normalise_base_url(" http://127.0.0.1:1 ").unwrap(),
+            "http://127.0.0.1:1"
+        );
+        assert!(normalise_base_url("hl.example").is_err());
+        assert!(normalise_base_url("https://").is_err());
+        assert!(normalise_base_url("https://h/?x=1").is_err());
+    }
+
+    #[test]
+    fn paths_keep_the_trailing_slash_and_one_segment_ids() {
+        assert_eq!(
+            collection("IOCRule"),
+            "/api/data/threat_intelligence/IOCRule/"
+        );
+        assert_eq!(
+            detail("SigmaRule", "2f17fbcc-ed10"),
+            "/api/data/threat_intelligence/SigmaRule/2f17fbcc-ed10/"
+        );
+        assert_eq!(
+            detail("YaraFile", "a/b?c"),
+            "/api/data/threat_intelligence/YaraFile/a%2Fb%3Fc/"
+        );
+    }
+
+    #[test]
+    fn error_bodies_are_summarised_and_classified() {
+        let e = status_error(
+            "create IOCRule",
+            &answer(
+                400,
+                r#"{"__all__": ["['Ioc rule with this Type, Value and Source already exists.']"]}"#,
+            ),
+        );
+        assert!(matches!(e, HarfangLabError::AlreadyExists { .. }), "{e:?}");
+        let e = status_error("x", &answer(401, r#"{"detail": "Invalid token."}"#));
+        assert_eq!(
+            e,
+            HarfangLabError::Unauthorized {
+                op: "x".into(),
+                detail: "Invalid token.".into()
+            }
+        );
+        assert!(e.is_fatal());
+        let e = status_error("x", &answer(400, r#"{"value": ["bad hash"]}"#));
+        assert_eq!(
+            e,
+            HarfangLabError::Status {
+                op: "x".into(),
+                status: 400,
+                body: r#"{"value":["bad hash"]}"#.into()
+            }
+        );
+        assert!(!e.is_retryable());
+        let long = "é".repeat(2000);
+        let e = status_error("x", &answer(500, &long));
+        let HarfangLabError::Status { body, .. } = e else {
+            panic!("expected Status")
+        };
+        assert_eq!(body.chars().count(), BODY_EXCERPT + 1);
+        assert_eq!(summarise_body(""), "(empty body)");
+    }
+
+    #[test]
+    fn stats_count_by_op_and_class() {
+        let s = ClientStats::default();
+        s.record(Op::CreateIoc, StatusClass::of(201));
+        s.record(Op::CreateIoc, StatusClass::of(503));
+        s.record(Op::DeleteIoc, StatusClass::Transport);
+        assert_eq!(s.requests(Op::CreateIoc, StatusClass::Success), 1);
+        assert_eq!(s.requests(Op::CreateIoc, StatusClass::ServerError), 1);
+        assert_eq!(s.total_requests(), 3);
+        assert_eq!(
+            s.snapshot(),
+            vec![
+                ("create_ioc", "2xx", 1),
+                ("create_ioc", "5xx", 1),
+                ("delete_ioc", "error", 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn hashes_compare_case_insensitively_only() {
+        assert!(same_value(IocType::Hash, "ABCD", "abcd"));
+        assert!(!same_value(IocType::DomainName, "A.com", "a.com"));
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let (_tx, rx) = crossbeam_channel::unbounded();
+        let opts = ClientOptions::new("http://127.0.0.1:9", Secret::new("tok-SECRET-1"));
+        assert!(!format!("{opts:?}").contains("tok-SECRET-1"));
+        let client = Client::new(opts, rx).unwrap();
+        assert!(!format!("{client:?}").contains("tok-SECRET-1"));
+    }
+}
