@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub tick_every: Duration,
     /// Cap of the startup retry backoff.
     pub startup_backoff_max: Duration,
+    /// First stream reconnect delay (doubles with jitter up to 60 s).
+    pub stream_backoff: Duration,
 }
 
 impl Default for RunOptions {
@@ -68,6 +70,7 @@ impl Default for RunOptions {
             summary_every: Duration::from_secs(60),
             tick_every: Duration::from_secs(5),
             startup_backoff_max: Duration::from_secs(60),
+            stream_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -470,7 +473,10 @@ impl Ctx<'_> {
         let (item_tx, item_rx) = crossbeam_channel::bounded(256);
         let (input_tx, input_rx) = crossbeam_channel::bounded(256);
         let reader = StreamReader::spawn(
-            stream_options(self.config),
+            StreamOptions {
+                backoff_base: self.opts.stream_backoff,
+                ..stream_options(self.config)
+            },
             start.clone(),
             item_tx,
             session.receiver().clone(),
