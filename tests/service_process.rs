@@ -67,9 +67,14 @@ fn env(name: &str, latency: Duration) -> Env {
 }
 
 fn spawn(e: &Env) -> Child {
+    spawn_with(e, &[])
+}
+
+fn spawn_with(e: &Env, extra: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_harfanglab-intel"))
         .arg("run")
         .env_clear()
+        .envs(extra.iter().copied())
         .current_dir(&e.dir) // no ./config.yml here
         .env("OPENCTI_URL", e.octi.base_url())
         .env("OPENCTI_TOKEN", "sim-token")
@@ -129,9 +134,13 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
 
 /// Run to the end of the stream, then stop with SIGTERM (exit 0 expected).
 fn run_to_end(e: &Env) {
+    let connections = e.octi.stream_requests().len();
     let mut child = spawn(e);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !at_or_after(checkpoint(&e.dir).as_deref(), &e.last) {
+    // This process is up (it opened the stream) and the saved position is the last event.
+    while e.octi.stream_requests().len() == connections
+        || !at_or_after(checkpoint(&e.dir).as_deref(), &e.last)
+    {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the connector exited early"
@@ -148,8 +157,9 @@ fn run_to_end(e: &Env) {
 
 #[test]
 fn sigterm_during_a_busy_stream_exits_0_in_time_with_a_correct_checkpoint() {
-    // 30 ms per HarfangLab request: the 227 events take several seconds with 4 workers.
-    let e = env("term", Duration::from_millis(30));
+    // 100 ms per HarfangLab request: the 227 events need ~15 s with 4 workers, more than the
+    // 5 s drain deadline, so the deadline really cuts the drain short.
+    let e = env("term", Duration::from_millis(100));
     let mut child = spawn(&e);
     let deadline = Instant::now() + Duration::from_secs(30);
     // Busy: some progress saved, far from the end.
@@ -202,4 +212,71 @@ fn sigkill_at_random_points_and_restarts_end_in_the_expected_state() {
     }
     run_to_end(&e);
     demo_expected::check_lists(&e.hl.ioc_rules(), &e.hl.sigma_rules(), &e.hl.yara_files());
+}
+
+#[test]
+fn a_second_signal_exits_130_at_once() {
+    let e = env("twice", Duration::from_millis(50));
+    let mut child = spawn(&e);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checkpoint(&e.dir).is_none_or(|c| c == "0-0") {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "-TERM");
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&child, "-INT");
+    let status = wait_exit(&mut child, Duration::from_secs(3));
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
+#[test]
+fn systemd_is_told_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let e = env("notify", Duration::ZERO);
+    let path = e.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let path_str = path.to_str().unwrap().to_owned();
+    let mut child = spawn_with(
+        &e,
+        &[("NOTIFY_SOCKET", &path_str), ("WATCHDOG_USEC", "2000000")],
+    );
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stopped = false;
+    loop {
+        if let Ok(n) = socket.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let done = at_or_after(checkpoint(&e.dir).as_deref(), &e.last);
+        let watched = got.iter().any(|m| m.contains("WATCHDOG=1"));
+        let status = got.iter().any(|m| m.contains("STATUS=applied"));
+        if done && watched && status && !stopped {
+            signal(&child, "-TERM");
+            stopped = true;
+        }
+        if stopped && child.try_wait().unwrap().is_some() {
+            while let Ok(n) = socket.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got:?}");
+    }
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(1)).code(),
+        Some(0)
+    );
+    let pos = |needle: &str| got.iter().position(|m| m.contains(needle));
+    let ready = pos("READY=1").expect("READY=1");
+    let stopping = pos("STOPPING=1").expect("STOPPING=1");
+    assert!(ready < stopping, "{got:?}");
+    assert!(
+        got.iter().any(|m| m.contains("STATUS=applied")),
+        "a summary STATUS line: {got:?}"
+    );
 }

@@ -69,7 +69,7 @@ impl Default for RunOptions {
             stats: PipelineStats::new(),
             notifier: Notifier::from_env(),
             summary_every: Duration::from_secs(60),
-            tick_every: Duration::from_secs(5),
+            tick_every: Duration::from_secs(2),
             startup_backoff_max: Duration::from_secs(60),
             stream_backoff: Duration::from_secs(1),
         }
