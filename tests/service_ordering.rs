@@ -130,10 +130,10 @@ fn a_burst_on_one_indicator_applies_in_order_among_many_others() {
     let result = std::thread::scope(|s| {
         let h = s.spawn(|| service::run_with(&config, &shutdown, opts));
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !stats
+        while stats
             .snapshot()
             .watermark
-            .is_some_and(|w| compare_event_ids(&w, &last) != std::cmp::Ordering::Less)
+            .is_none_or(|w| compare_event_ids(&w, &last) == std::cmp::Ordering::Less)
         {
             assert!(Instant::now() < deadline && !h.is_finished(), "stalled");
             std::thread::sleep(Duration::from_millis(20));
