@@ -5,7 +5,9 @@
 //!
 //! What is INFERRED in the spec is a documented choice here (and configurable where it matters):
 //! a Sigma `id:` that is a UUID becomes the object id, and re-posting it fails inside the
-//! `{"status": [...]}` envelope unless `overwrite: true`; Yara files get random ids; hash values
+//! `{"status": [...]}` envelope unless `overwrite: true`; Yara files get random ids, and one whose
+//! `meta.id` (or, opt-in, rule identifier) another file of its source list declares is refused
+//! the same way (`overwrite: true` replaces that file); hash values
 //! are unique case-insensitively; CIDR ranges and SHA-512 are switchable. Not a product
 //! component: it never talks to anything but its own clients.
 
@@ -53,6 +55,10 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Seed of the fault dice, so a sequential test sees the same faults every run.
     pub seed: u64,
+    /// Also refuse a Yara file declaring a rule identifier that another file of the same
+    /// source list declares (the clash on `meta.id` is always refused). The spec only infers
+    /// identity from `meta.id` (§6.3); uniqueness of rule names is a guess, so it is opt-in.
+    pub unique_yara_rule_names: bool,
 }
 
 impl Default for SimConfig {
@@ -71,6 +77,7 @@ impl Default for SimConfig {
             absolute_next: true,
             faults: Faults::default(),
             seed: 0,
+            unique_yara_rule_names: false,
         }
     }
 }
@@ -843,7 +850,21 @@ impl Shared {
             Err(message) => return failed(message),
         };
         let mut replaced: Option<Map<String, Value>> = None;
-        let id = match &parsed.id {
+        let clash = match res {
+            Res::YaraFile => self.yara_clash(state, &body, &content, None),
+            _ => None,
+        };
+        let id = match (&parsed.id, clash) {
+            (_, Some((clash_id, clash_name))) => {
+                if !overwrite {
+                    return failed(format!(
+                        "Duplicate rule: a yara rule of the file {clash_name:?} already exists in this source."
+                    ));
+                }
+                replaced = state.table_mut(res).remove(&clash_id);
+                clash_id
+            }
+            (parsed_id, None) => match parsed_id {
             Some(id) if state.table(res).get(id).is_some() => {
                 if !overwrite {
                     return failed(format!(
@@ -856,6 +877,7 @@ impl Shared {
             }
             Some(id) => id.clone(),
             None => uuid::Uuid::new_v4().to_string(),
+            },
         };
         let creation = replaced
             .as_ref()
@@ -950,6 +972,15 @@ impl Shared {
                     Ok(p) => p,
                     Err(message) => return Reply::field("content", &message),
                 };
+                if res == Res::YaraFile
+                    && let Some((_, clash_name)) =
+                        self.yara_clash(state, &obj, str_of(&obj, "content"), Some(id))
+                {
+                    return Reply::field(
+                        "content",
+                        &format!("Duplicate rule: a yara rule of the file {clash_name:?} already exists in this source."),
+                    );
+                }
                 if res == Res::SigmaRule && parsed.id.as_deref().is_some_and(|new| new != id) {
                     return Reply::field(
                         "content",
@@ -965,6 +996,41 @@ impl Shared {
         }
         state.writes += 1;
         Reply::json(200, Value::Object(obj))
+    }
+
+    /// The (id, name) of another Yara file of `obj`'s source list that declares one of the
+    /// `meta.id`s of `content` (or, with `unique_yara_rule_names`, one of its rule identifiers).
+    fn yara_clash(
+        &self,
+        state: &State,
+        obj: &Map<String, Value>,
+        content: &str,
+        own_id: Option<&str>,
+    ) -> Option<(String, String)> {
+        let source_id = str_of(obj, "source_id");
+        let meta_ids = crate::sync::content::yara_meta_ids(content);
+        let names = if self.config.unique_yara_rule_names {
+            yara_rule_names(content)
+        } else {
+            Vec::new()
+        };
+        if meta_ids.is_empty() && names.is_empty() {
+            return None;
+        }
+        state
+            .table(Res::YaraFile)
+            .rows
+            .values()
+            .filter(|other| {
+                Some(str_of(other, "id")) != own_id && str_of(other, "source_id") == source_id
+            })
+            .find(|other| {
+                rule_names(other).any(|n| names.iter().any(|m| m == n))
+                    || crate::sync::content::yara_meta_ids(str_of(other, "content"))
+                        .iter()
+                        .any(|m| meta_ids.contains(m))
+            })
+            .map(|other| (str_of(other, "id").to_owned(), str_of(other, "name").to_owned()))
     }
 
     /// Type and value checks plus (type, value, source) uniqueness (§5.5, §7).
