@@ -15,16 +15,16 @@ use harfanglab_intel::harfanglab::model::{
     IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
 };
 use harfanglab_intel::harfanglab::retry::RetryPolicy;
-use harfanglab_intel::secret::Secret;
-use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig};
-use std::time::Duration;
 use harfanglab_intel::rules::sigma::SigmaMeta;
 use harfanglab_intel::rules::yara::YaraMeta;
+use harfanglab_intel::secret::Secret;
+use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig};
 use harfanglab_intel::sync::comment::{Origin, RuleComment};
 use harfanglab_intel::sync::dry_run::DryRunApi;
 use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
 use harfanglab_intel::sync::{Former, SyncSettings, Syncer};
 use harfanglab_intel::translate::{Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec};
+use std::time::Duration;
 
 // ---- fixtures -------------------------------------------------------------------------------
 
@@ -348,9 +348,7 @@ fn yara_duplicate_conflict_is_resolved_by_update<A: ThreatIntelApi>(
 
 /// A file carrying `meta: id` (HarfangLab's inferred Yara identity, §6.3) already exists under
 /// a name we cannot trace: the create is refused, the clash is found and updated in place.
-fn yara_meta_id_clash_is_resolved_by_update<A: ThreatIntelApi>(
-    new_api: fn() -> (A, SourceLists),
-) {
+fn yara_meta_id_clash_is_resolved_by_update<A: ThreatIntelApi>(new_api: fn() -> (A, SourceLists)) {
     let s = syncer_on(new_api(), true);
     let with_id = |name: &str, marker: &str| {
         let mut t = yara(name, "Tagged_Loader", marker);
@@ -365,9 +363,15 @@ fn yara_meta_id_clash_is_resolved_by_update<A: ThreatIntelApi>(
     let a = indicator("a");
     let mut ghost = a.clone();
     ghost.name = "Renamed while we were down".into();
-    s.upsert(&ghost, &with_id("Renamed while we were down", "v1"), &none())
+    s.upsert(
+        &ghost,
+        &with_id("Renamed while we were down", "v1"),
+        &none(),
+    )
+    .unwrap();
+    let report = s
+        .upsert(&a, &with_id("Indicator a", "v2"), &none())
         .unwrap();
-    let report = s.upsert(&a, &with_id("Indicator a", "v2"), &none()).unwrap();
     assert_eq!((report.yara.updated, report.yara.created), (1, 0));
     let files = all_rules(&s, RuleKind::Yara);
     assert_eq!(files.len(), 1, "{files:?}");
@@ -1025,7 +1029,8 @@ mod simulator_only {
                     for i in (t..INDICATORS).step_by(THREADS) {
                         let (ind, keys, released) = workload(i);
                         let tr = iocs(&keys);
-                        s.upsert(&ind, &tr, &none()).expect("upsert through the storm");
+                        s.upsert(&ind, &tr, &none())
+                            .expect("upsert through the storm");
                         if released {
                             s.release(&ind, &tr, &none())
                                 .expect("release through the storm");

@@ -865,18 +865,18 @@ impl Shared {
                 clash_id
             }
             (parsed_id, None) => match parsed_id {
-            Some(id) if state.table(res).get(id).is_some() => {
-                if !overwrite {
-                    return failed(format!(
-                        "{} with this id ({id}) already exists.",
-                        capitalised(res.noun())
-                    ));
+                Some(id) if state.table(res).get(id).is_some() => {
+                    if !overwrite {
+                        return failed(format!(
+                            "{} with this id ({id}) already exists.",
+                            capitalised(res.noun())
+                        ));
+                    }
+                    replaced = state.table_mut(res).remove(id);
+                    id.clone()
                 }
-                replaced = state.table_mut(res).remove(id);
-                id.clone()
-            }
-            Some(id) => id.clone(),
-            None => uuid::Uuid::new_v4().to_string(),
+                Some(id) => id.clone(),
+                None => uuid::Uuid::new_v4().to_string(),
             },
         };
         let creation = replaced
@@ -978,7 +978,9 @@ impl Shared {
                 {
                     return Reply::field(
                         "content",
-                        &format!("Duplicate rule: a yara rule of the file {clash_name:?} already exists in this source."),
+                        &format!(
+                            "Duplicate rule: a yara rule of the file {clash_name:?} already exists in this source."
+                        ),
                     );
                 }
                 if res == Res::SigmaRule && parsed.id.as_deref().is_some_and(|new| new != id) {
@@ -1030,7 +1032,12 @@ impl Shared {
                         .iter()
                         .any(|m| meta_ids.contains(m))
             })
-            .map(|other| (str_of(other, "id").to_owned(), str_of(other, "name").to_owned()))
+            .map(|other| {
+                (
+                    str_of(other, "id").to_owned(),
+                    str_of(other, "name").to_owned(),
+                )
+            })
     }
 
     /// Type and value checks plus (type, value, source) uniqueness (§5.5, §7).
