@@ -974,7 +974,7 @@ mod simulator_only {
             ip(&format!("192.0.2.{}", (i * 5 + 1) % SHARED)),
             ip(&format!("198.51.100.{i}")),
         ];
-        (indicator(&format!("{i:02}")), keys, i % 3 == 0)
+        (indicator(&format!("{i:02}")), keys, i.is_multiple_of(3))
     }
 
     /// What the workload must leave: each wanted IP with its exact holders (sorted).

@@ -561,10 +561,10 @@ impl Shared {
             return reply;
         }
         if path == "/api/version" || path == "/api/version/" {
-            if self.config.version_requires_auth {
-                if let Some(reply) = self.check_auth(auth) {
-                    return reply;
-                }
+            if self.config.version_requires_auth
+                && let Some(reply) = self.check_auth(auth)
+            {
+                return reply;
             }
             return Reply::json(200, json!({ "version": self.config.version }));
         }
@@ -1095,10 +1095,10 @@ fn delete(state: &mut State, res: Res, id: &str) -> Reply {
                 .map(|o| str_of(o, "id").to_owned())
                 .collect();
             for rid in doomed {
-                if let Some(o) = state.table_mut(rule).remove(&rid) {
-                    if rule == Res::IocRule {
-                        state.ioc_unique.remove(&ioc_key(&o));
-                    }
+                if let Some(o) = state.table_mut(rule).remove(&rid)
+                    && rule == Res::IocRule
+                {
+                    state.ioc_unique.remove(&ioc_key(&o));
                 }
             }
         }
