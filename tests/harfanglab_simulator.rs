@@ -426,6 +426,40 @@ fn yara_rule_name_clash_is_refused_only_when_enabled() {
 }
 
 #[test]
+fn lost_replies_apply_the_write_but_answer_502() {
+    let sim = lenient();
+    let src = sim.add_source(SourceKind::Ioc, "s");
+    sim.set_faults(Faults {
+        lost_reply_rate: 1.0,
+        ..Faults::default()
+    });
+    let path = format!("{TI}/IOCRule/");
+    let created = call(
+        &sim,
+        "POST",
+        &path,
+        Some(ioc(&src, "domain_name", "lost.example")),
+    );
+    assert_eq!(created.status, 502);
+    assert_eq!(sim.ioc_rules().len(), 1, "the create was applied");
+    // Reads and failed writes are answered as usual.
+    assert_eq!(call(&sim, "GET", &path, None).status, 200);
+    let again = call(
+        &sim,
+        "POST",
+        &path,
+        Some(ioc(&src, "domain_name", "lost.example")),
+    );
+    assert_eq!(again.status, 400);
+    sim.set_faults(Faults::default());
+    let id = sim.ioc_rules()[0].id.clone();
+    assert_eq!(
+        call(&sim, "DELETE", &format!("{path}{id}/"), None).status,
+        204
+    );
+}
+
+#[test]
 fn strict_mode_redirects_slashless_paths() {
     let sim = sim_with(SimConfig {
         strict: true,

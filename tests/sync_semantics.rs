@@ -1067,4 +1067,19 @@ mod simulator_only {
         assert!(retries > 20, "the storm hardly hit: {retries} retries");
         assert_eq!(stormy, calm);
     }
+
+    /// Writes applied by the server whose answer is lost (502): the client's retry of a create
+    /// meets "already exists", of a delete a 404; the result is still the fault-free one.
+    #[test]
+    fn writes_applied_but_unanswered_still_converge() {
+        let (state, retries) = run_workload(Faults {
+            lost_reply_rate: 0.25,
+            ..Faults::default()
+        });
+        assert!(
+            retries > 10,
+            "hardly any answer was lost: {retries} retries"
+        );
+        assert_eq!(state, expected());
+    }
 }

@@ -93,6 +93,10 @@ pub struct Faults {
     pub throttle_rate: f64,
     /// `Retry-After` seconds sent with a 429 (`None`: no header).
     pub retry_after_secs: Option<u64>,
+    /// Share of successful writes (POST/PATCH/PUT/DELETE) whose answer is lost: the change is
+    /// applied, but the client gets a 502 (a proxy or load balancer timing out), so its retry
+    /// meets the result of its first attempt ("already exists", 404 on delete).
+    pub lost_reply_rate: f64,
     /// Outage: every request is answered 503.
     pub down: bool,
     /// Broken network: every connection is closed without an answer (checked before `down`).
@@ -548,6 +552,18 @@ impl Shared {
     }
 
     fn route(&self, method: &str, url: &str, auth: Option<&str>, body: &str) -> Reply {
+        let reply = self.route_and_apply(method, url, auth, body);
+        let write = matches!(method, "POST" | "PATCH" | "PUT" | "DELETE");
+        if write && (200..300).contains(&reply.status) {
+            let rate = lock(&self.faults).lost_reply_rate;
+            if rate > 0.0 && lock(&self.dice).f64() < rate {
+                return Reply::detail(502, "Bad Gateway (simulated: applied, answer lost).");
+            }
+        }
+        reply
+    }
+
+    fn route_and_apply(&self, method: &str, url: &str, auth: Option<&str>, body: &str) -> Reply {
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let resource_label = resource_label(path);
         {
