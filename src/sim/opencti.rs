@@ -439,15 +439,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(v) = s
+        if b[i] == b'%'
+            && let Some(v) = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
@@ -490,10 +489,9 @@ fn start_index(events: &[(String, ScenarioEvent)], pos: Option<&str>) -> usize {
 }
 
 fn handle_stream(shared: &Shared, mut conn: TcpStream, req: &Request) -> io::Result<()> {
-    let stream_id = req
-        .path
-        .trim_start_matches("/stream")
-        .trim_start_matches('/');
+    // strip_prefix, not trim_start_matches: a stream id may itself start with "stream".
+    let stream_id = req.path.strip_prefix("/stream").unwrap_or_default();
+    let stream_id = stream_id.strip_prefix('/').unwrap_or(stream_id);
     let fault = shared.lock().faults.pop_front().unwrap_or(ConnFault::None);
     let status = if !authorized(shared, req) || stream_id != shared.cfg.stream_id {
         401
