@@ -95,7 +95,7 @@ fn spawn(octi: &str, hl: &str, dir: &Path, workers: usize) -> Child {
         .env("HARFANGLAB_INTEL_TOKEN", "sim-token")
         .env("HARFANGLAB_INTEL_STATE_DIR", dir)
         .env("HARFANGLAB_INTEL_WORKERS", workers.to_string())
-        .env("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", "2")
+        .env("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", "20")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -164,18 +164,21 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
         std::thread::sleep(Duration::from_millis(20));
     }
     let (elapsed, events) = (t0.elapsed(), checkpoint(&dir).saturating_sub(e0));
-    let requests = hl.total_requests().saturating_sub(r0);
+    // Requests per event over whole events: stop (the drain finishes what is in flight and
+    // saves the final checkpoint), then count both.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+    let finished = checkpoint(&dir).saturating_sub(e0);
+    let requests = hl.total_requests().saturating_sub(r0);
     hl.shutdown();
     octi.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
     Cell {
         events,
         per_sec: events as f64 / elapsed.as_secs_f64().max(1e-9),
-        requests_per_event: requests as f64 / (events.max(1)) as f64,
+        requests_per_event: requests as f64 / (finished.max(1)) as f64,
         rss_kb: rss,
         rss_at,
     }
