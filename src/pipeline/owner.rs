@@ -338,16 +338,16 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                 self.outstanding -= 1;
                 match outcome {
                     Outcome::Applied(summary) => {
-                        log::debug!("event={event_id} key={key}: applied: {summary}");
+                        log::debug!("event={event_id} indicator={key}: applied: {summary}");
                         self.opts.stats.add(Counter::Applied, 1);
                     }
                     Outcome::Skipped(reason) => {
-                        log::debug!("event={event_id} key={key}: skipped: {reason}");
+                        log::debug!("event={event_id} indicator={key}: skipped: {reason}");
                         self.opts.stats.add(Counter::Skipped, 1);
                     }
                     Outcome::Failed { reason, .. } => {
                         log::error!(
-                            "event={event_id} key={key}: failed (attempt {failures}), \
+                            "event={event_id} indicator={key}: failed (attempt {failures}), \
                              dead-lettered: {reason}"
                         );
                         let info = info.unwrap_or_default();
@@ -363,7 +363,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                         self.opts.stats.add(Counter::Failed, 1);
                     }
                     Outcome::Fatal(reason) => {
-                        log::error!("event={event_id} key={key}: fatal: {reason}; stopping");
+                        log::error!("event={event_id} indicator={key}: fatal: {reason}; stopping");
                         self.fail(PipelineError::Fatal {
                             event_id: event_id.to_string(),
                             key: key.to_string(),
@@ -382,7 +382,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                 self.outstanding -= 1;
                 if matches!(self.phase, Phase::Stopping { .. }) {
                     log::info!(
-                        "event={} key={}: not retried (shutting down): {reason}",
+                        "event={} indicator={}: not retried (shutting down): {reason}",
                         job.event_id,
                         job.key
                     );
@@ -391,7 +391,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                 }
                 let wait = self.opts.retry.backoff(job.failures, &mut self.rng);
                 log::warn!(
-                    "event={} key={}: attempt {} failed, retrying in {}: {reason}",
+                    "event={} indicator={}: attempt {} failed, retrying in {}: {reason}",
                     job.event_id,
                     job.key,
                     job.failures,
