@@ -45,7 +45,10 @@ fn clean_demo_run_reaches_the_documented_state() {
 
     // Shared IOC: `a` was deleted, `b` still holds the domain (and only b).
     let b = demo_internal_id(&scenario, "demo-shared-ioc-b");
-    assert!(s.is_live("domain_name", "shared.malicious-demo.example"), "{s:#?}");
+    assert!(
+        s.is_live("domain_name", "shared.malicious-demo.example"),
+        "{s:#?}"
+    );
     assert_eq!(
         s.holder_ids("domain_name", "shared.malicious-demo.example"),
         vec![b]
@@ -53,17 +56,30 @@ fn clean_demo_run_reaches_the_documented_state() {
     assert!(s.is_live("ip_both", "192.0.2.222"));
 
     // Pattern change: the old value is released, the new one is held.
-    assert!(!s.is_live("ip_both", "198.51.100.150"), "{:?}", s.ioc("ip_both", "198.51.100.150"));
+    assert!(
+        !s.is_live("ip_both", "198.51.100.150"),
+        "{:?}",
+        s.ioc("ip_both", "198.51.100.150")
+    );
     assert!(s.is_live("ip_both", "198.51.100.151"));
     let changed = demo_internal_id(&scenario, "demo-pattern-change");
     assert_eq!(s.holder_ids("ip_both", "198.51.100.151"), vec![changed]);
 
     // Revoked indicator: its IOC is gone (remove_indicator=true in the harness).
-    assert!(s.ioc("url", "http://revoked.malicious-demo.example/").is_none());
+    assert!(
+        s.ioc("url", "http://revoked.malicious-demo.example/")
+            .is_none()
+    );
     // Deleted indicators: rules gone.
     assert!(s.ioc("ip_both", "198.51.100.1").is_none());
-    assert!(s.ioc("domain_name", "c2-1.malicious-demo.example").is_none());
-    assert!(s.ioc("ip_both", "203.0.113.11").is_none(), "delete carrying an update payload");
+    assert!(
+        s.ioc("domain_name", "c2-1.malicious-demo.example")
+            .is_none()
+    );
+    assert!(
+        s.ioc("ip_both", "203.0.113.11").is_none(),
+        "delete carrying an update payload"
+    );
     assert!(s.ioc("hash", "7019384980BD204D9A94AE6FC00D9741").is_none());
     // Score-only update to 95 reached the holder.
     assert!(
@@ -102,12 +118,18 @@ fn faulted_run(drop_every: Option<usize>, faults: Faults, what: &str) {
     assert_same_state(clean_state(), &got, what);
     if drop_every.is_some() {
         let reconnects = world.octi.stream_requests().len();
-        assert!(reconnects >= 227 / 7, "only {reconnects} stream connections");
+        assert!(
+            reconnects >= 227 / 7,
+            "only {reconnects} stream connections"
+        );
     }
     if faults != Faults::default() {
         let ok_writes = world.hl.writes();
         let total = world.hl.total_requests();
-        assert!(total > ok_writes, "no request was faulted ({total} requests)");
+        assert!(
+            total > ok_writes,
+            "no request was faulted ({total} requests)"
+        );
     }
 }
 

@@ -15,7 +15,9 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const LINKED_DOMAIN: &str = "linked.e2e-demo.example";
 
 fn has_recover(query: &str) -> bool {
-    query.split('&').any(|kv| kv.split('=').next() == Some("recover"))
+    query
+        .split('&')
+        .any(|kv| kv.split('=').next() == Some("recover"))
 }
 
 #[test]
@@ -36,7 +38,10 @@ fn linked_observables_and_pattern_change_with_new_standard_id() {
     world.wait_checkpoint(&mut c, &world.last_event_id(), TIMEOUT);
     let s = e2e_support::snapshot(&world.hl);
     let one = vec![internal_id(1)];
-    assert!(s.is_live("ip_both", "10.77.0.2"), "linked IPv4 beyond the pattern: {s:#?}");
+    assert!(
+        s.is_live("ip_both", "10.77.0.2"),
+        "linked IPv4 beyond the pattern: {s:#?}"
+    );
     assert_eq!(s.holder_ids("ip_both", "10.77.0.2"), one);
     assert!(s.is_live("domain_name", LINKED_DOMAIN), "{s:#?}");
     assert_eq!(s.holder_ids("domain_name", LINKED_DOMAIN), one);
@@ -49,7 +54,11 @@ fn linked_observables_and_pattern_change_with_new_standard_id() {
     let id = world.octi.append_event(&ev.event, ev.data);
     world.wait_checkpoint(&mut c, &id, TIMEOUT);
     let s = e2e_support::snapshot(&world.hl);
-    assert!(s.ioc("ip_both", "10.77.0.2").is_none(), "{:?}", s.ioc("ip_both", "10.77.0.2"));
+    assert!(
+        s.ioc("ip_both", "10.77.0.2").is_none(),
+        "{:?}",
+        s.ioc("ip_both", "10.77.0.2")
+    );
     assert_eq!(s.holder_ids("ip_both", "10.77.0.1"), one);
     assert_eq!(s.holder_ids("domain_name", LINKED_DOMAIN), one);
 
@@ -61,7 +70,11 @@ fn linked_observables_and_pattern_change_with_new_standard_id() {
     c.terminate_ok(Duration::from_secs(15));
     let s = e2e_support::snapshot(&world.hl);
     s.assert_no_duplicates();
-    assert!(s.ioc("ip_both", "10.77.0.1").is_none(), "old value kept: {:?}", s.ioc("ip_both", "10.77.0.1"));
+    assert!(
+        s.ioc("ip_both", "10.77.0.1").is_none(),
+        "old value kept: {:?}",
+        s.ioc("ip_both", "10.77.0.1")
+    );
     assert_eq!(s.holder_ids("ip_both", "10.77.0.9"), one);
     assert_eq!(s.holder_ids("domain_name", LINKED_DOMAIN), one);
     assert_eq!(s.holder_ids("ip_both", "10.77.0.3"), vec![internal_id(2)]);

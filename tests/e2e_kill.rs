@@ -26,7 +26,7 @@ fn sigkill_at_random_points_and_restart_ends_in_the_clean_state() {
     };
     let world = World::start(demo_scenario(), faults, 3);
     let last = world.last_event_id();
-    let mut rng = fastrand::Rng::with_seed(0x5EED_E2E);
+    let mut rng = fastrand::Rng::with_seed(0x05EE_DE2E);
     let mut kills = 0;
     let mut positions = Vec::new();
     while kills < 4 {
@@ -35,7 +35,10 @@ fn sigkill_at_random_points_and_restart_ends_in_the_clean_state() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while world.hl.writes() < target {
             if let Some(status) = c.try_wait() {
-                panic!("connector exited ({status}) on its own\n{}", c.stderr_tail());
+                panic!(
+                    "connector exited ({status}) on its own\n{}",
+                    c.stderr_tail()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -47,17 +50,21 @@ fn sigkill_at_random_points_and_restart_ends_in_the_clean_state() {
         c.kill();
         kills += 1;
         positions.push((world.hl.writes(), world.checkpoint()));
-        if world
-            .checkpoint()
-            .is_some_and(|p| p == last)
-        {
+        if world.checkpoint().is_some_and(|p| p == last) {
             break;
         }
     }
-    assert!(kills >= 3, "the stream finished after {kills} kills: {positions:?}");
+    assert!(
+        kills >= 3,
+        "the stream finished after {kills} kills: {positions:?}"
+    );
 
     let got = world.run_to_end(&world.opts(), TIMEOUT);
     got.assert_no_duplicates();
     let clean = clean.join().expect("clean run");
-    assert_same_state(&clean, &got, &format!("after {kills} SIGKILLs at {positions:?}"));
+    assert_same_state(
+        &clean,
+        &got,
+        &format!("after {kills} SIGKILLs at {positions:?}"),
+    );
 }

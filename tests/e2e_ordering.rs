@@ -70,12 +70,22 @@ fn bursts_on_one_indicator_apply_in_order_with_many_workers() {
                 s.ioc("ip_both", &last)
             );
         } else {
-            assert!(s.is_live("ip_both", &last), "indicator {n}: last value {last} missing");
+            assert!(
+                s.is_live("ip_both", &last),
+                "indicator {n}: last value {last} missing"
+            );
             assert_eq!(s.holder_ids("ip_both", &last), vec![internal_id(n)]);
         }
     }
     for k in 1_000..1_000 + others {
-        assert!(s.is_live("ip_both", &ip_for(k)), "unrelated indicator {k} missing");
+        assert!(
+            s.is_live("ip_both", &ip_for(k)),
+            "unrelated indicator {k} missing"
+        );
     }
-    assert_eq!(s.iocs.len() as u64, others + BURSTS / 2, "unexpected extra IOC rules");
+    assert_eq!(
+        s.iocs.len() as u64,
+        others + BURSTS / 2,
+        "unexpected extra IOC rules"
+    );
 }

@@ -54,17 +54,25 @@ fn sigterm_while_busy_exits_0_in_time_with_an_exact_checkpoint() {
     };
     let world = World::start(scenario(), faults, 5);
     let ids = world.octi.event_ids();
-    let opts = world
-        .opts()
-        .workers(4)
-        .env("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", &SHUTDOWN_TIMEOUT_SECS.to_string());
+    let opts = world.opts().workers(4).env(
+        "HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT",
+        &SHUTDOWN_TIMEOUT_SECS.to_string(),
+    );
     let mut c = world.spawn(&opts);
 
     // Busy: a checkpoint was saved and work is flowing.
     let deadline = Instant::now() + Duration::from_secs(30);
     while world.checkpoint().is_none() || world.hl.writes() < 60 {
-        assert!(c.try_wait().is_none(), "connector exited\n{}", c.stderr_tail());
-        assert!(Instant::now() < deadline, "no progress\n{}", c.stderr_tail());
+        assert!(
+            c.try_wait().is_none(),
+            "connector exited\n{}",
+            c.stderr_tail()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no progress\n{}",
+            c.stderr_tail()
+        );
         std::thread::sleep(e2e_support::POLL);
     }
     let took = c.terminate_ok(Duration::from_secs(SHUTDOWN_TIMEOUT_SECS + 3));
@@ -89,6 +97,14 @@ fn sigterm_while_busy_exits_0_in_time_with_an_exact_checkpoint() {
             s.is_live("ip_both", &ip),
             "checkpoint {saved} (event #{pos}) is past unfinished work: indicator {n} ({ip}) missing\n{}",
             c.stderr_tail()
+        );
+    }
+
+    // ... and no update at or before it left its old value behind.
+    for n in 0..(pos as u64 + 1).saturating_sub(CREATES) {
+        assert!(
+            s.ioc("ip_both", &ip_for(n)).is_none(),
+            "checkpoint {saved}: update of indicator {n} not applied"
         );
     }
 

@@ -8,7 +8,9 @@
 #![allow(dead_code)]
 
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, HarfangLabSim, SimConfig};
-use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent};
+use harfanglab_intel::sim::opencti::{
+    self as octisim, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent,
+};
 use harfanglab_intel::state::compare_event_ids;
 use serde_json::{Value, json};
 use std::cmp::Ordering;
@@ -171,7 +173,10 @@ impl World {
             ("HARFANGLAB_INTEL_URL", self.hl.base_url()),
             ("HARFANGLAB_INTEL_TOKEN", HL_TOKEN),
             ("HARFANGLAB_INTEL_SSL_VERIFY", "true"),
-            ("HARFANGLAB_INTEL_STATE_DIR", &self.state.path().to_string_lossy()),
+            (
+                "HARFANGLAB_INTEL_STATE_DIR",
+                &self.state.path().to_string_lossy(),
+            ),
             ("HARFANGLAB_INTEL_WORKERS", &workers),
             ("HARFANGLAB_INTEL_REMOVE_INDICATOR", "true"),
             ("HARFANGLAB_INTEL_MAX_RETRIES", "30"),
@@ -325,7 +330,10 @@ impl Connector {
         self.signal("TERM");
         match self.wait_exit(deadline) {
             Some(s) if s.success() => t0.elapsed(),
-            Some(s) => panic!("connector exited with {s} after SIGTERM\n{}", self.stderr_tail()),
+            Some(s) => panic!(
+                "connector exited with {s} after SIGTERM\n{}",
+                self.stderr_tail()
+            ),
             None => {
                 self.kill();
                 panic!(
@@ -443,8 +451,7 @@ impl Snapshot {
             }
         };
         let fmt_iocs = |s: &Snapshot| s.iocs.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>();
-        let fmt_rules =
-            |r: &[RuleState]| r.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>();
+        let fmt_rules = |r: &[RuleState]| r.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>();
         side("ioc", &fmt_iocs(self), &fmt_iocs(other));
         side("sigma", &fmt_rules(&self.sigma), &fmt_rules(&other.sigma));
         side("yara", &fmt_rules(&self.yara), &fmt_rules(&other.yara));
@@ -551,7 +558,12 @@ pub fn ipv4_pattern(ip: &str) -> String {
 
 /// A distinct test IPv4 address for `k` (10.x.y.z, never 0 in the last byte).
 pub fn ip_for(k: u64) -> String {
-    format!("10.{}.{}.{}", (k >> 16) & 0xff, (k >> 8) & 0xff, (k & 0xff).max(1))
+    format!(
+        "10.{}.{}.{}",
+        (k >> 16) & 0xff,
+        (k >> 8) & 0xff,
+        (k & 0xff).max(1)
+    )
 }
 
 /// STIX indicator of generated indicator `n`.
@@ -695,7 +707,11 @@ pub fn based_on(
         "target_ref": format!("{}--00000004-0000-4000-8000-{rel:012x}", target_type.to_ascii_lowercase()),
         "type": "relationship"
     });
-    let verb = if kind == "delete" { "deletes" } else { "creates" };
+    let verb = if kind == "delete" {
+        "deletes"
+    } else {
+        "creates"
+    };
     event(
         kind,
         envelope(
