@@ -24,8 +24,10 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Why a command failed at run time. Fatal for the command: `main` logs it and exits 1.
 #[derive(Debug)]
 pub enum AppError {
-    /// The command exists but its engine is not connected yet.
-    NotWired(&'static str),
+    /// The service stopped with a fatal error.
+    Service(crate::service::ServiceError),
+    /// The demo failed.
+    Demo(crate::demo::DemoError),
     /// The `translate` input cannot be read.
     Input { path: String, source: io::Error },
     /// Standard output cannot be written.
@@ -42,7 +44,8 @@ impl AppError {
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AppError::NotWired(what) => write!(f, "`{what}` is not wired yet in this build"),
+            AppError::Service(e) => write!(f, "{e}"),
+            AppError::Demo(e) => write!(f, "{e}"),
             AppError::Input { path, source } => write!(f, "cannot read {path}: {source}"),
             AppError::Output(e) => write!(f, "cannot write the output: {e}"),
         }
@@ -53,20 +56,34 @@ impl std::error::Error for AppError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             AppError::Input { source, .. } | AppError::Output(source) => Some(source),
-            AppError::NotWired(_) => None,
+            AppError::Service(e) => Some(e),
+            AppError::Demo(e) => Some(e),
         }
     }
 }
 
-/// Run the connector until shutdown.
-pub fn run(config: Config) -> Result<(), AppError> {
-    let _ = config;
-    Err(AppError::NotWired("run"))
+/// Run the connector until `shutdown` fires (signals) or a fatal error.
+pub fn run(config: &Config, shutdown: &crate::pipeline::Shutdown) -> Result<(), AppError> {
+    let s = crate::service::run(config, shutdown).map_err(AppError::Service)?;
+    log::info!(
+        "stopped after {}: {} applied, {} skipped, {} failed, {} abandoned; checkpoint {}",
+        humantime::format_duration(std::time::Duration::from_secs(s.elapsed.as_secs())),
+        s.stats.applied,
+        s.stats.skipped,
+        s.stats.failed,
+        s.stats.abandoned,
+        s.watermark.as_deref().unwrap_or("none")
+    );
+    Ok(())
 }
 
-/// Run the self-contained demo (simulated OpenCTI and HarfangLab).
-pub fn demo() -> Result<(), AppError> {
-    Err(AppError::NotWired("demo"))
+/// Run the self-contained demo (simulated OpenCTI and HarfangLab) and print its report.
+pub fn demo(out: &mut dyn Write) -> Result<(), AppError> {
+    let result =
+        crate::demo::run_demo(&crate::demo::DemoOptions::default()).map_err(AppError::Demo)?;
+    out.write_all(result.render().as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(AppError::Output)
 }
 
 /// Outcome of one check.
@@ -445,17 +462,5 @@ mod tests {
             r.to_string()
                 .contains("[FAIL] state directory: /proc/version is not a directory")
         );
-    }
-
-    #[test]
-    fn run_and_demo_say_they_are_not_wired() {
-        assert_eq!(
-            demo().unwrap_err().to_string(),
-            "`demo` is not wired yet in this build"
-        );
-        assert!(matches!(
-            run(Config::default()),
-            Err(AppError::NotWired("run"))
-        ));
     }
 }

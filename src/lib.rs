@@ -19,6 +19,7 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod harfanglab;
 pub mod indicator_file;
 pub mod metrics;
@@ -27,6 +28,7 @@ pub mod opencti;
 pub mod pipeline;
 pub mod rules;
 pub mod secret;
+pub mod service;
 pub mod sim;
 pub mod state;
 pub mod stix;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use harfanglab_intel::app::{self, AppError, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 use harfanglab_intel::config::{self, Config, RawConfig};
+use harfanglab_intel::pipeline::Shutdown;
 use log::{error, info, warn};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -50,13 +51,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => match load_config(&cli) {
-            Ok(config) => finish(app::run(config)),
+            Ok(config) => finish(app::run(&config, &signals())),
             Err(code) => code,
         },
         Command::Check => check(&cli),
         Command::Demo => {
             init_logging(env_log_level());
-            finish(app::demo())
+            let _ = signals();
+            finish(app::demo(&mut std::io::stdout()))
         }
         Command::Translate { file, strict } => {
             init_logging(env_log_level());
@@ -64,6 +66,24 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
+}
+
+/// SIGINT/SIGTERM: the first one shuts down gracefully, a second one exits 130 at once (the
+/// checkpoint on disk is always a correct resume position).
+fn signals() -> Shutdown {
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let installed = ctrlc::set_handler(move || {
+        if s.on_signal() {
+            eprintln!("harfanglab-intel: second signal, exiting now");
+            std::process::exit(130);
+        }
+        log::info!("signal received: stopping (again to exit at once)");
+    });
+    if let Err(e) = installed {
+        warn!("cannot install the signal handler: {e}");
+    }
+    shutdown
 }
 
 /// Read and validate the configuration, start logging, log the summary. `Err` is the exit code.
@@ -190,6 +210,8 @@ fn init_logging(level: log::LevelFilter) {
         ours.add_filter_ignore_str(target);
         noisy.add_filter_allow_str(target);
     }
+    // ureq_proto hex-dumps requests (Authorization header included) at TRACE: never log it.
+    noisy.add_filter_ignore_str("ureq_proto");
     let loggers: Vec<Box<dyn simplelog::SharedLogger>> = vec![
         TermLogger::new(level, ours.build(), TerminalMode::Stderr, colors),
         TermLogger::new(

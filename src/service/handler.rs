@@ -1,0 +1,482 @@
+//! The concrete [`EventHandler`]: one OpenCTI stream event in, HarfangLab changes out.
+//!
+//! Owns the meaning of each event for HarfangLab (issue 5 "Indicator resolution", issue 7):
+//! - indicator create/update: re-read the indicator from OpenCTI (linked observables, current
+//!   state); when it is gone, use the stream payload. Former name / pattern / standard id come
+//!   from the `reverse_patch` so the sync layer releases what the old pattern named.
+//! - indicator delete: the payload only (plus the extension's `observable_values`) → release.
+//! - `based-on` create: re-read the indicator and upsert it (it now lists the observable).
+//! - `based-on` delete: re-read the indicator and release ONLY the removed observable's value
+//!   (unless the pattern still names it), not every IOC of the indicator (the Python bug).
+//!
+//! Classification: HarfangLab `is_fatal` → [`Outcome::Fatal`], retryable → retry, else a
+//! permanent failure (dead letter). OpenCTI read errors are retryable unless fatal.
+
+use crate::harfanglab::api::ThreatIntelApi;
+use crate::metrics::{Health, Metrics};
+use crate::notify::WatchdogGate;
+use crate::opencti::api::{ApiError, OpenCtiApi};
+use crate::opencti::events::{
+    self, BasedOn, EventError, EventKind, IndicatorData, OCTI_EXT, Payload, StreamEvent,
+};
+use crate::pipeline::{EventHandler, Outcome, PayloadInfo};
+use crate::sync::{Former, SyncError, SyncReport, Syncer};
+use crate::translate::{self, Indicator, IocKey, LinkedObservable, Translation};
+use serde_json::Value;
+
+/// The pipeline payload: a decoded event, or one that could not be decoded (dead-lettered).
+#[derive(Debug)]
+pub enum Work {
+    Event(Box<StreamEvent>),
+    Malformed(EventError),
+    /// A position-only item (ignored event name); never handed to the handler.
+    Ignored,
+}
+
+impl Work {
+    /// The pipeline key: the indicator the event is about (a `based-on` relationship counts as
+    /// its source indicator), by its stable internal id when known. `None`: nothing to do.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Work::Event(ev) => event_key(ev),
+            Work::Malformed(e) => Some(format!(
+                "malformed:{}",
+                e.event_id.as_deref().unwrap_or("<no id>")
+            )),
+            Work::Ignored => None,
+        }
+    }
+}
+
+/// See [`Work::key`].
+pub fn event_key(ev: &StreamEvent) -> Option<String> {
+    match &ev.payload {
+        Payload::Indicator(d) => Some(indicator_key(d)),
+        Payload::BasedOn(b) => Some(
+            b.source_internal_id
+                .clone()
+                .unwrap_or_else(|| b.source_ref.clone()),
+        ),
+        Payload::Other { .. } => None,
+    }
+}
+
+fn indicator_key(d: &IndicatorData) -> String {
+    d.internal_id
+        .clone()
+        .unwrap_or_else(|| d.standard_id.clone())
+}
+
+/// Applies events through one shared [`Syncer`].
+pub struct Handler<A: ThreatIntelApi> {
+    opencti: OpenCtiApi,
+    syncer: Syncer<A>,
+    metrics: Metrics,
+    health: Health,
+    gate: WatchdogGate,
+}
+
+impl<A: ThreatIntelApi> Handler<A> {
+    pub fn new(
+        opencti: OpenCtiApi,
+        syncer: Syncer<A>,
+        metrics: Metrics,
+        health: Health,
+        gate: WatchdogGate,
+    ) -> Self {
+        Handler {
+            opencti,
+            syncer,
+            metrics,
+            health,
+            gate,
+        }
+    }
+
+    /// The shared syncer (its API holds the HarfangLab client).
+    pub fn syncer(&self) -> &Syncer<A> {
+        &self.syncer
+    }
+
+    fn apply(&self, ev: &StreamEvent, key: &str) -> Outcome {
+        match (&ev.payload, ev.kind) {
+            (Payload::Indicator(d), EventKind::Delete) => self.indicator_delete(ev, d),
+            (Payload::Indicator(d), _) => self.indicator_upsert(ev, d, key),
+            (Payload::BasedOn(b), EventKind::Delete) => self.based_on_delete(b, key),
+            (Payload::BasedOn(b), _) => self.based_on_create(b, key),
+            (Payload::Other { stix_type }, _) => {
+                Outcome::Skipped(format!("{stix_type} is not handled"))
+            }
+        }
+    }
+
+    /// Read the indicator from OpenCTI; `Err` is the outcome to return.
+    fn read(&self, id: &str) -> Result<Option<Indicator>, Outcome> {
+        match self.opencti.indicator(id) {
+            Ok(found) => {
+                self.health.opencti_reachable();
+                Ok(found.map(|g| g.to_translate()))
+            }
+            Err(e) => Err(api_outcome(&e)),
+        }
+    }
+
+    fn indicator_upsert(&self, ev: &StreamEvent, d: &IndicatorData, key: &str) -> Outcome {
+        let lookup = d.internal_id.as_deref().unwrap_or(&d.standard_id);
+        let indicator = match self.read(lookup) {
+            Ok(Some(i)) => i,
+            // Deleted since: the payload is the best we know (a later delete releases it).
+            Ok(None) => payload_indicator(&ev.stix, key),
+            Err(o) => return o,
+        };
+        let translation = match translate::translate(&indicator) {
+            Ok(t) => t,
+            Err(e) if e.is_unsupported() => return Outcome::Skipped(e.to_string()),
+            Err(e) => return Outcome::permanent(e.to_string()),
+        };
+        let former = former(ev, &indicator);
+        self.sync_outcome(self.syncer.upsert(&indicator, &translation, &former))
+    }
+
+    fn indicator_delete(&self, ev: &StreamEvent, d: &IndicatorData) -> Outcome {
+        let indicator = payload_indicator(&ev.stix, &indicator_key(d));
+        let former = former(ev, &indicator);
+        let translation = match translate::translate(&indicator) {
+            Ok(t) => t,
+            Err(e) if e.is_unsupported() => return Outcome::Skipped(e.to_string()),
+            // Untranslatable pattern: still release the observables' IOCs (and the Sigma/Yara
+            // rule, which the sync layer looks up by name).
+            Err(_) => observables_only(&indicator),
+        };
+        self.sync_outcome(self.syncer.release(&indicator, &translation, &former))
+    }
+
+    fn based_on_create(&self, b: &BasedOn, key: &str) -> Outcome {
+        let lookup = b.source_internal_id.as_deref().unwrap_or(&b.source_ref);
+        match self.read(lookup) {
+            Ok(Some(indicator)) => {
+                let translation = match translate::translate(&indicator) {
+                    Ok(t) => t,
+                    Err(e) if e.is_unsupported() => return Outcome::Skipped(e.to_string()),
+                    Err(e) => return Outcome::permanent(e.to_string()),
+                };
+                self.sync_outcome(
+                    self.syncer
+                        .upsert(&indicator, &translation, &Former::default()),
+                )
+            }
+            Ok(None) => {
+                let ioc = match removed_ioc(b) {
+                    Ok(k) => k,
+                    Err(reason) => return Outcome::Skipped(reason),
+                };
+                let stub = stub_indicator(b, key);
+                let t = Translation {
+                    iocs: vec![ioc],
+                    ..Translation::default()
+                };
+                self.sync_outcome(self.syncer.upsert(&stub, &t, &Former::default()))
+            }
+            Err(o) => o,
+        }
+    }
+
+    fn based_on_delete(&self, b: &BasedOn, key: &str) -> Outcome {
+        let removed = match removed_ioc(b) {
+            Ok(k) => k,
+            Err(reason) => return Outcome::Skipped(reason),
+        };
+        let lookup = b.source_internal_id.as_deref().unwrap_or(&b.source_ref);
+        match self.read(lookup) {
+            Ok(Some(mut indicator)) => {
+                // The platform may still list the relationship (read racing the delete).
+                indicator.observables.retain(|o| {
+                    translate::observable_ioc(&o.entity_type, &o.value)
+                        .ok()
+                        .as_ref()
+                        != Some(&removed)
+                });
+                let translation = match translate::translate(&indicator) {
+                    Ok(t) => t,
+                    Err(e) if e.is_unsupported() => return Outcome::Skipped(e.to_string()),
+                    Err(_) => observables_only(&indicator),
+                };
+                let mut was = translation.iocs.clone();
+                if !was.contains(&removed) {
+                    was.push(removed);
+                }
+                let former = Former {
+                    iocs: Some(was),
+                    ..Former::default()
+                };
+                self.sync_outcome(self.syncer.upsert(&indicator, &translation, &former))
+            }
+            Ok(None) => {
+                let stub = stub_indicator(b, key);
+                let t = Translation {
+                    iocs: vec![removed],
+                    ..Translation::default()
+                };
+                self.sync_outcome(self.syncer.release(&stub, &t, &Former::default()))
+            }
+            Err(o) => o,
+        }
+    }
+
+    fn sync_outcome(&self, r: Result<SyncReport, SyncError>) -> Outcome {
+        match r {
+            Ok(report) => {
+                self.health.harfanglab_reachable();
+                Outcome::Applied(summary(&report))
+            }
+            Err(e) if e.is_fatal() => Outcome::Fatal(e.to_string()),
+            Err(e) if e.is_retryable() => Outcome::retry(e.to_string()),
+            Err(e) => {
+                // A permanent failure is still an answer from HarfangLab.
+                self.health.harfanglab_reachable();
+                Outcome::permanent(e.to_string())
+            }
+        }
+    }
+}
+
+impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
+    fn handle(&self, event_id: &str, key: &str, payload: &Work) -> Outcome {
+        let (kind, outcome) = match payload {
+            Work::Malformed(e) => ("malformed", Outcome::permanent(e.to_string())),
+            Work::Ignored => ("ignored", Outcome::Skipped("nothing to do".to_owned())),
+            Work::Event(ev) => (ev.kind.as_str(), self.apply(ev, key)),
+        };
+        let label = match &outcome {
+            Outcome::Applied(_) => "applied",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Failed {
+                retryable: true, ..
+            } => "retried",
+            Outcome::Failed { .. } => "dead_letter",
+            Outcome::Fatal(_) => "fatal",
+        };
+        self.metrics.event(kind, label);
+        if let Outcome::Failed { .. } = outcome {
+            if label == "dead_letter" {
+                self.metrics.dead_letter();
+            }
+        }
+        log::debug!("event={event_id} indicator={key}: {kind} → {label}");
+        // A finished (or retried) event is progress for the systemd watchdog.
+        self.gate.progress();
+        self.health.progress();
+        outcome
+    }
+
+    fn describe(&self, payload: &Work) -> PayloadInfo {
+        match payload {
+            Work::Malformed(e) => PayloadInfo {
+                event: e.event.clone(),
+                excerpt: Some(e.reason.clone()),
+            },
+            Work::Event(ev) => PayloadInfo {
+                event: ev.kind.as_str().to_owned(),
+                excerpt: Some(ev.stix.to_string()),
+            },
+            Work::Ignored => PayloadInfo::default(),
+        }
+    }
+}
+
+fn api_outcome(e: &ApiError) -> Outcome {
+    if e.is_fatal() {
+        Outcome::Fatal(e.to_string())
+    } else {
+        Outcome::retry(e.to_string())
+    }
+}
+
+/// The translation input from the stream payload, with the OpenCTI extension's
+/// `observable_values` as linked observables (so values held through observables are released).
+fn payload_indicator(stix: &Value, key: &str) -> Indicator {
+    let mut indicator = events::indicator_from_stix(stix);
+    if indicator.id.is_empty() {
+        indicator.id = key.to_owned();
+    }
+    let values = stix
+        .pointer(&format!("/extensions/{OCTI_EXT}/observable_values"))
+        .and_then(Value::as_array);
+    for v in values.into_iter().flatten() {
+        let (Some(t), Some(value)) = (
+            v.get("type").and_then(Value::as_str),
+            v.get("value").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        indicator.observables.push(LinkedObservable {
+            entity_type: t.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    indicator
+}
+
+/// IOCs of the linked observables only (when the pattern itself cannot be translated).
+fn observables_only(indicator: &Indicator) -> Translation {
+    let mut iocs: Vec<IocKey> = indicator
+        .observables
+        .iter()
+        .filter_map(|o| translate::observable_ioc(&o.entity_type, &o.value).ok())
+        .collect();
+    iocs.sort();
+    iocs.dedup();
+    Translation {
+        iocs,
+        ..Translation::default()
+    }
+}
+
+fn removed_ioc(b: &BasedOn) -> Result<IocKey, String> {
+    match (&b.target_type, &b.target_value) {
+        (Some(t), Some(v)) => translate::observable_ioc(t, v),
+        _ => Err(format!(
+            "based-on {} carries no target_type/target_value",
+            b.id
+        )),
+    }
+}
+
+/// The holder identity of an indicator known only through a relationship.
+fn stub_indicator(b: &BasedOn, key: &str) -> Indicator {
+    Indicator {
+        id: key.to_owned(),
+        standard_id: Some(b.source_ref.clone()),
+        pattern_type: "stix".to_owned(),
+        ..Indicator::default()
+    }
+}
+
+/// What the update changed, from its `reverse_patch`.
+fn former(ev: &StreamEvent, current: &Indicator) -> Former {
+    let f = &ev.former;
+    let former_type = f
+        .pattern_type
+        .value()
+        .unwrap_or(current.pattern_type.as_str());
+    let is_stix = matches!(
+        former_type.trim().to_ascii_lowercase().as_str(),
+        "stix" | ""
+    );
+    let iocs = match f.pattern.value() {
+        Some(p) if is_stix => match translate::stix_iocs(p) {
+            Ok((keys, _)) => Some(keys),
+            Err(e) => {
+                log::debug!(
+                    "event={} indicator={}: former pattern unreadable ({e}); its IOCs cannot be released",
+                    ev.id,
+                    current.id
+                );
+                None
+            }
+        },
+        // Former Sigma/Yara pattern: the rule identity (id / name) follows the indicator.
+        _ => None,
+    };
+    Former {
+        name: f.name.value().map(str::to_owned),
+        iocs,
+        ids: f
+            .standard_id
+            .value()
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// One short line for the debug log.
+fn summary(r: &SyncReport) -> String {
+    let mut parts = Vec::new();
+    for (name, c) in [("ioc", &r.iocs), ("sigma", &r.sigma), ("yara", &r.yara)] {
+        let mut s = Vec::new();
+        for (n, label) in [
+            (c.created, "created"),
+            (c.updated, "updated"),
+            (c.re_enabled, "re-enabled"),
+            (c.disabled, "disabled"),
+            (c.deleted, "deleted"),
+            (c.unchanged, "unchanged"),
+            (c.skipped, "skipped"),
+        ] {
+            if n > 0 {
+                s.push(format!("{n} {label}"));
+            }
+        }
+        if !s.is_empty() {
+            parts.push(format!("{name}: {}", s.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("nothing to change".to_owned());
+    }
+    format!("{} ({} HarfangLab calls)", parts.join("; "), r.api_calls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn payload_indicator_reads_observable_values() {
+        let stix = json!({"id":"indicator--x","type":"indicator","name":"n",
+            "pattern":"[ipv4-addr:value = '1.2.3.4']","pattern_type":"stix",
+            "extensions":{OCTI_EXT:{"id":"int-1","observable_values":[
+                {"type":"Domain-Name","value":"a.example"},{"type":"IPv4-Addr"}]}}});
+        let i = payload_indicator(&stix, "k");
+        assert_eq!(i.id, "int-1");
+        assert_eq!(
+            i.observables,
+            vec![LinkedObservable {
+                entity_type: "Domain-Name".into(),
+                value: "a.example".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn based_on_key_is_the_source_indicator() {
+        let b = BasedOn {
+            source_ref: "indicator--s".into(),
+            source_internal_id: Some("int-s".into()),
+            ..BasedOn::default()
+        };
+        let ev = StreamEvent {
+            id: "1-0".into(),
+            kind: EventKind::Create,
+            payload_type: None,
+            version: None,
+            scope: None,
+            message: None,
+            origin: Value::Null,
+            event_id: None,
+            patch: vec![],
+            reverse_patch: vec![],
+            former: Default::default(),
+            payload: Payload::BasedOn(b.clone()),
+            stix: Value::Null,
+        };
+        assert_eq!(event_key(&ev).as_deref(), Some("int-s"));
+        let ev2 = StreamEvent {
+            payload: Payload::BasedOn(BasedOn {
+                source_internal_id: None,
+                ..b
+            }),
+            ..ev.clone()
+        };
+        assert_eq!(event_key(&ev2).as_deref(), Some("indicator--s"));
+        let ev3 = StreamEvent {
+            payload: Payload::Other {
+                stix_type: "malware".into(),
+            },
+            ..ev
+        };
+        assert_eq!(event_key(&ev3), None);
+    }
+}

@@ -1,0 +1,299 @@
+//! The glue threads and callbacks around the pipeline core: the reader → pipeline adapter, the
+//! checkpoint sink, the owner-thread tick (metrics, `STATUS=`, watchdog, summary with lag) and
+//! the OpenCTI ping loop (state push, UI reset detection, idle HarfangLab probe).
+//!
+//! Everything here is shared between one service run's threads through [`Shared`]; nothing
+//! blocks without also watching a shutdown signal.
+
+use super::handler::Work;
+use crate::harfanglab::Client;
+use crate::metrics::{Health, Metrics, event_id_millis};
+use crate::notify::{Notifier, WatchdogGate};
+use crate::opencti::api::{OpenCtiApi, PingOutcome, PlatformVersion};
+use crate::opencti::stream::StreamItem;
+use crate::pipeline::{
+    CheckpointSink, Input, PipelineHooks, PipelineStats, Shutdown, StatsSnapshot,
+};
+use crate::state::{Checkpoint, CheckpointWriter};
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// State shared by the threads of one service run.
+pub struct Shared {
+    pub metrics: Metrics,
+    pub health: Health,
+    pub notifier: Notifier,
+    pub gate: WatchdogGate,
+    pub stats: PipelineStats,
+    /// Milliseconds part of the newest id the stream delivered (0 = none yet).
+    pub head_ms: AtomicU64,
+    /// The platform sent `no-recover`: stop writing `recover_until`.
+    pub no_recover: AtomicBool,
+    /// `READY=1` sent.
+    pub ready: AtomicBool,
+    /// A ping saw a reset from the UI; the session loop restarts from the first-run position.
+    pub reset_pending: AtomicBool,
+    /// The current session's stop signal (to end it on reset or shutdown).
+    pub session: Mutex<Option<Shutdown>>,
+}
+
+impl Shared {
+    /// Stop the current session (if any).
+    pub fn stop_session(&self) {
+        if let Some(s) = self
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            s.trigger();
+        }
+    }
+
+    /// Lag of the watermark behind the stream head, when both are known.
+    pub fn lag(&self, watermark: Option<&str>) -> Option<Duration> {
+        let head = self.head_ms.load(Ordering::Relaxed);
+        let mark = watermark.and_then(event_id_millis)?;
+        (head > 0).then(|| Duration::from_millis(head.saturating_sub(mark)))
+    }
+
+    fn saw_head(&self, id: &str) {
+        if let Some(ms) = event_id_millis(id) {
+            self.head_ms.fetch_max(ms, Ordering::Relaxed);
+        }
+        self.metrics.set_stream_head(id);
+        self.health.opencti_reachable();
+    }
+
+    /// One-line status for `STATUS=` and the periodic log.
+    pub fn status_line(&self, s: &StatsSnapshot) -> String {
+        let lag = match self.lag(s.watermark.as_deref()) {
+            Some(l) => humantime::format_duration(Duration::from_millis(
+                u64::try_from(l.as_millis()).unwrap_or(u64::MAX) / 100 * 100,
+            ))
+            .to_string(),
+            None => "unknown".to_owned(),
+        };
+        format!(
+            "applied {} skipped {} failed {} in flight {} lag {lag} checkpoint {}",
+            s.applied,
+            s.skipped,
+            s.failed,
+            s.in_flight,
+            s.watermark.as_deref().unwrap_or("none")
+        )
+    }
+}
+
+/// Map reader items to pipeline inputs until the reader ends (its sender dropped) or the
+/// pipeline stops reading (our send fails). Updates metrics and health as items arrive.
+pub fn forward(items: &Receiver<StreamItem>, out: &Sender<Input<Work>>, shared: &Shared) {
+    for item in items.iter() {
+        let input = match item {
+            StreamItem::Connected(info) => {
+                shared.health.opencti_reachable();
+                if let Some(id) = &info.last_event_id {
+                    shared.saw_head(id);
+                }
+                if !shared.ready.swap(true, Ordering::SeqCst) {
+                    shared.notifier.ready();
+                }
+                shared.notifier.status("connected to the OpenCTI stream");
+                continue;
+            }
+            StreamItem::Event(ev) => {
+                shared.saw_head(&ev.id);
+                let key = super::handler::event_key(&ev);
+                if key.is_none() {
+                    shared.metrics.event(ev.kind.as_str(), "ignored");
+                }
+                Input::Event {
+                    event_id: ev.id.clone(),
+                    key,
+                    payload: Work::Event(ev),
+                }
+            }
+            StreamItem::Heartbeat { id } => {
+                shared.saw_head(&id);
+                Input::Heartbeat { event_id: id }
+            }
+            StreamItem::Ignored { id, event, reason } => {
+                shared.metrics.event(&event, "ignored");
+                log::debug!(
+                    "event={} ignored ({event}): {reason}",
+                    id.as_deref().unwrap_or("<no id>")
+                );
+                match id {
+                    Some(id) => {
+                        shared.saw_head(&id);
+                        Input::Event {
+                            event_id: id,
+                            key: None,
+                            payload: Work::Ignored,
+                        }
+                    }
+                    None => continue,
+                }
+            }
+            StreamItem::Malformed(e) => match e.event_id.clone() {
+                Some(id) => {
+                    shared.saw_head(&id);
+                    let work = Work::Malformed(e);
+                    Input::Event {
+                        event_id: id,
+                        key: work.key(),
+                        payload: work,
+                    }
+                }
+                None => {
+                    log::warn!("{e}; it has no id, so it cannot be recorded");
+                    continue;
+                }
+            },
+            StreamItem::NoRecover { id } => {
+                shared.no_recover.store(true, Ordering::SeqCst);
+                match id {
+                    Some(id) => Input::Heartbeat { event_id: id },
+                    None => continue,
+                }
+            }
+            StreamItem::Disconnected { reason, retry_in } => {
+                shared.notifier.status(&format!(
+                    "OpenCTI stream disconnected ({reason}); reconnecting in {}",
+                    humantime::format_duration(Duration::from_secs(retry_in.as_secs()))
+                ));
+                continue;
+            }
+        };
+        if out.send(input).is_err() {
+            return;
+        }
+    }
+}
+
+/// Hands watermarks to the checkpoint writer (which writes the file at most once a second).
+pub struct Sink<'a> {
+    pub writer: &'a CheckpointWriter,
+    pub shared: &'a Shared,
+    /// The `recover_until` of this session's start position (kept until `no-recover`).
+    pub recover_until: Option<String>,
+}
+
+impl CheckpointSink for Sink<'_> {
+    fn save(&mut self, event_id: &str) {
+        if self.shared.no_recover.load(Ordering::Relaxed) {
+            self.recover_until = None;
+        }
+        self.writer.update(Checkpoint {
+            start_from: event_id.to_owned(),
+            recover_until: self.recover_until.clone(),
+        });
+        self.shared.metrics.set_checkpoint(event_id);
+    }
+}
+
+/// Owner-thread tick: gauges, idle progress for the watchdog, `STATUS=`, a periodic log line.
+pub struct Hooks<'a> {
+    pub shared: &'a Shared,
+    pub summary_every: Duration,
+    pub last_summary: Instant,
+}
+
+impl PipelineHooks for Hooks<'_> {
+    fn tick(&mut self, s: &StatsSnapshot) {
+        let sh = self.shared;
+        sh.metrics
+            .set_queue_depth(usize::try_from(s.in_flight).unwrap_or(usize::MAX));
+        if s.in_flight == 0 {
+            // Idle with nothing stuck is healthy.
+            sh.gate.progress();
+            sh.health.progress();
+        }
+        let line = sh.status_line(s);
+        sh.notifier.status(&line);
+        if self.last_summary.elapsed() >= self.summary_every {
+            self.last_summary = Instant::now();
+            log::info!("status: {line}");
+        }
+    }
+}
+
+/// What the ping loop needs.
+pub struct Pinger<'a> {
+    pub api: &'a OpenCtiApi,
+    pub client: &'a Client,
+    pub writer: &'a CheckpointWriter,
+    pub shared: &'a Shared,
+    pub connector_id: String,
+    pub version: Option<PlatformVersion>,
+    pub interval: Duration,
+    pub dry_run: bool,
+}
+
+impl Pinger<'_> {
+    /// Ping every `interval` until `stop` fires.
+    pub fn run(&self, stop: &Shutdown) {
+        while !stop.wait_timeout(self.interval) {
+            self.probe_if_idle();
+            if self.dry_run || self.shared.reset_pending.load(Ordering::SeqCst) {
+                continue;
+            }
+            self.ping_once();
+        }
+    }
+
+    /// HarfangLab health when no event proves it.
+    fn probe_if_idle(&self) {
+        if self.shared.stats.snapshot().in_flight > 0 {
+            return;
+        }
+        match self.client.probe() {
+            Ok(_) => self.shared.health.harfanglab_reachable(),
+            Err(e) => log::warn!("HarfangLab health probe failed: {e}"),
+        }
+    }
+
+    /// One ping with the latest checkpoint; returns whether the platform reset our state.
+    pub fn ping_once(&self) -> bool {
+        let current = self.writer.current().map(|l| l.checkpoint);
+        match self
+            .api
+            .ping_connector(&self.connector_id, current.as_ref(), self.version)
+        {
+            Ok(PingOutcome::Stored) => {
+                self.shared.metrics.opencti_ping(true);
+                self.shared.health.opencti_reachable();
+                if current.is_some() {
+                    self.writer.mark_acked();
+                }
+                false
+            }
+            Ok(PingOutcome::Diverged(state)) => {
+                self.shared.metrics.opencti_ping(true);
+                log::warn!(
+                    "OpenCTI holds another state for connector {} ({state}); is another instance \
+                     running with the same CONNECTOR_ID? Keeping ours",
+                    self.connector_id
+                );
+                false
+            }
+            Ok(PingOutcome::Reset) => {
+                self.shared.metrics.opencti_ping(true);
+                log::warn!(
+                    "the connector state was reset from the OpenCTI UI: restarting the stream \
+                     from the first-run position (the old position is dropped)"
+                );
+                self.shared.reset_pending.store(true, Ordering::SeqCst);
+                self.shared.stop_session();
+                true
+            }
+            Err(e) => {
+                self.shared.metrics.opencti_ping(false);
+                log::warn!("ping to OpenCTI failed (retried at the next ping): {e}");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,745 @@
+//! The running service: startup against both ends, then stream sessions through the pipeline
+//! until shutdown. `app::run` and the demo call [`run_with`]; `main` owns signals.
+//!
+//! Startup order: OpenCTI `about` (version) → `registerConnector` (skipped in dry-run) →
+//! reconcile the local checkpoint with the platform state → HarfangLab `probe` →
+//! `ensure_source_lists` → metrics server (when enabled) → stream reader + pipeline.
+//!
+//! Decisions:
+//! - **Unreachable at startup** (network error, timeout, 429/5xx) is retried with exponential
+//!   backoff (1 s doubling to 60 s), each attempt logged, until it works or shutdown: a
+//!   supervisor restart loop would only add noise. **Fatal** answers (401/403, TLS, bad URL,
+//!   unknown stream, GraphQL errors at registration) end the run with a clear error (exit 1).
+//! - **Sessions**: one stream reader + one pipeline run is a session. A reset from the OpenCTI
+//!   UI (seen by the ping) ends the session (draining it), replaces the local checkpoint with
+//!   the first-run position, and starts a new session; the old state is never pushed back.
+//! - **Dry-run**: HarfangLab writes are logged, not made (`DryRunApi`); the checkpoint and dead
+//!   letters use `<id>.dry-run` files, and nothing is written to OpenCTI (no register, no ping)
+//!   so a later real run starts from its own position.
+//! - **Shutdown**: the global [`Shutdown`] stops the session (drain within
+//!   `service.shutdown_timeout`), then the final checkpoint is written and a last ping sent.
+
+mod handler;
+mod hooks;
+
+pub use handler::{Handler, Work, event_key};
+
+use crate::config::{Config, Recover};
+use crate::harfanglab::client::ClientConfigError;
+use crate::harfanglab::retry::RetryPolicy as HlRetry;
+use crate::harfanglab::{Client, ClientOptions, HarfangLabError, ThreatIntelApi};
+use crate::metrics::{DEFAULT_HEALTH_WINDOW, Health, Metrics, MetricsServer};
+use crate::notify::{Notifier, WatchdogGate};
+use crate::opencti::TlsOptions;
+use crate::opencti::api::{ApiError, ApiOptions, OpenCtiApi, PlatformVersion, Registration};
+use crate::opencti::stream::{StreamError, StreamOptions, StreamReader};
+use crate::pipeline::{
+    self, DeadLetterLog, PipelineError, PipelineOptions, PipelineStats, Shutdown, StatsSnapshot,
+};
+use crate::state::{self, CheckpointStore, CheckpointWriter, FirstRun, LocalCheckpoint};
+use crate::sync::dry_run::DryRunApi;
+use crate::sync::{SyncSettings, Syncer};
+use hooks::{Hooks, Pinger, Shared, Sink};
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Knobs that are not user configuration (tests and the demo change them).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Live pipeline counters (clone before the run to watch it from elsewhere).
+    pub stats: PipelineStats,
+    /// systemd notifications (`Notifier::from_env()` for the real service).
+    pub notifier: Notifier,
+    /// Period of the pipeline's summary line and of ours (with the lag).
+    pub summary_every: Duration,
+    /// Period of the owner tick (gauges, `STATUS=`, idle watchdog progress).
+    pub tick_every: Duration,
+    /// Cap of the startup retry backoff.
+    pub startup_backoff_max: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            stats: PipelineStats::new(),
+            notifier: Notifier::from_env(),
+            summary_every: Duration::from_secs(60),
+            tick_every: Duration::from_secs(5),
+            startup_backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    /// Stream sessions (1 + resets from the UI); 0 when stopped during startup.
+    pub sessions: u32,
+    pub stats: StatsSnapshot,
+    /// The final checkpoint position.
+    pub watermark: Option<String>,
+    /// HarfangLab HTTP exchanges made (retries included).
+    pub harfanglab_requests: u64,
+    /// Writes a dry run logged instead of making.
+    pub dry_run_skipped_writes: u64,
+    pub elapsed: Duration,
+}
+
+/// Why the service stopped with an error. All are fatal for the process (exit 1).
+#[derive(Debug)]
+pub enum ServiceError {
+    /// OpenCTI refused us (token, capability, setup) or answered nonsense.
+    OpenCti(ApiError),
+    /// The live stream cannot be read (token, unknown stream id, TLS setup).
+    Stream(StreamError),
+    /// HarfangLab refused us (token, permission, TLS) or answered nonsense.
+    HarfangLab(HarfangLabError),
+    /// The HarfangLab client cannot be built (URL, CA bundle).
+    ClientSetup(ClientConfigError),
+    /// The state directory or a file in it cannot be used.
+    State(String),
+    /// The pipeline stopped (fatal event outcome, dead-letter file, worker panic).
+    Pipeline(PipelineError),
+    /// A thread could not be started.
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceError::OpenCti(e) => write!(f, "{e}"),
+            ServiceError::Stream(e) => write!(f, "{e}"),
+            ServiceError::HarfangLab(e) => write!(f, "{e}"),
+            ServiceError::ClientSetup(e) => write!(f, "{e}"),
+            ServiceError::State(m) => write!(f, "state directory: {m}"),
+            ServiceError::Pipeline(e) => write!(f, "{e}"),
+            ServiceError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+/// Run the connector with production options until `shutdown` (or a fatal error).
+pub fn run(config: &Config, shutdown: &Shutdown) -> Result<RunSummary, ServiceError> {
+    run_with(config, shutdown, RunOptions::default())
+}
+
+/// [`run`] with explicit [`RunOptions`].
+pub fn run_with(
+    config: &Config,
+    shutdown: &Shutdown,
+    opts: RunOptions,
+) -> Result<RunSummary, ServiceError> {
+    let started = Instant::now();
+    let dry_run = config.harfanglab.dry_run;
+    let connector_id = config.connector.id.to_string();
+    let backoff_max = opts.startup_backoff_max;
+
+    // OpenCTI: version, registration (its answer carries the platform's copy of our state).
+    let api = OpenCtiApi::new(api_options(config))
+        .map_err(ServiceError::OpenCti)?
+        .with_shutdown(shutdown.receiver().clone());
+    let Some(octi_version) = until_up("OpenCTI", shutdown, backoff_max, || api.about(), octi_retry)
+        .map_err(ServiceError::OpenCti)?
+    else {
+        return Ok(stopped_early(started));
+    };
+    let version = PlatformVersion::parse(&octi_version);
+    let platform_state = if dry_run {
+        log::info!(
+            "[dry-run] not registering the connector in OpenCTI (no state is written there)"
+        );
+        None
+    } else {
+        let reg = Registration {
+            id: connector_id.clone(),
+            name: config.connector.name.clone(),
+            scope: config.connector.scope.clone(),
+        };
+        let registered = until_up(
+            "OpenCTI registration",
+            shutdown,
+            backoff_max,
+            || api.register_connector(&reg, version),
+            octi_retry,
+        )
+        .map_err(ServiceError::OpenCti)?;
+        let Some(registered) = registered else {
+            return Ok(stopped_early(started));
+        };
+        registered.connector_state
+    };
+
+    // Local checkpoint vs platform state.
+    let file_id = if dry_run {
+        format!("{connector_id}.dry-run")
+    } else {
+        connector_id.clone()
+    };
+    let state_dir = &config.service.state_dir;
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| ServiceError::State(format!("cannot create {}: {e}", state_dir.display())))?;
+    let store = CheckpointStore::new(state_dir, &file_id);
+    let local = match store.load() {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{e}; ignoring the local checkpoint");
+            None
+        }
+    };
+    let first_run = first_run(config);
+    let reconciled = state::reconcile(
+        local.as_ref(),
+        platform_state.as_deref(),
+        &first_run,
+        SystemTime::now(),
+    );
+    log::info!(
+        "stream position: start after {} (recover until {}; {:?})",
+        reconciled.checkpoint.start_from,
+        reconciled
+            .checkpoint
+            .recover_until
+            .as_deref()
+            .unwrap_or("-"),
+        reconciled.origin
+    );
+    let writer = CheckpointWriter::spawn(
+        store,
+        LocalCheckpoint {
+            checkpoint: reconciled.checkpoint.clone(),
+            platform_acked: reconciled.platform_acked,
+        },
+        state::DEFAULT_SAVE_INTERVAL,
+    )
+    .map_err(ServiceError::Thread)?;
+
+    // HarfangLab: probe, then our three source lists.
+    let client = Client::new(client_options(config), shutdown.receiver().clone())
+        .map_err(ServiceError::ClientSetup)?;
+    let Some(probe) = until_up(
+        "HarfangLab",
+        shutdown,
+        backoff_max,
+        || client.probe(),
+        hl_retry,
+    )
+    .map_err(ServiceError::HarfangLab)?
+    else {
+        return Ok(stopped_early(started));
+    };
+    let name = &config.harfanglab.source_list_name;
+    let Some(lists) = until_up(
+        "HarfangLab source lists",
+        shutdown,
+        backoff_max,
+        || client.ensure_source_lists(name),
+        hl_retry,
+    )
+    .map_err(ServiceError::HarfangLab)?
+    else {
+        return Ok(stopped_early(started));
+    };
+
+    log::info!(
+        "harfanglab-intel {} running{}: OpenCTI {octi_version}, stream {:?}, HarfangLab {}, \
+         source lists {name:?} (ioc {}, sigma {}, yara {}), {} workers",
+        env!("CARGO_PKG_VERSION"),
+        if dry_run { " in DRY-RUN mode" } else { "" },
+        config.connector.live_stream_id,
+        probe.version.as_deref().unwrap_or("(version unknown)"),
+        lists.ioc,
+        lists.sigma,
+        lists.yara,
+        config.service.workers,
+    );
+
+    let settings = SyncSettings {
+        lists,
+        remove_indicator: config.harfanglab.remove_indicator,
+        rule_maturity: config.harfanglab.rule_maturity.as_str().to_owned(),
+    };
+    let ctx = Ctx {
+        config,
+        shutdown,
+        opts: &opts,
+        api: &api,
+        client: &client,
+        version,
+        dry_run,
+        connector_id,
+        file_id,
+        first_run,
+        start: reconciled.checkpoint,
+    };
+    let result = if dry_run {
+        let dry = DryRunApi::new(client.clone());
+        let syncer = Syncer::new(dry, settings);
+        ctx.serve(syncer, &writer, |s| s.api().skipped_writes())
+    } else {
+        ctx.serve(Syncer::new(client.clone(), settings), &writer, |_| 0)
+    };
+    let final_cp = writer.current().map(|l| l.checkpoint);
+    if let Err(e) = writer.finish() {
+        log::error!("final checkpoint save failed: {e}");
+    }
+    let (sessions, dry_writes) = result?;
+    // Last ping with the final position (the shutdown only shortens its retry waits).
+    if !dry_run {
+        match api.ping_connector(&ctx.connector_id, final_cp.as_ref(), version) {
+            Ok(_) => log::debug!("final ping sent"),
+            Err(e) => log::warn!("final ping to OpenCTI failed: {e}"),
+        }
+    }
+    let stats = opts.stats.snapshot();
+    Ok(RunSummary {
+        sessions,
+        watermark: final_cp.map(|c| c.start_from),
+        stats,
+        harfanglab_requests: client.stats().total_requests(),
+        dry_run_skipped_writes: dry_writes,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn stopped_early(started: Instant) -> RunSummary {
+    log::info!("shutdown during startup");
+    RunSummary {
+        sessions: 0,
+        stats: StatsSnapshot::default(),
+        watermark: None,
+        harfanglab_requests: 0,
+        dry_run_skipped_writes: 0,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Everything a session needs, built once by startup.
+struct Ctx<'a> {
+    config: &'a Config,
+    shutdown: &'a Shutdown,
+    opts: &'a RunOptions,
+    api: &'a OpenCtiApi,
+    client: &'a Client,
+    version: Option<PlatformVersion>,
+    dry_run: bool,
+    connector_id: String,
+    file_id: String,
+    first_run: FirstRun,
+    start: state::Checkpoint,
+}
+
+impl Ctx<'_> {
+    /// Metrics, ping and watchdog threads around the session loop. Returns the number of
+    /// sessions and the dry-run write count.
+    fn serve<A: ThreatIntelApi>(
+        &self,
+        syncer: Syncer<A>,
+        writer: &CheckpointWriter,
+        dry_writes: impl Fn(&Syncer<A>) -> u64,
+    ) -> Result<(u32, u64), ServiceError> {
+        let c = &self.config.connector;
+        let metrics = Metrics::with_prefix(&c.metrics_namespace, &c.metrics_subsystem);
+        let health = Health::new(DEFAULT_HEALTH_WINDOW);
+        health.harfanglab_reachable();
+        health.opencti_reachable();
+        let notifier = self.opts.notifier.clone();
+        let gate = WatchdogGate::new(
+            notifier.clone(),
+            Duration::from_secs(60).max(self.opts.tick_every * 3),
+        );
+        register_collectors(&metrics, self.client, &self.opts.stats);
+        let _server = match c.metrics_addr {
+            Some(addr) => {
+                let s = MetricsServer::start(&addr.to_string(), metrics.clone(), health.clone())
+                    .map_err(ServiceError::Thread)?;
+                log::info!("metrics and /healthz served on http://{}", s.local_addr());
+                Some(s)
+            }
+            None => None,
+        };
+        let shared = Shared {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            notifier: notifier.clone(),
+            gate: gate.clone(),
+            stats: self.opts.stats.clone(),
+            head_ms: AtomicU64::new(0),
+            no_recover: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            reset_pending: AtomicBool::new(false),
+            session: Mutex::new(None),
+        };
+        let api = self.api.clone();
+        let handler = Handler::new(api, syncer, metrics, health, gate.clone());
+        // Ends the helper threads (ping, watchdog, signal watch) when the session loop is over.
+        let helpers = Shutdown::new();
+        let result = std::thread::scope(|scope| {
+            let (shared, helpers, global) = (&shared, &helpers, self.shutdown);
+            std::thread::Builder::new()
+                .name("signal-watch".into())
+                .spawn_scoped(scope, move || {
+                    crossbeam_channel::select! {
+                        recv(global.receiver()) -> _ => {
+                            shared.notifier.stopping();
+                            shared.notifier.status("stopping: draining in-flight events");
+                            shared.stop_session();
+                        }
+                        recv(helpers.receiver()) -> _ => {}
+                    }
+                })
+                .map_err(ServiceError::Thread)?;
+            let pinger = Pinger {
+                api: self.api,
+                client: self.client,
+                writer,
+                shared,
+                connector_id: self.connector_id.clone(),
+                version: self.version,
+                interval: c.ping_interval,
+                dry_run: self.dry_run,
+            };
+            std::thread::Builder::new()
+                .name("ping".into())
+                .spawn_scoped(scope, move || pinger.run(helpers))
+                .map_err(ServiceError::Thread)?;
+            let watchdog = gate.spawn(helpers.receiver().clone());
+            if let Err(e) = watchdog {
+                log::warn!("watchdog thread not started: {e}");
+            }
+            let r = self.sessions(&handler, writer, shared);
+            helpers.trigger();
+            r
+        });
+        let sessions = result?;
+        Ok((sessions, dry_writes(handler.syncer())))
+    }
+
+    /// Run sessions until shutdown; a UI reset starts a new one from the first-run position.
+    fn sessions<A: ThreatIntelApi>(
+        &self,
+        handler: &Handler<A>,
+        writer: &CheckpointWriter,
+        shared: &Shared,
+    ) -> Result<u32, ServiceError> {
+        let mut start = self.start.clone();
+        let mut count = 0;
+        loop {
+            count += 1;
+            let session = Shutdown::new();
+            *shared
+                .session
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(session.clone());
+            if self.shutdown.is_triggered() {
+                session.trigger();
+            }
+            shared.no_recover.store(false, Ordering::SeqCst);
+            self.session(handler, writer, shared, &session, &start)?;
+            if self.shutdown.is_triggered() || !shared.reset_pending.load(Ordering::SeqCst) {
+                return Ok(count);
+            }
+            start = self.first_run.checkpoint(SystemTime::now());
+            writer.replace(LocalCheckpoint {
+                checkpoint: start.clone(),
+                platform_acked: false,
+            });
+            log::warn!(
+                "restarting the stream after a reset from the OpenCTI UI: start after {}, \
+                 recover until {}",
+                start.start_from,
+                start.recover_until.as_deref().unwrap_or("-")
+            );
+            shared.reset_pending.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// One reader + pipeline run from `start` until `session` fires or the reader ends.
+    fn session<A: ThreatIntelApi>(
+        &self,
+        handler: &Handler<A>,
+        writer: &CheckpointWriter,
+        shared: &Shared,
+        session: &Shutdown,
+        start: &state::Checkpoint,
+    ) -> Result<(), ServiceError> {
+        let workers = self.config.service.workers.max(1);
+        let (item_tx, item_rx) = crossbeam_channel::bounded(256);
+        let (input_tx, input_rx) = crossbeam_channel::bounded(256);
+        let reader = StreamReader::spawn(
+            stream_options(self.config),
+            start.clone(),
+            item_tx,
+            session.receiver().clone(),
+        )
+        .map_err(ServiceError::Thread)?;
+        let dead_letters = DeadLetterLog::open(
+            &self.config.service.state_dir,
+            &dead_letter_name(&self.file_id),
+        )
+        .map_err(|e| ServiceError::State(e.to_string()))?;
+        let popts = PipelineOptions {
+            workers,
+            shutdown_deadline: self.config.service.shutdown_timeout,
+            summary_every: self.opts.summary_every,
+            tick_every: self.opts.tick_every,
+            stats: self.opts.stats.clone(),
+            ..PipelineOptions::default()
+        };
+        let mut sink = Sink {
+            writer,
+            shared,
+            recover_until: start.recover_until.clone(),
+        };
+        let mut hooks = Hooks {
+            shared,
+            summary_every: self.opts.summary_every,
+            last_summary: Instant::now(),
+        };
+        let result = std::thread::scope(|scope| {
+            let adapter = std::thread::Builder::new()
+                .name("stream-adapter".into())
+                .spawn_scoped(scope, move || hooks::forward(&item_rx, &input_tx, shared))
+                .map_err(ServiceError::Thread)?;
+            let r = pipeline::run(
+                input_rx,
+                handler,
+                &mut sink,
+                &mut hooks,
+                &popts,
+                session,
+                dead_letters,
+            );
+            // The pipeline may have stopped on its own (fatal outcome): stop the reader too.
+            session.trigger();
+            let _ = adapter.join();
+            Ok::<_, ServiceError>(r)
+        });
+        let pipeline_result = result?;
+        let reader_result = reader.join();
+        reader_result.map_err(ServiceError::Stream)?;
+        let summary = pipeline_result.map_err(ServiceError::Pipeline)?;
+        log::debug!(
+            "session ended ({:?}), checkpoint {}",
+            summary.reason,
+            summary.watermark.as_deref().unwrap_or("none")
+        );
+        Ok(())
+    }
+}
+
+/// `<connector id>.dead-letters.jsonl` (same character rules as the checkpoint file).
+pub fn dead_letter_name(file_id: &str) -> String {
+    let safe: String = file_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.dead-letters.jsonl")
+}
+
+/// Mirror the client's and the pipeline's own counters at scrape time.
+fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats) {
+    let cs = client.stats();
+    metrics.add_collector(move |m| {
+        use crate::harfanglab::client::{Op, StatusClass};
+        for op in Op::ALL {
+            for class in StatusClass::ALL {
+                let n = cs.requests(op, class);
+                if n > 0 {
+                    // The client counts by status class; label it with the class's first code.
+                    let status = match class {
+                        StatusClass::Success => Some(200),
+                        StatusClass::Redirect => Some(300),
+                        StatusClass::ClientError => Some(400),
+                        StatusClass::ServerError => Some(500),
+                        StatusClass::Transport => None,
+                    };
+                    m.set_harfanglab_requests(op.name(), status, n);
+                }
+            }
+            let r = cs.retries_of(op);
+            if r > 0 {
+                m.set_retries(op.name(), r);
+            }
+        }
+    });
+    let stats = stats.clone();
+    metrics.add_collector(move |m| {
+        let s = stats.snapshot();
+        m.set_queue_depth(usize::try_from(s.in_flight).unwrap_or(usize::MAX));
+    });
+}
+
+/// Retry at startup until up or shutdown. `Ok(None)`: shutdown came first.
+fn until_up<T, E: fmt::Display>(
+    what: &str,
+    shutdown: &Shutdown,
+    backoff_max: Duration,
+    mut call: impl FnMut() -> Result<T, E>,
+    retryable: fn(&E) -> bool,
+) -> Result<Option<T>, E> {
+    let mut wait = Duration::from_secs(1).min(backoff_max);
+    for attempt in 1u32.. {
+        if shutdown.is_triggered() {
+            return Ok(None);
+        }
+        match call() {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if shutdown.is_triggered() => {
+                log::debug!("{what}: {e} (shutting down)");
+                return Ok(None);
+            }
+            Err(e) if retryable(&e) => {
+                log::warn!(
+                    "{what} not reachable at startup (attempt {attempt}): {e}; retrying in {}",
+                    humantime::format_duration(wait)
+                );
+                if shutdown.wait_timeout(wait) {
+                    return Ok(None);
+                }
+                wait = (wait * 2).min(backoff_max);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+fn octi_retry(e: &ApiError) -> bool {
+    e.is_retryable()
+}
+
+fn hl_retry(e: &HarfangLabError) -> bool {
+    e.is_retryable()
+}
+
+fn first_run(config: &Config) -> FirstRun {
+    FirstRun {
+        start_timestamp: config.connector.start_timestamp_ms.map(|t| t.to_string()),
+        recover_iso_date: match &config.connector.recover {
+            Recover::UntilNow => None,
+            Recover::Disabled => Some("false".to_owned()),
+            Recover::Until(d) => Some(d.clone()),
+        },
+    }
+}
+
+fn octi_tls(config: &Config) -> TlsOptions {
+    TlsOptions {
+        verify: config.opencti.tls.verify(),
+        ca_bundle: config.opencti.tls.ca_file().map(Into::into),
+    }
+}
+
+fn api_options(config: &Config) -> ApiOptions {
+    let mut o = ApiOptions::new(config.opencti.url.clone(), config.opencti.token.clone());
+    o.tls = octi_tls(config);
+    o.timeout = config.opencti.request_timeout;
+    o.custom_headers = config.opencti.custom_headers.clone();
+    o
+}
+
+fn stream_options(config: &Config) -> StreamOptions {
+    let c = &config.connector;
+    let mut o = StreamOptions::new(
+        config.opencti.url.clone(),
+        config.opencti.token.clone(),
+        c.live_stream_id.clone(),
+    );
+    o.listen_delete = c.listen_delete;
+    o.no_dependencies = c.no_dependencies;
+    o.with_inferences = c.with_inferences;
+    o.tls = octi_tls(config);
+    o.idle_timeout = c.stream_idle_timeout;
+    o.connect_timeout = config.harfanglab.connect_timeout;
+    o
+}
+
+fn client_options(config: &Config) -> ClientOptions {
+    let h = &config.harfanglab;
+    let mut o = ClientOptions::new(h.url.clone(), h.token.clone());
+    o.verify_tls = h.tls.verify();
+    o.ca_file = h.tls.ca_file().map(Into::into);
+    o.connect_timeout = h.connect_timeout;
+    o.request_timeout = h.request_timeout;
+    o.retry = HlRetry {
+        max_retries: h.max_retries,
+        cap: h.retry_backoff_max,
+        ..HlRetry::default()
+    };
+    o.max_idle_connections = config.service.workers.max(1);
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_file_is_per_connector() {
+        assert_eq!(
+            dead_letter_name("2b0c7a9e-0000-4000-8000-000000000001"),
+            "2b0c7a9e-0000-4000-8000-000000000001.dead-letters.jsonl"
+        );
+        assert_eq!(
+            dead_letter_name("a/b.dry-run"),
+            "a_b.dry-run.dead-letters.jsonl"
+        );
+    }
+
+    #[test]
+    fn recover_setting_maps_to_first_run() {
+        let mut c = Config::default();
+        c.connector.recover = Recover::Disabled;
+        c.connector.start_timestamp_ms = Some(1718445600000);
+        let f = first_run(&c);
+        let cp = f.checkpoint(SystemTime::UNIX_EPOCH);
+        assert_eq!(cp.start_from, "1718445600000-0");
+        assert_eq!(cp.recover_until, None);
+        c.connector.recover = Recover::UntilNow;
+        assert!(
+            first_run(&c)
+                .checkpoint(SystemTime::now())
+                .recover_until
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn startup_retry_stops_on_fatal_and_on_shutdown() {
+        let s = Shutdown::new();
+        let mut n = 0;
+        let r: Result<Option<()>, HarfangLabError> = until_up(
+            "x",
+            &s,
+            Duration::from_millis(1),
+            || {
+                n += 1;
+                if n < 3 {
+                    Err(HarfangLabError::Timeout { op: "t".into() })
+                } else {
+                    Err(HarfangLabError::Unauthorized {
+                        op: "t".into(),
+                        detail: "d".into(),
+                    })
+                }
+            },
+            hl_retry,
+        );
+        assert!(matches!(r, Err(HarfangLabError::Unauthorized { .. })));
+        assert_eq!(n, 3);
+        s.trigger();
+        let r: Result<Option<()>, HarfangLabError> =
+            until_up("x", &s, Duration::from_millis(1), || Ok(()), hl_retry);
+        assert_eq!(r, Ok(None));
+    }
+}
