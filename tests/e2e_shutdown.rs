@@ -92,14 +92,25 @@ fn sigterm_while_busy_exits_0_in_time_with_an_exact_checkpoint() {
     );
     // Nothing at or before the checkpoint is missing from HarfangLab.
     let s = e2e_support::snapshot(&world.hl);
-    for (n, ip) in model_after(pos + 1) {
-        assert!(
-            s.is_live("ip_both", &ip),
-            "checkpoint {saved} (event #{pos}) is past unfinished work: indicator {n} ({ip}) missing\n{}",
-            c.stderr_tail()
-        );
-    }
-
+    let missing: Vec<(u64, String, Option<&e2e_support::IocState>)> = model_after(pos + 1)
+        .into_iter()
+        // The handler re-reads each indicator from OpenCTI (its current state), and the stream
+        // runs ahead of the workers, so a create may already carry a later pattern: the value at
+        // the checkpoint or the indicator's final value both prove the event was applied.
+        .filter(|(n, ip)| {
+            !s.is_live("ip_both", ip) && !(*n < UPDATES && s.is_live("ip_both", &new_ip(*n)))
+        })
+        .map(|(n, ip)| {
+            let rule = s.ioc("ip_both", &ip);
+            (n, ip, rule)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "checkpoint {saved} (event #{pos}) is past unfinished work: {} indicator(s) missing from HarfangLab: {missing:?}\n{}",
+        missing.len(),
+        c.stderr_tail()
+    );
     // ... and no update at or before it left its old value behind.
     for n in 0..(pos as u64 + 1).saturating_sub(CREATES) {
         assert!(

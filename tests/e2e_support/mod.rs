@@ -556,13 +556,13 @@ pub fn ipv4_pattern(ip: &str) -> String {
     format!("[ipv4-addr:value = '{ip}']")
 }
 
-/// A distinct test IPv4 address for `k` (10.x.y.z, never 0 in the last byte).
+/// A distinct test IPv4 address for `k < 2^24` (`10.x.y.z`).
 pub fn ip_for(k: u64) -> String {
     format!(
         "10.{}.{}.{}",
         (k >> 16) & 0xff,
         (k >> 8) & 0xff,
-        (k & 0xff).max(1)
+        k & 0xff
     )
 }
 
