@@ -64,6 +64,7 @@ fn sigkill_at_random_points_and_restart_ends_in_the_clean_state() {
         "the stream finished after {kills} kills: {positions:?}"
     );
 
+    eprintln!("SIGKILLs at (HarfangLab writes, checkpoint): {positions:?}");
     let got = world.run_to_end(&world.opts(), TIMEOUT);
     got.assert_no_duplicates();
     let clean = clean.join().expect("clean run");

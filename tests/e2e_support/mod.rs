@@ -558,12 +558,7 @@ pub fn ipv4_pattern(ip: &str) -> String {
 
 /// A distinct test IPv4 address for `k < 2^24` (`10.x.y.z`).
 pub fn ip_for(k: u64) -> String {
-    format!(
-        "10.{}.{}.{}",
-        (k >> 16) & 0xff,
-        (k >> 8) & 0xff,
-        k & 0xff
-    )
+    format!("10.{}.{}.{}", (k >> 16) & 0xff, (k >> 8) & 0xff, k & 0xff)
 }
 
 /// STIX indicator of generated indicator `n`.
