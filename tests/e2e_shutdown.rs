@@ -100,7 +100,7 @@ fn sigterm_while_busy_exits_0_in_time_with_an_exact_checkpoint() {
         // runs ahead of the workers, so a create may already carry a later pattern: the value at
         // the checkpoint or the indicator's final value both prove the event was applied.
         .filter(|(n, ip)| {
-            !s.is_live("ip_both", ip) && !(*n < UPDATES && s.is_live("ip_both", &new_ip(*n)))
+            !s.is_live("ip_both", ip) && (*n >= UPDATES || !s.is_live("ip_both", &new_ip(*n)))
         })
         .map(|(n, ip)| {
             let rule = s.ioc("ip_both", &ip);
