@@ -113,6 +113,8 @@ pub struct DemoCounters {
     /// HarfangLab requests seen by the simulator, by `(method, resource)`.
     pub harfanglab_requests: BTreeMap<(String, String), u64>,
     pub harfanglab_total: u64,
+    /// Stream connections the OpenCTI simulator served (1 + reconnects).
+    pub stream_connections: usize,
     pub elapsed: Duration,
 }
 
@@ -298,6 +300,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
         summary_every: Duration::from_secs(10),
         tick_every: Duration::from_millis(500),
         startup_backoff_max: Duration::from_secs(2),
+        stream_backoff: Duration::from_millis(50),
     };
 
     let outcome = std::thread::scope(|scope| {
@@ -358,6 +361,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
         dead_letters: dead_letters.len(),
         harfanglab_total: hl.total_requests(),
         harfanglab_requests: requests,
+        stream_connections: octi.stream_requests().len(),
         elapsed: started.elapsed(),
     };
     let result = DemoResult {

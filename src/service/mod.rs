@@ -26,6 +26,7 @@ pub use handler::{Handler, Work, event_key};
 
 use crate::config::{Config, Recover};
 use crate::harfanglab::client::ClientConfigError;
+use crate::harfanglab::model::{SourceKind, SourceLists};
 use crate::harfanglab::retry::RetryPolicy as HlRetry;
 use crate::harfanglab::{Client, ClientOptions, HarfangLabError, ThreatIntelApi};
 use crate::metrics::{DEFAULT_HEALTH_WINDOW, Health, Metrics, MetricsServer};
@@ -58,6 +59,8 @@ pub struct RunOptions {
     pub tick_every: Duration,
     /// Cap of the startup retry backoff.
     pub startup_backoff_max: Duration,
+    /// First stream reconnect delay (doubles with jitter up to 60 s).
+    pub stream_backoff: Duration,
 }
 
 impl Default for RunOptions {
@@ -66,8 +69,9 @@ impl Default for RunOptions {
             stats: PipelineStats::new(),
             notifier: Notifier::from_env(),
             summary_every: Duration::from_secs(60),
-            tick_every: Duration::from_secs(5),
+            tick_every: Duration::from_secs(2),
             startup_backoff_max: Duration::from_secs(60),
+            stream_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -236,7 +240,13 @@ pub fn run_with(
         "HarfangLab source lists",
         shutdown,
         backoff_max,
-        || client.ensure_source_lists(name),
+        || {
+            if dry_run {
+                dry_run_source_lists(&client, name)
+            } else {
+                client.ensure_source_lists(name)
+            }
+        },
         hl_retry,
     )
     .map_err(ServiceError::HarfangLab)?
@@ -402,10 +412,13 @@ impl Ctx<'_> {
                 interval: c.ping_interval,
                 dry_run: self.dry_run,
             };
-            std::thread::Builder::new()
+            let ping = std::thread::Builder::new()
                 .name("ping".into())
-                .spawn_scoped(scope, move || pinger.run(helpers))
-                .map_err(ServiceError::Thread)?;
+                .spawn_scoped(scope, move || pinger.run(helpers));
+            if let Err(e) = ping {
+                helpers.trigger(); // ends the signal watcher, so the scope can close
+                return Err(ServiceError::Thread(e));
+            }
             let watchdog = gate.spawn(helpers.receiver().clone());
             if let Err(e) = watchdog {
                 log::warn!("watchdog thread not started: {e}");
@@ -470,7 +483,10 @@ impl Ctx<'_> {
         let (item_tx, item_rx) = crossbeam_channel::bounded(256);
         let (input_tx, input_rx) = crossbeam_channel::bounded(256);
         let reader = StreamReader::spawn(
-            stream_options(self.config),
+            StreamOptions {
+                backoff_base: self.opts.stream_backoff,
+                ..stream_options(self.config)
+            },
             start.clone(),
             item_tx,
             session.receiver().clone(),
@@ -612,6 +628,28 @@ fn until_up<T, E: fmt::Display>(
         }
     }
     Ok(None)
+}
+
+/// Dry-run: find the source lists, never create them (a missing one gets a placeholder id, so
+/// every lookup in it finds nothing and every write is logged as a creation).
+fn dry_run_source_lists(client: &Client, name: &str) -> Result<SourceLists, HarfangLabError> {
+    let find = |kind: SourceKind| -> Result<String, HarfangLabError> {
+        Ok(match client.find_source(kind, name)? {
+            Some(list) => list.id,
+            None => {
+                log::info!(
+                    "[dry-run] would create {} {name:?} (it does not exist yet)",
+                    kind.resource()
+                );
+                format!("dry-run-{}", kind.resource())
+            }
+        })
+    };
+    Ok(SourceLists {
+        ioc: find(SourceKind::Ioc)?,
+        sigma: find(SourceKind::Sigma)?,
+        yara: find(SourceKind::Yara)?,
+    })
 }
 
 fn octi_retry(e: &ApiError) -> bool {
