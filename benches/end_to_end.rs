@@ -175,6 +175,12 @@ fn run(latency_ms: u64, workers: usize, events: u64) -> Row {
         .workers(workers)
         .env("OPENCTI_URL", &proxy)
         .env("CONNECTOR_LOG_LEVEL", "warn");
+    // The child's environment is scrubbed; pass glibc's arena cap through to measure its effect
+    // on RSS (`MALLOC_ARENA_MAX=2 cargo bench --bench end_to_end`).
+    let opts = match std::env::var("MALLOC_ARENA_MAX") {
+        Ok(v) => opts.env("MALLOC_ARENA_MAX", &v),
+        Err(_) => opts,
+    };
     let t0 = Instant::now();
     let mut c = world.spawn(&opts);
     let deadline = t0 + Duration::from_secs(600);

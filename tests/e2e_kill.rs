@@ -14,7 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 #[test]
 fn sigkill_at_random_points_and_restart_ends_in_the_clean_state() {
     // The clean run and the crashing run go side by side (independent worlds).
-    let clean = std::thread::spawn(|| {
+    let clean = e2e_support::Background::spawn(|| {
         let world = World::demo();
         world.run_to_end(&world.opts(), TIMEOUT)
     });
@@ -67,7 +67,7 @@ fn sigkill_at_random_points_and_restart_ends_in_the_clean_state() {
     eprintln!("SIGKILLs at (HarfangLab writes, checkpoint): {positions:?}");
     let got = world.run_to_end(&world.opts(), TIMEOUT);
     got.assert_no_duplicates();
-    let clean = clean.join().expect("clean run");
+    let clean = clean.join();
     assert_same_state(
         &clean,
         &got,

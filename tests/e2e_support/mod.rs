@@ -724,3 +724,28 @@ pub fn bulk_creates(offset: u64, n: u64) -> Vec<ScenarioEvent> {
         .map(|i| create_ip(offset + i, &ip_for(offset + i), 40 + (i % 60) as i64))
         .collect()
 }
+
+/// Work on its own thread (e.g. the clean reference run), joined even when the test panics
+/// first, so its connector child is always reaped instead of outliving the test process.
+pub struct Background<T: Send + 'static>(Option<std::thread::JoinHandle<T>>);
+
+impl<T: Send + 'static> Background<T> {
+    pub fn spawn(f: impl FnOnce() -> T + Send + 'static) -> Background<T> {
+        Background(Some(std::thread::spawn(f)))
+    }
+
+    pub fn join(mut self) -> T {
+        match self.0.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(v)) => v,
+            _ => panic!("background run failed"),
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Background<T> {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
