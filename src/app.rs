@@ -2,17 +2,26 @@
 //!
 //! `main` owns arguments, logging, signals and exit codes; this module owns the work and returns
 //! typed results. `run`/`demo` are extension points the pipeline wires; `check` reports the
-//! configuration and local prerequisites (network probes are to be added in [`check`]);
+//! configuration, the local prerequisites and what live probes of both ends found (OpenCTI
+//! GraphQL and live stream, HarfangLab token, permission and source lists; it writes nothing);
 //! `translate` is the offline translation of an indicator file, one JSON line out per indicator.
 
 use crate::config::{Config, RawConfig, TlsVerify};
+use crate::harfanglab::HarfangLabError;
+use crate::harfanglab::client::{Client, ClientOptions};
+use crate::harfanglab::model::SourceKind;
+use crate::harfanglab::retry::RetryPolicy;
 use crate::indicator_file::{InputItem, read_indicators};
+use crate::opencti::TlsOptions;
+use crate::opencti::api::{ApiError, ApiOptions, OpenCtiApi, PlatformVersion};
+use crate::opencti::stream::{self, ProbeError, StreamOptions};
 use crate::translate::{Indicator, TranslateError, Translation};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::time::Duration;
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -137,11 +146,18 @@ impl fmt::Display for CheckReport {
     }
 }
 
-/// Check a validated configuration and the local prerequisites.
-///
-/// Extension point: OpenCTI (health query, stream reachability) and HarfangLab (token, source
-/// lists) probes belong here, appended as further items, once their clients exist.
+/// Check a validated configuration, the local prerequisites and both ends: OpenCTI (GraphQL
+/// `about` with the token, the live stream up to its `connected` event) and HarfangLab
+/// (version, token, threat-intel permission, the three source lists; found, never created).
 pub fn check(config: &Config) -> CheckReport {
+    let mut report = check_local(config);
+    check_opencti(config, &mut report);
+    check_harfanglab(config, &mut report);
+    report
+}
+
+/// The part of [`check`] that needs no network: configuration, CA files, state directory.
+pub fn check_local(config: &Config) -> CheckReport {
     let mut report = CheckReport::default();
     report.push("configuration", CheckStatus::Ok, config.summary());
     for w in config.warnings() {
@@ -212,6 +228,202 @@ fn check_state_dir(dir: &Path, report: &mut CheckReport) {
             CheckStatus::Fail,
             format!("{} is not writable: {e}", dir.display()),
         ),
+    }
+}
+
+/// Upper bound of one probe in `check`: a hung server must not hang the command.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn opencti_tls(config: &Config) -> TlsOptions {
+    TlsOptions {
+        verify: config.opencti.tls.verify(),
+        ca_bundle: config.opencti.tls.ca_file().map(Path::to_path_buf),
+    }
+}
+
+/// `about { version }` proves reachability and the token; then the stream is opened.
+fn check_opencti(config: &Config, report: &mut CheckReport) {
+    let url = &config.opencti.url;
+    let mut opts = ApiOptions::new(url.clone(), config.opencti.token.clone());
+    opts.tls = opencti_tls(config);
+    opts.timeout = config.opencti.request_timeout.min(PROBE_TIMEOUT);
+    opts.max_retries = 0;
+    opts.custom_headers = config.opencti.custom_headers.clone();
+    let about = OpenCtiApi::new(opts).and_then(|api| api.about());
+    let token_ok = match about {
+        Ok(version) => {
+            report.push(
+                "opencti",
+                CheckStatus::Ok,
+                format!("{url} reachable, OPENCTI_TOKEN accepted"),
+            );
+            match PlatformVersion::parse(&version) {
+                Some(_) => report.push("opencti version", CheckStatus::Ok, version),
+                None => report.push(
+                    "opencti version",
+                    CheckStatus::Warn,
+                    format!(
+                        "{version:?} is not a release number; registration assumes the newest \
+                         platform"
+                    ),
+                ),
+            }
+            true
+        }
+        Err(e) => {
+            let detail = match &e {
+                ApiError::Auth { status, .. } => format!(
+                    "{url} refused OPENCTI_TOKEN (HTTP {status} or AUTH_REQUIRED): set the token \
+                     of the connector's OpenCTI user"
+                ),
+                ApiError::Transport { message, .. } => format!(
+                    "cannot reach {url}/graphql: {message}; check OPENCTI_URL, the network and \
+                     HTTPS_PROXY/NO_PROXY"
+                ),
+                other => format!("{other} (OPENCTI_URL={url})"),
+            };
+            report.push("opencti", CheckStatus::Fail, detail);
+            false
+        }
+    };
+    let c = &config.connector;
+    const STREAM: &str = "opencti live stream";
+    if !token_ok {
+        report.push(
+            STREAM,
+            CheckStatus::Fail,
+            format!(
+                "{:?} not checked: OpenCTI must answer with a valid token first",
+                c.live_stream_id
+            ),
+        );
+        return;
+    }
+    let mut opts = StreamOptions::new(
+        url.clone(),
+        config.opencti.token.clone(),
+        c.live_stream_id.clone(),
+    );
+    opts.listen_delete = c.listen_delete;
+    opts.no_dependencies = c.no_dependencies;
+    opts.with_inferences = c.with_inferences;
+    opts.tls = opencti_tls(config);
+    opts.connect_timeout = config.harfanglab.connect_timeout.min(PROBE_TIMEOUT);
+    let stream_url = opts.request_url(None);
+    match stream::probe(&opts, PROBE_TIMEOUT) {
+        Ok(info) => {
+            let mut detail = format!("{stream_url} open");
+            if let Some(last) = &info.last_event_id {
+                detail.push_str(&format!(", newest event {last}"));
+            }
+            if let Some(size) = info.stream_size {
+                detail.push_str(&format!(", {size} events retained"));
+            }
+            report.push(STREAM, CheckStatus::Ok, detail);
+        }
+        // The token works (about answered), so a 401/403 here is about the stream itself:
+        // OpenCTI answers 401 for an unknown stream id (opencti-protocol.md §1.2).
+        Err(ProbeError::Auth { status, stream_id }) => report.push(
+            STREAM,
+            CheckStatus::Fail,
+            format!(
+                "OpenCTI refused live stream {stream_id:?} (HTTP {status}) although OPENCTI_TOKEN \
+                 is valid: check CONNECTOR_LIVE_STREAM_ID (the id shown in Data sharing > Live \
+                 streams) and that the token's user may read that stream (TAXIIAPI capability or \
+                 membership; the global `live` stream needs BYPASS)"
+            ),
+        ),
+        Err(e) => report.push(STREAM, CheckStatus::Fail, e.to_string()),
+    }
+}
+
+/// The HarfangLab probe (version, token, read permission), then a lookup of each source list.
+fn check_harfanglab(config: &Config, report: &mut CheckReport) {
+    let h = &config.harfanglab;
+    let mut opts = ClientOptions::new(h.url.clone(), h.token.clone());
+    opts.verify_tls = h.tls.verify();
+    opts.ca_file = h.tls.ca_file().map(Path::to_path_buf);
+    opts.connect_timeout = h.connect_timeout.min(PROBE_TIMEOUT);
+    opts.request_timeout = h.request_timeout.min(PROBE_TIMEOUT);
+    // One quick retry: a check reports, it does not ride out an outage.
+    opts.retry = RetryPolicy {
+        max_retries: 1,
+        base: Duration::from_millis(200),
+        cap: Duration::from_secs(1),
+        max_retry_after: Duration::from_secs(2),
+    };
+    // Kept alive until the end of the check: a disconnected channel would cut retry waits short.
+    let (_shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
+    let client = match Client::new(opts, shutdown_rx) {
+        Ok(c) => c,
+        Err(e) => {
+            report.push("harfanglab", CheckStatus::Fail, e.to_string());
+            return;
+        }
+    };
+    let url = &h.url;
+    match client.probe() {
+        Ok(found) => {
+            let version = found
+                .version
+                .map(|v| format!(", version {v}"))
+                .unwrap_or_default();
+            report.push(
+                "harfanglab",
+                CheckStatus::Ok,
+                format!(
+                    "{url} reachable{version}, HARFANGLAB_INTEL_TOKEN accepted, threat-intel \
+                     lists readable (write permission is proven by the first write)"
+                ),
+            );
+        }
+        Err(e) => {
+            let detail = match &e {
+                HarfangLabError::Unreachable { detail, .. } => format!(
+                    "cannot reach {url}: {detail}; check HARFANGLAB_INTEL_URL, the network and \
+                     HTTPS_PROXY/NO_PROXY"
+                ),
+                HarfangLabError::Timeout { .. } => format!(
+                    "{url} did not answer within {:?}; check HARFANGLAB_INTEL_URL and the network",
+                    h.request_timeout.min(PROBE_TIMEOUT)
+                ),
+                HarfangLabError::Tls { detail, .. } => format!(
+                    "TLS failure with {url}: {detail}; for a private CA set \
+                     HARFANGLAB_INTEL_CA_FILE (HARFANGLAB_INTEL_SSL_VERIFY=false only for tests)"
+                ),
+                HarfangLabError::Unauthorized { .. } => format!(
+                    "{url} refused HARFANGLAB_INTEL_TOKEN (HTTP 401): create an API key for the \
+                     connector's user and set it"
+                ),
+                other => other.to_string(),
+            };
+            report.push("harfanglab", CheckStatus::Fail, detail);
+            return;
+        }
+    }
+    let name = &h.source_list_name;
+    for kind in [SourceKind::Ioc, SourceKind::Sigma, SourceKind::Yara] {
+        let item = format!("harfanglab {}", kind.resource());
+        match client.find_source(kind, name) {
+            Ok(Some(list)) if list.enabled => {
+                report.push(&item, CheckStatus::Ok, format!("{name:?} id {}", list.id))
+            }
+            Ok(Some(list)) => report.push(
+                &item,
+                CheckStatus::Warn,
+                format!(
+                    "{name:?} id {} is disabled in HarfangLab: its rules do not reach the agents \
+                     until it is enabled",
+                    list.id
+                ),
+            ),
+            Ok(None) => report.push(
+                &item,
+                CheckStatus::Ok,
+                format!("{name:?} not found: it will be created on first run"),
+            ),
+            Err(e) => report.push(&item, CheckStatus::Fail, e.to_string()),
+        }
     }
 }
 
@@ -453,10 +665,10 @@ mod tests {
     fn check_reports_state_dir_problems() {
         let mut config = Config::default();
         config.service.state_dir = std::env::temp_dir();
-        let r = check(&config);
+        let r = check_local(&config);
         assert!(r.passed(), "{r}");
         config.service.state_dir = std::path::PathBuf::from("/proc/version");
-        let r = check(&config);
+        let r = check_local(&config);
         assert!(!r.passed());
         assert!(
             r.to_string()

@@ -167,6 +167,9 @@ pub enum Origin {
     Env,
     /// The YAML file.
     File,
+    /// A systemd credential file, `$CREDENTIALS_DIRECTORY/<name>` (tokens only, see
+    /// [`credential_name`]); consulted when the environment variable is unset.
+    Credential,
     /// Neither: the default (or nothing).
     Default,
 }
@@ -176,6 +179,7 @@ impl fmt::Display for Origin {
         f.write_str(match self {
             Origin::Env => "environment",
             Origin::File => "config file",
+            Origin::Credential => "systemd credential",
             Origin::Default => "default",
         })
     }
@@ -239,6 +243,7 @@ impl fmt::Display for Problem {
         let from = match self.origin {
             Origin::Env => ", set in the environment",
             Origin::File => ", set in the config file",
+            Origin::Credential => ", read from $CREDENTIALS_DIRECTORY",
             Origin::Default => "",
         };
         write!(
@@ -317,6 +322,33 @@ impl std::error::Error for ConfigError {
 pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["config.yml", "/etc/harfanglab-intel/config.yml"];
 
 /// Read the process environment (the lookup `main` passes; tests pass a map instead).
+/// The systemd credential (`LoadCredential=<name>:...`) that supplies a token when its
+/// environment variable is unset; `None` for every other setting.
+pub fn credential_name(setting: &Setting) -> Option<&'static str> {
+    match setting.env {
+        "OPENCTI_TOKEN" => Some("opencti_token"),
+        "HARFANGLAB_INTEL_TOKEN" => Some("harfanglab_token"),
+        _ => None,
+    }
+}
+
+/// `dir/name` trimmed (a trailing newline is usual in secret files); `Ok(None)` when the file
+/// does not exist (that credential was not loaded: the config file may still have the token).
+fn read_credential(dir: &Path, name: &str) -> Result<Option<String>, String> {
+    let path = dir.join(name);
+    match std::fs::read(&path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(_) => Err(format!("credential file {} is not UTF-8", path.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "cannot read credential file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
 /// A value that is not UTF-8 is read lossily (it then fails validation rather than vanishing).
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
@@ -384,8 +416,32 @@ impl RawConfig {
         };
         let mut entries = Vec::with_capacity(SETTINGS.len());
         for &setting in SETTINGS {
-            let (provided, origin) = if let Some(v) = env(setting.env) {
+            let credential = || {
+                let name = credential_name(setting)?;
+                let dir = env("CREDENTIALS_DIRECTORY").filter(|d| !d.trim().is_empty())?;
+                Some(read_credential(Path::new(dir.trim()), name))
+            };
+            let from_env = env(setting.env);
+            // A credential file that does not exist falls through to the YAML file.
+            let from_credential = match from_env {
+                Some(_) => None,
+                None => credential().and_then(Result::transpose),
+            };
+            let (provided, origin) = if let Some(v) = from_env {
                 (Some(v.trim().to_owned()), Origin::Env)
+            } else if let Some(read) = from_credential {
+                match read {
+                    Ok(v) => (Some(v), Origin::Credential),
+                    Err(message) => {
+                        problems.push(Problem {
+                            env: setting.env,
+                            yaml_path: setting.yaml_path(),
+                            origin: Origin::Credential,
+                            message,
+                        });
+                        (None, Origin::Credential)
+                    }
+                }
             } else if let Some(v) = file.as_ref().and_then(|(_, f)| f.get(setting)) {
                 match yaml_scalar(setting, v) {
                     Ok(Some(s)) => (Some(s), Origin::File),
@@ -803,7 +859,8 @@ pub struct Config {
 
 impl Config {
     /// Convenience for callers and tests: resolve and validate from a YAML text and an
-    /// environment lookup (no file system access except CA-file existence checks).
+    /// environment lookup (no file system access except CA-file existence checks and, when the
+    /// lookup sets `CREDENTIALS_DIRECTORY`, reading the token credential files).
     pub fn from_sources(
         yaml: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
@@ -1025,6 +1082,7 @@ impl Validator<'_> {
                     let message = match (entry.origin, entry.provided.is_some()) {
                         (Origin::Env, true) => "required, but set to an empty string",
                         (Origin::File, true) => "required, but empty in the config file",
+                        (Origin::Credential, true) => "required, but the credential file is empty",
                         _ => "required, but not set",
                     };
                     self.problem(setting, message.to_owned());
@@ -1390,6 +1448,53 @@ mod tests {
         ("HARFANGLAB_INTEL_URL", "https://hl.example:8443"),
         ("HARFANGLAB_INTEL_TOKEN", "hl-token-1"),
     ];
+
+    #[test]
+    fn tokens_come_from_systemd_credentials_when_their_variables_are_unset() {
+        let dir = std::env::temp_dir().join(format!("hli-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("opencti_token"), "octi-from-cred\n").unwrap();
+        std::fs::write(dir.join("harfanglab_token"), "hl-from-cred\n").unwrap();
+        let creds = dir.to_str().unwrap();
+        let mut pairs: Vec<(&str, &str)> = MINIMAL
+            .iter()
+            .copied()
+            .filter(|(k, _)| !k.ends_with("_TOKEN"))
+            .collect();
+        pairs.push(("CREDENTIALS_DIRECTORY", creds));
+        let yaml = "opencti:\n  token: octi-from-yaml\n";
+        let raw = RawConfig::from_yaml(Some((Path::new("c.yml"), yaml)), &env(&pairs)).unwrap();
+        let origin = |name: &str| {
+            raw.entries()
+                .iter()
+                .find(|e| e.setting.env == name)
+                .map(|e| e.origin)
+        };
+        assert_eq!(origin("OPENCTI_TOKEN"), Some(Origin::Credential));
+        assert_eq!(origin("HARFANGLAB_INTEL_TOKEN"), Some(Origin::Credential));
+        let c = Config::from_raw(&raw).unwrap();
+        assert_eq!(c.opencti.token.expose(), "octi-from-cred");
+        assert_eq!(c.harfanglab.token.expose(), "hl-from-cred");
+
+        // The environment variable still wins; a missing credential file falls back to YAML.
+        std::fs::remove_file(dir.join("opencti_token")).unwrap();
+        pairs.push(("HARFANGLAB_INTEL_TOKEN", "hl-from-env"));
+        let c = Config::from_sources(Some(yaml), env(&pairs)).unwrap();
+        assert_eq!(c.opencti.token.expose(), "octi-from-yaml");
+        assert_eq!(c.harfanglab.token.expose(), "hl-from-env");
+
+        // An empty credential is reported as such, naming the variable.
+        pairs.pop();
+        std::fs::write(dir.join("harfanglab_token"), "\n").unwrap();
+        let err = Config::from_sources(Some(yaml), env(&pairs))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HARFANGLAB_INTEL_TOKEN (YAML harfanglab_intel.token, read from $CREDENTIALS_DIRECTORY): required, but the credential file is empty"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn settings_are_defined_once() {

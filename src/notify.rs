@@ -172,10 +172,10 @@ fn connect(target: &str) -> io::Result<(UnixDatagram, SocketAddr)> {
 /// (sd_watchdog_enabled(3)); zero or junk means no watchdog.
 fn watchdog_from(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
-    if let Some(pid) = pid {
-        if pid.trim().parse::<u32>().ok() != Some(own_pid) {
-            return None;
-        }
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok() != Some(own_pid)
+    {
+        return None;
     }
     Some(Duration::from_micros(usec))
 }

@@ -335,10 +335,10 @@ impl CheckpointWriter {
     /// The platform has stored our state (a ping succeeded without reset).
     pub fn mark_acked(&self) {
         self.with(|s| {
-            if let Some(l) = s.latest.as_mut() {
-                if !l.platform_acked {
-                    l.platform_acked = true;
-                }
+            if let Some(l) = s.latest.as_mut()
+                && !l.platform_acked
+            {
+                l.platform_acked = true;
             }
         });
     }
@@ -388,10 +388,10 @@ impl Drop for CheckpointWriter {
     fn drop(&mut self) {
         if self.thread.is_some() {
             self.shutdown_thread();
-            if let Some(l) = self.shared.lock().ok().and_then(|s| s.latest.clone()) {
-                if let Err(e) = self.store.save(&l) {
-                    log::error!("final checkpoint save failed: {e}");
-                }
+            if let Some(l) = self.shared.lock().ok().and_then(|s| s.latest.clone())
+                && let Err(e) = self.store.save(&l)
+            {
+                log::error!("final checkpoint save failed: {e}");
             }
         }
     }

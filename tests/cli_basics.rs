@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
 
 const GOOD_ENV: &[(&str, &str)] = &[
-    ("OPENCTI_URL", "https://opencti.example/"),
+    // Loopback ports nobody listens on (1 needs root): `check` probes fail fast, locally.
+    ("OPENCTI_URL", "https://127.0.0.1:1/"),
     ("OPENCTI_TOKEN", "octi-secret-token-4242"),
     ("CONNECTOR_ID", "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c"),
     ("CONNECTOR_LIVE_STREAM_ID", "stream-1"),
-    ("HARFANGLAB_INTEL_URL", "https://hl.example:8443"),
+    ("HARFANGLAB_INTEL_URL", "http://127.0.0.1:1"),
     ("HARFANGLAB_INTEL_TOKEN", "hl-secret-token-4242"),
 ];
 
@@ -140,7 +141,9 @@ fn explicit_config_file_may_be_missing_but_must_be_valid_yaml() {
     let mut env = GOOD_ENV.to_vec();
     env.push(("HARFANGLAB_INTEL_STATE_DIR", dir.to_str().unwrap()));
     let (code, out, err) = run(&dir, &env, &["--config", "missing.yml", "check"]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    // 1, not 2: the configuration is fine, only the (absent) servers fail the probes.
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("[ok  ] configuration"), "{out}");
     assert!(
         out.contains("[WARN] config file: config file missing.yml does not exist"),
         "{out}"
@@ -155,13 +158,17 @@ fn explicit_config_file_may_be_missing_but_must_be_valid_yaml() {
 
 #[test]
 fn check_prints_settings_and_report_without_tokens() {
+    // Probes against live simulators (exit 0) are in tests/cli_check.rs.
     let dir = scratch_dir();
     let state = dir.join("state");
     std::fs::create_dir(&state).unwrap();
     let mut env = GOOD_ENV.to_vec();
     env.push(("HARFANGLAB_INTEL_STATE_DIR", state.to_str().unwrap()));
     let (code, out, err) = run(&dir, &env, &["--dry-run", "check"]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        code, 1,
+        "nothing listens on the configured ports:\n{out}\n{err}"
+    );
     assert!(out.contains("config file: none"), "{out}");
     assert!(
         out.contains("OPENCTI_TOKEN") && out.contains("[REDACTED]  (environment)"),
@@ -172,7 +179,7 @@ fn check_prints_settings_and_report_without_tokens() {
         "{out}"
     );
     assert!(
-        out.contains("[ok  ] configuration: opencti=https://opencti.example "),
+        out.contains("[ok  ] configuration: opencti=https://127.0.0.1:1 "),
         "{out}"
     );
     assert!(out.contains("dry_run=true"), "{out}");
@@ -181,6 +188,7 @@ fn check_prints_settings_and_report_without_tokens() {
         "pycti's unverified default is flagged:\n{out}"
     );
     assert!(out.contains("[ok  ] state directory:"), "{out}");
+    assert!(out.contains("[FAIL] opencti: cannot reach"), "{out}");
     for secret in ["octi-secret-token-4242", "hl-secret-token-4242"] {
         assert!(!out.contains(secret) && !err.contains(secret));
     }

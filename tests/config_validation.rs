@@ -254,7 +254,8 @@ fn tokens_never_appear_in_debug_summary_report_or_errors() {
         config.summary(),
         settings_report(&raw),
         format!("{raw:?}"),
-        harfanglab_intel::app::check(&config).to_string(),
+        // check_local: no network probe (tests/cli_check.rs covers the probes' output).
+        harfanglab_intel::app::check_local(&config).to_string(),
     ];
     for text in &texts {
         for s in secrets {

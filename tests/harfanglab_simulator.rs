@@ -329,6 +329,137 @@ fn yara_files_get_rule_names_and_search() {
 }
 
 #[test]
+fn yara_meta_id_clash_is_a_failed_status_unless_overwrite() {
+    let sim = lenient();
+    let (s, other) = (
+        sim.add_source(SourceKind::Yara, "s"),
+        sim.add_source(SourceKind::Yara, "other"),
+    );
+    let path = format!("{TI}/YaraFile/");
+    let file = |marker: &str| {
+        format!("rule R_{marker} {{\n  meta:\n    id = \"meta-1\"\n  condition:\n    true\n}}\n")
+    };
+    let post = |source: &str, name: &str, content: String, overwrite: bool| {
+        call(
+            &sim,
+            "POST",
+            &path,
+            Some(
+                json!({"source_id": source, "name": name, "content": content, "overwrite": overwrite}),
+            ),
+        )
+    };
+    let first = post(&s, "one", file("a"), false);
+    assert_eq!(
+        first.body["status"][0]["status"],
+        json!(true),
+        "{:?}",
+        first.body
+    );
+    let id = first.body["status"][0]["id"].as_str().unwrap().to_owned();
+
+    // Same meta.id in the same source list: refused inside the envelope, nothing stored.
+    let clash = post(&s, "two", file("b"), false);
+    assert_eq!(clash.status, 200);
+    assert_eq!(clash.body["status"][0]["status"], json!(false));
+    assert!(
+        clash.body["status"][0]["content"]
+            .as_str()
+            .is_some_and(|m| m.contains("already exists") && m.contains("one"))
+    );
+    assert_eq!(sim.yara_files().len(), 1);
+
+    // Another source list is another namespace.
+    let elsewhere = post(&other, "two", file("b"), false);
+    assert_eq!(elsewhere.body["status"][0]["status"], json!(true));
+
+    // overwrite replaces the clashing file, keeping its id.
+    let over = post(&s, "two", file("c"), true);
+    assert_eq!(over.body["status"][0]["status"], json!(true));
+    assert_eq!(over.body["status"][0]["id"], json!(id));
+    let ours: Vec<_> = sim
+        .yara_files()
+        .into_iter()
+        .filter(|f| f.source_id.as_deref() == Some(s.as_str()))
+        .collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(
+        (ours[0].name.as_str(), ours[0].rule_names.clone()),
+        ("two", vec!["R_c".to_owned()])
+    );
+
+    // A PATCH that would give another file the same meta.id is a 400.
+    let plain = post(&s, "plain", "rule Plain { condition: true }".into(), false);
+    let plain_id = plain.body["status"][0]["id"].as_str().unwrap().to_owned();
+    let patch = call(
+        &sim,
+        "PATCH",
+        &format!("{path}{plain_id}/"),
+        Some(json!({"content": file("d")})),
+    );
+    assert_eq!(patch.status, 400, "{:?}", patch.body);
+    assert!(patch.body["content"].is_array());
+}
+
+#[test]
+fn yara_rule_name_clash_is_refused_only_when_enabled() {
+    for unique in [false, true] {
+        let sim = sim_with(SimConfig {
+            unique_yara_rule_names: unique,
+            ..SimConfig::default()
+        });
+        let s = sim.add_source(SourceKind::Yara, "s");
+        let path = format!("{TI}/YaraFile/");
+        for name in ["one", "two"] {
+            call(
+                &sim,
+                "POST",
+                &path,
+                Some(
+                    json!({"source_id": s, "name": name, "content": "rule Same { condition: true }"}),
+                ),
+            );
+        }
+        let expected = if unique { 1 } else { 2 };
+        assert_eq!(sim.yara_files().len(), expected, "unique={unique}");
+    }
+}
+
+#[test]
+fn lost_replies_apply_the_write_but_answer_502() {
+    let sim = lenient();
+    let src = sim.add_source(SourceKind::Ioc, "s");
+    sim.set_faults(Faults {
+        lost_reply_rate: 1.0,
+        ..Faults::default()
+    });
+    let path = format!("{TI}/IOCRule/");
+    let created = call(
+        &sim,
+        "POST",
+        &path,
+        Some(ioc(&src, "domain_name", "lost.example")),
+    );
+    assert_eq!(created.status, 502);
+    assert_eq!(sim.ioc_rules().len(), 1, "the create was applied");
+    // Reads and failed writes are answered as usual.
+    assert_eq!(call(&sim, "GET", &path, None).status, 200);
+    let again = call(
+        &sim,
+        "POST",
+        &path,
+        Some(ioc(&src, "domain_name", "lost.example")),
+    );
+    assert_eq!(again.status, 400);
+    sim.set_faults(Faults::default());
+    let id = sim.ioc_rules()[0].id.clone();
+    assert_eq!(
+        call(&sim, "DELETE", &format!("{path}{id}/"), None).status,
+        204
+    );
+}
+
+#[test]
 fn strict_mode_redirects_slashless_paths() {
     let sim = sim_with(SimConfig {
         strict: true,

@@ -10,16 +10,21 @@
 
 use harfanglab_intel::harfanglab::HarfangLabError;
 use harfanglab_intel::harfanglab::api::ThreatIntelApi;
+use harfanglab_intel::harfanglab::client::{Client, ClientOptions};
 use harfanglab_intel::harfanglab::model::{
-    IocRule, IocRuleBody, RemoteRule, RuleFilter, RuleKind, SourceLists,
+    IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
 };
+use harfanglab_intel::harfanglab::retry::RetryPolicy;
 use harfanglab_intel::rules::sigma::SigmaMeta;
 use harfanglab_intel::rules::yara::YaraMeta;
+use harfanglab_intel::secret::Secret;
+use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig};
 use harfanglab_intel::sync::comment::{Origin, RuleComment};
 use harfanglab_intel::sync::dry_run::DryRunApi;
 use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
 use harfanglab_intel::sync::{Former, SyncSettings, Syncer};
 use harfanglab_intel::translate::{Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec};
+use std::time::Duration;
 
 // ---- fixtures -------------------------------------------------------------------------------
 
@@ -341,6 +346,39 @@ fn yara_duplicate_conflict_is_resolved_by_update<A: ThreatIntelApi>(
     assert!(files[0].content.contains("v2"));
 }
 
+/// A file carrying `meta: id` (HarfangLab's inferred Yara identity, §6.3) already exists under
+/// a name we cannot trace: the create is refused, the clash is found and updated in place.
+fn yara_meta_id_clash_is_resolved_by_update<A: ThreatIntelApi>(new_api: fn() -> (A, SourceLists)) {
+    let s = syncer_on(new_api(), true);
+    let with_id = |name: &str, marker: &str| {
+        let mut t = yara(name, "Tagged_Loader", marker);
+        if let Some(spec) = t.yara.as_mut() {
+            spec.content = format!(
+                "rule Tagged_Loader\n{{\n  meta:\n    id = \"5d0c1f7e-yara-0001\"\n  strings:\n    $a = \"{marker}\"\n  condition:\n    $a\n}}\n"
+            );
+            spec.meta.meta_ids = vec!["5d0c1f7e-yara-0001".into()];
+        }
+        t
+    };
+    let a = indicator("a");
+    let mut ghost = a.clone();
+    ghost.name = "Renamed while we were down".into();
+    s.upsert(
+        &ghost,
+        &with_id("Renamed while we were down", "v1"),
+        &none(),
+    )
+    .unwrap();
+    let report = s
+        .upsert(&a, &with_id("Indicator a", "v2"), &none())
+        .unwrap();
+    assert_eq!((report.yara.updated, report.yara.created), (1, 0));
+    let files = all_rules(&s, RuleKind::Yara);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].name, "Indicator a");
+    assert!(files[0].content.contains("v2"));
+}
+
 fn yara_rename_updates_the_same_file<A: ThreatIntelApi>(new_api: fn() -> (A, SourceLists)) {
     let s = syncer_on(new_api(), false);
     let a = indicator("a");
@@ -563,6 +601,10 @@ macro_rules! scenarios {
                 super::sigma_without_id_is_identified_by_name($factory)
             }
             #[test]
+            fn yara_meta_id_clash_is_resolved_by_update() {
+                super::yara_meta_id_clash_is_resolved_by_update($factory)
+            }
+            #[test]
             fn yara_rename_updates_the_same_file() {
                 super::yara_rename_updates_the_same_file($factory)
             }
@@ -606,6 +648,95 @@ fn memory_api() -> (MemoryApi, SourceLists) {
 }
 
 scenarios!(memory, super::memory_api);
+
+// ---- the same scenarios through the real client and the HTTP simulator ----------------------
+
+/// The real `Client` over a private simulator it keeps alive (the simulator stops on drop).
+struct SimBackend {
+    client: Client,
+    _shutdown: crossbeam_channel::Sender<()>,
+    _sim: HarfangLabSim,
+}
+
+impl ThreatIntelApi for SimBackend {
+    fn find_ioc(&self, source_id: &str, key: &IocKey) -> Result<Option<IocRule>, HarfangLabError> {
+        self.client.find_ioc(source_id, key)
+    }
+    fn create_ioc(&self, body: &IocRuleBody) -> Result<IocRule, HarfangLabError> {
+        self.client.create_ioc(body)
+    }
+    fn update_ioc(&self, id: &str, body: &IocRuleBody) -> Result<IocRule, HarfangLabError> {
+        self.client.update_ioc(id, body)
+    }
+    fn delete_ioc(&self, id: &str) -> Result<(), HarfangLabError> {
+        self.client.delete_ioc(id)
+    }
+    fn get_rule(&self, kind: RuleKind, id: &str) -> Result<Option<RemoteRule>, HarfangLabError> {
+        self.client.get_rule(kind, id)
+    }
+    fn find_rules(
+        &self,
+        kind: RuleKind,
+        source_id: &str,
+        filter: &RuleFilter,
+    ) -> Result<Vec<RemoteRule>, HarfangLabError> {
+        self.client.find_rules(kind, source_id, filter)
+    }
+    fn create_rule(&self, kind: RuleKind, body: &RuleBody) -> Result<RemoteRule, HarfangLabError> {
+        self.client.create_rule(kind, body)
+    }
+    fn update_rule(
+        &self,
+        kind: RuleKind,
+        id: &str,
+        body: &RuleBody,
+    ) -> Result<RemoteRule, HarfangLabError> {
+        self.client.update_rule(kind, id, body)
+    }
+    fn delete_rule(&self, kind: RuleKind, id: &str) -> Result<(), HarfangLabError> {
+        self.client.delete_rule(kind, id)
+    }
+}
+
+/// A client for `sim` with fast retries (the storm test needs many of them) and no proxy.
+fn sim_client(sim: &HarfangLabSim) -> (Client, crossbeam_channel::Sender<()>) {
+    let mut opts = ClientOptions::new(sim.base_url(), Secret::new(sim.token()));
+    opts.proxy_from_env = false;
+    opts.page_size = 5; // small pages: lookups and listings cross page boundaries
+    opts.retry = RetryPolicy {
+        max_retries: 30,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(10),
+        max_retry_after: Duration::from_millis(20),
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    (Client::new(opts, rx).expect("client"), tx)
+}
+
+fn sim_backend_with(config: SimConfig) -> (SimBackend, SourceLists) {
+    let sim = harfanglab_intel::sim::harfanglab::serve("127.0.0.1:0", config).expect("simulator");
+    let (client, shutdown) = sim_client(&sim);
+    let lists = client
+        .ensure_source_lists("OpenCTI Intel")
+        .expect("source lists");
+    let backend = SimBackend {
+        client,
+        _shutdown: shutdown,
+        _sim: sim,
+    };
+    (backend, lists)
+}
+
+/// A strict (Django-like) simulator: a path without its trailing `/` would be a 301.
+fn simulator() -> (SimBackend, SourceLists) {
+    sim_backend_with(SimConfig {
+        strict: true,
+        max_connections: 64,
+        ..SimConfig::default()
+    })
+}
+
+scenarios!(simulator, super::simulator);
 
 // ---- MemoryApi-only: failure injection and call accounting ---------------------------------
 
@@ -808,5 +939,147 @@ mod memory_only {
         let report = s.release(&a, &Translation::default(), &none()).unwrap();
         assert_eq!(report.sigma.deleted, 1);
         assert!(api.rules(RuleKind::Sigma).is_empty());
+    }
+}
+
+// ---- simulator-only: opt-in server behaviours and fault storms ------------------------------
+
+mod simulator_only {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A simulator that also refuses a second file declaring an existing rule identifier (an
+    /// opt-in guess, `SimConfig::unique_yara_rule_names`).
+    fn unique_rule_names() -> (SimBackend, SourceLists) {
+        sim_backend_with(SimConfig {
+            unique_yara_rule_names: true,
+            max_connections: 64,
+            ..SimConfig::default()
+        })
+    }
+
+    #[test]
+    fn yara_duplicate_conflict_is_resolved_by_update() {
+        super::yara_duplicate_conflict_is_resolved_by_update(unique_rule_names)
+    }
+
+    const INDICATORS: usize = 24;
+    const THREADS: usize = 4;
+    const SHARED: usize = 6;
+
+    /// Indicator `i` holds two shared IPs and one of its own; every third is then deleted.
+    fn workload(i: usize) -> (Indicator, Vec<IocKey>, bool) {
+        let keys = vec![
+            ip(&format!("192.0.2.{}", i % SHARED)),
+            ip(&format!("192.0.2.{}", (i * 5 + 1) % SHARED)),
+            ip(&format!("198.51.100.{i}")),
+        ];
+        (indicator(&format!("{i:02}")), keys, i.is_multiple_of(3))
+    }
+
+    /// What the workload must leave: each wanted IP with its exact holders (sorted).
+    fn expected() -> BTreeMap<String, Vec<String>> {
+        let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for i in 0..INDICATORS {
+            let (ind, keys, released) = workload(i);
+            if released {
+                continue;
+            }
+            for k in keys {
+                let holders = want.entry(k.value).or_default();
+                if !holders.contains(&ind.id) {
+                    holders.push(ind.id.clone());
+                }
+            }
+        }
+        want.values_mut().for_each(|h| h.sort());
+        want
+    }
+
+    /// Run the workload on `THREADS` threads through the real client; return the simulator's
+    /// IOC rules as value → sorted holders, and the client's retry count.
+    fn run_workload(faults: Faults) -> (BTreeMap<String, Vec<String>>, u64) {
+        let sim = harfanglab_intel::sim::harfanglab::serve(
+            "127.0.0.1:0",
+            SimConfig {
+                seed: 42,
+                max_connections: 64,
+                ..SimConfig::default()
+            },
+        )
+        .expect("simulator");
+        let (client, _shutdown) = sim_client(&sim);
+        let lists = client
+            .ensure_source_lists("OpenCTI Intel")
+            .expect("source lists");
+        let stats = client.stats();
+        sim.set_faults(faults);
+        let s = Syncer::new(
+            client,
+            SyncSettings {
+                lists,
+                remove_indicator: true,
+                rule_maturity: "stable".into(),
+            },
+        );
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let s = &s;
+                scope.spawn(move || {
+                    for i in (t..INDICATORS).step_by(THREADS) {
+                        let (ind, keys, released) = workload(i);
+                        let tr = iocs(&keys);
+                        s.upsert(&ind, &tr, &none())
+                            .expect("upsert through the storm");
+                        if released {
+                            s.release(&ind, &tr, &none())
+                                .expect("release through the storm");
+                        }
+                    }
+                });
+            }
+        });
+        sim.set_faults(Faults::default());
+        let mut state: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for rule in sim.ioc_rules() {
+            assert!(rule.enabled, "{rule:?}");
+            let (decoded, origin) = RuleComment::decode(rule.comment.as_deref());
+            assert_eq!(origin, Origin::Ours, "{rule:?}");
+            let mut holders: Vec<String> = decoded.holders.into_iter().map(|h| h.id).collect();
+            holders.sort();
+            let previous = state.insert(rule.value.clone(), holders);
+            assert!(previous.is_none(), "two rules for {}", rule.value);
+        }
+        (state, stats.retries())
+    }
+
+    #[test]
+    fn throttling_and_server_error_storms_still_converge() {
+        let (calm, calm_retries) = run_workload(Faults::default());
+        assert_eq!(calm, expected());
+        assert_eq!(calm_retries, 0);
+        let (stormy, retries) = run_workload(Faults {
+            error_rate: 0.2,
+            throttle_rate: 0.1,
+            retry_after_secs: Some(1),
+            ..Faults::default()
+        });
+        assert!(retries > 20, "the storm hardly hit: {retries} retries");
+        assert_eq!(stormy, calm);
+    }
+
+    /// Writes applied by the server whose answer is lost (502): the client's retry of a create
+    /// meets "already exists", of a delete a 404; the result is still the fault-free one.
+    #[test]
+    fn writes_applied_but_unanswered_still_converge() {
+        let (state, retries) = run_workload(Faults {
+            lost_reply_rate: 0.25,
+            ..Faults::default()
+        });
+        assert!(
+            retries > 10,
+            "hardly any answer was lost: {retries} retries"
+        );
+        assert_eq!(state, expected());
     }
 }

@@ -82,10 +82,10 @@ impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                log::error!("metrics: server thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("metrics: server thread panicked");
         }
     }
 }

@@ -500,9 +500,19 @@ impl OpenCtiApi {
         for (k, v) in &self.opts.custom_headers {
             req = req.header(k, v.expose());
         }
-        let mut resp = req.send(body).map_err(|e| ApiError::Transport {
-            op,
-            message: e.to_string(),
+        let mut resp = req.send(body).map_err(|e| match e {
+            // A certificate problem needs the operator (OPENCTI_SSL_VERIFY / OPENCTI_CA_FILE);
+            // retrying cannot fix it.
+            ureq::Error::Tls(_)
+            | ureq::Error::Pem(_)
+            | ureq::Error::Rustls(_)
+            | ureq::Error::TlsRequired => ApiError::Setup(format!(
+                "TLS failure talking to OpenCTI ({op}): {e}; check OPENCTI_SSL_VERIFY and OPENCTI_CA_FILE"
+            )),
+            e => ApiError::Transport {
+                op,
+                message: e.to_string(),
+            },
         })?;
         let status = resp.status().as_u16();
         let text = resp

@@ -677,6 +677,111 @@ impl Reader {
     }
 }
 
+/// Why a one-shot [`probe`] of the stream failed, worded for the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeError {
+    /// TLS/CA bundle setup.
+    Setup(String),
+    /// No HTTP answer (refused, DNS, TLS handshake, timeout).
+    Connect(String),
+    /// 401/403: token or stream id (OpenCTI answers 401 for an unknown stream too, §1.2).
+    Auth { status: u16, stream_id: String },
+    /// 404: wrong URL (base path) or stream id.
+    NotFound { url: String, stream_id: String },
+    /// 410: the live stream exists but is stopped.
+    Stopped { stream_id: String },
+    /// Any other status.
+    Status { status: u16, reason: String },
+    /// 200 but no `connected` event before the stream ended or timed out.
+    NoConnected(String),
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeError::Setup(m) => write!(f, "live stream setup: {m}"),
+            ProbeError::Connect(m) => write!(f, "cannot open the live stream: {m}"),
+            ProbeError::Auth { status, stream_id } => StreamError::Auth {
+                status: *status,
+                stream_id: stream_id.clone(),
+            }
+            .fmt(f),
+            ProbeError::NotFound { url, stream_id } => StreamError::NotFound {
+                url: url.clone(),
+                stream_id: stream_id.clone(),
+            }
+            .fmt(f),
+            ProbeError::Stopped { stream_id } => write!(
+                f,
+                "live stream {stream_id:?} is stopped on the platform (HTTP 410): start it in \
+                 Data sharing > Live streams (CONNECTOR_LIVE_STREAM_ID)"
+            ),
+            ProbeError::Status { status, reason } => {
+                write!(f, "the live stream answered HTTP {status} {reason}")
+            }
+            ProbeError::NoConnected(m) => write!(
+                f,
+                "the live stream opened but sent no `connected` event: {m} (a proxy buffering \
+                 text/event-stream?)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+/// Open the stream once with the reader's headers, read until the `connected` event and close
+/// (for `harfanglab-intel check`). `timeout` bounds the whole exchange. No `Last-Event-ID` is
+/// sent, so the platform starts live-only (§1.3) and replays nothing.
+pub fn probe(opts: &StreamOptions, timeout: Duration) -> Result<ConnectedInfo, ProbeError> {
+    let tls = tls_config(&opts.tls).map_err(ProbeError::Setup)?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(opts.connect_timeout.min(timeout)))
+        .user_agent(USER_AGENT)
+        .tls_config(tls)
+        .build()
+        .new_agent();
+    let url = opts.request_url(None);
+    let tf = |b: bool| if b { "true" } else { "false" };
+    let resp = agent
+        .get(&url)
+        .header("Authorization", &format!("Bearer {}", opts.token.expose()))
+        .header("Accept", "text/event-stream")
+        .header("Cache-Control", "no-cache")
+        .header("listen-delete", tf(opts.listen_delete))
+        .header("no-dependencies", tf(opts.no_dependencies))
+        .header("with-inferences", tf(opts.with_inferences))
+        .header("Accept-Encoding", "identity")
+        .call()
+        .map_err(|e| ProbeError::Connect(e.to_string()))?;
+    let stream_id = opts.stream_id.clone();
+    match resp.status().as_u16() {
+        200 => {}
+        status @ (401 | 403) => return Err(ProbeError::Auth { status, stream_id }),
+        404 => return Err(ProbeError::NotFound { url, stream_id }),
+        410 => return Err(ProbeError::Stopped { stream_id }),
+        status => {
+            return Err(ProbeError::Status {
+                status,
+                reason: resp.status().canonical_reason().unwrap_or("").to_owned(),
+            });
+        }
+    }
+    let body = resp.into_body().into_reader();
+    let frames = FrameReader::with_limit(BufReader::new(body), opts.max_line);
+    for frame in frames {
+        let frame = frame.map_err(|e| ProbeError::NoConnected(e.to_string()))?;
+        if let Ok(Decoded::Connected(info)) = events::decode(&frame) {
+            return Ok(info);
+        }
+    }
+    Err(ProbeError::NoConnected(
+        "the server closed the stream".into(),
+    ))
+}
+
 /// A read that failed because no byte arrived within the per-read timeout.
 fn is_timeout(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::TimedOut

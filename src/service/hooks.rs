@@ -297,3 +297,147 @@ impl Pinger<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::DEFAULT_HEALTH_WINDOW;
+    use crate::opencti::events::{self, ConnectedInfo, Decoded, EventError};
+    use crate::opencti::sse::Frame;
+    use crate::state::{CheckpointStore, LocalCheckpoint};
+    use serde_json::json;
+
+    fn shared() -> Shared {
+        Shared {
+            metrics: Metrics::new(),
+            health: Health::new(DEFAULT_HEALTH_WINDOW),
+            notifier: Notifier::disabled(),
+            gate: WatchdogGate::new(Notifier::disabled(), Duration::from_secs(60)),
+            stats: PipelineStats::new(),
+            head_ms: AtomicU64::new(0),
+            no_recover: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            reset_pending: AtomicBool::new(false),
+            session: Mutex::new(None),
+        }
+    }
+
+    fn event(id: &str, data: serde_json::Value) -> StreamItem {
+        let frame = Frame {
+            id: Some(id.into()),
+            event: "create".into(),
+            data: json!({"version": "4", "type": "create", "data": data}).to_string(),
+            retry: None,
+        };
+        match events::decode(&frame) {
+            Ok(Decoded::Event(ev)) => StreamItem::Event(ev),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn forward_maps_items_to_inputs_in_order() {
+        let ext = events::OCTI_EXT;
+        let items = vec![
+            StreamItem::Connected(ConnectedInfo::default()),
+            event(
+                "5-0",
+                json!({"id": "indicator--a", "type": "indicator", "name": "a",
+                    "pattern": "[ipv4-addr:value = '1.1.1.1']", "pattern_type": "stix",
+                    "extensions": {ext: {"id": "int-a"}}}),
+            ),
+            event(
+                "5-1",
+                json!({"id": "relationship--r", "type": "relationship",
+                    "relationship_type": "based-on", "source_ref": "indicator--a",
+                    "target_ref": "ipv4-addr--x",
+                    "extensions": {ext: {"source_ref": "int-a", "target_type": "IPv4-Addr",
+                        "target_value": "1.1.1.1"}}}),
+            ),
+            event(
+                "6-0",
+                json!({"id": "malware--m", "type": "malware", "name": "m"}),
+            ),
+            StreamItem::Ignored {
+                id: Some("6-1".into()),
+                event: "merge".into(),
+                reason: "merge".into(),
+            },
+            StreamItem::Ignored {
+                id: None,
+                event: "x".into(),
+                reason: "no id".into(),
+            },
+            StreamItem::Malformed(EventError {
+                event_id: Some("7-0".into()),
+                event: "create".into(),
+                reason: "bad".into(),
+            }),
+            StreamItem::Heartbeat { id: "9-0".into() },
+            StreamItem::NoRecover { id: None },
+        ];
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for i in items {
+            tx.send(i).unwrap();
+        }
+        drop(tx);
+        let (out_tx, out_rx) = crossbeam_channel::unbounded();
+        let sh = shared();
+        forward(&rx, &out_tx, &sh);
+        drop(out_tx);
+        let got: Vec<(String, Option<String>)> = out_rx
+            .iter()
+            .map(|i| match i {
+                Input::Event { event_id, key, .. } => (event_id, key),
+                Input::Heartbeat { event_id } => (format!("hb {event_id}"), None),
+            })
+            .collect();
+        let s = |x: &str| Some(x.to_owned());
+        assert_eq!(
+            got,
+            vec![
+                ("5-0".into(), s("int-a")),
+                // A based-on relationship is keyed by its source indicator.
+                ("5-1".into(), s("int-a")),
+                ("6-0".into(), None),
+                ("6-1".into(), None),
+                ("7-0".into(), s("malformed:7-0")),
+                ("hb 9-0".into(), None),
+            ]
+        );
+        assert!(sh.ready.load(Ordering::SeqCst));
+        assert!(sh.no_recover.load(Ordering::SeqCst));
+        assert_eq!(sh.head_ms.load(Ordering::SeqCst), 9);
+        assert_eq!(sh.lag(Some("6-1")), Some(Duration::from_millis(3)));
+    }
+
+    #[test]
+    fn sink_drops_recover_until_after_no_recover() {
+        let dir = std::env::temp_dir().join(format!("hli-sink-{}", uuid::Uuid::new_v4()));
+        let store = CheckpointStore::new(&dir, "c");
+        let initial = LocalCheckpoint {
+            checkpoint: Checkpoint {
+                start_from: "0-0".into(),
+                recover_until: Some("2024-06-15T00:00:00Z".into()),
+            },
+            platform_acked: false,
+        };
+        let writer = CheckpointWriter::spawn(store, initial, Duration::from_millis(1)).unwrap();
+        let sh = shared();
+        let mut sink = Sink {
+            writer: &writer,
+            shared: &sh,
+            recover_until: Some("2024-06-15T00:00:00Z".into()),
+        };
+        sink.save("5-0");
+        let cp = writer.current().unwrap().checkpoint;
+        assert_eq!(cp.start_from, "5-0");
+        assert!(cp.recover_until.is_some());
+        sh.no_recover.store(true, Ordering::SeqCst);
+        sink.save("6-0");
+        let cp = writer.current().unwrap().checkpoint;
+        assert_eq!((cp.start_from.as_str(), cp.recover_until), ("6-0", None));
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

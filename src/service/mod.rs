@@ -480,8 +480,9 @@ impl Ctx<'_> {
         start: &state::Checkpoint,
     ) -> Result<(), ServiceError> {
         let workers = self.config.service.workers.max(1);
-        let (item_tx, item_rx) = crossbeam_channel::bounded(256);
-        let (input_tx, input_rx) = crossbeam_channel::bounded(256);
+        // Small channels: the pipeline's own in-flight window is the real buffer.
+        let (item_tx, item_rx) = crossbeam_channel::bounded(64);
+        let (input_tx, input_rx) = crossbeam_channel::bounded(64);
         let reader = StreamReader::spawn(
             StreamOptions {
                 backoff_base: self.opts.stream_backoff,
@@ -499,6 +500,10 @@ impl Ctx<'_> {
         .map_err(|e| ServiceError::State(e.to_string()))?;
         let popts = PipelineOptions {
             workers,
+            // About 512 events in flight whatever the worker count (at least 8 per worker):
+            // enough to keep every worker busy across keys, while memory stays bounded by
+            // the window (each event holds its STIX payload).
+            queue_per_worker: (512 / workers).clamp(8, 64),
             shutdown_deadline: self.config.service.shutdown_timeout,
             summary_every: self.opts.summary_every,
             tick_every: self.opts.tick_every,

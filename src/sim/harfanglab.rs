@@ -5,7 +5,9 @@
 //!
 //! What is INFERRED in the spec is a documented choice here (and configurable where it matters):
 //! a Sigma `id:` that is a UUID becomes the object id, and re-posting it fails inside the
-//! `{"status": [...]}` envelope unless `overwrite: true`; Yara files get random ids; hash values
+//! `{"status": [...]}` envelope unless `overwrite: true`; Yara files get random ids, and one whose
+//! `meta.id` (or, opt-in, rule identifier) another file of its source list declares is refused
+//! the same way (`overwrite: true` replaces that file); hash values
 //! are unique case-insensitively; CIDR ranges and SHA-512 are switchable. Not a product
 //! component: it never talks to anything but its own clients.
 
@@ -53,6 +55,10 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Seed of the fault dice, so a sequential test sees the same faults every run.
     pub seed: u64,
+    /// Also refuse a Yara file declaring a rule identifier that another file of the same
+    /// source list declares (the clash on `meta.id` is always refused). The spec only infers
+    /// identity from `meta.id` (§6.3); uniqueness of rule names is a guess, so it is opt-in.
+    pub unique_yara_rule_names: bool,
 }
 
 impl Default for SimConfig {
@@ -71,6 +77,7 @@ impl Default for SimConfig {
             absolute_next: true,
             faults: Faults::default(),
             seed: 0,
+            unique_yara_rule_names: false,
         }
     }
 }
@@ -86,6 +93,10 @@ pub struct Faults {
     pub throttle_rate: f64,
     /// `Retry-After` seconds sent with a 429 (`None`: no header).
     pub retry_after_secs: Option<u64>,
+    /// Share of successful writes (POST/PATCH/PUT/DELETE) whose answer is lost: the change is
+    /// applied, but the client gets a 502 (a proxy or load balancer timing out), so its retry
+    /// meets the result of its first attempt ("already exists", 404 on delete).
+    pub lost_reply_rate: f64,
     /// Outage: every request is answered 503.
     pub down: bool,
     /// Broken network: every connection is closed without an answer (checked before `down`).
@@ -541,6 +552,18 @@ impl Shared {
     }
 
     fn route(&self, method: &str, url: &str, auth: Option<&str>, body: &str) -> Reply {
+        let reply = self.route_and_apply(method, url, auth, body);
+        let write = matches!(method, "POST" | "PATCH" | "PUT" | "DELETE");
+        if write && (200..300).contains(&reply.status) {
+            let rate = lock(&self.faults).lost_reply_rate;
+            if rate > 0.0 && lock(&self.dice).f64() < rate {
+                return Reply::detail(502, "Bad Gateway (simulated: applied, answer lost).");
+            }
+        }
+        reply
+    }
+
+    fn route_and_apply(&self, method: &str, url: &str, auth: Option<&str>, body: &str) -> Reply {
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let resource_label = resource_label(path);
         {
@@ -554,10 +577,10 @@ impl Shared {
             return reply;
         }
         if path == "/api/version" || path == "/api/version/" {
-            if self.config.version_requires_auth {
-                if let Some(reply) = self.check_auth(auth) {
-                    return reply;
-                }
+            if self.config.version_requires_auth
+                && let Some(reply) = self.check_auth(auth)
+            {
+                return reply;
             }
             return Reply::json(200, json!({ "version": self.config.version }));
         }
@@ -843,19 +866,34 @@ impl Shared {
             Err(message) => return failed(message),
         };
         let mut replaced: Option<Map<String, Value>> = None;
-        let id = match &parsed.id {
-            Some(id) if state.table(res).get(id).is_some() => {
+        let clash = match res {
+            Res::YaraFile => self.yara_clash(state, &body, &content, None),
+            _ => None,
+        };
+        let id = match (&parsed.id, clash) {
+            (_, Some((clash_id, clash_name))) => {
                 if !overwrite {
                     return failed(format!(
-                        "{} with this id ({id}) already exists.",
-                        capitalised(res.noun())
+                        "Duplicate rule: a yara rule of the file {clash_name:?} already exists in this source."
                     ));
                 }
-                replaced = state.table_mut(res).remove(id);
-                id.clone()
+                replaced = state.table_mut(res).remove(&clash_id);
+                clash_id
             }
-            Some(id) => id.clone(),
-            None => uuid::Uuid::new_v4().to_string(),
+            (parsed_id, None) => match parsed_id {
+                Some(id) if state.table(res).get(id).is_some() => {
+                    if !overwrite {
+                        return failed(format!(
+                            "{} with this id ({id}) already exists.",
+                            capitalised(res.noun())
+                        ));
+                    }
+                    replaced = state.table_mut(res).remove(id);
+                    id.clone()
+                }
+                Some(id) => id.clone(),
+                None => uuid::Uuid::new_v4().to_string(),
+            },
         };
         let creation = replaced
             .as_ref()
@@ -950,6 +988,17 @@ impl Shared {
                     Ok(p) => p,
                     Err(message) => return Reply::field("content", &message),
                 };
+                if res == Res::YaraFile
+                    && let Some((_, clash_name)) =
+                        self.yara_clash(state, &obj, str_of(&obj, "content"), Some(id))
+                {
+                    return Reply::field(
+                        "content",
+                        &format!(
+                            "Duplicate rule: a yara rule of the file {clash_name:?} already exists in this source."
+                        ),
+                    );
+                }
                 if res == Res::SigmaRule && parsed.id.as_deref().is_some_and(|new| new != id) {
                     return Reply::field(
                         "content",
@@ -965,6 +1014,46 @@ impl Shared {
         }
         state.writes += 1;
         Reply::json(200, Value::Object(obj))
+    }
+
+    /// The (id, name) of another Yara file of `obj`'s source list that declares one of the
+    /// `meta.id`s of `content` (or, with `unique_yara_rule_names`, one of its rule identifiers).
+    fn yara_clash(
+        &self,
+        state: &State,
+        obj: &Map<String, Value>,
+        content: &str,
+        own_id: Option<&str>,
+    ) -> Option<(String, String)> {
+        let source_id = str_of(obj, "source_id");
+        let meta_ids = crate::sync::content::yara_meta_ids(content);
+        let names = if self.config.unique_yara_rule_names {
+            yara_rule_names(content)
+        } else {
+            Vec::new()
+        };
+        if meta_ids.is_empty() && names.is_empty() {
+            return None;
+        }
+        state
+            .table(Res::YaraFile)
+            .rows
+            .values()
+            .filter(|other| {
+                Some(str_of(other, "id")) != own_id && str_of(other, "source_id") == source_id
+            })
+            .find(|other| {
+                rule_names(other).any(|n| names.iter().any(|m| m == n))
+                    || crate::sync::content::yara_meta_ids(str_of(other, "content"))
+                        .iter()
+                        .any(|m| meta_ids.contains(m))
+            })
+            .map(|other| {
+                (
+                    str_of(other, "id").to_owned(),
+                    str_of(other, "name").to_owned(),
+                )
+            })
     }
 
     /// Type and value checks plus (type, value, source) uniqueness (§5.5, §7).
@@ -1022,10 +1111,10 @@ fn delete(state: &mut State, res: Res, id: &str) -> Reply {
                 .map(|o| str_of(o, "id").to_owned())
                 .collect();
             for rid in doomed {
-                if let Some(o) = state.table_mut(rule).remove(&rid) {
-                    if rule == Res::IocRule {
-                        state.ioc_unique.remove(&ioc_key(&o));
-                    }
+                if let Some(o) = state.table_mut(rule).remove(&rid)
+                    && rule == Res::IocRule
+                {
+                    state.ioc_unique.remove(&ioc_key(&o));
                 }
             }
         }

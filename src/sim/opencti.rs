@@ -134,6 +134,11 @@ impl StreamRequest {
 
 struct Inner {
     events: Vec<(String, ScenarioEvent)>,
+    /// Id (indicator internal / standard id, `based-on` source refs) → indices of the events
+    /// naming it, so an `indicator(id)` answer reads only the events that matter instead of
+    /// replaying the whole scenario under the lock (O(events) per call made benchmarks measure
+    /// the simulator).
+    by_id: HashMap<String, Vec<usize>>,
     /// Each event's SSE frame, rendered once.
     wire: Vec<Arc<str>>,
     next_ms: u64,
@@ -176,6 +181,7 @@ pub fn serve(bind: &str, cfg: OpenCtiSimConfig) -> io::Result<OpenCtiSim> {
     let addr = listener.local_addr()?;
     let mut inner = Inner {
         events: Vec::new(),
+        by_id: HashMap::new(),
         wire: Vec::new(),
         next_ms: cfg.base_ms,
         faults: VecDeque::new(),
@@ -193,6 +199,7 @@ pub fn serve(bind: &str, cfg: OpenCtiSimConfig) -> io::Result<OpenCtiSim> {
         let id = next_id(&mut inner);
         inner.wire.push(render(&id, ev));
         inner.events.push((id, ev.clone()));
+        index_last(&mut inner);
     }
     let shared = Arc::new(Shared {
         cfg,
@@ -272,6 +279,7 @@ impl OpenCtiSim {
         let frame = render(&id, &ev);
         g.wire.push(frame);
         g.events.push((id.clone(), ev));
+        index_last(&mut g);
         drop(g);
         self.shared.changed.notify_all();
         id
@@ -439,15 +447,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(v) = s
+        if b[i] == b'%'
+            && let Some(v) = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
@@ -490,10 +497,9 @@ fn start_index(events: &[(String, ScenarioEvent)], pos: Option<&str>) -> usize {
 }
 
 fn handle_stream(shared: &Shared, mut conn: TcpStream, req: &Request) -> io::Result<()> {
-    let stream_id = req
-        .path
-        .trim_start_matches("/stream")
-        .trim_start_matches('/');
+    // strip_prefix, not trim_start_matches: a stream id may itself start with "stream".
+    let stream_id = req.path.strip_prefix("/stream").unwrap_or_default();
+    let stream_id = stream_id.strip_prefix('/').unwrap_or(stream_id);
     let fault = shared.lock().faults.pop_front().unwrap_or(ConnFault::None);
     let status = if !authorized(shared, req) || stream_id != shared.cfg.stream_id {
         401
@@ -719,7 +725,7 @@ fn graphql_answer(shared: &Shared, body: &Value) -> Value {
         let id = vars.get("id").and_then(Value::as_str).unwrap_or("");
         let g = shared.lock();
         let upto = g.delivered;
-        let ind = indicator_view(&g.events[..upto], id);
+        let ind = indicator_view(relevant_events(&g, upto, id), id);
         return json!({"data": {"indicator": ind}});
     }
     if query.contains("about") {
@@ -731,9 +737,67 @@ fn graphql_answer(shared: &Shared, body: &Value) -> Value {
 const OCTI: &str = crate::opencti::events::OCTI_EXT;
 const MITRE: &str = crate::opencti::events::MITRE_EXT;
 
+/// Index the newest event under the ids it names (see `Inner::by_id`).
+fn index_last(inner: &mut Inner) {
+    let i = inner.events.len() - 1;
+    let stix = &inner.events[i].1.data["data"];
+    let ext = &stix["extensions"][OCTI];
+    let keys: Vec<&str> = match stix["type"].as_str() {
+        Some("indicator") => vec![
+            stix["id"].as_str().unwrap_or(""),
+            ext["id"].as_str().unwrap_or(""),
+        ],
+        Some("relationship") => vec![
+            stix["source_ref"].as_str().unwrap_or(""),
+            ext["source_ref"].as_str().unwrap_or(""),
+        ],
+        _ => Vec::new(),
+    };
+    let keys: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for k in keys {
+        let list = inner.by_id.entry(k).or_default();
+        if list.last() != Some(&i) {
+            list.push(i);
+        }
+    }
+}
+
+/// The delivered events (index < `upto`) about indicator `id` under any of its ids, in order:
+/// those naming `id`, then everything naming the ids those indicator events carry.
+fn relevant_events<'a>(g: &'a Inner, upto: usize, id: &str) -> Vec<&'a (String, ScenarioEvent)> {
+    let mut ids = vec![id.to_owned()];
+    let mut seen: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
+    while let Some(k) = ids.pop() {
+        for &i in g.by_id.get(&k).into_iter().flatten() {
+            if i >= upto || !seen.insert(i) {
+                continue;
+            }
+            let stix = &g.events[i].1.data["data"];
+            if stix["type"] == "indicator" {
+                for other in [stix["id"].as_str(), stix["extensions"][OCTI]["id"].as_str()]
+                    .into_iter()
+                    .flatten()
+                {
+                    if other != k {
+                        ids.push(other.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    seen.into_iter().map(|i| &g.events[i]).collect()
+}
+
 /// The GraphQL `indicator` answer after applying `events` (latest version by internal or standard
 /// id, observables from live `based-on` relationships; null when deleted or unknown).
-fn indicator_view(events: &[(String, ScenarioEvent)], id: &str) -> Value {
+fn indicator_view<'a>(
+    events: impl IntoIterator<Item = &'a (String, ScenarioEvent)>,
+    id: &str,
+) -> Value {
     // internal id -> (latest STIX, deleted, all standard ids seen)
     let mut inds: HashMap<String, (Value, bool, Vec<String>)> = HashMap::new();
     // relationship id -> (indicator ref (std or internal), target)

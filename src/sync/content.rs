@@ -3,7 +3,13 @@
 //!
 //! This is not validation (that is `rules::{sigma,yara}`): it only looks at content that
 //! HarfangLab already holds, or at a pattern `translate` could not handle, to find the object.
+//! YARA content that `rules::yara` parses is read through it (exact: comments, strings and
+//! multi-line declarations are handled); content it rejects (remote files may use features or
+//! mistakes our validator refuses) falls back to a line scan, so a lookup never fails. Sigma ids
+//! are read leniently here, as written: `rules::sigma` rejects a non-UUID id, but a remote rule
+//! carrying one must still be found by it.
 
+use crate::rules::yara::parse_yara;
 use serde_yaml::Value;
 
 /// The Sigma rule's `id` (its identity in HarfangLab), if the content is a YAML mapping with one.
@@ -27,9 +33,25 @@ fn sigma_field(content: &str, field: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Identifiers of the `rule` declarations of a YARA source, in order. A line-oriented scan
-/// (`[private|global] rule <ident> [: tags] {`), enough to find the rules a file declares.
+/// Identifiers of the `rule` declarations of a YARA source, in order.
 pub fn yara_rule_names(content: &str) -> Vec<String> {
+    match parse_yara(content) {
+        Ok(meta) => meta.rule_names,
+        Err(_) => scan_rule_names(content),
+    }
+}
+
+/// Values of `id` meta entries of a YARA source, in order.
+pub fn yara_meta_ids(content: &str) -> Vec<String> {
+    match parse_yara(content) {
+        Ok(meta) => meta.meta_ids,
+        Err(_) => scan_meta_ids(content),
+    }
+}
+
+/// Fallback for content the parser rejects: a line-oriented scan
+/// (`[private|global] rule <ident> [: tags] {`), enough to find the rules a file declares.
+fn scan_rule_names(content: &str) -> Vec<String> {
     let mut names = Vec::new();
     for line in content.lines() {
         let mut words = line
@@ -49,8 +71,8 @@ pub fn yara_rule_names(content: &str) -> Vec<String> {
     names
 }
 
-/// Values of `id = "..."` meta entries of a YARA source, in order.
-pub fn yara_meta_ids(content: &str) -> Vec<String> {
+/// Fallback for content the parser rejects: `id = "..."` lines.
+fn scan_meta_ids(content: &str) -> Vec<String> {
     content
         .lines()
         .filter_map(|line| {
@@ -87,5 +109,20 @@ mod tests {
         assert_eq!(yara_rule_names(src), vec!["Helper", "Evil_1", "G"]);
         assert_eq!(yara_meta_ids(src), vec!["abc-1"]);
         assert!(yara_rule_names("").is_empty());
+    }
+
+    #[test]
+    fn valid_yara_is_read_by_the_parser_not_by_lines() {
+        // A rule split over lines, a commented-out rule and a string that looks like one: only
+        // the parser gets these right; the line scan is the fallback for invalid content.
+        let src = "/* rule Old_Version { condition: true } */\nrule\n  Split_Name\n{\n  meta:\n    id = \"m-1\"\n    note = \"id = \\\"not-an-id\\\"\"\n  strings:\n    $a = \"rule Fake {\"\n  condition:\n    $a\n}\n";
+        assert_eq!(yara_rule_names(src), vec!["Split_Name"]);
+        assert_eq!(yara_meta_ids(src), vec!["m-1"]);
+        assert_eq!(scan_rule_names(src), Vec::<String>::new());
+        // Invalid YARA (an unclosed parenthesis) is still scanned.
+        let broken = "rule Broken {\n  meta:\n    id = \"b-1\"\n  condition: (true\n}\n";
+        assert!(parse_yara(broken).is_err());
+        assert_eq!(yara_rule_names(broken), vec!["Broken"]);
+        assert_eq!(yara_meta_ids(broken), vec!["b-1"]);
     }
 }

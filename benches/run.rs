@@ -1,0 +1,238 @@
+//! End-to-end throughput of the real binary: simulated OpenCTI → `harfanglab-intel run` (a child
+//! process) → simulated HarfangLab, both simulators in this process on loopback.
+//!
+//! Prints a table: HarfangLab latency × worker count → events/s, HarfangLab requests per event,
+//! and the connector's peak RSS (`VmHWM` of the child). Then RSS at 10,000 and 100,000 events of
+//! one run, to show it stays flat. Each cell runs on a stream of 10,000 new indicators (IPv4,
+//! domains, URLs, hashes in turn) for at most `HLI_BENCH_SECONDS` (default 10) seconds;
+//! events/s is counted from the checkpoint file. Run with `cargo bench --bench run`.
+
+use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, SimConfig};
+use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig, ScenarioEvent};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OCTI_EXT: &str = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba";
+const BASE_MS: u64 = 1_718_445_600_000;
+
+fn indicator(n: u64) -> ScenarioEvent {
+    let (pattern, name) = match n % 4 {
+        0 => {
+            let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+            (format!("[ipv4-addr:value = '{ip}']"), ip)
+        }
+        1 => {
+            let d = format!("bench-{n}.example");
+            (format!("[domain-name:value = '{d}']"), d)
+        }
+        2 => {
+            let u = format!("http://bench-{n}.example/p");
+            (format!("[url:value = '{u}']"), u)
+        }
+        _ => {
+            let h = format!("{n:064x}");
+            (format!("[file:hashes.'SHA-256' = '{h}']"), h)
+        }
+    };
+    let data = json!({"version": "4", "type": "create", "scope": "external",
+        "message": "creates an indicator", "origin": {},
+        "data": {"id": format!("indicator--00000002-0000-4000-8000-{n:012x}"),
+            "spec_version": "2.1", "type": "indicator", "name": name, "pattern": pattern,
+            "pattern_type": "stix", "revoked": false,
+            "extensions": {OCTI_EXT: {"id": format!("00000001-0000-4000-8000-{n:012x}"),
+                "score": 70, "type": "Indicator"}}}});
+    ScenarioEvent {
+        event: "create".into(),
+        data,
+    }
+}
+
+/// Position of a simulator event id (`<ms>-<seq>`, two events per millisecond) + 1.
+fn events_done(id: &str) -> u64 {
+    let Some((ms, seq)) = id.split_once('-') else {
+        return 0;
+    };
+    let (Ok(ms), Ok(seq)) = (ms.parse::<u64>(), seq.parse::<u64>()) else {
+        return 0;
+    };
+    (ms.saturating_sub(BASE_MS)) * 2 + seq + 1
+}
+
+fn checkpoint(dir: &Path) -> u64 {
+    let path = dir.join("b0000000-0000-4000-8000-000000000001.checkpoint.json");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["start_from"].as_str().map(events_done))
+        .unwrap_or(0)
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn spawn(octi: &str, hl: &str, dir: &Path, workers: usize) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_harfanglab-intel"))
+        .arg("run")
+        .env_clear()
+        .current_dir(dir)
+        .env("OPENCTI_URL", octi)
+        .env("OPENCTI_TOKEN", "sim-token")
+        .env("CONNECTOR_ID", "b0000000-0000-4000-8000-000000000001")
+        .env("CONNECTOR_LIVE_STREAM_ID", "live")
+        .env("CONNECTOR_LIVE_STREAM_RECOVER_ISO_DATE", "false")
+        .env("CONNECTOR_LOG_LEVEL", "error")
+        .env("HARFANGLAB_INTEL_URL", hl)
+        .env("HARFANGLAB_INTEL_TOKEN", "sim-token")
+        .env("HARFANGLAB_INTEL_STATE_DIR", dir)
+        .env("HARFANGLAB_INTEL_WORKERS", workers.to_string())
+        .env("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", "20")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn harfanglab-intel")
+}
+
+struct Cell {
+    events: u64,
+    per_sec: f64,
+    requests_per_event: f64,
+    rss_kb: u64,
+    /// RSS sampled when the checkpoint passed each mark.
+    rss_at: Vec<(u64, u64)>,
+}
+
+fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks: &[u64]) -> Cell {
+    let scenario: Vec<ScenarioEvent> = (0..n_events).map(indicator).collect();
+    let mut octi = octisim::serve(
+        "127.0.0.1:0",
+        OpenCtiSimConfig {
+            scenario,
+            heartbeat: Duration::from_secs(1),
+            base_ms: BASE_MS,
+            ..OpenCtiSimConfig::default()
+        },
+    )
+    .expect("opencti sim");
+    let hl = hlsim::serve(
+        "127.0.0.1:0",
+        SimConfig {
+            faults: Faults {
+                latency,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .expect("harfanglab sim");
+    let dir = std::env::temp_dir().join(format!(
+        "hli-bench-run-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = spawn(&octi.base_url(), hl.base_url(), &dir, workers);
+    // Start timing at the first saved progress (startup excluded).
+    let wait_start = Instant::now();
+    while checkpoint(&dir) == 0 && wait_start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (t0, e0, r0) = (Instant::now(), checkpoint(&dir), hl.total_requests());
+    let mut rss_at = Vec::new();
+    let mut next_mark = 0;
+    let mut rss = 0;
+    loop {
+        let done = checkpoint(&dir);
+        rss = rss.max(vm_hwm_kb(child.id()));
+        while next_mark < marks.len() && done >= marks[next_mark] {
+            rss_at.push((marks[next_mark], vm_hwm_kb(child.id())));
+            next_mark += 1;
+        }
+        if done >= n_events || t0.elapsed() >= budget {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (elapsed, events) = (t0.elapsed(), checkpoint(&dir).saturating_sub(e0));
+    // Requests per event over whole events: stop (the drain finishes what is in flight and
+    // saves the final checkpoint), then count both.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let finished = checkpoint(&dir).saturating_sub(e0);
+    let requests = hl.total_requests().saturating_sub(r0);
+    hl.shutdown();
+    octi.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    Cell {
+        events,
+        per_sec: events as f64 / elapsed.as_secs_f64().max(1e-9),
+        requests_per_event: requests as f64 / (finished.max(1)) as f64,
+        rss_kb: rss,
+        rss_at,
+    }
+}
+
+fn main() {
+    let budget = Duration::from_secs(
+        std::env::var("HLI_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    );
+    println!(
+        "end to end: simulated OpenCTI -> harfanglab-intel (child process) -> simulated HarfangLab"
+    );
+    println!("stream of 10,000 new indicators; each cell runs until done or {budget:?}\n");
+    println!("| HarfangLab latency | workers | events | events/s | HL requests/event | peak RSS |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for latency_ms in [0u64, 10, 50] {
+        for workers in [1usize, 4, 16, 32] {
+            let c = run(
+                10_000,
+                Duration::from_millis(latency_ms),
+                workers,
+                budget,
+                &[],
+            );
+            println!(
+                "| {latency_ms} ms | {workers} | {} | {:.0} | {:.2} | {:.1} MB |",
+                c.events,
+                c.per_sec,
+                c.requests_per_event,
+                c.rss_kb as f64 / 1024.0
+            );
+        }
+    }
+    println!("\nRSS over a long stream (0 ms, 32 workers, 100,000 events):");
+    let c = run(
+        100_000,
+        Duration::ZERO,
+        32,
+        budget * 12,
+        &[10_000, 50_000, 100_000],
+    );
+    for (mark, kb) in &c.rss_at {
+        println!(
+            "  after {mark:>7} events: peak RSS {:.1} MB",
+            *kb as f64 / 1024.0
+        );
+    }
+    println!(
+        "  {} events at {:.0} events/s, peak RSS {:.1} MB",
+        c.events,
+        c.per_sec,
+        c.rss_kb as f64 / 1024.0
+    );
+}

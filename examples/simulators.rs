@@ -1,0 +1,117 @@
+//! The OpenCTI and HarfangLab simulators as a standalone process, to poke at with curl or to
+//! point a real `harfanglab-intel run` at (issue 3: "runs standalone so people can poke at it").
+//!
+//! ```text
+//! cargo run --example simulators -- [--opencti 127.0.0.1:4000] [--harfanglab 127.0.0.1:8443]
+//!                                    [--scenario fixtures/demo-stream.jsonl] [--strict]
+//! curl -H 'Authorization: Token sim-token' http://127.0.0.1:8443/api/data/threat_intelligence/IOCRule/
+//! ```
+//!
+//! Both bind to loopback unless told otherwise; Ctrl-C stops them. Not part of the product.
+
+use harfanglab_intel::sim::harfanglab::{self as hl, SimConfig};
+use harfanglab_intel::sim::opencti::{self as octi, OpenCtiSimConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+struct Args {
+    opencti: String,
+    harfanglab: String,
+    scenario: Option<PathBuf>,
+    strict: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        opencti: "127.0.0.1:4000".into(),
+        harfanglab: "127.0.0.1:8443".into(),
+        scenario: None,
+        strict: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--opencti" => args.opencti = value()?,
+            "--harfanglab" => args.harfanglab = value()?,
+            "--scenario" => args.scenario = Some(PathBuf::from(value()?)),
+            "--strict" => args.strict = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("simulators: {e}");
+            eprintln!(
+                "usage: simulators [--opencti ADDR] [--harfanglab ADDR] [--scenario FILE] [--strict]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let scenario = match &args.scenario {
+        Some(path) => match octi::load_scenario(path) {
+            Ok(events) => events,
+            Err(e) => {
+                eprintln!("simulators: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Vec::new(),
+    };
+    let events = scenario.len();
+    let octi_config = OpenCtiSimConfig {
+        scenario,
+        ..OpenCtiSimConfig::default()
+    };
+    let (token, stream) = (octi_config.token.clone(), octi_config.stream_id.clone());
+    let mut opencti = match octi::serve(&args.opencti, octi_config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("simulators: cannot serve OpenCTI on {}: {e}", args.opencti);
+            return ExitCode::FAILURE;
+        }
+    };
+    let harfanglab = match hl::serve(
+        &args.harfanglab,
+        SimConfig {
+            strict: args.strict,
+            ..SimConfig::default()
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "simulators: cannot serve HarfangLab on {}: {e}",
+                args.harfanglab
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "OpenCTI     {}  (OPENCTI_TOKEN={token}, CONNECTOR_LIVE_STREAM_ID={stream}, {events} scenario events)",
+        opencti.base_url()
+    );
+    println!(
+        "HarfangLab  {}  (HARFANGLAB_INTEL_TOKEN={}, strict slashes: {})",
+        harfanglab.base_url(),
+        harfanglab.token(),
+        args.strict
+    );
+    println!("Ctrl-C stops both.");
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = tx.try_send(());
+    }) {
+        eprintln!("simulators: cannot handle Ctrl-C: {e}");
+        return ExitCode::FAILURE;
+    }
+    let _ = rx.recv();
+    harfanglab.shutdown();
+    opencti.shutdown();
+    ExitCode::SUCCESS
+}

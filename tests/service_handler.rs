@@ -1,0 +1,269 @@
+//! The concrete event handler: OpenCTI answers from mockito, HarfangLab is the in-memory
+//! `MemoryApi`, events are the committed fixtures (`fixtures/opencti/*.json`) decoded as the
+//! stream reader decodes them. Checks what each kind of event does to HarfangLab, and how
+//! failures are classified (retry / dead letter / fatal).
+
+use harfanglab_intel::harfanglab::model::SourceLists;
+use harfanglab_intel::metrics::{Health, Metrics};
+use harfanglab_intel::notify::{Notifier, WatchdogGate};
+use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
+use harfanglab_intel::opencti::events::{self, Decoded, EventError};
+use harfanglab_intel::opencti::sse::Frame;
+use harfanglab_intel::pipeline::{EventHandler, Outcome};
+use harfanglab_intel::secret::Secret;
+use harfanglab_intel::service::{Handler, Work, event_key};
+use harfanglab_intel::sync::memory::MemoryApi;
+use harfanglab_intel::sync::{SyncSettings, Syncer};
+use mockito::Matcher;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const INTERNAL: &str = "00000001-0000-4000-8000-000000003d2b";
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/opencti/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Decode a fixture line (`{"event", "data"}`) like the reader does.
+fn work(line: &Value) -> Work {
+    let frame = Frame {
+        id: Some("1718445600000-0".into()),
+        event: line["event"].as_str().unwrap().into(),
+        data: line["data"].to_string(),
+        retry: None,
+    };
+    match events::decode(&frame).unwrap() {
+        Decoded::Event(ev) => Work::Event(ev),
+        other => panic!("not an event: {other:?}"),
+    }
+}
+
+fn key(w: &Work) -> String {
+    match w {
+        Work::Event(ev) => event_key(ev).unwrap(),
+        _ => panic!(),
+    }
+}
+
+struct Fx {
+    server: mockito::ServerGuard,
+    mem: MemoryApi,
+    handler: Handler<MemoryApi>,
+}
+
+fn setup() -> Fx {
+    let server = mockito::Server::new();
+    let mut o = ApiOptions::new(server.url(), Secret::new("tok"));
+    o.max_retries = 0;
+    o.timeout = Duration::from_secs(5);
+    let api = OpenCtiApi::new(o).unwrap();
+    let mem = MemoryApi::new();
+    let settings = SyncSettings {
+        lists: SourceLists {
+            ioc: "ioc-src".into(),
+            sigma: "sigma-src".into(),
+            yara: "yara-src".into(),
+        },
+        remove_indicator: true,
+        rule_maturity: "stable".into(),
+    };
+    let handler = Handler::new(
+        api,
+        Syncer::new(mem.clone(), settings),
+        Metrics::new(),
+        Health::new(Duration::from_secs(60)),
+        WatchdogGate::new(Notifier::disabled(), Duration::from_secs(60)),
+    );
+    Fx {
+        server,
+        mem,
+        handler,
+    }
+}
+
+/// The GraphQL answer for the indicator, with these linked observables.
+fn gql_indicator(pattern: &str, observables: &[(&str, &str)]) -> String {
+    let edges: Vec<Value> = observables
+        .iter()
+        .enumerate()
+        .map(|(i, (t, v))| {
+            json!({"node": {"id": format!("obs-{i}"), "entity_type": t, "observable_value": v}})
+        })
+        .collect();
+    json!({"data": {"indicator": {
+        "id": INTERNAL, "standard_id": "indicator--00000002-0000-4000-8000-000000003d2b",
+        "entity_type": "Indicator", "name": "1.2.3.4", "pattern_type": "stix",
+        "pattern": pattern, "x_opencti_score": 80, "x_mitre_platforms": ["windows"],
+        "revoked": false, "observables": {"edges": edges}}}})
+    .to_string()
+}
+
+impl Fx {
+    /// Answer every `indicator` query with `body` until the returned mock is removed.
+    fn answer(&mut self, body: String) -> mockito::Mock {
+        self.server
+            .mock("POST", "/graphql")
+            .match_body(Matcher::PartialJson(json!({"variables": {"id": INTERNAL}})))
+            .with_header("content-type", "application/json")
+            .with_body(body)
+            .create()
+    }
+
+    fn values(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.mem.iocs().into_iter().map(|r| r.value).collect();
+        v.sort();
+        v
+    }
+
+    fn handle(&self, w: &Work) -> Outcome {
+        self.handler.handle("1718445600000-0", &key(w), w)
+    }
+}
+
+fn applied(o: &Outcome) {
+    assert!(matches!(o, Outcome::Applied(_)), "{o:?}");
+}
+
+fn based_on(event: &str, target_type: &str, value: &str) -> Work {
+    let mut line = fixture(if event == "create" {
+        "based-on-create.json"
+    } else {
+        "based-on-delete.json"
+    });
+    let ext = &mut line["data"]["data"]["extensions"][events::OCTI_EXT];
+    ext["target_type"] = json!(target_type);
+    ext["target_value"] = json!(value);
+    work(&line)
+}
+
+#[test]
+fn based_on_delete_releases_only_the_unlinked_observable() {
+    let mut fx = setup();
+    let m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("IPv4-Addr", "9.9.9.9"), ("Domain-Name", "x.example")],
+    ));
+    let create = work(&fixture("indicator-create.json"));
+    assert_eq!(key(&create), INTERNAL);
+    applied(&fx.handle(&create));
+    assert_eq!(fx.values(), ["1.2.3.4", "9.9.9.9", "x.example"]);
+    // The read races the delete: the platform still lists the relationship. Only 9.9.9.9 goes.
+    let rel = based_on("delete", "IPv4-Addr", "9.9.9.9");
+    assert_eq!(
+        key(&rel),
+        INTERNAL,
+        "a based-on counts as its source indicator"
+    );
+    applied(&fx.handle(&rel));
+    assert_eq!(fx.values(), ["1.2.3.4", "x.example"]);
+    m.remove();
+    // Unlinking an observable the pattern names keeps its value.
+    let m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("Domain-Name", "x.example")],
+    ));
+    applied(&fx.handle(&based_on("delete", "IPv4-Addr", "1.2.3.4")));
+    assert_eq!(fx.values(), ["1.2.3.4", "x.example"]);
+    m.remove();
+    // Indicator gone from the platform: release that observable only.
+    let _null = fx.answer(json!({"data": {"indicator": null}}).to_string());
+    applied(&fx.handle(&based_on("delete", "Domain-Name", "x.example")));
+    assert_eq!(fx.values(), ["1.2.3.4"]);
+}
+
+#[test]
+fn based_on_create_adds_the_observable_even_when_the_indicator_is_gone() {
+    let mut fx = setup();
+    let m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("Url", "http://linked.example/a")],
+    ));
+    applied(&fx.handle(&based_on("create", "Url", "http://linked.example/a")));
+    assert_eq!(fx.values(), ["1.2.3.4", "http://linked.example/a"]);
+    m.remove();
+    let _null = fx.answer(json!({"data": {"indicator": null}}).to_string());
+    applied(&fx.handle(&based_on("create", "Domain-Name", "late.example")));
+    assert_eq!(
+        fx.values(),
+        ["1.2.3.4", "http://linked.example/a", "late.example"]
+    );
+    // An observable type HarfangLab has no IOC type for is skipped, not failed.
+    let o = fx.handle(&based_on("create", "Email-Addr", "a@b.example"));
+    assert!(matches!(o, Outcome::Skipped(_)), "{o:?}");
+}
+
+#[test]
+fn pattern_update_releases_the_former_values() {
+    let mut fx = setup();
+    let m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4']", &[]));
+    applied(&fx.handle(&work(&fixture("indicator-create.json"))));
+    assert_eq!(fx.values(), ["1.2.3.4"]);
+    m.remove();
+    let _m = fx.answer(gql_indicator("[ipv4-addr:value = '5.6.7.8']", &[]));
+    applied(&fx.handle(&work(&fixture("indicator-update-pattern.json"))));
+    assert_eq!(fx.values(), ["5.6.7.8"]);
+}
+
+#[test]
+fn indicator_delete_uses_the_payload_and_its_observable_values() {
+    let mut fx = setup();
+    let _m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '5.6.7.8']",
+        &[("IPv4-Addr", "1.2.3.4")],
+    ));
+    applied(&fx.handle(&work(&fixture("indicator-update-pattern.json"))));
+    assert_eq!(fx.values(), ["1.2.3.4", "5.6.7.8"]);
+    // The delete payload carries pattern 5.6.7.8 and observable_values [1.2.3.4]; no GraphQL.
+    let mut line = fixture("indicator-delete.json");
+    line["data"]["data"]["extensions"][events::OCTI_EXT]["observable_values"] =
+        json!([{"type": "IPv4-Addr", "value": "1.2.3.4"}]);
+    applied(&fx.handle(&work(&line)));
+    assert!(fx.values().is_empty(), "{:?}", fx.values());
+}
+
+#[test]
+fn failures_are_classified_retry_dead_letter_or_fatal() {
+    let mut fx = setup();
+    let create = work(&fixture("indicator-create.json"));
+    let m = fx.server.mock("POST", "/graphql").with_status(503).create();
+    let o = fx.handle(&create);
+    assert!(
+        matches!(
+            o,
+            Outcome::Failed {
+                retryable: true,
+                ..
+            }
+        ),
+        "OpenCTI 503 is retried: {o:?}"
+    );
+    m.remove();
+    let m = fx.server.mock("POST", "/graphql").with_status(401).create();
+    assert!(matches!(fx.handle(&create), Outcome::Fatal(_)));
+    m.remove();
+    // Untranslatable pattern: dead letter, naming the problem.
+    let _m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4'", &[]));
+    match fx.handle(&create) {
+        Outcome::Failed {
+            retryable: false,
+            reason,
+        } => assert!(reason.contains("invalid STIX pattern"), "{reason}"),
+        o => panic!("{o:?}"),
+    }
+    // A malformed event is a dead letter naming its id.
+    let bad = Work::Malformed(EventError {
+        event_id: Some("1718445600000-0".into()),
+        event: "create".into(),
+        reason: "no data".into(),
+    });
+    let o = fx.handler.handle("1718445600000-0", "malformed:x", &bad);
+    match o {
+        Outcome::Failed {
+            retryable: false,
+            reason,
+        } => assert!(reason.contains("1718445600000-0"), "{reason}"),
+        o => panic!("{o:?}"),
+    }
+    assert!(fx.values().is_empty());
+}
