@@ -6,11 +6,6 @@
 //! process is not counted). Then peak RSS at 10,000 vs 100,000 events (0 ms, 32 workers).
 //! Prints a table. Run with `cargo bench --bench end_to_end`.
 //!
-//! OpenCTI GraphQL `indicator(id)` reads are answered by a small indexed proxy in front of the
-//! OpenCTI simulator (everything else is passed through): the simulator rebuilds its view from
-//! every delivered event on each read (O(events) per call), which at 10,000 events made this
-//! benchmark measure the simulator (~13 events/s, the simulator at 80% CPU, the connector idle).
-//!
 //! Each event is a create of a new IPv4 indicator (one IOC rule). The rate is measured from the
 //! process start until the simulator has received the POST of the last IOC rule, so it includes
 //! startup (register, source lists) — negligible at these sizes.
@@ -20,110 +15,7 @@ mod e2e_support;
 
 use e2e_support::{World, bulk_creates};
 use harfanglab_intel::sim::harfanglab::Faults;
-use harfanglab_intel::sim::opencti::ScenarioEvent;
-use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const OCTI_EXT: &str = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba";
-
-/// The GraphQL `indicator` answer for each create of the scenario, by internal and standard id
-/// (the same shape the simulator answers; the benchmark scenario has creates only).
-fn indicator_index(scenario: &[ScenarioEvent]) -> HashMap<String, Value> {
-    let mut index = HashMap::new();
-    for ev in scenario {
-        let stix = &ev.data["data"];
-        let ext = &stix["extensions"][OCTI_EXT];
-        let iid = ext["id"].as_str().unwrap_or_default().to_owned();
-        let view = json!({
-            "id": iid,
-            "standard_id": stix["id"],
-            "entity_type": "Indicator",
-            "name": stix["name"],
-            "description": stix.get("description"),
-            "pattern_type": stix["pattern_type"],
-            "pattern": stix["pattern"],
-            "confidence": stix.get("confidence"),
-            "x_opencti_score": ext.get("score"),
-            "x_mitre_platforms": Value::Null,
-            "revoked": false,
-            "valid_from": stix.get("valid_from"),
-            "valid_until": stix.get("valid_until"),
-            "observables": {"edges": []},
-        });
-        if let Some(sid) = stix["id"].as_str() {
-            index.insert(sid.to_owned(), view.clone());
-        }
-        index.insert(iid, view);
-    }
-    index
-}
-
-/// Start the proxy on 127.0.0.1:0 in front of `upstream` (`host:port`); returns its base URL.
-fn start_proxy(upstream: String, index: HashMap<String, Value>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-    let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
-    let index = Arc::new(index);
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let (upstream, index) = (upstream.clone(), index.clone());
-            std::thread::spawn(move || {
-                let _ = proxy_conn(conn, &upstream, &index);
-            });
-        }
-    });
-    url
-}
-
-/// One request per connection (the simulator's model): answer `indicator(id)` from the index,
-/// pipe anything else to the simulator and its answer back.
-fn proxy_conn(conn: TcpStream, upstream: &str, index: &HashMap<String, Value>) -> io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut head = Vec::new();
-    let mut content_length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            content_length = v.trim().parse().unwrap_or(0);
-        }
-        let end = line == "\r\n" || line == "\n";
-        head.extend_from_slice(line.as_bytes());
-        if end {
-            break;
-        }
-    }
-    let mut body = vec![0; content_length];
-    reader.read_exact(&mut body)?;
-    let mut conn = conn;
-    if head.starts_with(b"POST ")
-        && let Ok(req) = serde_json::from_slice::<Value>(&body)
-        && req["query"]
-            .as_str()
-            .is_some_and(|q| q.contains("indicator("))
-    {
-        let id = req["variables"]["id"].as_str().unwrap_or_default();
-        let answer = json!({"data": {"indicator": index.get(id)}}).to_string();
-        write!(
-            conn,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-            answer.len()
-        )?;
-        return conn.flush();
-    }
-    let mut up = TcpStream::connect(upstream)?;
-    up.write_all(&head)?;
-    up.write_all(&body)?;
-    io::copy(&mut up, &mut conn)?;
-    Ok(())
-}
 
 struct Row {
     latency_ms: u64,
@@ -161,19 +53,10 @@ fn run(latency_ms: u64, workers: usize, events: u64) -> Row {
         latency: Duration::from_millis(latency_ms),
         ..Faults::default()
     };
-    let scenario = bulk_creates(0, events);
-    let index = indicator_index(&scenario);
-    let world = World::start(scenario, faults, 1);
-    let upstream = world
-        .octi
-        .base_url()
-        .trim_start_matches("http://")
-        .to_owned();
-    let proxy = start_proxy(upstream, index);
+    let world = World::start(bulk_creates(0, events), faults, 1);
     let opts = world
         .opts()
         .workers(workers)
-        .env("OPENCTI_URL", &proxy)
         .env("CONNECTOR_LOG_LEVEL", "warn");
     // The child's environment is scrubbed; pass glibc's arena cap through to measure its effect
     // on RSS (`MALLOC_ARENA_MAX=2 cargo bench --bench end_to_end`).
