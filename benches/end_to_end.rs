@@ -115,7 +115,8 @@ fn print(rows: &[Row]) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument is a filter on "latency/workers".
+    // `cargo bench` passes `--bench`; another argument selects one "latency/workers" cell (e.g. `10/32`)
+    // or `rss` (the 10k vs 100k runs only).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     println!(
         "end_to_end: binary {}",
@@ -125,7 +126,7 @@ fn main() {
     for latency_ms in [0u64, 10, 50] {
         for workers in [1usize, 4, 16, 32] {
             let name = format!("{latency_ms}/{workers}");
-            if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            if filter.as_deref().is_some_and(|f| f != name) {
                 continue;
             }
             let events = events_for(latency_ms, workers);
