@@ -7,27 +7,13 @@ use harfanglab_intel::stix::parse_pattern;
 use harfanglab_intel::translate::{Indicator, translate};
 use rayon::prelude::*;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const MIN_RUN: Duration = Duration::from_secs(2);
+#[path = "../tests/corpora/mod.rs"]
+mod corpora;
+use corpora::corpora_dir;
 
-/// `HLI_CORPORA`, else the first `shared/corpora` found walking up from the crate root.
-fn corpora_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HLI_CORPORA") {
-        return PathBuf::from(dir);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    root.ancestors()
-        .map(|a| a.join("shared").join("corpora"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "corpora not found above {}; set HLI_CORPORA",
-                root.display()
-            )
-        })
-}
+const MIN_RUN: Duration = Duration::from_secs(2);
 
 fn main() {
     let path = corpora_dir()

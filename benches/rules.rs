@@ -5,22 +5,14 @@
 //! `shared/corpora` beside an ancestor of the crate).
 
 use harfanglab_intel::rules::{sigma::parse_sigma, yara::parse_yara};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 5;
+#[path = "../tests/corpora/mod.rs"]
+mod corpora;
+use corpora::corpora_dir;
 
-fn corpora_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HLI_CORPORA") {
-        return PathBuf::from(dir);
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|dir| dir.join("shared").join("corpora"))
-        .find(|candidate| candidate.is_dir())
-        .unwrap_or_else(|| panic!("corpora not found: set HLI_CORPORA"))
-}
+const ROUNDS: usize = 5;
 
 /// Every file named in an oracle, read into memory so that only parsing is timed.
 fn load(dir: &Path) -> Vec<String> {

@@ -7,8 +7,10 @@
 
 use serde_json::Value;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
+
+mod corpora;
+use corpora::corpora_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
 
@@ -45,24 +47,6 @@ fn translate(args: &[&str], stdin: &[u8]) -> (i32, Vec<Value>, String) {
         lines,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// The shared corpora: `$HLI_CORPORA`, else a `shared/corpora` next to an ancestor of the crate.
-fn corpora_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HLI_CORPORA") {
-        return PathBuf::from(dir);
-    }
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|a| a.join("shared/corpora"))
-        .find(|c| c.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "corpora not found from {}: set HLI_CORPORA",
-                manifest.display()
-            )
-        })
 }
 
 #[test]

@@ -9,7 +9,10 @@
 use harfanglab_intel::rules::sigma::parse_sigma;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod corpora;
+use corpora::corpora_dir;
 
 /// Files where we knowingly disagree with pySigma: `(file, we accept?, reason)`.
 const DELIBERATE_DIFFERENCES: &[(&str, bool, &str)] = &[
@@ -42,25 +45,6 @@ struct PySigmaRule {
     id: Option<String>,
     level: Option<String>,
     status: Option<String>,
-}
-
-/// `HLI_CORPORA`, else the first `shared/corpora` found walking up from the crate root (the
-/// repository is checked out next to `shared/`). Panics, failing the test, when absent.
-fn corpora_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HLI_CORPORA") {
-        return PathBuf::from(dir);
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|dir| dir.join("shared").join("corpora"))
-        .find(|candidate| candidate.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "corpora not found: set HLI_CORPORA or put shared/corpora beside an ancestor of {}",
-                manifest.display()
-            )
-        })
 }
 
 fn count_yml_files(dir: &Path) -> usize {

@@ -12,27 +12,12 @@ use harfanglab_intel::stix::{
 };
 use serde_json::{Value as Json, json};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+
+mod corpora;
+use corpora::corpora_dir;
 
 /// Cases where we knowingly differ from the oracle: (pattern, reason). Empty: we agree on all.
 const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[];
-
-/// `HLI_CORPORA`, else the first `shared/corpora` found walking up from the crate root.
-fn corpora_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HLI_CORPORA") {
-        return PathBuf::from(dir);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    root.ancestors()
-        .map(|a| a.join("shared").join("corpora"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "corpora not found above {}; set HLI_CORPORA",
-                root.display()
-            )
-        })
-}
 
 fn read_jsonl(name: &str) -> Vec<Json> {
     let path = corpora_dir().join("stix-patterns").join(name);

@@ -6,24 +6,9 @@ use harfanglab_intel::stix::{ComparisonOp, Value, parse_syntax};
 use harfanglab_intel::translate::{Indicator, IocType, path_value_ioc, stix_iocs, translate};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-/// `HLI_CORPORA`, else the first `shared/corpora` found walking up from the crate root.
-fn corpora_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HLI_CORPORA") {
-        return PathBuf::from(dir);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    root.ancestors()
-        .map(|a| a.join("shared").join("corpora"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "corpora not found above {}; set HLI_CORPORA",
-                root.display()
-            )
-        })
-}
+mod corpora;
+use corpora::corpora_dir;
 
 fn read_jsonl(name: &str) -> Vec<Json> {
     let path = corpora_dir().join("stix-patterns").join(name);

@@ -14,7 +14,9 @@
 use harfanglab_intel::rules::yara::parse_yara;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+
+mod corpora;
+use corpora::corpora_dir;
 
 /// Files libyara compiles that we reject on purpose: `(file, reason)`.
 const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[
@@ -80,25 +82,6 @@ struct OracleRow {
 #[derive(Deserialize)]
 struct YaraX {
     compiles: bool,
-}
-
-/// `HLI_CORPORA`, else the first `shared/corpora` found walking up from the crate root (the
-/// repository is checked out next to `shared/`). Panics, failing the test, when absent.
-fn corpora_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HLI_CORPORA") {
-        return PathBuf::from(dir);
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|dir| dir.join("shared").join("corpora"))
-        .find(|candidate| candidate.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "corpora not found: set HLI_CORPORA or put shared/corpora beside an ancestor of {}",
-                manifest.display()
-            )
-        })
 }
 
 /// The [`SEMANTIC_ERRORS`] entry matching a libyara error message, if any.
