@@ -91,10 +91,17 @@ pub struct Skipped {
 }
 
 /// An observable linked to the indicator by a `based-on` relationship (GraphQL `observables`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkedObservable {
     pub entity_type: String,
     pub value: String,
+    /// OpenCTI internal id (GraphQL `id`), when known: identifies the observable, since two
+    /// linked observables may map to the same IOC (a `Domain-Name` and a `Hostname` "x.com").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// STIX standard id (GraphQL `standard_id`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_id: Option<String>,
 }
 
 /// The indicator as translation sees it (built from the GraphQL read or the stream payload).
@@ -1023,14 +1030,17 @@ mod tests {
                 LinkedObservable {
                     entity_type: "IPv4-Addr".into(),
                     value: "198.51.100.1".into(),
+                    ..LinkedObservable::default()
                 },
                 LinkedObservable {
                     entity_type: "Url".into(),
                     value: "http://a.example/".into(),
+                    ..LinkedObservable::default()
                 },
                 LinkedObservable {
                     entity_type: "Mutex".into(),
                     value: "m".into(),
+                    ..LinkedObservable::default()
                 },
             ],
             ..Indicator::default()

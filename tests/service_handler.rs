@@ -88,7 +88,8 @@ fn gql_indicator(pattern: &str, observables: &[(&str, &str)]) -> String {
         .iter()
         .enumerate()
         .map(|(i, (t, v))| {
-            json!({"node": {"id": format!("obs-{i}"), "entity_type": t, "observable_value": v}})
+            json!({"node": {"id": obs_id(t, v), "standard_id": format!("sco--{i}"),
+                "entity_type": t, "observable_value": v}})
         })
         .collect();
     json!({"data": {"indicator": {
@@ -134,7 +135,40 @@ fn based_on(event: &str, target_type: &str, value: &str) -> Work {
     let ext = &mut line["data"]["data"]["extensions"][events::OCTI_EXT];
     ext["target_type"] = json!(target_type);
     ext["target_value"] = json!(value);
+    ext["target_ref"] = json!(obs_id(target_type, value));
     work(&line)
+}
+
+/// The internal id the mocked platform gives an observable.
+fn obs_id(entity_type: &str, value: &str) -> String {
+    format!("obs-{entity_type}-{value}")
+}
+
+#[test]
+fn based_on_delete_keeps_a_value_another_linked_observable_provides() {
+    let mut fx = setup();
+    let m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("Domain-Name", "x.example"), ("Hostname", "x.example")],
+    ));
+    applied(&fx.handle(&work(&fixture("indicator-create.json"))));
+    assert_eq!(fx.values(), ["1.2.3.4", "x.example"]);
+    // The read races the delete: both are still listed; the Hostname still provides x.example.
+    applied(&fx.handle(&based_on("delete", "Domain-Name", "x.example")));
+    assert_eq!(fx.values(), ["1.2.3.4", "x.example"]);
+    m.remove();
+    // The read after the delete lists only the Hostname: same answer.
+    let m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("Hostname", "x.example")],
+    ));
+    applied(&fx.handle(&based_on("delete", "Domain-Name", "x.example")));
+    assert_eq!(fx.values(), ["1.2.3.4", "x.example"]);
+    m.remove();
+    // Unlinking the Hostname too releases it.
+    let _m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4']", &[]));
+    applied(&fx.handle(&based_on("delete", "Hostname", "x.example")));
+    assert_eq!(fx.values(), ["1.2.3.4"]);
 }
 
 #[test]

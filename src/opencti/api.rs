@@ -266,6 +266,8 @@ impl GqlIndicator {
                     Some(translate::LinkedObservable {
                         entity_type: e.node.entity_type.clone(),
                         value: e.node.observable_value.clone()?,
+                        id: (!e.node.id.is_empty()).then(|| e.node.id.clone()),
+                        standard_id: e.node.standard_id.clone(),
                     })
                 })
                 .collect(),

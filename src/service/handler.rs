@@ -190,12 +190,7 @@ impl<A: ThreatIntelApi> Handler<A> {
         match self.read(lookup) {
             Ok(Some(mut indicator)) => {
                 // The platform may still list the relationship (read racing the delete).
-                indicator.observables.retain(|o| {
-                    translate::observable_ioc(&o.entity_type, &o.value)
-                        .ok()
-                        .as_ref()
-                        != Some(&removed)
-                });
+                indicator.observables.retain(|o| !is_target(b, o, &removed));
                 let translation = match translate::translate(&indicator) {
                     Ok(t) => t,
                     Err(e) if e.is_unsupported() => return Outcome::Skipped(e.to_string()),
@@ -310,6 +305,7 @@ fn payload_indicator(stix: &Value, key: &str) -> Indicator {
         indicator.observables.push(LinkedObservable {
             entity_type: t.to_owned(),
             value: value.to_owned(),
+            ..LinkedObservable::default()
         });
     }
     indicator
@@ -328,6 +324,21 @@ fn observables_only(indicator: &Indicator) -> Translation {
         iocs,
         ..Translation::default()
     }
+}
+
+/// Whether `o` is the relationship's target observable: by identity (internal or standard
+/// id), so another linked observable mapping to the same IOC keeps providing it. Only an
+/// observable carrying no id at all is compared by IOC.
+fn is_target(b: &BasedOn, o: &LinkedObservable, removed: &IocKey) -> bool {
+    if o.id.is_none() && o.standard_id.is_none() {
+        return translate::observable_ioc(&o.entity_type, &o.value)
+            .ok()
+            .as_ref()
+            == Some(removed);
+    }
+    let internal = o.id.is_some() && o.id == b.target_internal_id;
+    let standard = !b.target_ref.is_empty() && o.standard_id.as_deref() == Some(&b.target_ref);
+    internal || standard
 }
 
 fn removed_ioc(b: &BasedOn) -> Result<IocKey, String> {
@@ -433,7 +444,8 @@ mod tests {
             i.observables,
             vec![LinkedObservable {
                 entity_type: "Domain-Name".into(),
-                value: "a.example".into()
+                value: "a.example".into(),
+                ..LinkedObservable::default()
             }]
         );
     }
