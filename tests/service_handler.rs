@@ -240,6 +240,35 @@ fn pattern_update_releases_the_former_values() {
 }
 
 #[test]
+fn edited_observable_value_releases_the_former_value() {
+    let mut fx = setup();
+    let m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("IPv4-Addr", "9.9.9.9")],
+    ));
+    applied(&fx.handle(&work(&fixture("indicator-create.json"))));
+    assert_eq!(fx.values(), ["1.2.3.4", "9.9.9.9"]);
+    m.remove();
+    // The linked observable's value was edited 9.9.9.9 → 8.8.8.8; the pattern is unchanged.
+    let path = format!("/extensions/{}/observable_values/0/value", events::OCTI_EXT);
+    let mut line = fixture("indicator-update-pattern.json");
+    line["data"]["context"] = json!({
+        "patch": [{"op": "replace", "path": path, "value": "8.8.8.8"}],
+        "reverse_patch": [{"op": "replace", "path": path, "value": "9.9.9.9"}],
+    });
+    let data = &mut line["data"]["data"];
+    data["pattern"] = json!("[ipv4-addr:value = '1.2.3.4']");
+    data["extensions"][events::OCTI_EXT]["observable_values"] =
+        json!([{"type": "IPv4-Addr", "value": "8.8.8.8"}]);
+    let _m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("IPv4-Addr", "8.8.8.8")],
+    ));
+    applied(&fx.handle(&work(&line)));
+    assert_eq!(fx.values(), ["1.2.3.4", "8.8.8.8"]);
+}
+
+#[test]
 fn indicator_delete_uses_the_payload_and_its_observable_values() {
     let mut fx = setup();
     let _m = fx.answer(gql_indicator(

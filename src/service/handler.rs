@@ -387,6 +387,16 @@ fn former(ev: &StreamEvent, current: &Indicator) -> Former {
         // Former Sigma/Yara pattern: the rule identity (id / name) follows the indicator.
         _ => None,
     };
+    // An edited observable value: release the former one (upsert keeps what is still current).
+    let iocs = match former_observable_iocs(ev) {
+        Some(mut obs) => {
+            obs.extend(iocs.into_iter().flatten());
+            obs.sort();
+            obs.dedup();
+            Some(obs)
+        }
+        None => iocs,
+    };
     Former {
         name: f.name.value().map(str::to_owned),
         iocs,
@@ -396,6 +406,91 @@ fn former(ev: &StreamEvent, current: &Indicator) -> Former {
             .map(str::to_owned)
             .into_iter()
             .collect(),
+    }
+}
+
+/// IOCs of the extension's `observable_values` before the update, rebuilt from the payload and
+/// the `reverse_patch` ops under that path. `None`: the update did not touch them.
+fn former_observable_iocs(ev: &StreamEvent) -> Option<Vec<IocKey>> {
+    let prefix = format!("/extensions/{OCTI_EXT}/observable_values");
+    let ops: Vec<_> = ev
+        .reverse_patch
+        .iter()
+        .filter_map(|op| {
+            let rest = op.path.strip_prefix(&prefix)?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((op, rest))
+        })
+        .collect();
+    if ops.is_empty() {
+        return None;
+    }
+    let mut doc = ev
+        .stix
+        .pointer(&prefix)
+        .cloned()
+        .unwrap_or_else(|| Value::Array(Vec::new()));
+    for (op, rest) in ops {
+        apply_patch_op(&mut doc, &op.op, rest, op.value.as_ref());
+    }
+    let mut keys: Vec<IocKey> = doc
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let t = v.get("type")?.as_str()?;
+            let value = v.get("value")?.as_str()?;
+            translate::observable_ioc(t, value).ok()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    Some(keys)
+}
+
+/// Apply one JSON Patch op (`add` / `replace` / `remove`) at `path` (relative to `doc`, JSON
+/// Pointer syntax). Ops that do not fit the document are ignored: never panics.
+fn apply_patch_op(doc: &mut Value, op: &str, path: &str, value: Option<&Value>) {
+    if path.is_empty() {
+        *doc = match (op, value) {
+            ("remove", _) | (_, None) => Value::Array(Vec::new()),
+            (_, Some(v)) => v.clone(),
+        };
+        return;
+    }
+    let Some((parent, last)) = path.rsplit_once('/') else {
+        return;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    let Some(target) = doc.pointer_mut(parent) else {
+        return;
+    };
+    match target {
+        Value::Array(items) => {
+            let index = if last == "-" {
+                Some(items.len())
+            } else {
+                last.parse::<usize>().ok()
+            };
+            let Some(i) = index else { return };
+            match (op, value) {
+                ("remove", _) if i < items.len() => {
+                    items.remove(i);
+                }
+                ("add", Some(v)) if i <= items.len() => items.insert(i, v.clone()),
+                ("replace", Some(v)) if i < items.len() => items[i] = v.clone(),
+                _ => {}
+            }
+        }
+        Value::Object(map) => match (op, value) {
+            ("remove", _) => {
+                map.remove(&last);
+            }
+            (_, Some(v)) => {
+                map.insert(last, v.clone());
+            }
+            _ => {}
+        },
+        _ => {}
     }
 }
 
@@ -448,6 +543,34 @@ mod tests {
                 ..LinkedObservable::default()
             }]
         );
+    }
+
+    #[test]
+    fn reverse_patch_rebuilds_the_former_observable_values() {
+        let mut doc = json!([{"type": "IPv4-Addr", "value": "8.8.8.8"}]);
+        apply_patch_op(&mut doc, "replace", "/0/value", Some(&json!("9.9.9.9")));
+        apply_patch_op(
+            &mut doc,
+            "add",
+            "/1",
+            Some(&json!({"type": "Url", "value": "u"})),
+        );
+        apply_patch_op(
+            &mut doc,
+            "add",
+            "/-",
+            Some(&json!({"type": "Url", "value": "w"})),
+        );
+        apply_patch_op(&mut doc, "remove", "/1", None);
+        // Out of range or wrong shape: ignored.
+        apply_patch_op(&mut doc, "remove", "/9", None);
+        apply_patch_op(&mut doc, "replace", "/x/value", Some(&json!("y")));
+        assert_eq!(
+            doc,
+            json!([{"type": "IPv4-Addr", "value": "9.9.9.9"}, {"type": "Url", "value": "w"}])
+        );
+        apply_patch_op(&mut doc, "remove", "", None);
+        assert_eq!(doc, json!([]));
     }
 
     #[test]
