@@ -3,7 +3,7 @@
 //! stream reader decodes them. Checks what each kind of event does to HarfangLab, and how
 //! failures are classified (retry / dead letter / fatal).
 
-use harfanglab_intel::harfanglab::model::SourceLists;
+use harfanglab_intel::harfanglab::model::{RuleKind, SourceLists};
 use harfanglab_intel::metrics::{Health, Metrics};
 use harfanglab_intel::notify::{Notifier, WatchdogGate};
 use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
@@ -266,6 +266,45 @@ fn edited_observable_value_releases_the_former_value() {
     ));
     applied(&fx.handle(&work(&line)));
     assert_eq!(fx.values(), ["1.2.3.4", "8.8.8.8"]);
+}
+
+/// `gql_indicator` with another pattern type.
+fn gql_typed(pattern_type: &str, pattern: &str) -> String {
+    let mut v: Value = serde_json::from_str(&gql_indicator(pattern, &[])).unwrap();
+    v["data"]["indicator"]["pattern_type"] = json!(pattern_type);
+    v.to_string()
+}
+
+const SIGMA: &str = "title: Suspicious cmd\nid: 6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11\nlogsource:\n  category: process_creation\n  product: windows\ndetection:\n  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel\nlevel: high\n";
+
+/// An update whose `reverse_patch` says the pattern (and its type) were `pattern_type`/`pattern`.
+fn type_change(pattern_type: &str, pattern: &str) -> Work {
+    let mut line = fixture("indicator-update-pattern.json");
+    line["data"]["context"]["reverse_patch"] = json!([
+        {"op": "replace", "path": "/pattern_type", "value": pattern_type},
+        {"op": "replace", "path": "/pattern", "value": pattern},
+    ]);
+    work(&line)
+}
+
+#[test]
+fn pattern_type_change_releases_what_the_former_type_produced() {
+    let mut fx = setup();
+    // sigma → stix: the Sigma rule goes, the new IOC comes.
+    let m = fx.answer(gql_typed("sigma", SIGMA));
+    applied(&fx.handle(&work(&fixture("indicator-create.json"))));
+    assert_eq!(fx.mem.rules(RuleKind::Sigma).len(), 1);
+    m.remove();
+    let m = fx.answer(gql_typed("stix", "[ipv4-addr:value = '1.2.3.4']"));
+    applied(&fx.handle(&type_change("sigma", SIGMA)));
+    assert!(fx.mem.rules(RuleKind::Sigma).is_empty());
+    assert_eq!(fx.values(), ["1.2.3.4"]);
+    m.remove();
+    // stix → an unsupported type: skipped, but the former IOCs are released.
+    let _m = fx.answer(gql_typed("snort", "alert tcp any any -> any any (sid:1;)"));
+    let o = fx.handle(&type_change("stix", "[ipv4-addr:value = '1.2.3.4']"));
+    assert!(matches!(o, Outcome::Skipped(_)), "{o:?}");
+    assert!(fx.values().is_empty(), "{:?}", fx.values());
 }
 
 #[test]

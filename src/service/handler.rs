@@ -131,11 +131,70 @@ impl<A: ThreatIntelApi> Handler<A> {
         };
         let translation = match translate::translate(&indicator) {
             Ok(t) => t,
-            Err(e) if e.is_unsupported() => return Outcome::Skipped(e.to_string()),
+            Err(e) if e.is_unsupported() => {
+                // Nothing is wanted any more: still release what a former type produced.
+                return match self.release_former_type(ev, &indicator, &[]) {
+                    Ok(()) => Outcome::Skipped(e.to_string()),
+                    Err(o) => o,
+                };
+            }
             Err(e) => return Outcome::permanent(e.to_string()),
         };
+        if let Err(o) = self.release_former_type(ev, &indicator, &translation.iocs) {
+            return o;
+        }
         let former = former(ev, &indicator);
         self.sync_outcome(self.syncer.upsert(&indicator, &translation, &former))
+    }
+
+    /// When the update changed the pattern type, release what the former pattern (and type,
+    /// and name) produced: the old Sigma rule / Yara file / IOCs, except the IOCs in `keep`
+    /// (still wanted by the current translation). `Err`: the outcome to return.
+    fn release_former_type(
+        &self,
+        ev: &StreamEvent,
+        current: &Indicator,
+        keep: &[IocKey],
+    ) -> Result<(), Outcome> {
+        let f = &ev.former;
+        let Some(old_type) = f.pattern_type.value() else {
+            return Ok(());
+        };
+        if old_type
+            .trim()
+            .eq_ignore_ascii_case(current.pattern_type.trim())
+        {
+            return Ok(());
+        }
+        let before = Indicator {
+            pattern_type: old_type.to_owned(),
+            pattern: f.pattern.value().unwrap_or(&current.pattern).to_owned(),
+            name: f.name.value().unwrap_or(&current.name).to_owned(),
+            ..current.clone()
+        };
+        let is_stix = old_type.trim().eq_ignore_ascii_case("stix");
+        let mut t = match translate::translate(&before) {
+            Ok(t) => t,
+            Err(_) if is_stix => observables_only(&before),
+            // Sigma/Yara: the sync layer still looks the rule up by name.
+            Err(_) => Translation::default(),
+        };
+        t.iocs.retain(|k| !keep.contains(k));
+        let former = Former {
+            name: (before.name != current.name).then(|| current.name.clone()),
+            iocs: None,
+            ids: former(ev, current).ids,
+        };
+        log::debug!(
+            "event={} indicator={}: pattern type {old_type:?} → {:?}, releasing what the former one produced",
+            ev.id,
+            current.id,
+            current.pattern_type
+        );
+        match self.syncer.release(&before, &t, &former) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.sync_outcome(Err(e))),
+        }
     }
 
     fn indicator_delete(&self, ev: &StreamEvent, d: &IndicatorData) -> Outcome {
