@@ -3,7 +3,7 @@
 //! stream reader decodes them. Checks what each kind of event does to HarfangLab, and how
 //! failures are classified (retry / dead letter / fatal).
 
-use harfanglab_intel::harfanglab::model::{RuleKind, SourceLists};
+use harfanglab_intel::harfanglab::model::{IocRule, RuleKind, SourceLists};
 use harfanglab_intel::metrics::{Health, Metrics};
 use harfanglab_intel::notify::{Notifier, WatchdogGate};
 use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
@@ -305,6 +305,28 @@ fn pattern_type_change_releases_what_the_former_type_produced() {
     let o = fx.handle(&type_change("stix", "[ipv4-addr:value = '1.2.3.4']"));
     assert!(matches!(o, Outcome::Skipped(_)), "{o:?}");
     assert!(fx.values().is_empty(), "{:?}", fx.values());
+}
+
+#[test]
+fn delete_releases_a_python_era_holder_recorded_under_an_older_stix_id() {
+    let fx = setup();
+    fx.mem.insert_ioc(IocRule {
+        id: "r1".into(),
+        ioc_type: "ip_both".into(),
+        value: "5.6.7.8".into(),
+        source_id: Some("ioc-src".into()),
+        description: None,
+        comment: Some(
+            r#"{"indicator_id": "indicator--old", "indicator_score": 80, "indicator_platforms": []}"#
+                .into(),
+        ),
+        enabled: true,
+        hl_status: None,
+    });
+    let mut line = fixture("indicator-delete.json");
+    line["data"]["data"]["extensions"][events::OCTI_EXT]["stix_ids"] = json!(["indicator--old"]);
+    applied(&fx.handle(&work(&line)));
+    assert!(fx.mem.iocs().is_empty(), "{:?}", fx.mem.iocs());
 }
 
 #[test]

@@ -464,7 +464,18 @@ fn former(ev: &StreamEvent, current: &Indicator) -> Former {
             .value()
             .map(str::to_owned)
             .into_iter()
+            // Older standard ids the platform keeps (`stix_ids`): a Python-era holder may be
+            // recorded under one of them.
+            .chain(former_stix_ids(ev))
             .collect(),
+    }
+}
+
+/// The OCTI extension's `stix_ids` of an indicator event (holder aliases).
+fn former_stix_ids(ev: &StreamEvent) -> Vec<String> {
+    match &ev.payload {
+        Payload::Indicator(d) => d.stix_ids.clone(),
+        _ => Vec::new(),
     }
 }
 
