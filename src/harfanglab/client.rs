@@ -214,6 +214,8 @@ impl StatusClass {
 pub struct ClientStats {
     requests: [[AtomicU64; 5]; 12],
     retries: [AtomicU64; 12],
+    /// Threads currently waiting before a retry (an outage, not a wedged worker).
+    waiting: AtomicU64,
 }
 
 impl Default for ClientStats {
@@ -221,6 +223,7 @@ impl Default for ClientStats {
         ClientStats {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             retries: std::array::from_fn(|_| AtomicU64::new(0)),
+            waiting: AtomicU64::new(0),
         }
     }
 }
@@ -248,6 +251,11 @@ impl ClientStats {
     /// All retries.
     pub fn retries(&self) -> u64 {
         self.retries.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Threads inside a retry wait right now.
+    pub fn waiting_to_retry(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Non-zero request counters as `(op, class, count)`, for a metrics exporter.
@@ -628,7 +636,10 @@ impl Client {
         if inner.shutting_down.load(Ordering::Relaxed) {
             return Err(shutting_down());
         }
-        retry::wait(&inner.shutdown, delay).map_err(|_| {
+        inner.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let waited = retry::wait(&inner.shutdown, delay);
+        inner.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        waited.map_err(|_| {
             // A message wakes one waiter only: remember it for every other thread.
             inner.shutting_down.store(true, Ordering::Relaxed);
             shutting_down()

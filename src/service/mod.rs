@@ -530,6 +530,8 @@ impl Ctx<'_> {
             shared,
             summary_every: self.opts.summary_every,
             last_summary: Instant::now(),
+            client: self.client.stats(),
+            seen: hooks::Activity::default(),
         };
         let result = std::thread::scope(|scope| {
             let adapter = std::thread::Builder::new()
