@@ -101,6 +101,7 @@ impl fmt::Display for ClientConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientConfigError::BaseUrl { url, detail } => {
+                let url = crate::secret::redact_url(url);
                 write!(f, "invalid HarfangLab URL {url:?}: {detail}")
             }
             ClientConfigError::CaFile { path, detail } => {
@@ -339,7 +340,7 @@ struct Inner {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.inner.base)
+            .field("base", &crate::secret::redact_url(&self.inner.base))
             .finish_non_exhaustive()
     }
 }
@@ -355,7 +356,8 @@ impl Client {
         }
         if !opts.verify_tls {
             warn!(
-                "TLS certificate verification is DISABLED for {base}: anyone on the network path can impersonate HarfangLab and read the API token; set HARFANGLAB_INTEL_SSL_VERIFY=true (and HARFANGLAB_INTEL_CA_FILE for a private CA)"
+                "TLS certificate verification is DISABLED for {}: anyone on the network path can impersonate HarfangLab and read the API token; set HARFANGLAB_INTEL_SSL_VERIFY=true (and HARFANGLAB_INTEL_CA_FILE for a private CA)",
+                crate::secret::redact_url(&base)
             );
             tls = tls.disable_verification(true);
         }

@@ -348,7 +348,7 @@ pub struct OpenCtiApi {
 impl fmt::Debug for OpenCtiApi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenCtiApi")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &crate::secret::redact_url(&self.endpoint))
             .finish_non_exhaustive()
     }
 }
