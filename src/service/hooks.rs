@@ -10,7 +10,7 @@ use crate::harfanglab::Client;
 use crate::harfanglab::client::ClientStats;
 use crate::metrics::{Health, Metrics, event_id_millis};
 use crate::notify::{Notifier, WatchdogGate};
-use crate::opencti::api::{OpenCtiApi, PingOutcome, PlatformVersion};
+use crate::opencti::api::{OpenCtiApi, PingOutcome, PlatformVersion, RetryActivity};
 use crate::opencti::stream::StreamItem;
 use crate::pipeline::{
     CheckpointSink, Input, PipelineHooks, PipelineStats, Shutdown, StatsSnapshot,
@@ -202,6 +202,8 @@ pub struct Hooks<'a> {
     pub last_summary: Instant,
     /// The HarfangLab client's counters (attempts, threads waiting to retry).
     pub client: Arc<ClientStats>,
+    /// The OpenCTI API's retry counters (retries, threads waiting to retry).
+    pub opencti: Arc<RetryActivity>,
     /// What the previous tick saw.
     pub seen: Activity,
 }
@@ -212,7 +214,7 @@ pub struct Activity {
     pub watermark: Option<String>,
     /// HarfangLab HTTP exchanges finished (each attempt counts).
     pub requests: u64,
-    /// HarfangLab retries scheduled.
+    /// HarfangLab and OpenCTI retries scheduled.
     pub retries: u64,
 }
 
@@ -237,9 +239,9 @@ impl PipelineHooks for Hooks<'_> {
         let now = Activity {
             watermark: s.watermark.clone(),
             requests: self.client.total_requests(),
-            retries: self.client.retries(),
+            retries: self.client.retries() + self.opencti.retries.load(Ordering::Relaxed),
         };
-        let waiting = self.client.waiting_to_retry();
+        let waiting = self.client.waiting_to_retry() + self.opencti.waiting.load(Ordering::Relaxed);
         if watchdog_progress(s.in_flight, &self.seen, &now, waiting) {
             sh.gate.progress();
         }

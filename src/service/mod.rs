@@ -531,6 +531,7 @@ impl Ctx<'_> {
             summary_every: self.opts.summary_every,
             last_summary: Instant::now(),
             client: self.client.stats(),
+            opencti: self.api.retry_activity(),
             seen: hooks::Activity::default(),
         };
         let result = std::thread::scope(|scope| {
