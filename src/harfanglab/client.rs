@@ -1069,7 +1069,7 @@ fn status_error(label: &str, ans: &Answer) -> HarfangLabError {
             status: ans.status,
             body: format!(
                 "redirect to {} not followed (the client sends canonical paths; check the base URL)",
-                ans.location.as_deref().unwrap_or("?")
+                crate::secret::redact_url(ans.location.as_deref().unwrap_or("?"))
             ),
         },
         status => HarfangLabError::Status {
