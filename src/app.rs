@@ -243,7 +243,7 @@ fn opencti_tls(config: &Config) -> TlsOptions {
 
 /// `about { version }` proves reachability and the token; then the stream is opened.
 fn check_opencti(config: &Config, report: &mut CheckReport) {
-    let url = &config.opencti.url;
+    let url = &crate::secret::redact_url(&config.opencti.url);
     let mut opts = ApiOptions::new(url.clone(), config.opencti.token.clone());
     opts.tls = opencti_tls(config);
     opts.timeout = config.opencti.request_timeout.min(PROBE_TIMEOUT);
@@ -361,7 +361,7 @@ fn check_harfanglab(config: &Config, report: &mut CheckReport) {
             return;
         }
     };
-    let url = &h.url;
+    let url = &crate::secret::redact_url(&h.url);
     match client.probe() {
         Ok(found) => {
             let version = found

@@ -985,12 +985,12 @@ impl Config {
         format!(
             "opencti={} tls={} stream={} connector={} ({:?}) harfanglab={} tls={} list={:?} \
              maturity={} remove_indicator={} dry_run={} workers={} state_dir={} metrics={} log={}",
-            self.opencti.url,
+            crate::secret::redact_url(&self.opencti.url),
             self.opencti.tls.describe(),
             c.live_stream_id,
             c.id,
             c.name,
-            h.url,
+            crate::secret::redact_url(&h.url),
             h.tls.describe(),
             h.source_list_name,
             h.rule_maturity.as_str(),

@@ -201,6 +201,7 @@ fn linked_observable(sco: &Value) -> Option<LinkedObservable> {
     Some(LinkedObservable {
         entity_type,
         value: value.to_owned(),
+        ..LinkedObservable::default()
     })
 }
 
@@ -333,7 +334,11 @@ fn observables(o: &Map<String, Value>) -> Result<Vec<LinkedObservable>, String> 
             None => string(n, "value")?
                 .ok_or_else(|| format!("observable {i}: missing `observable_value`"))?,
         };
-        out.push(LinkedObservable { entity_type, value });
+        out.push(LinkedObservable {
+            entity_type,
+            value,
+            ..LinkedObservable::default()
+        });
     }
     Ok(out)
 }
@@ -419,7 +424,8 @@ mod tests {
             ind.observables,
             vec![LinkedObservable {
                 entity_type: "IPv4-Addr".into(),
-                value: "1.2.3.4".into()
+                value: "1.2.3.4".into(),
+                ..LinkedObservable::default()
             }]
         );
     }

@@ -24,6 +24,19 @@ impl Secret {
     }
 }
 
+/// `url` with any `user:pass@` userinfo replaced by `***@`, for logs, errors and Debug output
+/// (a URL from the configuration may embed credentials). Everything else is kept as is.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([REDACTED])")
@@ -50,6 +63,21 @@ impl From<&str> for Secret {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redact_url_hides_userinfo_only() {
+        assert_eq!(
+            redact_url("https://user:p%40ss@octi.example:8443/graphql?x=a@b"),
+            "https://***@octi.example:8443/graphql?x=a@b"
+        );
+        assert_eq!(redact_url("http://tok@hl.example"), "http://***@hl.example");
+        assert_eq!(
+            redact_url("https://hl.example/api?mail=a@b"),
+            "https://hl.example/api?mail=a@b"
+        );
+        assert_eq!(redact_url("u:p@host/x"), "***@host/x");
+        assert_eq!(redact_url(""), "");
+    }
+
     use super::*;
 
     #[test]

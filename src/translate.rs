@@ -91,10 +91,17 @@ pub struct Skipped {
 }
 
 /// An observable linked to the indicator by a `based-on` relationship (GraphQL `observables`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkedObservable {
     pub entity_type: String,
     pub value: String,
+    /// OpenCTI internal id (GraphQL `id`), when known: identifies the observable, since two
+    /// linked observables may map to the same IOC (a `Domain-Name` and a `Hostname` "x.com").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// STIX standard id (GraphQL `standard_id`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_id: Option<String>,
 }
 
 /// The indicator as translation sees it (built from the GraphQL read or the stream payload).
@@ -175,8 +182,8 @@ impl fmt::Display for TranslateError {
 
 impl std::error::Error for TranslateError {}
 
-/// Translate one indicator: pattern IOCs (stix) or the rule (sigma / yara), plus the IOCs of its
-/// linked observables, merged by (type, value). `pattern_type` is matched case-insensitively;
+/// Translate one indicator: pattern IOCs (stix) or the rule (sigma / yara); a stix indicator
+/// also gets the IOCs of its linked observables, merged by (type, value). `pattern_type` is matched case-insensitively;
 /// an empty one means stix. Revocation and scores are the pipeline's business, not ours.
 pub fn translate(indicator: &Indicator) -> Result<Translation, TranslateError> {
     let mut out = Translation::default();
@@ -222,7 +229,13 @@ pub fn translate(indicator: &Indicator) -> Result<Translation, TranslateError> {
             ));
         }
     }
-    for obs in &indicator.observables {
+    // Issue 7: linked observables count for stix indicators only (a Sigma/Yara indicator's
+    // observables are context for the rule, not IOCs of their own).
+    let is_stix = matches!(
+        indicator.pattern_type.trim().to_ascii_lowercase().as_str(),
+        "stix" | ""
+    );
+    for obs in indicator.observables.iter().filter(|_| is_stix) {
         match observable_ioc(&obs.entity_type, &obs.value) {
             Ok(key) => out.iocs.push(key),
             Err(reason) => out.skipped.push(Skipped {
@@ -1023,14 +1036,17 @@ mod tests {
                 LinkedObservable {
                     entity_type: "IPv4-Addr".into(),
                     value: "198.51.100.1".into(),
+                    ..LinkedObservable::default()
                 },
                 LinkedObservable {
                     entity_type: "Url".into(),
                     value: "http://a.example/".into(),
+                    ..LinkedObservable::default()
                 },
                 LinkedObservable {
                     entity_type: "Mutex".into(),
                     value: "m".into(),
+                    ..LinkedObservable::default()
                 },
             ],
             ..Indicator::default()
@@ -1053,6 +1069,12 @@ mod tests {
             assert!(err.is_unsupported(), "{other}");
             assert_eq!(err, TranslateError::UnsupportedPatternType(other.into()));
         }
+        // Sigma/Yara: the linked observables are not IOCs of the indicator.
+        ind.pattern_type = "yara".into();
+        ind.pattern = "rule r { strings: $a = \"x\" condition: $a }".into();
+        let t = translate(&ind).unwrap();
+        assert!(t.yara.is_some());
+        assert!(t.iocs.is_empty() && t.skipped.is_empty(), "{t:?}");
         ind.pattern_type = "stix".into();
         ind.pattern = "[ipv4-addr:value = '1".into();
         assert!(matches!(translate(&ind), Err(TranslateError::Pattern(_))));

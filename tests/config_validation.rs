@@ -299,3 +299,18 @@ fn summary_is_one_line_with_the_essentials() {
             .any(|w| w.contains("OPENCTI_SSL_VERIFY"))
     );
 }
+
+#[test]
+fn summary_redacts_credentials_embedded_in_urls() {
+    let mut env = GOOD.to_vec();
+    env.retain(|(k, _)| *k != "OPENCTI_URL" && *k != "HARFANGLAB_INTEL_URL");
+    env.push(("OPENCTI_URL", "https://admin:hunter2@opencti.example"));
+    env.push(("HARFANGLAB_INTEL_URL", "https://apikey@hl.example:8443"));
+    let s = Config::from_sources(None, lookup(&env)).unwrap().summary();
+    assert!(
+        !s.contains("hunter2") && !s.contains("admin") && !s.contains("apikey"),
+        "{s}"
+    );
+    assert!(s.contains("opencti=https://***@opencti.example"), "{s}");
+    assert!(s.contains("harfanglab=https://***@hl.example:8443"), "{s}");
+}

@@ -632,9 +632,16 @@ fn shutdown_interrupts_a_backoff_promptly() {
         std::thread::spawn(move || client.create_ioc(&ioc_body()))
     };
     std::thread::sleep(Duration::from_millis(200));
+    // The worker sits in the Retry-After wait: the gauge the watchdog reads shows it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.stats().waiting_to_retry() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(client.stats().waiting_to_retry(), 1);
     let start = Instant::now();
     drop(tx);
     let result = worker.join().expect("worker thread");
+    assert_eq!(client.stats().waiting_to_retry(), 0);
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "{:?}",

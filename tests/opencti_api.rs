@@ -9,6 +9,7 @@ use harfanglab_intel::secret::Secret;
 use harfanglab_intel::state::Checkpoint;
 use mockito::Matcher;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn api(server: &mockito::Server) -> OpenCtiApi {
@@ -274,10 +275,19 @@ fn shutdown_interrupts_a_retry_backoff() {
     o.backoff = Duration::from_secs(30);
     let (tx, rx) = crossbeam_channel::bounded::<()>(0);
     let api = OpenCtiApi::new(o).unwrap().with_shutdown(rx);
+    let activity = api.retry_activity();
     let t = std::thread::spawn(move || api.about());
     std::thread::park_timeout(Duration::from_millis(200));
+    // The service watchdog sees the thread inside the retry wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while activity.waiting.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(activity.waiting.load(Ordering::Relaxed), 1);
+    assert_eq!(activity.retries.load(Ordering::Relaxed), 1);
     let t0 = std::time::Instant::now();
     drop(tx);
     assert_eq!(t.join().unwrap().unwrap_err(), ApiError::Shutdown);
     assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(activity.waiting.load(Ordering::Relaxed), 0);
 }

@@ -3,7 +3,7 @@
 //! stream reader decodes them. Checks what each kind of event does to HarfangLab, and how
 //! failures are classified (retry / dead letter / fatal).
 
-use harfanglab_intel::harfanglab::model::SourceLists;
+use harfanglab_intel::harfanglab::model::{IocRule, RuleKind, SourceLists};
 use harfanglab_intel::metrics::{Health, Metrics};
 use harfanglab_intel::notify::{Notifier, WatchdogGate};
 use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
@@ -88,7 +88,8 @@ fn gql_indicator(pattern: &str, observables: &[(&str, &str)]) -> String {
         .iter()
         .enumerate()
         .map(|(i, (t, v))| {
-            json!({"node": {"id": format!("obs-{i}"), "entity_type": t, "observable_value": v}})
+            json!({"node": {"id": obs_id(t, v), "standard_id": format!("sco--{i}"),
+                "entity_type": t, "observable_value": v}})
         })
         .collect();
     json!({"data": {"indicator": {
@@ -134,7 +135,40 @@ fn based_on(event: &str, target_type: &str, value: &str) -> Work {
     let ext = &mut line["data"]["data"]["extensions"][events::OCTI_EXT];
     ext["target_type"] = json!(target_type);
     ext["target_value"] = json!(value);
+    ext["target_ref"] = json!(obs_id(target_type, value));
     work(&line)
+}
+
+/// The internal id the mocked platform gives an observable.
+fn obs_id(entity_type: &str, value: &str) -> String {
+    format!("obs-{entity_type}-{value}")
+}
+
+#[test]
+fn based_on_delete_keeps_a_value_another_linked_observable_provides() {
+    let mut fx = setup();
+    let m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("Domain-Name", "x.example"), ("Hostname", "x.example")],
+    ));
+    applied(&fx.handle(&work(&fixture("indicator-create.json"))));
+    assert_eq!(fx.values(), ["1.2.3.4", "x.example"]);
+    // The read races the delete: both are still listed; the Hostname still provides x.example.
+    applied(&fx.handle(&based_on("delete", "Domain-Name", "x.example")));
+    assert_eq!(fx.values(), ["1.2.3.4", "x.example"]);
+    m.remove();
+    // The read after the delete lists only the Hostname: same answer.
+    let m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("Hostname", "x.example")],
+    ));
+    applied(&fx.handle(&based_on("delete", "Domain-Name", "x.example")));
+    assert_eq!(fx.values(), ["1.2.3.4", "x.example"]);
+    m.remove();
+    // Unlinking the Hostname too releases it.
+    let _m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4']", &[]));
+    applied(&fx.handle(&based_on("delete", "Hostname", "x.example")));
+    assert_eq!(fx.values(), ["1.2.3.4"]);
 }
 
 #[test]
@@ -203,6 +237,96 @@ fn pattern_update_releases_the_former_values() {
     let _m = fx.answer(gql_indicator("[ipv4-addr:value = '5.6.7.8']", &[]));
     applied(&fx.handle(&work(&fixture("indicator-update-pattern.json"))));
     assert_eq!(fx.values(), ["5.6.7.8"]);
+}
+
+#[test]
+fn edited_observable_value_releases_the_former_value() {
+    let mut fx = setup();
+    let m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("IPv4-Addr", "9.9.9.9")],
+    ));
+    applied(&fx.handle(&work(&fixture("indicator-create.json"))));
+    assert_eq!(fx.values(), ["1.2.3.4", "9.9.9.9"]);
+    m.remove();
+    // The linked observable's value was edited 9.9.9.9 → 8.8.8.8; the pattern is unchanged.
+    let path = format!("/extensions/{}/observable_values/0/value", events::OCTI_EXT);
+    let mut line = fixture("indicator-update-pattern.json");
+    line["data"]["context"] = json!({
+        "patch": [{"op": "replace", "path": path, "value": "8.8.8.8"}],
+        "reverse_patch": [{"op": "replace", "path": path, "value": "9.9.9.9"}],
+    });
+    let data = &mut line["data"]["data"];
+    data["pattern"] = json!("[ipv4-addr:value = '1.2.3.4']");
+    data["extensions"][events::OCTI_EXT]["observable_values"] =
+        json!([{"type": "IPv4-Addr", "value": "8.8.8.8"}]);
+    let _m = fx.answer(gql_indicator(
+        "[ipv4-addr:value = '1.2.3.4']",
+        &[("IPv4-Addr", "8.8.8.8")],
+    ));
+    applied(&fx.handle(&work(&line)));
+    assert_eq!(fx.values(), ["1.2.3.4", "8.8.8.8"]);
+}
+
+/// `gql_indicator` with another pattern type.
+fn gql_typed(pattern_type: &str, pattern: &str) -> String {
+    let mut v: Value = serde_json::from_str(&gql_indicator(pattern, &[])).unwrap();
+    v["data"]["indicator"]["pattern_type"] = json!(pattern_type);
+    v.to_string()
+}
+
+const SIGMA: &str = "title: Suspicious cmd\nid: 6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11\nlogsource:\n  category: process_creation\n  product: windows\ndetection:\n  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel\nlevel: high\n";
+
+/// An update whose `reverse_patch` says the pattern (and its type) were `pattern_type`/`pattern`.
+fn type_change(pattern_type: &str, pattern: &str) -> Work {
+    let mut line = fixture("indicator-update-pattern.json");
+    line["data"]["context"]["reverse_patch"] = json!([
+        {"op": "replace", "path": "/pattern_type", "value": pattern_type},
+        {"op": "replace", "path": "/pattern", "value": pattern},
+    ]);
+    work(&line)
+}
+
+#[test]
+fn pattern_type_change_releases_what_the_former_type_produced() {
+    let mut fx = setup();
+    // sigma → stix: the Sigma rule goes, the new IOC comes.
+    let m = fx.answer(gql_typed("sigma", SIGMA));
+    applied(&fx.handle(&work(&fixture("indicator-create.json"))));
+    assert_eq!(fx.mem.rules(RuleKind::Sigma).len(), 1);
+    m.remove();
+    let m = fx.answer(gql_typed("stix", "[ipv4-addr:value = '1.2.3.4']"));
+    applied(&fx.handle(&type_change("sigma", SIGMA)));
+    assert!(fx.mem.rules(RuleKind::Sigma).is_empty());
+    assert_eq!(fx.values(), ["1.2.3.4"]);
+    m.remove();
+    // stix → an unsupported type: skipped, but the former IOCs are released.
+    let _m = fx.answer(gql_typed("snort", "alert tcp any any -> any any (sid:1;)"));
+    let o = fx.handle(&type_change("stix", "[ipv4-addr:value = '1.2.3.4']"));
+    assert!(matches!(o, Outcome::Skipped(_)), "{o:?}");
+    assert!(fx.values().is_empty(), "{:?}", fx.values());
+}
+
+#[test]
+fn delete_releases_a_python_era_holder_recorded_under_an_older_stix_id() {
+    let fx = setup();
+    fx.mem.insert_ioc(IocRule {
+        id: "r1".into(),
+        ioc_type: "ip_both".into(),
+        value: "5.6.7.8".into(),
+        source_id: Some("ioc-src".into()),
+        description: None,
+        comment: Some(
+            r#"{"indicator_id": "indicator--old", "indicator_score": 80, "indicator_platforms": []}"#
+                .into(),
+        ),
+        enabled: true,
+        hl_status: None,
+    });
+    let mut line = fixture("indicator-delete.json");
+    line["data"]["data"]["extensions"][events::OCTI_EXT]["stix_ids"] = json!(["indicator--old"]);
+    applied(&fx.handle(&work(&line)));
+    assert!(fx.mem.iocs().is_empty(), "{:?}", fx.mem.iocs());
 }
 
 #[test]

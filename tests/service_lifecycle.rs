@@ -10,7 +10,7 @@ use harfanglab_intel::pipeline::{PipelineStats, Shutdown};
 use harfanglab_intel::service::{self, RunOptions, RunSummary, ServiceError};
 use harfanglab_intel::sim::harfanglab::{self as hlsim, HarfangLabSim, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSim, OpenCtiSimConfig};
-use harfanglab_intel::state::compare_event_ids;
+use harfanglab_intel::state::{Checkpoint, compare_event_ids};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -150,6 +150,56 @@ fn ui_reset_restarts_the_stream_in_process_from_the_first_run_position() {
     assert!(state.contains(&last), "{state}");
     // Replays are idempotent: same number of IOC rules as after one pass.
     assert_eq!(e.hl.ioc_rules().len(), 178);
+}
+
+#[test]
+fn shutdown_during_the_reset_drain_keeps_the_reset() {
+    let e = env("reset-stop");
+    let mut config = e.config.clone();
+    config.service.shutdown_timeout = Duration::from_secs(2);
+    // Slow HarfangLab: events are still in flight when the reset is seen, so the session's
+    // drain lasts long enough for the shutdown to arrive before a new session starts.
+    e.hl.set_faults(hlsim::Faults {
+        latency: Duration::from_millis(150),
+        ..hlsim::Faults::default()
+    });
+    let id = config.connector.id.to_string();
+    let first = e.octi.event_ids()[0].clone();
+    let summary = with_service(&config, |stats| {
+        wait_for("a stored position", Duration::from_secs(30), || {
+            reached(stats, &first)
+                && e.octi
+                    .connector_state(&id)
+                    .and_then(|s| Checkpoint::from_state_json(&s))
+                    .is_some_and(|c| c.start_from != "0-0")
+        });
+        let pings = e.octi.ping_count();
+        e.octi.reset_state_from_ui(&id);
+        wait_for(
+            "the ping that sees the reset",
+            Duration::from_secs(10),
+            || e.octi.ping_count() > pings,
+        );
+        // Let the pinger read the answer and stop the session.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            stats.snapshot().in_flight > 0,
+            "the drain must still be running"
+        );
+    })
+    .expect("service");
+    assert_eq!(summary.sessions, 1, "{summary:?}");
+    assert_eq!(e.octi.stream_requests().len(), 1);
+    // Neither the final ping nor the local file brings the dropped position back.
+    let state = e.octi.connector_state(&id).unwrap_or_default();
+    let pushed = Checkpoint::from_state_json(&state);
+    assert!(
+        state.is_empty() || pushed.as_ref().is_some_and(|c| c.start_from == "0-0"),
+        "{state}"
+    );
+    assert_eq!(summary.watermark.as_deref(), Some("0-0"));
+    let file = std::fs::read_to_string(e.dir.join(format!("{id}.checkpoint.json"))).unwrap();
+    assert!(file.contains("\"0-0\""), "{file}");
 }
 
 #[test]

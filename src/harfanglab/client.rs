@@ -101,6 +101,7 @@ impl fmt::Display for ClientConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientConfigError::BaseUrl { url, detail } => {
+                let url = crate::secret::redact_url(url);
                 write!(f, "invalid HarfangLab URL {url:?}: {detail}")
             }
             ClientConfigError::CaFile { path, detail } => {
@@ -214,6 +215,8 @@ impl StatusClass {
 pub struct ClientStats {
     requests: [[AtomicU64; 5]; 12],
     retries: [AtomicU64; 12],
+    /// Threads currently waiting before a retry (an outage, not a wedged worker).
+    waiting: AtomicU64,
 }
 
 impl Default for ClientStats {
@@ -221,6 +224,7 @@ impl Default for ClientStats {
         ClientStats {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             retries: std::array::from_fn(|_| AtomicU64::new(0)),
+            waiting: AtomicU64::new(0),
         }
     }
 }
@@ -248,6 +252,11 @@ impl ClientStats {
     /// All retries.
     pub fn retries(&self) -> u64 {
         self.retries.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Threads inside a retry wait right now.
+    pub fn waiting_to_retry(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Non-zero request counters as `(op, class, count)`, for a metrics exporter.
@@ -331,7 +340,7 @@ struct Inner {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.inner.base)
+            .field("base", &crate::secret::redact_url(&self.inner.base))
             .finish_non_exhaustive()
     }
 }
@@ -347,7 +356,8 @@ impl Client {
         }
         if !opts.verify_tls {
             warn!(
-                "TLS certificate verification is DISABLED for {base}: anyone on the network path can impersonate HarfangLab and read the API token; set HARFANGLAB_INTEL_SSL_VERIFY=true (and HARFANGLAB_INTEL_CA_FILE for a private CA)"
+                "TLS certificate verification is DISABLED for {}: anyone on the network path can impersonate HarfangLab and read the API token; set HARFANGLAB_INTEL_SSL_VERIFY=true (and HARFANGLAB_INTEL_CA_FILE for a private CA)",
+                crate::secret::redact_url(&base)
             );
             tls = tls.disable_verification(true);
         }
@@ -628,7 +638,10 @@ impl Client {
         if inner.shutting_down.load(Ordering::Relaxed) {
             return Err(shutting_down());
         }
-        retry::wait(&inner.shutdown, delay).map_err(|_| {
+        inner.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let waited = retry::wait(&inner.shutdown, delay);
+        inner.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        waited.map_err(|_| {
             // A message wakes one waiter only: remember it for every other thread.
             inner.shutting_down.store(true, Ordering::Relaxed);
             shutting_down()
@@ -1056,7 +1069,7 @@ fn status_error(label: &str, ans: &Answer) -> HarfangLabError {
             status: ans.status,
             body: format!(
                 "redirect to {} not followed (the client sends canonical paths; check the base URL)",
-                ans.location.as_deref().unwrap_or("?")
+                crate::secret::redact_url(ans.location.as_deref().unwrap_or("?"))
             ),
         },
         status => HarfangLabError::Status {

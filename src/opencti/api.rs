@@ -20,6 +20,8 @@ use crossbeam_channel::Receiver;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Settings of the GraphQL client (the integrator maps `Config` onto it).
@@ -266,6 +268,8 @@ impl GqlIndicator {
                     Some(translate::LinkedObservable {
                         entity_type: e.node.entity_type.clone(),
                         value: e.node.observable_value.clone()?,
+                        id: (!e.node.id.is_empty()).then(|| e.node.id.clone()),
+                        standard_id: e.node.standard_id.clone(),
                     })
                 })
                 .collect(),
@@ -341,12 +345,41 @@ pub struct OpenCtiApi {
     endpoint: String,
     opts: ApiOptions,
     shutdown: Option<Receiver<()>>,
+    retries: Arc<RetryActivity>,
+}
+
+/// Retry activity shared by every clone of an [`OpenCtiApi`] (the service watchdog reads it:
+/// a call sitting in retries during an outage is not a wedged worker).
+#[derive(Debug, Default)]
+pub struct RetryActivity {
+    /// Retries scheduled (attempts after the first).
+    pub retries: AtomicU64,
+    /// Threads inside a retry wait right now.
+    pub waiting: AtomicU64,
+}
+
+impl RetryActivity {
+    /// Count a retry and one more waiting thread, until the guard drops.
+    fn enter_wait(&self) -> WaitGuard<'_> {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        WaitGuard(&self.waiting)
+    }
+}
+
+/// Decrements the waiting gauge on drop (also on an early shutdown return).
+struct WaitGuard<'a>(&'a AtomicU64);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for OpenCtiApi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenCtiApi")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &crate::secret::redact_url(&self.endpoint))
             .finish_non_exhaustive()
     }
 }
@@ -366,7 +399,13 @@ impl OpenCtiApi {
             endpoint: format!("{}/graphql", base_url(&opts.url)),
             opts,
             shutdown: None,
+            retries: Arc::default(),
         })
+    }
+
+    /// The retry activity of this client and its clones.
+    pub fn retry_activity(&self) -> Arc<RetryActivity> {
+        Arc::clone(&self.retries)
     }
 
     /// Backoff waits end (with [`ApiError::Shutdown`]) when this receiver is disconnected.
@@ -470,6 +509,7 @@ impl OpenCtiApi {
                     let delay = backoff_delay(self.opts.backoff, attempt);
                     log::warn!("{e}; retrying in {delay:?}");
                     attempt += 1;
+                    let _waiting = self.retries.enter_wait();
                     if let Some(rx) = &self.shutdown {
                         if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) | Ok(()) =
                             rx.recv_timeout(delay)

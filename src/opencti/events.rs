@@ -103,6 +103,8 @@ pub struct BasedOn {
     pub source_internal_id: Option<String>,
     /// Observable STIX id (`target_ref`).
     pub target_ref: String,
+    /// Observable internal id (OCTI extension `target_ref`).
+    pub target_internal_id: Option<String>,
     /// Observable representative value (OCTI extension `target_value`).
     pub target_value: Option<String>,
     /// Observable entity type, e.g. `IPv4-Addr` (OCTI extension `target_type`).
@@ -301,6 +303,7 @@ fn payload_of(stix: &Value) -> Result<Payload, String> {
                 source_ref: str_field(stix, "source_ref").ok_or("based-on has no `source_ref`")?,
                 source_internal_id: ext_str("source_ref"),
                 target_ref: str_field(stix, "target_ref").unwrap_or_default(),
+                target_internal_id: ext_str("target_ref"),
                 target_value: ext_str("target_value"),
                 target_type: ext_str("target_type"),
             }))

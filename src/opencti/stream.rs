@@ -163,8 +163,9 @@ impl fmt::Display for StreamError {
             ),
             StreamError::NotFound { url, stream_id } => write!(
                 f,
-                "OpenCTI answered 404 for {url}: check OPENCTI_URL and CONNECTOR_LIVE_STREAM_ID \
-                 ({stream_id:?})"
+                "OpenCTI answered 404 for {}: check OPENCTI_URL and CONNECTOR_LIVE_STREAM_ID \
+                 ({stream_id:?})",
+                crate::secret::redact_url(url)
             ),
             StreamError::Setup(m) => write!(f, "live stream setup: {m}"),
         }
@@ -504,7 +505,8 @@ impl Reader {
         let recover = self.pos.recover_until.clone();
         let url = o.request_url(recover.as_deref());
         log::info!(
-            "live stream: connecting to {url} from {} (listen-delete={}, no-dependencies={}, with-inferences={})",
+            "live stream: connecting to {} from {} (listen-delete={}, no-dependencies={}, with-inferences={})",
+            crate::secret::redact_url(&url),
             self.pos.start_from,
             o.listen_delete,
             o.no_dependencies,

@@ -131,11 +131,70 @@ impl<A: ThreatIntelApi> Handler<A> {
         };
         let translation = match translate::translate(&indicator) {
             Ok(t) => t,
-            Err(e) if e.is_unsupported() => return Outcome::Skipped(e.to_string()),
+            Err(e) if e.is_unsupported() => {
+                // Nothing is wanted any more: still release what a former type produced.
+                return match self.release_former_type(ev, &indicator, &[]) {
+                    Ok(()) => Outcome::Skipped(e.to_string()),
+                    Err(o) => o,
+                };
+            }
             Err(e) => return Outcome::permanent(e.to_string()),
         };
+        if let Err(o) = self.release_former_type(ev, &indicator, &translation.iocs) {
+            return o;
+        }
         let former = former(ev, &indicator);
         self.sync_outcome(self.syncer.upsert(&indicator, &translation, &former))
+    }
+
+    /// When the update changed the pattern type, release what the former pattern (and type,
+    /// and name) produced: the old Sigma rule / Yara file / IOCs, except the IOCs in `keep`
+    /// (still wanted by the current translation). `Err`: the outcome to return.
+    fn release_former_type(
+        &self,
+        ev: &StreamEvent,
+        current: &Indicator,
+        keep: &[IocKey],
+    ) -> Result<(), Outcome> {
+        let f = &ev.former;
+        let Some(old_type) = f.pattern_type.value() else {
+            return Ok(());
+        };
+        if old_type
+            .trim()
+            .eq_ignore_ascii_case(current.pattern_type.trim())
+        {
+            return Ok(());
+        }
+        let before = Indicator {
+            pattern_type: old_type.to_owned(),
+            pattern: f.pattern.value().unwrap_or(&current.pattern).to_owned(),
+            name: f.name.value().unwrap_or(&current.name).to_owned(),
+            ..current.clone()
+        };
+        let is_stix = old_type.trim().eq_ignore_ascii_case("stix");
+        let mut t = match translate::translate(&before) {
+            Ok(t) => t,
+            Err(_) if is_stix => observables_only(&before),
+            // Sigma/Yara: the sync layer still looks the rule up by name.
+            Err(_) => Translation::default(),
+        };
+        t.iocs.retain(|k| !keep.contains(k));
+        let former = Former {
+            name: (before.name != current.name).then(|| current.name.clone()),
+            iocs: None,
+            ids: former(ev, current).ids,
+        };
+        log::debug!(
+            "event={} indicator={}: pattern type {old_type:?} → {:?}, releasing what the former one produced",
+            ev.id,
+            current.id,
+            current.pattern_type
+        );
+        match self.syncer.release(&before, &t, &former) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.sync_outcome(Err(e))),
+        }
     }
 
     fn indicator_delete(&self, ev: &StreamEvent, d: &IndicatorData) -> Outcome {
@@ -190,12 +249,7 @@ impl<A: ThreatIntelApi> Handler<A> {
         match self.read(lookup) {
             Ok(Some(mut indicator)) => {
                 // The platform may still list the relationship (read racing the delete).
-                indicator.observables.retain(|o| {
-                    translate::observable_ioc(&o.entity_type, &o.value)
-                        .ok()
-                        .as_ref()
-                        != Some(&removed)
-                });
+                indicator.observables.retain(|o| !is_target(b, o, &removed));
                 let translation = match translate::translate(&indicator) {
                     Ok(t) => t,
                     Err(e) if e.is_unsupported() => return Outcome::Skipped(e.to_string()),
@@ -310,6 +364,7 @@ fn payload_indicator(stix: &Value, key: &str) -> Indicator {
         indicator.observables.push(LinkedObservable {
             entity_type: t.to_owned(),
             value: value.to_owned(),
+            ..LinkedObservable::default()
         });
     }
     indicator
@@ -328,6 +383,21 @@ fn observables_only(indicator: &Indicator) -> Translation {
         iocs,
         ..Translation::default()
     }
+}
+
+/// Whether `o` is the relationship's target observable: by identity (internal or standard
+/// id), so another linked observable mapping to the same IOC keeps providing it. Only an
+/// observable carrying no id at all is compared by IOC.
+fn is_target(b: &BasedOn, o: &LinkedObservable, removed: &IocKey) -> bool {
+    if o.id.is_none() && o.standard_id.is_none() {
+        return translate::observable_ioc(&o.entity_type, &o.value)
+            .ok()
+            .as_ref()
+            == Some(removed);
+    }
+    let internal = o.id.is_some() && o.id == b.target_internal_id;
+    let standard = !b.target_ref.is_empty() && o.standard_id.as_deref() == Some(&b.target_ref);
+    internal || standard
 }
 
 fn removed_ioc(b: &BasedOn) -> Result<IocKey, String> {
@@ -376,6 +446,16 @@ fn former(ev: &StreamEvent, current: &Indicator) -> Former {
         // Former Sigma/Yara pattern: the rule identity (id / name) follows the indicator.
         _ => None,
     };
+    // An edited observable value: release the former one (upsert keeps what is still current).
+    let iocs = match former_observable_iocs(ev) {
+        Some(mut obs) => {
+            obs.extend(iocs.into_iter().flatten());
+            obs.sort();
+            obs.dedup();
+            Some(obs)
+        }
+        None => iocs,
+    };
     Former {
         name: f.name.value().map(str::to_owned),
         iocs,
@@ -384,7 +464,103 @@ fn former(ev: &StreamEvent, current: &Indicator) -> Former {
             .value()
             .map(str::to_owned)
             .into_iter()
+            // Older standard ids the platform keeps (`stix_ids`): a Python-era holder may be
+            // recorded under one of them.
+            .chain(former_stix_ids(ev))
             .collect(),
+    }
+}
+
+/// The OCTI extension's `stix_ids` of an indicator event (holder aliases).
+fn former_stix_ids(ev: &StreamEvent) -> Vec<String> {
+    match &ev.payload {
+        Payload::Indicator(d) => d.stix_ids.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// IOCs of the extension's `observable_values` before the update, rebuilt from the payload and
+/// the `reverse_patch` ops under that path. `None`: the update did not touch them.
+fn former_observable_iocs(ev: &StreamEvent) -> Option<Vec<IocKey>> {
+    let prefix = format!("/extensions/{OCTI_EXT}/observable_values");
+    let ops: Vec<_> = ev
+        .reverse_patch
+        .iter()
+        .filter_map(|op| {
+            let rest = op.path.strip_prefix(&prefix)?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((op, rest))
+        })
+        .collect();
+    if ops.is_empty() {
+        return None;
+    }
+    let mut doc = ev
+        .stix
+        .pointer(&prefix)
+        .cloned()
+        .unwrap_or_else(|| Value::Array(Vec::new()));
+    for (op, rest) in ops {
+        apply_patch_op(&mut doc, &op.op, rest, op.value.as_ref());
+    }
+    let mut keys: Vec<IocKey> = doc
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let t = v.get("type")?.as_str()?;
+            let value = v.get("value")?.as_str()?;
+            translate::observable_ioc(t, value).ok()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    Some(keys)
+}
+
+/// Apply one JSON Patch op (`add` / `replace` / `remove`) at `path` (relative to `doc`, JSON
+/// Pointer syntax). Ops that do not fit the document are ignored: never panics.
+fn apply_patch_op(doc: &mut Value, op: &str, path: &str, value: Option<&Value>) {
+    if path.is_empty() {
+        *doc = match (op, value) {
+            ("remove", _) | (_, None) => Value::Array(Vec::new()),
+            (_, Some(v)) => v.clone(),
+        };
+        return;
+    }
+    let Some((parent, last)) = path.rsplit_once('/') else {
+        return;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    let Some(target) = doc.pointer_mut(parent) else {
+        return;
+    };
+    match target {
+        Value::Array(items) => {
+            let index = if last == "-" {
+                Some(items.len())
+            } else {
+                last.parse::<usize>().ok()
+            };
+            let Some(i) = index else { return };
+            match (op, value) {
+                ("remove", _) if i < items.len() => {
+                    items.remove(i);
+                }
+                ("add", Some(v)) if i <= items.len() => items.insert(i, v.clone()),
+                ("replace", Some(v)) if i < items.len() => items[i] = v.clone(),
+                _ => {}
+            }
+        }
+        Value::Object(map) => match (op, value) {
+            ("remove", _) => {
+                map.remove(&last);
+            }
+            (_, Some(v)) => {
+                map.insert(last, v.clone());
+            }
+            _ => {}
+        },
+        _ => {}
     }
 }
 
@@ -433,9 +609,38 @@ mod tests {
             i.observables,
             vec![LinkedObservable {
                 entity_type: "Domain-Name".into(),
-                value: "a.example".into()
+                value: "a.example".into(),
+                ..LinkedObservable::default()
             }]
         );
+    }
+
+    #[test]
+    fn reverse_patch_rebuilds_the_former_observable_values() {
+        let mut doc = json!([{"type": "IPv4-Addr", "value": "8.8.8.8"}]);
+        apply_patch_op(&mut doc, "replace", "/0/value", Some(&json!("9.9.9.9")));
+        apply_patch_op(
+            &mut doc,
+            "add",
+            "/1",
+            Some(&json!({"type": "Url", "value": "u"})),
+        );
+        apply_patch_op(
+            &mut doc,
+            "add",
+            "/-",
+            Some(&json!({"type": "Url", "value": "w"})),
+        );
+        apply_patch_op(&mut doc, "remove", "/1", None);
+        // Out of range or wrong shape: ignored.
+        apply_patch_op(&mut doc, "remove", "/9", None);
+        apply_patch_op(&mut doc, "replace", "/x/value", Some(&json!("y")));
+        assert_eq!(
+            doc,
+            json!([{"type": "IPv4-Addr", "value": "9.9.9.9"}, {"type": "Url", "value": "w"}])
+        );
+        apply_patch_op(&mut doc, "remove", "", None);
+        assert_eq!(doc, json!([]));
     }
 
     #[test]

@@ -7,9 +7,10 @@
 
 use super::handler::Work;
 use crate::harfanglab::Client;
+use crate::harfanglab::client::ClientStats;
 use crate::metrics::{Health, Metrics, event_id_millis};
 use crate::notify::{Notifier, WatchdogGate};
-use crate::opencti::api::{OpenCtiApi, PingOutcome, PlatformVersion};
+use crate::opencti::api::{OpenCtiApi, PingOutcome, PlatformVersion, RetryActivity};
 use crate::opencti::stream::StreamItem;
 use crate::pipeline::{
     CheckpointSink, Input, PipelineHooks, PipelineStats, Shutdown, StatsSnapshot,
@@ -17,7 +18,7 @@ use crate::pipeline::{
 use crate::state::{Checkpoint, CheckpointWriter};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// State shared by the threads of one service run.
@@ -199,6 +200,35 @@ pub struct Hooks<'a> {
     pub shared: &'a Shared,
     pub summary_every: Duration,
     pub last_summary: Instant,
+    /// The HarfangLab client's counters (attempts, threads waiting to retry).
+    pub client: Arc<ClientStats>,
+    /// The OpenCTI API's retry counters (retries, threads waiting to retry).
+    pub opencti: Arc<RetryActivity>,
+    /// What the previous tick saw.
+    pub seen: Activity,
+}
+
+/// Signs of life between two ticks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    pub watermark: Option<String>,
+    /// HarfangLab HTTP exchanges finished (each attempt counts).
+    pub requests: u64,
+    /// HarfangLab and OpenCTI retries scheduled.
+    pub retries: u64,
+}
+
+/// Whether a tick is progress for the systemd watchdog: nothing in flight (idle), the
+/// watermark moved, a client attempt or retry happened since `before`, or a thread is waiting
+/// to retry. A handler sitting in client retries during an outage (longer than `WatchdogSec`)
+/// is thus not a restart loop, while a wedged worker (no attempts, no waits, nothing
+/// finishing) still stops the pings.
+pub fn watchdog_progress(in_flight: u64, before: &Activity, now: &Activity, waiting: u64) -> bool {
+    in_flight == 0
+        || now.watermark != before.watermark
+        || now.requests != before.requests
+        || now.retries != before.retries
+        || waiting > 0
 }
 
 impl PipelineHooks for Hooks<'_> {
@@ -206,9 +236,18 @@ impl PipelineHooks for Hooks<'_> {
         let sh = self.shared;
         sh.metrics
             .set_queue_depth(usize::try_from(s.in_flight).unwrap_or(usize::MAX));
+        let now = Activity {
+            watermark: s.watermark.clone(),
+            requests: self.client.total_requests(),
+            retries: self.client.retries() + self.opencti.retries.load(Ordering::Relaxed),
+        };
+        let waiting = self.client.waiting_to_retry() + self.opencti.waiting.load(Ordering::Relaxed);
+        if watchdog_progress(s.in_flight, &self.seen, &now, waiting) {
+            sh.gate.progress();
+        }
+        self.seen = now;
         if s.in_flight == 0 {
             // Idle with nothing stuck is healthy.
-            sh.gate.progress();
             sh.health.progress();
         }
         let line = sh.status_line(s);
@@ -320,6 +359,39 @@ mod tests {
             reset_pending: AtomicBool::new(false),
             session: Mutex::new(None),
         }
+    }
+
+    #[test]
+    fn watchdog_progress_tells_an_outage_from_a_wedged_worker() {
+        let before = Activity {
+            watermark: Some("1-0".into()),
+            requests: 10,
+            retries: 2,
+        };
+        let same = before.clone();
+        // Busy and nothing moved, nobody waiting: wedged, no progress.
+        assert!(!watchdog_progress(3, &before, &same, 0));
+        // Idle is healthy.
+        assert!(watchdog_progress(0, &before, &same, 0));
+        // Watermark moved.
+        let moved = Activity {
+            watermark: Some("2-0".into()),
+            ..same.clone()
+        };
+        assert!(watchdog_progress(3, &before, &moved, 0));
+        // An attempt finished (e.g. a 10 s connect timeout) or a retry was scheduled.
+        let attempt = Activity {
+            requests: 11,
+            ..same.clone()
+        };
+        assert!(watchdog_progress(3, &before, &attempt, 0));
+        let retry = Activity {
+            retries: 3,
+            ..same.clone()
+        };
+        assert!(watchdog_progress(3, &before, &retry, 0));
+        // Inside a long retry wait (429 Retry-After 120 s).
+        assert!(watchdog_progress(3, &before, &same, 1));
     }
 
     fn event(id: &str, data: serde_json::Value) -> StreamItem {

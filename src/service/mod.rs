@@ -452,14 +452,25 @@ impl Ctx<'_> {
             }
             shared.no_recover.store(false, Ordering::SeqCst);
             self.session(handler, writer, shared, &session, &start)?;
-            if self.shutdown.is_triggered() || !shared.reset_pending.load(Ordering::SeqCst) {
+            let reset = shared.reset_pending.load(Ordering::SeqCst);
+            if reset {
+                // Also on shutdown during the reset drain: the platform has already cleared its
+                // state, so keeping (and finally pinging) the old position would undo the reset.
+                start = self.first_run.checkpoint(SystemTime::now());
+                writer.replace(LocalCheckpoint {
+                    checkpoint: start.clone(),
+                    platform_acked: false,
+                });
+            }
+            if self.shutdown.is_triggered() || !reset {
+                if reset {
+                    log::warn!(
+                        "stopping during a reset from the OpenCTI UI: the next run starts after {}",
+                        start.start_from
+                    );
+                }
                 return Ok(count);
             }
-            start = self.first_run.checkpoint(SystemTime::now());
-            writer.replace(LocalCheckpoint {
-                checkpoint: start.clone(),
-                platform_acked: false,
-            });
             log::warn!(
                 "restarting the stream after a reset from the OpenCTI UI: start after {}, \
                  recover until {}",
@@ -519,6 +530,9 @@ impl Ctx<'_> {
             shared,
             summary_every: self.opts.summary_every,
             last_summary: Instant::now(),
+            client: self.client.stats(),
+            opencti: self.api.retry_activity(),
+            seen: hooks::Activity::default(),
         };
         let result = std::thread::scope(|scope| {
             let adapter = std::thread::Builder::new()
