@@ -26,7 +26,12 @@ impl Drop for Env {
     fn drop(&mut self) {
         self.hl.shutdown();
         self.octi.shutdown();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            // Keep the connector's log and state for the failure report.
+            eprintln!("connector log and state kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -93,9 +98,20 @@ fn spawn_with(e: &Env, extra: &[(&str, &str)]) -> Child {
         .env("HARFANGLAB_INTEL_RETRY_BACKOFF_MAX", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        // The child's log goes to a file in the test's directory (kept on failure), not into the
+        // test runner's output.
+        .stderr(stderr_log(e))
         .spawn()
         .expect("spawn harfanglab-intel")
+}
+
+fn stderr_log(e: &Env) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(e.dir.join("connector.stderr.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
 }
 
 /// The saved position (`start_from` of the checkpoint file), if any.
