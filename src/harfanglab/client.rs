@@ -67,6 +67,12 @@ pub struct ClientOptions {
     pub proxy_from_env: bool,
 }
 
+/// Per-connection read buffer of the agent: holds a whole response header (a few hundred bytes
+/// from HarfangLab) and reads bodies in chunks of this size.
+const INPUT_BUFFER: usize = 32 * 1024;
+/// Per-connection write buffer: a request header, then the body in chunks of this size.
+const OUTPUT_BUFFER: usize = 16 * 1024;
+
 impl ClientOptions {
     /// Options with the defaults: TLS verified, 10 s connect, 60 s request, 8 retries
     /// (200 ms base, 30 s cap), pages of 500, lists capped at 100 000 objects.
@@ -369,10 +375,16 @@ impl Client {
             .proxy(proxy)
             .max_idle_connections(opts.max_idle_connections.max(1))
             .max_idle_connections_per_host(opts.max_idle_connections.max(1))
+            // ureq allocates (and zeroes) both buffers per connection, 128 KiB each by default:
+            // with one pooled connection per worker that was most of the RSS at 32 workers.
+            // Our bodies stream through the buffers in chunks (a page of 500 rules still
+            // works); only a response header must fit in the input buffer.
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
             .build();
         Ok(Client {
             inner: Arc::new(Inner {
-                agent: ureq::Agent::new_with_config(config),
+                agent: crate::resolver::agent(config),
                 base,
                 https,
                 authorization: Secret::new(format!("Token {}", opts.token.expose())),
