@@ -1230,4 +1230,40 @@ mod tests {
         let client = Client::new(opts, rx).unwrap();
         assert!(!format!("{client:?}").contains("tok-SECRET-1"));
     }
+
+    /// The per-connection buffers are small (`INPUT_BUFFER`, `OUTPUT_BUFFER`): bodies far larger
+    /// than them still go both ways, e.g. a page of 100 Yara files of 64 KiB each (6.4 MB).
+    #[test]
+    fn bodies_much_larger_than_the_buffers_go_both_ways() {
+        use crate::harfanglab::model::{RuleBody, RuleFilter, RuleKind};
+        use crate::sim::harfanglab::{SimConfig, serve};
+        let sim = serve("127.0.0.1:0", SimConfig::default()).unwrap();
+        let (_tx, rx) = crossbeam_channel::unbounded();
+        let mut opts = ClientOptions::new(sim.base_url(), Secret::new(sim.token()));
+        opts.proxy_from_env = false;
+        let client = Client::new(opts, rx).unwrap();
+        let lists = client.ensure_source_lists("big").unwrap();
+        let pad = "x".repeat(64 * 1024);
+        for n in 0..100 {
+            let content = format!(
+                "rule big_{n} {{\n  meta:\n    pad = \"{pad}\"\n  strings:\n    $a = \"n{n}\"\n  condition:\n    $a\n}}\n"
+            );
+            assert!(content.len() > INPUT_BUFFER + OUTPUT_BUFFER);
+            let body = RuleBody {
+                source_id: lists.yara.clone(),
+                name: format!("big_{n}.yar"),
+                content,
+                hl_status: "stable".into(),
+                enabled: true,
+                overwrite: false,
+            };
+            client.create_rule(RuleKind::Yara, &body).unwrap();
+        }
+        let all = client
+            .find_rules(RuleKind::Yara, &lists.yara, &RuleFilter::All)
+            .unwrap();
+        assert_eq!(all.len(), 100);
+        assert!(all.iter().all(|r| r.content.contains(&pad)));
+        sim.shutdown();
+    }
 }
