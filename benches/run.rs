@@ -176,7 +176,6 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
     }
     let (t0, e0, r0) = (Instant::now(), checkpoint(&dir), hl.total_requests());
     let cpu0 = cpu_ticks(child.id());
-    let mut cpu1 = cpu0;
     let mut rss_at = Vec::new();
     let mut next_mark = 0;
     let mut rss = 0;
@@ -188,12 +187,12 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
             next_mark += 1;
         }
         if done >= n_events || t0.elapsed() >= budget {
-            cpu1 = cpu_ticks(child.id());
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let (elapsed, events) = (t0.elapsed(), checkpoint(&dir).saturating_sub(e0));
+    let cpu1 = cpu_ticks(child.id());
     // Requests per event over whole events: stop (the drain finishes what is in flight and
     // saves the final checkpoint), then count both.
     let _ = Command::new("kill")

@@ -88,23 +88,17 @@ mod tests {
         let r = CachingResolver::default();
         let config = ureq::Agent::config_builder().build();
         let uri: Uri = "http://127.0.0.1:8080/x".parse().unwrap();
-        let first = r
-            .resolve(&uri, &config, NextTimeout::default())
-            .unwrap();
+        let first = r.resolve(&uri, &config, NextTimeout::default()).unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0], "127.0.0.1:8080".parse().unwrap());
         // Poison the cached answer: a cached lookup returns it, a fresh one would not.
         let marker: SocketAddr = "127.0.0.2:1".parse().unwrap();
         r.lock().get_mut(&key(&uri)).unwrap().1 = vec![marker];
-        let second = r
-            .resolve(&uri, &config, NextTimeout::default())
-            .unwrap();
+        let second = r.resolve(&uri, &config, NextTimeout::default()).unwrap();
         assert_eq!(&second[..], &[marker]);
         // Past the TTL the resolver asks again.
         r.lock().get_mut(&key(&uri)).unwrap().0 = Instant::now() - TTL;
-        let third = r
-            .resolve(&uri, &config, NextTimeout::default())
-            .unwrap();
+        let third = r.resolve(&uri, &config, NextTimeout::default()).unwrap();
         assert_eq!(third[0], "127.0.0.1:8080".parse().unwrap());
     }
 }
