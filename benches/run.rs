@@ -5,7 +5,7 @@
 //! and the connector's peak RSS (`VmHWM` of the child). Then RSS at 10,000 and 100,000 events of
 //! one run, to show it stays flat. Each cell runs on a stream of 10,000 new indicators (IPv4,
 //! domains, URLs, hashes in turn) for at most `HLI_BENCH_SECONDS` (default 10) seconds;
-//! events/s is counted from the HarfangLab simulator's writes (one create per event), and the
+//! events/s is counted from the IOC creates the HarfangLab simulator received (one per event), and the
 //! final checkpoint is checked to cover them. Run with `cargo bench --bench run`.
 //!
 //! Also printed per cell: the connector's own CPU time per event (`utime + stime` of the child,
@@ -170,21 +170,22 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = spawn(&octi.base_url(), hl.base_url(), &dir, workers);
-    // Progress is counted from the simulator's successful writes: every event of this stream
-    // creates one new IOC. (The checkpoint file is saved at most once a second, too coarse to
+    // Progress is counted from the IOC creates the simulator received: every event of this
+    // stream creates one new IOC, and nothing else creates one. (The checkpoint file is saved at most once a second, too coarse to
     // time a 10,000-event run that takes about a second; it is checked after the drain.)
     // Timing starts at the first write (startup excluded).
     let wait_start = Instant::now();
-    while hl.writes() == 0 && wait_start.elapsed() < Duration::from_secs(30) {
+    let created = || hl.requests("POST", "IOCRule");
+    while created() == 0 && wait_start.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let (t0, w0, r0) = (Instant::now(), hl.writes(), hl.total_requests());
+    let (t0, w0, r0) = (Instant::now(), created(), hl.total_requests());
     let cpu0 = cpu_ticks(child.id());
     let mut rss_at = Vec::new();
     let mut next_mark = 0;
     let mut rss = 0;
     loop {
-        let done = hl.writes();
+        let done = created();
         rss = rss.max(vm_hwm_kb(child.id()));
         while next_mark < marks.len() && done >= marks[next_mark] {
             rss_at.push((marks[next_mark], vm_hwm_kb(child.id())));
@@ -195,7 +196,7 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let (elapsed, events) = (t0.elapsed(), hl.writes().saturating_sub(w0));
+    let (elapsed, events) = (t0.elapsed(), created().saturating_sub(w0));
     let cpu1 = cpu_ticks(child.id());
     rss = rss.max(vm_hwm_kb(child.id()));
     // Requests per event over whole events: stop (the drain finishes what is in flight and
@@ -204,12 +205,12 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    let finished = hl.writes().saturating_sub(w0);
+    let finished = created().saturating_sub(w0);
     let checkpointed = checkpoint(&dir);
-    if checkpointed < hl.writes() {
+    if checkpointed < created() {
         eprintln!(
             "WARNING: final checkpoint covers {checkpointed} events, {} were applied",
-            hl.writes()
+            created()
         );
     }
     let requests = hl.total_requests().saturating_sub(r0);
