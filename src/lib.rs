@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod notify;
 pub mod opencti;
 pub mod pipeline;
+pub mod resolver;
 pub mod rules;
 pub mod secret;
 pub mod service;

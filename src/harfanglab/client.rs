@@ -67,6 +67,12 @@ pub struct ClientOptions {
     pub proxy_from_env: bool,
 }
 
+/// Per-connection read buffer of the agent: holds a whole response header (a few hundred bytes
+/// from HarfangLab) and reads bodies in chunks of this size.
+const INPUT_BUFFER: usize = 32 * 1024;
+/// Per-connection write buffer: a request header, then the body in chunks of this size.
+const OUTPUT_BUFFER: usize = 16 * 1024;
+
 impl ClientOptions {
     /// Options with the defaults: TLS verified, 10 s connect, 60 s request, 8 retries
     /// (200 ms base, 30 s cap), pages of 500, lists capped at 100 000 objects.
@@ -379,10 +385,16 @@ impl Client {
             .proxy(proxy)
             .max_idle_connections(opts.max_idle_connections.max(1))
             .max_idle_connections_per_host(opts.max_idle_connections.max(1))
+            // ureq allocates (and zeroes) both buffers per connection, 128 KiB each by default:
+            // with one pooled connection per worker that was most of the RSS at 32 workers.
+            // Our bodies stream through the buffers in chunks (a page of 500 rules still
+            // works); only a response header must fit in the input buffer.
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
             .build();
         Ok(Client {
             inner: Arc::new(Inner {
-                agent: ureq::Agent::new_with_config(config),
+                agent: crate::resolver::agent(config),
                 base,
                 https,
                 authorization: Secret::new(format!("Token {}", opts.token.expose())),
@@ -1230,5 +1242,41 @@ mod tests {
         assert!(!format!("{opts:?}").contains("tok-SECRET-1"));
         let client = Client::new(opts, rx).unwrap();
         assert!(!format!("{client:?}").contains("tok-SECRET-1"));
+    }
+
+    /// The per-connection buffers are small (`INPUT_BUFFER`, `OUTPUT_BUFFER`): bodies far larger
+    /// than them still go both ways, e.g. a page of 100 Yara files of 64 KiB each (6.4 MB).
+    #[test]
+    fn bodies_much_larger_than_the_buffers_go_both_ways() {
+        use crate::harfanglab::model::{RuleBody, RuleFilter, RuleKind};
+        use crate::sim::harfanglab::{SimConfig, serve};
+        let sim = serve("127.0.0.1:0", SimConfig::default()).unwrap();
+        let (_tx, rx) = crossbeam_channel::unbounded();
+        let mut opts = ClientOptions::new(sim.base_url(), Secret::new(sim.token()));
+        opts.proxy_from_env = false;
+        let client = Client::new(opts, rx).unwrap();
+        let lists = client.ensure_source_lists("big").unwrap();
+        let pad = "x".repeat(64 * 1024);
+        for n in 0..100 {
+            let content = format!(
+                "rule big_{n} {{\n  meta:\n    pad = \"{pad}\"\n  strings:\n    $a = \"n{n}\"\n  condition:\n    $a\n}}\n"
+            );
+            assert!(content.len() > INPUT_BUFFER + OUTPUT_BUFFER);
+            let body = RuleBody {
+                source_id: lists.yara.clone(),
+                name: format!("big_{n}.yar"),
+                content,
+                hl_status: "stable".into(),
+                enabled: true,
+                overwrite: false,
+            };
+            client.create_rule(RuleKind::Yara, &body).unwrap();
+        }
+        let all = client
+            .find_rules(RuleKind::Yara, &lists.yara, &RuleFilter::All)
+            .unwrap();
+        assert_eq!(all.len(), 100);
+        assert!(all.iter().all(|r| r.content.contains(&pad)));
+        sim.shutdown();
     }
 }

@@ -41,7 +41,17 @@ pub struct ApiOptions {
     /// Extra headers (`OPENCTI_CUSTOM_HEADERS`), sent on GraphQL calls only (like pycti). Values
     /// may carry credentials, hence `Secret`.
     pub custom_headers: Vec<(String, Secret)>,
+    /// Idle keep-alive connections kept in the pool: size it to the number of threads calling
+    /// [`OpenCtiApi::indicator`] at once (the workers), or each call past it opens a new
+    /// connection (ureq's default keeps 3 per host).
+    pub max_idle_connections: usize,
 }
+
+/// Per-connection read buffer of the agent: holds a whole response header and reads bodies in
+/// chunks of this size (ureq's default is 128 KiB, allocated and zeroed per connection).
+const INPUT_BUFFER: usize = 32 * 1024;
+/// Per-connection write buffer: a request header, then the body in chunks of this size.
+const OUTPUT_BUFFER: usize = 16 * 1024;
 
 impl ApiOptions {
     pub fn new(url: impl Into<String>, token: Secret) -> Self {
@@ -53,6 +63,7 @@ impl ApiOptions {
             max_retries: 4,
             backoff: Duration::from_secs(1),
             custom_headers: Vec::new(),
+            max_idle_connections: 8,
         }
     }
 }
@@ -393,9 +404,15 @@ impl OpenCtiApi {
             .timeout_connect(Some(Duration::from_secs(15).min(opts.timeout)))
             .user_agent(USER_AGENT)
             .tls_config(tls)
+            .max_idle_connections(opts.max_idle_connections.max(1))
+            .max_idle_connections_per_host(opts.max_idle_connections.max(1))
+            // Small per-connection buffers (see `INPUT_BUFFER`): the defaults (2 × 128 KiB,
+            // zeroed) cost RSS per pooled connection and CPU per new one.
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
             .build();
         Ok(OpenCtiApi {
-            agent: config.new_agent(),
+            agent: crate::resolver::agent(config),
             endpoint: format!("{}/graphql", base_url(&opts.url)),
             opts,
             shutdown: None,

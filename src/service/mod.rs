@@ -702,6 +702,8 @@ fn api_options(config: &Config) -> ApiOptions {
     o.tls = octi_tls(config);
     o.timeout = config.opencti.request_timeout;
     o.custom_headers = config.opencti.custom_headers.clone();
+    // Every worker reads indicators; the pinger and registration share the pool too.
+    o.max_idle_connections = config.service.workers.max(1) + 2;
     o
 }
 

@@ -386,6 +386,11 @@ impl HarfangLabSim {
         lock(&self.shared.state).requests.clone()
     }
 
+    /// TCP connections accepted so far (connection reuse keeps this near the client's pool size).
+    pub fn connections_accepted(&self) -> u64 {
+        self.server.connections_accepted()
+    }
+
     pub fn total_requests(&self) -> u64 {
         lock(&self.shared.state).requests.values().sum()
     }

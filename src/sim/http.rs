@@ -166,6 +166,11 @@ impl HttpServer {
         self.addr
     }
 
+    /// Connections accepted so far (a client reusing keep-alive connections opens few).
+    pub fn connections_accepted(&self) -> u64 {
+        self.inner.next_id.load(Ordering::Relaxed)
+    }
+
     /// Stop accepting, close open connections and join every thread. Idempotent.
     pub fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);

@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -160,6 +160,7 @@ struct Shared {
     inner: Mutex<Inner>,
     changed: Condvar,
     stop: AtomicBool,
+    accepted: AtomicU64,
 }
 
 impl Shared {
@@ -206,6 +207,7 @@ pub fn serve(bind: &str, cfg: OpenCtiSimConfig) -> io::Result<OpenCtiSim> {
         inner: Mutex::new(inner),
         changed: Condvar::new(),
         stop: AtomicBool::new(false),
+        accepted: AtomicU64::new(0),
     });
     let acceptor = {
         let shared = shared.clone();
@@ -217,6 +219,7 @@ pub fn serve(bind: &str, cfg: OpenCtiSimConfig) -> io::Result<OpenCtiSim> {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
+                    shared.accepted.fetch_add(1, Ordering::Relaxed);
                     let shared = shared.clone();
                     let _ = thread::Builder::new()
                         .name("octi-sim-conn".into())
@@ -249,6 +252,11 @@ fn next_id(inner: &mut Inner) -> String {
 
 impl OpenCtiSim {
     /// `http://127.0.0.1:<port>`.
+    /// TCP connections accepted so far (stream and GraphQL).
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -371,10 +379,12 @@ impl Request {
     }
 }
 
-fn read_request(conn: &TcpStream) -> io::Result<Request> {
-    let mut r = BufReader::new(conn.try_clone()?);
+/// Read one request; `None` when the client closed the connection between requests.
+fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
     let mut line = String::new();
-    r.read_line(&mut line)?;
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
     let target = parts.next().unwrap_or_default();
@@ -401,23 +411,38 @@ fn read_request(conn: &TcpStream) -> io::Result<Request> {
         .unwrap_or(0);
     let mut body = vec![0; len.min(64 * 1024 * 1024)];
     r.read_exact(&mut body)?;
-    Ok(Request {
+    Ok(Some(Request {
         method,
         path,
         query,
         headers,
         body,
-    })
+    }))
 }
 
+/// Answer and close the connection.
 fn respond(conn: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> io::Result<()> {
-    write!(
-        conn,
-        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    write_response(conn, status, ctype, body, false)
+}
+
+/// The whole response in one write: with keep-alive, a header and body in separate small
+/// writes would meet Nagle's algorithm and the client's delayed ACK (a 40 ms stall).
+fn write_response(
+    conn: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
         reason(status),
-        body.len()
-    )?;
-    conn.write_all(body)?;
+        body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    conn.write_all(&out)?;
     conn.flush()
 }
 
@@ -462,17 +487,40 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn handle_conn(shared: &Shared, mut conn: TcpStream) -> io::Result<()> {
+/// Serve one connection: GraphQL requests keep it alive (as the real platform does, so clients
+/// reuse their pooled connections); a stream request takes it over until the stream ends.
+fn handle_conn(shared: &Shared, conn: TcpStream) -> io::Result<()> {
+    conn.set_nodelay(true)?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    // The first request is expected at once; later ones may come after an idle spell longer
+    // than the client pool's idle age (ureq: 15 s), so the client, not us, closes idle ones.
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let req = read_request(&conn)?;
-    conn.set_read_timeout(None)?;
-    if req.method == "POST" && req.path.ends_with("/graphql") {
-        return handle_graphql(shared, &mut conn, &req);
+    let mut conn = conn;
+    loop {
+        let Some(req) = read_request(&mut reader)? else {
+            return Ok(());
+        };
+        if shared.stop.load(Ordering::SeqCst) {
+            // A stopped simulator answers nothing, even on a connection opened before.
+            return Ok(());
+        }
+        conn.set_read_timeout(None)?;
+        if req.method == "POST" && req.path.ends_with("/graphql") {
+            let keep_alive = !req
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            handle_graphql(shared, &mut conn, &req, keep_alive)?;
+            if !keep_alive {
+                return Ok(());
+            }
+            conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+            continue;
+        }
+        if req.method == "GET" && (req.path == "/stream" || req.path.starts_with("/stream/")) {
+            return handle_stream(shared, conn, &req);
+        }
+        return respond(&mut conn, 404, "text/plain", b"not found");
     }
-    if req.method == "GET" && (req.path == "/stream" || req.path.starts_with("/stream/")) {
-        return handle_stream(shared, conn, &req);
-    }
-    respond(&mut conn, 404, "text/plain", b"not found")
 }
 
 fn authorized(shared: &Shared, req: &Request) -> bool {
@@ -643,7 +691,12 @@ fn graphql_error(message: &str, code: &str) -> Value {
     json!({"errors": [{"message": message, "extensions": {"code": code}}], "data": null})
 }
 
-fn handle_graphql(shared: &Shared, conn: &mut TcpStream, req: &Request) -> io::Result<()> {
+fn handle_graphql(
+    shared: &Shared,
+    conn: &mut TcpStream,
+    req: &Request,
+    keep_alive: bool,
+) -> io::Result<()> {
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     shared.lock().graphql.push(body.clone());
     let answer = if !authorized(shared, req) {
@@ -651,7 +704,13 @@ fn handle_graphql(shared: &Shared, conn: &mut TcpStream, req: &Request) -> io::R
     } else {
         graphql_answer(shared, &body)
     };
-    respond(conn, 200, "application/json", answer.to_string().as_bytes())
+    write_response(
+        conn,
+        200,
+        "application/json",
+        answer.to_string().as_bytes(),
+        keep_alive,
+    )
 }
 
 /// Register input fields known per platform version (GraphQL rejects unknown ones, §3.1).
