@@ -1,153 +1,306 @@
-//! End-to-end throughput and memory: simulated OpenCTI stream → the real `harfanglab-intel run`
-//! binary (a child process, the release build `cargo bench` makes) → simulated HarfangLab on
-//! loopback. For HarfangLab latency 0/10/50 ms × 1/4/16/32 workers: events per second, HarfangLab
-//! requests per event (from the simulator's counters) and the connector's peak RSS (`VmHWM` of the
-//! child from `/proc/<pid>/status`, read just before SIGTERM, so the simulators' memory in this
-//! process is not counted). Then peak RSS at 10,000 vs 100,000 events (0 ms, 32 workers).
-//! Prints a table. Run with `cargo bench --bench end_to_end`.
+//! End-to-end throughput of the real binary: simulated OpenCTI → `harfanglab-intel run` (a child
+//! process) → simulated HarfangLab, both simulators in this process on loopback.
 //!
-//! Each event is a create of a new IPv4 indicator (one IOC rule). The rate is measured from the
-//! process start until the simulator has received the POST of the last IOC rule, so it includes
-//! startup (register, source lists) — negligible at these sizes.
+//! Prints a table: HarfangLab latency × worker count → events/s, HarfangLab requests per event,
+//! and the connector's peak RSS (`VmHWM` of the child). Then RSS at 10,000 and 100,000 events of
+//! one run, to show it stays flat. Each cell runs on a stream of 10,000 new indicators (IPv4,
+//! domains, URLs, hashes in turn) for at most `HLI_BENCH_SECONDS` (default 10) seconds;
+//! events/s is counted from the IOC creates the HarfangLab simulator received (one per event), and the
+//! final checkpoint is checked to cover them. Run with `cargo bench --bench end_to_end`.
+//!
+//! Also printed per cell: the connector's own CPU time per event (`utime + stime` of the child,
+//! so the simulators' share of the 2 cores is not counted) and the TCP connections both
+//! simulators accepted (connection reuse keeps it near the pool sizes).
+//!
+//! Environment: `HLI_BENCH_BIN` runs another build of the connector (e.g. a baseline binary);
+//! `HLI_BENCH_CELLS=0:32,10:32` runs only those `latency_ms:workers` cells; `HLI_BENCH_LONG=0`
+//! skips the 100,000-event run.
 
-#[path = "../tests/e2e_support/mod.rs"]
-mod e2e_support;
-
-use e2e_support::{World, bulk_creates};
-use harfanglab_intel::sim::harfanglab::Faults;
+use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, SimConfig};
+use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig, ScenarioEvent};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Row {
-    latency_ms: u64,
-    workers: usize,
-    events: u64,
-    secs: f64,
-    requests_per_event: f64,
-    peak_rss_kb: Option<u64>,
-}
+const OCTI_EXT: &str = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba";
+const BASE_MS: u64 = 1_718_445_600_000;
 
-/// `VmHWM` (peak resident set) of a process, in kB.
-fn peak_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Event count for a configuration: 10,000, scaled down so a slow one takes ~10 s.
-fn events_for(latency_ms: u64, workers: usize) -> u64 {
-    if latency_ms == 0 {
-        return 10_000;
-    }
-    // About two HarfangLab round trips per new IOC (lookup + create).
-    let est_rate = workers as f64 * 1000.0 / (latency_ms as f64 * 2.0);
-    ((est_rate * 10.0) as u64).clamp(200, 10_000)
-}
-
-fn run(latency_ms: u64, workers: usize, events: u64) -> Row {
-    let faults = Faults {
-        latency: Duration::from_millis(latency_ms),
-        ..Faults::default()
-    };
-    let world = World::start(bulk_creates(0, events), faults, 1);
-    let opts = world
-        .opts()
-        .workers(workers)
-        .env("CONNECTOR_LOG_LEVEL", "warn");
-    // The child's environment is scrubbed; pass glibc's arena cap through to measure its effect
-    // on RSS (`MALLOC_ARENA_MAX=2 cargo bench --bench end_to_end`).
-    let opts = match std::env::var("MALLOC_ARENA_MAX") {
-        Ok(v) => opts.env("MALLOC_ARENA_MAX", &v),
-        Err(_) => opts,
-    };
-    let t0 = Instant::now();
-    let mut c = world.spawn(&opts);
-    let deadline = t0 + Duration::from_secs(600);
-    while world.hl.requests("POST", "IOCRule") < events {
-        if let Some(status) = c.try_wait() {
-            panic!("connector exited ({status})\n{}", c.stderr_tail());
+fn indicator(n: u64) -> ScenarioEvent {
+    let (pattern, name) = match n % 4 {
+        0 => {
+            let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+            (format!("[ipv4-addr:value = '{ip}']"), ip)
         }
-        assert!(Instant::now() < deadline, "timeout\n{}", c.stderr_tail());
+        1 => {
+            let d = format!("bench-{n}.example");
+            (format!("[domain-name:value = '{d}']"), d)
+        }
+        2 => {
+            let u = format!("http://bench-{n}.example/p");
+            (format!("[url:value = '{u}']"), u)
+        }
+        _ => {
+            let h = format!("{n:064x}");
+            (format!("[file:hashes.'SHA-256' = '{h}']"), h)
+        }
+    };
+    let data = json!({"version": "4", "type": "create", "scope": "external",
+        "message": "creates an indicator", "origin": {},
+        "data": {"id": format!("indicator--00000002-0000-4000-8000-{n:012x}"),
+            "spec_version": "2.1", "type": "indicator", "name": name, "pattern": pattern,
+            "pattern_type": "stix", "revoked": false,
+            "extensions": {OCTI_EXT: {"id": format!("00000001-0000-4000-8000-{n:012x}"),
+                "score": 70, "type": "Indicator"}}}});
+    ScenarioEvent {
+        event: "create".into(),
+        data,
+    }
+}
+
+/// Position of a simulator event id (`<ms>-<seq>`, two events per millisecond) + 1.
+fn events_done(id: &str) -> u64 {
+    let Some((ms, seq)) = id.split_once('-') else {
+        return 0;
+    };
+    let (Ok(ms), Ok(seq)) = (ms.parse::<u64>(), seq.parse::<u64>()) else {
+        return 0;
+    };
+    (ms.saturating_sub(BASE_MS)) * 2 + seq + 1
+}
+
+fn checkpoint(dir: &Path) -> u64 {
+    let path = dir.join("b0000000-0000-4000-8000-000000000001.checkpoint.json");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["start_from"].as_str().map(events_done))
+        .unwrap_or(0)
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `utime + stime` of a process in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`, which may itself hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn spawn(octi: &str, hl: &str, dir: &Path, workers: usize) -> Child {
+    let bin = std::env::var("HLI_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_harfanglab-intel").to_owned());
+    Command::new(bin)
+        .arg("run")
+        .env_clear()
+        .current_dir(dir)
+        .env("OPENCTI_URL", octi)
+        .env("OPENCTI_TOKEN", "sim-token")
+        .env("CONNECTOR_ID", "b0000000-0000-4000-8000-000000000001")
+        .env("CONNECTOR_LIVE_STREAM_ID", "live")
+        .env("CONNECTOR_LIVE_STREAM_RECOVER_ISO_DATE", "false")
+        .env("CONNECTOR_LOG_LEVEL", "error")
+        .env("HARFANGLAB_INTEL_URL", hl)
+        .env("HARFANGLAB_INTEL_TOKEN", "sim-token")
+        .env("HARFANGLAB_INTEL_STATE_DIR", dir)
+        .env("HARFANGLAB_INTEL_WORKERS", workers.to_string())
+        .env("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", "20")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn harfanglab-intel")
+}
+
+struct Cell {
+    events: u64,
+    per_sec: f64,
+    requests_per_event: f64,
+    rss_kb: u64,
+    /// Connector CPU milliseconds per event.
+    cpu_ms_per_event: f64,
+    /// TCP connections accepted by the HarfangLab and the OpenCTI simulators.
+    connections: (u64, u64),
+    /// RSS sampled when the checkpoint passed each mark.
+    rss_at: Vec<(u64, u64)>,
+}
+
+fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks: &[u64]) -> Cell {
+    let scenario: Vec<ScenarioEvent> = (0..n_events).map(indicator).collect();
+    let mut octi = octisim::serve(
+        "127.0.0.1:0",
+        OpenCtiSimConfig {
+            scenario,
+            heartbeat: Duration::from_secs(1),
+            base_ms: BASE_MS,
+            ..OpenCtiSimConfig::default()
+        },
+    )
+    .expect("opencti sim");
+    let hl = hlsim::serve(
+        "127.0.0.1:0",
+        SimConfig {
+            faults: Faults {
+                latency,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .expect("harfanglab sim");
+    let dir = std::env::temp_dir().join(format!(
+        "hli-bench-run-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = spawn(&octi.base_url(), hl.base_url(), &dir, workers);
+    // Progress is counted from the IOC creates the simulator received: every event of this
+    // stream creates one new IOC, and nothing else creates one. (The checkpoint file is saved at most once a second, too coarse to
+    // time a 10,000-event run that takes about a second; it is checked after the drain.)
+    // Timing starts at the first write (startup excluded).
+    let wait_start = Instant::now();
+    let created = || hl.requests("POST", "IOCRule");
+    while created() == 0 && wait_start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (t0, w0, r0) = (Instant::now(), created(), hl.total_requests());
+    let cpu0 = cpu_ticks(child.id());
+    let mut rss_at = Vec::new();
+    let mut next_mark = 0;
+    let mut rss = 0;
+    loop {
+        let done = created();
+        rss = rss.max(vm_hwm_kb(child.id()));
+        while next_mark < marks.len() && done >= marks[next_mark] {
+            rss_at.push((marks[next_mark], vm_hwm_kb(child.id())));
+            next_mark += 1;
+        }
+        if done >= n_events || t0.elapsed() >= budget {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let peak = peak_rss_kb(c.pid());
-    let requests = world.hl.total_requests();
-    c.terminate_ok(Duration::from_secs(30));
-    let created = world.hl.ioc_rules().len() as u64;
-    assert_eq!(created, events, "IOC rules created");
-    Row {
-        latency_ms,
-        workers,
-        events,
-        secs,
-        requests_per_event: requests as f64 / events as f64,
-        peak_rss_kb: peak,
-    }
-}
-
-fn mb(kb: Option<u64>) -> String {
-    kb.map(|k| format!("{:.1}", k as f64 / 1024.0))
-        .unwrap_or_else(|| "n/a".into())
-}
-
-fn print(rows: &[Row]) {
-    println!(
-        "| HL latency | workers | events | seconds | events/s | HL requests/event | peak RSS (MB) |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
-        println!(
-            "| {} ms | {} | {} | {:.2} | {:.0} | {:.2} | {} |",
-            r.latency_ms,
-            r.workers,
-            r.events,
-            r.secs,
-            r.events as f64 / r.secs,
-            r.requests_per_event,
-            mb(r.peak_rss_kb)
+    let (elapsed, events) = (t0.elapsed(), created().saturating_sub(w0));
+    let cpu1 = cpu_ticks(child.id());
+    rss = rss.max(vm_hwm_kb(child.id()));
+    // Requests per event over whole events: stop (the drain finishes what is in flight and
+    // saves the final checkpoint), then count both.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let finished = created().saturating_sub(w0);
+    let checkpointed = checkpoint(&dir);
+    if checkpointed < created() {
+        eprintln!(
+            "WARNING: final checkpoint covers {checkpointed} events, {} were applied",
+            created()
         );
+    }
+    let requests = hl.total_requests().saturating_sub(r0);
+    let connections = (hl.connections_accepted(), octi.connections_accepted());
+    hl.shutdown();
+    octi.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    Cell {
+        events,
+        per_sec: events as f64 / elapsed.as_secs_f64().max(1e-9),
+        requests_per_event: requests as f64 / (finished.max(1)) as f64,
+        rss_kb: rss,
+        cpu_ms_per_event: cpu1.saturating_sub(cpu0) as f64 * 10.0 / (events.max(1)) as f64,
+        connections,
+        rss_at,
     }
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; another argument selects one "latency/workers" cell (e.g. `10/32`)
-    // or `rss` (the 10k vs 100k runs only).
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    println!(
-        "end_to_end: binary {}",
-        e2e_support::test_binary().display()
+    let budget = Duration::from_secs(
+        std::env::var("HLI_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
     );
-    let mut rows = Vec::new();
+    let only: Option<Vec<(u64, usize)>> = std::env::var("HLI_BENCH_CELLS").ok().map(|v| {
+        v.split(',')
+            .filter_map(|c| {
+                let (l, w) = c.trim().split_once(':')?;
+                Some((l.parse().ok()?, w.parse().ok()?))
+            })
+            .collect()
+    });
+    println!(
+        "end to end: simulated OpenCTI -> harfanglab-intel (child process) -> simulated HarfangLab"
+    );
+    println!("stream of 10,000 new indicators; each cell runs until done or {budget:?}\n");
+    println!(
+        "| HarfangLab latency | workers | events | events/s | connector CPU/event | HL requests/event | connections HL/OpenCTI | peak RSS |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for latency_ms in [0u64, 10, 50] {
         for workers in [1usize, 4, 16, 32] {
-            let name = format!("{latency_ms}/{workers}");
-            if filter.as_deref().is_some_and(|f| f != name) {
+            if only
+                .as_ref()
+                .is_some_and(|o| !o.contains(&(latency_ms, workers)))
+            {
                 continue;
             }
-            let events = events_for(latency_ms, workers);
-            let row = run(latency_ms, workers, events);
-            println!(
-                "  {name}: {} events in {:.2} s ({:.0}/s)",
-                row.events,
-                row.secs,
-                row.events as f64 / row.secs
+            let c = run(
+                10_000,
+                Duration::from_millis(latency_ms),
+                workers,
+                budget,
+                &[],
             );
-            rows.push(row);
+            println!(
+                "| {latency_ms} ms | {workers} | {} | {:.0} | {:.3} ms | {:.2} | {} / {} | {:.1} MB |",
+                c.events,
+                c.per_sec,
+                c.cpu_ms_per_event,
+                c.requests_per_event,
+                c.connections.0,
+                c.connections.1,
+                c.rss_kb as f64 / 1024.0
+            );
         }
     }
-    println!();
-    print(&rows);
-
-    if filter.is_none() || filter.as_deref() == Some("rss") {
-        println!();
-        println!("RSS flatness (0 ms, 32 workers):");
-        let small = run(0, 32, 10_000);
-        let large = run(0, 32, 100_000);
-        print(&[small, large]);
+    if std::env::var("HLI_BENCH_LONG").is_ok_and(|v| v == "0") {
+        return;
     }
+    println!("\nRSS over a long stream (0 ms, 32 workers, 100,000 events):");
+    let c = run(
+        100_000,
+        Duration::ZERO,
+        32,
+        budget * 12,
+        &[10_000, 50_000, 100_000],
+    );
+    for (mark, kb) in &c.rss_at {
+        println!(
+            "  after {mark:>7} events: peak RSS {:.1} MB",
+            *kb as f64 / 1024.0
+        );
+    }
+    println!(
+        "  {} events at {:.0} events/s, {:.3} ms connector CPU/event, peak RSS {:.1} MB",
+        c.events,
+        c.per_sec,
+        c.cpu_ms_per_event,
+        c.rss_kb as f64 / 1024.0
+    );
 }
