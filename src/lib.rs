@@ -22,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod harfanglab;
 pub mod indicator_file;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod opencti;

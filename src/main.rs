@@ -1,12 +1,12 @@
-//! The `harfanglab-intel` binary: arguments, configuration, logging, dispatch to [`app`], exit codes
+//! The `harfanglab-intel` binary: arguments, configuration, logging set-up, signals, dispatch to [`app`], exit codes
 //! (0 ok, 1 runtime failure, 2 configuration or usage error). Everything else lives in the library.
 
 use clap::{Parser, Subcommand};
 use harfanglab_intel::app::{self, AppError, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 use harfanglab_intel::config::{self, Config, RawConfig};
+use harfanglab_intel::logging;
 use harfanglab_intel::pipeline::Shutdown;
 use log::{error, info, warn};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,45 +51,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => match load_config(&cli) {
-            Ok(config) => finish(app::run(&config, &signals())),
+            Ok(config) => finish(app::run(&config, &Shutdown::install_signal_handler())),
             Err(code) => code,
         },
         Command::Check => check(&cli),
         Command::Demo => {
-            init_logging(env_log_level());
-            let _ = signals();
+            logging::init(logging::env_level());
+            let _ = Shutdown::install_signal_handler();
             finish(app::demo(&mut std::io::stdout()))
         }
         Command::Translate { file, strict } => {
-            init_logging(env_log_level());
+            logging::init(logging::env_level());
             translate(file.as_deref(), *strict)
         }
     };
     ExitCode::from(code)
 }
 
-/// SIGINT/SIGTERM: the first one shuts down gracefully, a second one exits 130 at once (the
-/// checkpoint on disk is always a correct resume position).
-fn signals() -> Shutdown {
-    let shutdown = Shutdown::new();
-    let s = shutdown.clone();
-    let installed = ctrlc::set_handler(move || {
-        if s.on_signal() {
-            eprintln!("harfanglab-intel: second signal, exiting now");
-            std::process::exit(130);
-        }
-        log::info!("signal received: stopping (again to exit at once)");
-    });
-    if let Err(e) = installed {
-        warn!("cannot install the signal handler: {e}");
-    }
-    shutdown
-}
-
 /// Read and validate the configuration, start logging, log the summary. `Err` is the exit code.
 fn load_config(cli: &Cli) -> Result<Config, u8> {
     let raw = read_raw(cli)?;
-    init_logging(raw.log_level());
+    logging::init(raw.log_level());
     for w in raw.warnings() {
         warn!("{w}");
     }
@@ -174,53 +156,4 @@ fn finish(result: Result<(), AppError>) -> u8 {
             EXIT_FAILURE
         }
     }
-}
-
-/// The level for commands that read no config file: `CONNECTOR_LOG_LEVEL` if valid, else info.
-fn env_log_level() -> log::LevelFilter {
-    config::process_env("CONNECTOR_LOG_LEVEL")
-        .and_then(|v| config::parse_log_level(&v).ok())
-        .unwrap_or(log::LevelFilter::Info)
-}
-
-/// Log to stderr with UTC RFC 3339 timestamps and thread names, colours only on a terminal.
-/// HTTP/TLS crates are kept at `warn` so `debug` stays about this connector.
-fn init_logging(level: log::LevelFilter) {
-    use simplelog::{
-        ColorChoice, CombinedLogger, ConfigBuilder, TermLogger, TerminalMode, ThreadLogMode,
-    };
-    const NOISY: [&str; 2] = ["ureq", "rustls"];
-    let colors = if std::io::stderr().is_terminal() {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
-    };
-    let base = || {
-        let mut b = ConfigBuilder::new();
-        b.set_time_format_rfc3339()
-            .set_thread_level(log::LevelFilter::Error)
-            .set_thread_mode(ThreadLogMode::Names)
-            .set_target_level(log::LevelFilter::Error)
-            .set_location_level(log::LevelFilter::Off);
-        b
-    };
-    let mut ours = base();
-    let mut noisy = base();
-    for target in NOISY {
-        ours.add_filter_ignore_str(target);
-        noisy.add_filter_allow_str(target);
-    }
-    // ureq_proto hex-dumps requests (Authorization header included) at TRACE: never log it.
-    noisy.add_filter_ignore_str("ureq_proto");
-    let loggers: Vec<Box<dyn simplelog::SharedLogger>> = vec![
-        TermLogger::new(level, ours.build(), TerminalMode::Stderr, colors),
-        TermLogger::new(
-            level.min(log::LevelFilter::Warn),
-            noisy.build(),
-            TerminalMode::Stderr,
-            colors,
-        ),
-    ];
-    // Fails only if a logger is already set, which cannot happen in this binary.
-    let _ = CombinedLogger::init(loggers);
 }

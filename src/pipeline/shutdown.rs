@@ -28,6 +28,26 @@ struct Inner {
 }
 
 impl Shutdown {
+    /// A new `Shutdown` triggered by SIGINT/SIGTERM (ctrlc with its `termination` feature): the
+    /// first signal shuts down gracefully, a second one exits 130 at once (the checkpoint on
+    /// disk is always a correct resume position). One handler per process: call it once.
+    pub fn install_signal_handler() -> Shutdown {
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        let installed = ctrlc::set_handler(move || {
+            if s.on_signal() {
+                // The logger may hold a lock mid-line; a plain write is the safe last word.
+                eprintln!("harfanglab-intel: second signal, exiting now");
+                std::process::exit(130);
+            }
+            log::info!("signal received: stopping (again to exit at once)");
+        });
+        if let Err(e) = installed {
+            log::warn!("cannot install the signal handler: {e}");
+        }
+        shutdown
+    }
+
     /// A signal that has not fired.
     pub fn new() -> Self {
         // Nothing is ever sent: the channel only carries "disconnected".
