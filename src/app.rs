@@ -1,12 +1,15 @@
-//! What the commands do once `main` has parsed the arguments: `run`, `demo`, `check`, `translate`.
+//! What the commands do once `main` has parsed the arguments: `run`, `demo`, `check`, `translate`,
+//! `healthcheck`.
 //!
-//! `main` owns arguments, logging, signals and exit codes; this module owns the work and returns
-//! typed results. `run`/`demo` are extension points the pipeline wires; `check` reports the
-//! configuration, the local prerequisites and what live probes of both ends found (OpenCTI
-//! GraphQL and live stream, HarfangLab token, permission and source lists; it writes nothing);
-//! `translate` is the offline translation of an indicator file, one JSON line out per indicator.
+//! `main` owns arguments, signals and the process exit; this module owns the work and the glue
+//! around it (reading the configuration, printing reports, choosing the exit code). `run`/`demo`
+//! are extension points the pipeline wires; `check` reports the configuration, the local
+//! prerequisites and what live probes of both ends found (OpenCTI GraphQL and live stream,
+//! HarfangLab token, permission and source lists; it writes nothing); `translate` is the offline
+//! translation of an indicator file, one JSON line out per indicator; `healthcheck` asks a running
+//! connector's `/healthz` on the loopback interface (the container `HEALTHCHECK`).
 
-use crate::config::{Config, RawConfig, TlsVerify};
+use crate::config::{self, Config, ConfigError, RawConfig, TlsVerify};
 use crate::harfanglab::HarfangLabError;
 use crate::harfanglab::client::{Client, ClientOptions};
 use crate::harfanglab::model::SourceKind;
@@ -20,6 +23,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -93,6 +97,225 @@ pub fn demo(out: &mut dyn Write) -> Result<(), AppError> {
     out.write_all(result.render().as_bytes())
         .and_then(|()| out.flush())
         .map_err(AppError::Output)
+}
+
+/// Turn a command's result into its exit code: a closed stdout pipe is success, any other error
+/// is logged once and exits 1.
+pub fn exit_code(result: Result<(), AppError>) -> u8 {
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) if e.is_broken_pipe() => EXIT_OK,
+        Err(e) => {
+            log::error!("{e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Read the configuration file (explicit `path`, else the default locations) and the process
+/// environment. On failure the problem is written to `err` and `Err` holds the exit code (2).
+pub fn read_raw_config(path: Option<&Path>, err: &mut dyn Write) -> Result<RawConfig, u8> {
+    RawConfig::load(path, &config::process_env).map_err(|e| config_failure(&e, err))
+}
+
+/// Write a configuration error for a person and return [`EXIT_CONFIG`]. Written to `err`
+/// directly (stderr in `main`): it must reach the operator even before logging is set up.
+pub fn config_failure(e: &ConfigError, err: &mut dyn Write) -> u8 {
+    let _ = writeln!(err, "harfanglab-intel: {e}");
+    if matches!(e, ConfigError::Invalid(_)) {
+        let _ = writeln!(
+            err,
+            "Set each of them in the environment or in the YAML config file \
+             (see config.yml.sample and the README's configuration reference)."
+        );
+    }
+    EXIT_CONFIG
+}
+
+/// The configuration for `run`: read and validate it, start logging at its level, log its
+/// warnings and summary. `Err` is the exit code, the problem already written to `err`.
+pub fn load_config(path: Option<&Path>, dry_run: bool, err: &mut dyn Write) -> Result<Config, u8> {
+    let raw = read_raw_config(path, err)?;
+    crate::logging::init(raw.log_level());
+    for w in raw.warnings() {
+        log::warn!("{w}");
+    }
+    let mut config = Config::from_raw(&raw).map_err(|e| config_failure(&e, err))?;
+    config.harfanglab.dry_run |= dry_run;
+    for w in config.warnings() {
+        log::warn!("{w}");
+    }
+    log::info!(
+        "harfanglab-intel {} starting: {}",
+        env!("CARGO_PKG_VERSION"),
+        config.summary()
+    );
+    Ok(config)
+}
+
+/// The `check` command: print every setting with its origin, then the [`check`] report, to
+/// `out`. Exit 0 when every check passed, 1 when one failed, 2 on a configuration error.
+pub fn check_command(
+    path: Option<&Path>,
+    dry_run: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let raw = match read_raw_config(path, err) {
+        Ok(raw) => raw,
+        Err(code) => return code,
+    };
+    let _ = writeln!(out, "{}", settings_report(&raw));
+    for w in raw.warnings() {
+        let _ = writeln!(out, "[WARN] config file: {w}");
+    }
+    let mut config = match Config::from_raw(&raw) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&e, err),
+    };
+    config.harfanglab.dry_run |= dry_run;
+    // Flushed before the probes so a slow probe does not hold back the settings.
+    let _ = out.flush();
+    let report = check(&config);
+    let _ = write!(out, "{report}");
+    let _ = out.flush();
+    if report.passed() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// The `translate` command: translate `file` (standard input for `None` or `-`) to `out`, log
+/// the counts. Exit 0, or 1 when the input or output fails, or (`strict`) any item failed.
+pub fn translate_command(file: Option<&Path>, strict: bool, out: &mut dyn Write) -> u8 {
+    let input = match read_input(file) {
+        Ok(i) => i,
+        Err(e) => return exit_code(Err(e)),
+    };
+    match translate(&input, out) {
+        Ok(s) => {
+            log::info!("translated {} item(s), {} with an error", s.items, s.failed);
+            if strict && s.failed > 0 {
+                EXIT_FAILURE
+            } else {
+                EXIT_OK
+            }
+        }
+        Err(e) => exit_code(Err(e)),
+    }
+}
+
+/// How long `healthcheck` waits for `/healthz`, connection included: below the container
+/// `HEALTHCHECK --timeout=5s`, so a hung connector reads as "unhealthy: timed out", not as a
+/// killed probe.
+pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why `healthcheck` found the connector unhealthy. Every variant exits 1.
+#[derive(Debug)]
+pub enum HealthcheckError {
+    /// `CONNECTOR_EXPOSE_METRICS` is off: there is no endpoint to ask.
+    NotEnabled,
+    /// Nothing answered at `url` (connection refused, timeout, reset).
+    Unreachable { url: String, detail: String },
+    /// `/healthz` answered something other than 200; `body` is its (JSON) reasons.
+    Unhealthy { status: u16, body: String },
+}
+
+impl fmt::Display for HealthcheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HealthcheckError::NotEnabled => write!(
+                f,
+                "metrics endpoint not enabled (CONNECTOR_EXPOSE_METRICS=true)"
+            ),
+            HealthcheckError::Unreachable { url, detail } => {
+                write!(f, "cannot reach {url}: {detail}")
+            }
+            HealthcheckError::Unhealthy { status, body } => {
+                write!(f, "unhealthy (HTTP {status}): {body}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HealthcheckError {}
+
+/// Where `healthcheck` asks: the configured metrics port on the loopback interface. The probe
+/// runs inside the connector's own host or container, so loopback always reaches a server bound
+/// to `0.0.0.0`/`::` (the default) or to loopback, and the check never leaves the machine. A
+/// server bound to one non-loopback address is not reachable this way. `None` when metrics are
+/// not exposed.
+pub fn healthz_address(config: &Config) -> Option<SocketAddr> {
+    let bind = config.connector.metrics_addr?;
+    let ip = match bind.ip() {
+        IpAddr::V6(v6) if v6.is_loopback() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    Some(SocketAddr::new(ip, bind.port()))
+}
+
+/// `GET http://<addr>/healthz` with `timeout` for the whole exchange, no proxy, no redirect.
+/// `Ok` on 200; otherwise why not.
+pub fn probe_healthz(addr: SocketAddr, timeout: Duration) -> Result<(), HealthcheckError> {
+    let url = format!("http://{addr}/healthz");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        // Loopback only: an HTTP_PROXY in the container environment must not see this request.
+        .proxy(None)
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(&url)
+        .call()
+        .map_err(|e| HealthcheckError::Unreachable {
+            url: url.clone(),
+            detail: e.to_string(),
+        })?;
+    let status = response.status().as_u16();
+    if status == 200 {
+        return Ok(());
+    }
+    // The 503 body is a short JSON reason list; cap it so a stranger on the port cannot flood us.
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(4096)
+        .read_to_string()
+        .unwrap_or_else(|e| format!("(body unreadable: {e})"));
+    Err(HealthcheckError::Unhealthy {
+        status,
+        body: body.trim().to_owned(),
+    })
+}
+
+/// The `healthcheck` command: read the configuration like `run`, ask `/healthz` on the loopback
+/// interface, print one line. Exit 0 healthy, 1 unhealthy or unreachable, 2 on a configuration
+/// error. Logging is not started: the container runtime keeps this output, one line is enough.
+pub fn healthcheck_command(path: Option<&Path>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let raw = match read_raw_config(path, err) {
+        Ok(raw) => raw,
+        Err(code) => return code,
+    };
+    let config = match Config::from_raw(&raw) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&e, err),
+    };
+    let result = healthz_address(&config)
+        .ok_or(HealthcheckError::NotEnabled)
+        .and_then(|addr| probe_healthz(addr, HEALTHCHECK_TIMEOUT).map(|()| addr));
+    match result {
+        Ok(addr) => {
+            let _ = writeln!(out, "healthy (http://{addr}/healthz)");
+            EXIT_OK
+        }
+        Err(e) => {
+            let _ = writeln!(err, "harfanglab-intel: {e}");
+            EXIT_FAILURE
+        }
+    }
 }
 
 /// Outcome of one check.
@@ -674,5 +897,24 @@ mod tests {
             r.to_string()
                 .contains("[FAIL] state directory: /proc/version is not a directory")
         );
+    }
+
+    #[test]
+    fn healthz_is_asked_on_loopback_at_the_metrics_port() {
+        let mut config = Config::default();
+        assert!(healthz_address(&config).is_none());
+        for (bind, expected) in [
+            ("0.0.0.0:9095", "127.0.0.1:9095"),
+            ("10.1.2.3:9100", "127.0.0.1:9100"),
+            ("[::]:9095", "127.0.0.1:9095"),
+            ("[::1]:9095", "[::1]:9095"),
+        ] {
+            config.connector.metrics_addr = Some(bind.parse().unwrap());
+            assert_eq!(
+                healthz_address(&config),
+                Some(expected.parse().unwrap()),
+                "{bind}"
+            );
+        }
     }
 }
