@@ -36,12 +36,22 @@ COPY --from=builder /out/group /etc/group
 # Owned by the runtime user so a fresh named volume inherits a writable directory.
 COPY --from=builder --chown=65532:65532 /out/state /var/lib/harfanglab-intel
 COPY --from=builder /out/harfanglab-intel /harfanglab-intel
+# Metrics on by default in the image: the HEALTHCHECK below asks /healthz. The server binds
+# 0.0.0.0:9095 inside the container's own network namespace; nothing is reachable from outside
+# unless the port is published (`-p 127.0.0.1:9095:9095`). Set CONNECTOR_EXPOSE_METRICS=false to
+# turn it off (the health check then reports "metrics endpoint not enabled").
 ENV HARFANGLAB_INTEL_STATE_DIR=/var/lib/harfanglab-intel \
-    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    CONNECTOR_EXPOSE_METRICS=true
 USER 65532:65532
 VOLUME /var/lib/harfanglab-intel
-# Metrics and /healthz, only when CONNECTOR_EXPOSE_METRICS=true.
+# Documents the metrics port; EXPOSE publishes nothing by itself.
 EXPOSE 9095
+# `scratch` has no curl: the binary asks its own /healthz on 127.0.0.1:CONNECTOR_METRICS_PORT
+# (3 s budget, no proxy). Exit 0 healthy, 1 unhealthy or unreachable. /healthz is 503 until both
+# OpenCTI and HarfangLab have answered once, hence the start period.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["/harfanglab-intel", "healthcheck"]
 # The connector drains in-flight events on SIGTERM (up to HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT,
 # 30 s): give `docker stop` a longer grace period (`--time 45`, compose `stop_grace_period`).
 STOPSIGNAL SIGTERM

@@ -77,6 +77,7 @@ fn version_and_help() {
         "check",
         "translate",
         "demo",
+        "healthcheck",
         "--config",
         "--dry-run",
         "--version",
