@@ -288,9 +288,6 @@ impl GqlIndicator {
     }
 }
 
-/// pycti pings every 40 s (§3.2); the state reaches the platform with the ping.
-pub const PING_INTERVAL: Duration = Duration::from_secs(40);
-
 pub const ABOUT_QUERY: &str = "query healthCheck { about { version } }";
 pub const REGISTER_MUTATION: &str = "mutation RegisterConnector($input: RegisterConnectorInput) { registerConnector(input: $input) { id connector_state } }";
 pub const PING_MUTATION_V62: &str = "mutation PingConnector($id: ID!, $state: String, $connectorInfo: ConnectorInfoInput) { pingConnector(id: $id, state: $state, connectorInfo: $connectorInfo) { id connector_state } }";
