@@ -568,17 +568,7 @@ impl Ctx<'_> {
 
 /// `<connector id>.dead-letters.jsonl` (same character rules as the checkpoint file).
 pub fn dead_letter_name(file_id: &str) -> String {
-    let safe: String = file_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{safe}.dead-letters.jsonl")
+    format!("{}.dead-letters.jsonl", state::file_safe(file_id))
 }
 
 /// Mirror the client's and the pipeline's own counters at scrape time.
