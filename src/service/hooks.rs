@@ -41,6 +41,28 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Fresh per-run state: no stream head, no `no-recover`, not ready, no reset, no session.
+    pub fn new(
+        metrics: Metrics,
+        health: Health,
+        notifier: Notifier,
+        gate: WatchdogGate,
+        stats: PipelineStats,
+    ) -> Shared {
+        Shared {
+            metrics,
+            health,
+            notifier,
+            gate,
+            stats,
+            head_ms: AtomicU64::new(0),
+            no_recover: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            reset_pending: AtomicBool::new(false),
+            session: Mutex::new(None),
+        }
+    }
+
     /// Stop the current session (if any).
     pub fn stop_session(&self) {
         if let Some(s) = self
@@ -347,18 +369,13 @@ mod tests {
     use serde_json::json;
 
     fn shared() -> Shared {
-        Shared {
-            metrics: Metrics::new(),
-            health: Health::new(DEFAULT_HEALTH_WINDOW),
-            notifier: Notifier::disabled(),
-            gate: WatchdogGate::new(Notifier::disabled(), Duration::from_secs(60)),
-            stats: PipelineStats::new(),
-            head_ms: AtomicU64::new(0),
-            no_recover: AtomicBool::new(false),
-            ready: AtomicBool::new(false),
-            reset_pending: AtomicBool::new(false),
-            session: Mutex::new(None),
-        }
+        Shared::new(
+            Metrics::new(),
+            Health::new(DEFAULT_HEALTH_WINDOW),
+            Notifier::disabled(),
+            WatchdogGate::new(Notifier::disabled(), Duration::from_secs(60)),
+            PipelineStats::new(),
+        )
     }
 
     #[test]
