@@ -505,11 +505,7 @@ impl Client {
     }
 
     /// POST a source list `{name, description, enabled: true}`.
-    pub fn create_source(
-        &self,
-        kind: SourceKind,
-        name: &str,
-    ) -> Result<SourceList, HarfangLabError> {
+    fn create_source(&self, kind: SourceKind, name: &str) -> Result<SourceList, HarfangLabError> {
         #[derive(Serialize)]
         struct NewSource<'a> {
             name: &'a str,

@@ -91,7 +91,7 @@ impl Shared {
     }
 
     /// One-line status for `STATUS=` and the periodic log.
-    pub fn status_line(&self, s: &StatsSnapshot) -> String {
+    fn status_line(&self, s: &StatsSnapshot) -> String {
         let lag = match self.lag(s.watermark.as_deref()) {
             Some(l) => humantime::format_duration(Duration::from_millis(
                 u64::try_from(l.as_millis()).unwrap_or(u64::MAX) / 100 * 100,
@@ -245,7 +245,7 @@ pub struct Activity {
 /// to retry. A handler sitting in client retries during an outage (longer than `WatchdogSec`)
 /// is thus not a restart loop, while a wedged worker (no attempts, no waits, nothing
 /// finishing) still stops the pings.
-pub fn watchdog_progress(in_flight: u64, before: &Activity, now: &Activity, waiting: u64) -> bool {
+fn watchdog_progress(in_flight: u64, before: &Activity, now: &Activity, waiting: u64) -> bool {
     in_flight == 0
         || now.watermark != before.watermark
         || now.requests != before.requests
@@ -317,7 +317,7 @@ impl Pinger<'_> {
     }
 
     /// One ping with the latest checkpoint; returns whether the platform reset our state.
-    pub fn ping_once(&self) -> bool {
+    fn ping_once(&self) -> bool {
         let current = self.writer.current().map(|l| l.checkpoint);
         match self
             .api
