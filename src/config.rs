@@ -1040,7 +1040,7 @@ pub fn parse_log_level(value: &str) -> Result<log::LevelFilter, String> {
 }
 
 /// Parse a boolean the way people write them: true/false, yes/no, on/off, 1/0, any case.
-pub fn parse_bool(value: &str) -> Option<bool> {
+fn parse_bool(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Some(true),
         "false" | "no" | "off" | "0" => Some(false),

@@ -195,22 +195,26 @@ pub struct CheckpointStore {
     path: PathBuf,
 }
 
+/// `id` with every character other than `[A-Za-z0-9._-]` replaced by `_`: the stem of a file
+/// named after the connector in the state directory.
+pub fn file_safe(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 impl CheckpointStore {
     /// `<state_dir>/<connector_id>.checkpoint.json` (characters other than `[A-Za-z0-9._-]` in the
     /// id become `_`).
     pub fn new(state_dir: &Path, connector_id: &str) -> Self {
-        let safe: String = connector_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         CheckpointStore {
-            path: state_dir.join(format!("{safe}.checkpoint.json")),
+            path: state_dir.join(format!("{}.checkpoint.json", file_safe(connector_id))),
         }
     }
 

@@ -37,6 +37,21 @@ fn done_flags() -> Arc<Vec<AtomicBool>> {
     Arc::new((0..MAX_EVENTS).map(|_| AtomicBool::new(false)).collect())
 }
 
+/// A sink that fails the test when a watermark passes an event whose handler has not finished.
+fn finished_prefix_sink(done: &Arc<Vec<AtomicBool>>) -> RecordingSink {
+    let check = done.clone();
+    RecordingSink {
+        check: Some(Box::new(move |w: &str| {
+            let p = pos(w);
+            assert!(
+                (0..=p).all(|n| check[n].load(Ordering::SeqCst)),
+                "{w} passes unfinished work"
+            );
+        })),
+        ..RecordingSink::default()
+    }
+}
+
 #[test]
 fn shutdown_during_a_busy_stream_drains_and_checkpoints_only_finished_work() {
     let shutdown = Shutdown::new();
@@ -53,17 +68,7 @@ fn shutdown_during_a_busy_stream_drains_and_checkpoints_only_finished_work() {
             Outcome::Applied(String::new())
         })
     };
-    let check = done.clone();
-    let mut sink = RecordingSink {
-        check: Some(Box::new(move |w: &str| {
-            let p = pos(w);
-            assert!(
-                (0..=p).all(|n| check[n].load(Ordering::SeqCst)),
-                "{w} passes unfinished work"
-            );
-        })),
-        ..RecordingSink::default()
-    };
+    let mut sink = finished_prefix_sink(&done);
     let mut opts = fast_opts(4);
     opts.shutdown_deadline = Duration::from_secs(10);
     let summary = pipeline::run(
@@ -102,17 +107,7 @@ fn shutdown_deadline_abandons_unfinished_events_without_checkpointing_them() {
             Outcome::Applied(String::new())
         })
     };
-    let check = done.clone();
-    let mut sink = RecordingSink {
-        check: Some(Box::new(move |w: &str| {
-            let p = pos(w);
-            assert!(
-                (0..=p).all(|n| check[n].load(Ordering::SeqCst)),
-                "{w} passes unfinished work"
-            );
-        })),
-        ..RecordingSink::default()
-    };
+    let mut sink = finished_prefix_sink(&done);
     let mut opts = fast_opts(2);
     opts.queue_per_worker = 32;
     opts.shutdown_deadline = Duration::from_millis(300);

@@ -3,14 +3,16 @@
 //! anywhere, fatal startup errors end the run with a clear message, the final checkpoint is
 //! on disk and in OpenCTI, and metrics are served while it runs.
 
+mod service_support;
+
 use harfanglab_intel::config::Config;
-use harfanglab_intel::demo::{DEMO_SCENARIO, demo_config};
-use harfanglab_intel::notify::Notifier;
+use harfanglab_intel::demo::demo_config;
 use harfanglab_intel::pipeline::{PipelineStats, Shutdown};
-use harfanglab_intel::service::{self, RunOptions, RunSummary, ServiceError};
-use harfanglab_intel::sim::harfanglab::{self as hlsim, HarfangLabSim, SimConfig};
-use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSim, OpenCtiSimConfig};
+use harfanglab_intel::service::{self, RunSummary, ServiceError};
+use harfanglab_intel::sim::harfanglab::{self as hlsim, HarfangLabSim};
+use harfanglab_intel::sim::opencti::OpenCtiSim;
 use harfanglab_intel::state::{Checkpoint, compare_event_ids};
+use service_support::{demo_scenario, run_options, start_sims, state_dir};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,38 +32,14 @@ impl Drop for Env {
 }
 
 fn env(name: &str) -> Env {
-    let octi = octisim::serve(
-        "127.0.0.1:0",
-        OpenCtiSimConfig {
-            scenario: octisim::parse_scenario(DEMO_SCENARIO).unwrap(),
-            heartbeat: Duration::from_millis(100),
-            ..OpenCtiSimConfig::default()
-        },
-    )
-    .unwrap();
-    let hl = hlsim::serve("127.0.0.1:0", SimConfig::default()).unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "hli-service-{name}-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
+    let (octi, hl) = start_sims(demo_scenario(), Duration::ZERO);
+    let dir = state_dir(&format!("service-{name}"));
     let config = demo_config(&octi.base_url(), hl.base_url(), &dir, 4);
     Env {
         octi,
         hl,
         dir,
         config,
-    }
-}
-
-fn opts(stats: &PipelineStats) -> RunOptions {
-    RunOptions {
-        stats: stats.clone(),
-        notifier: Notifier::disabled(),
-        summary_every: Duration::from_secs(30),
-        tick_every: Duration::from_millis(200),
-        startup_backoff_max: Duration::from_millis(200),
-        stream_backoff: Duration::from_millis(50),
     }
 }
 
@@ -89,7 +67,7 @@ fn with_service(
     let stats = PipelineStats::new();
     let shutdown = Shutdown::new();
     std::thread::scope(|s| {
-        let h = s.spawn(|| service::run_with(config, &shutdown, opts(&stats)));
+        let h = s.spawn(|| service::run_with(config, &shutdown, run_options(&stats)));
         during(&stats);
         shutdown.trigger();
         h.join().expect("service thread")
@@ -101,7 +79,7 @@ fn run_alone(config: &Config) -> Result<RunSummary, ServiceError> {
     let stats = PipelineStats::new();
     let shutdown = Shutdown::new();
     std::thread::scope(|s| {
-        let h = s.spawn(|| service::run_with(config, &shutdown, opts(&stats)));
+        let h = s.spawn(|| service::run_with(config, &shutdown, run_options(&stats)));
         let deadline = Instant::now() + Duration::from_secs(20);
         while !h.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));

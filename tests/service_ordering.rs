@@ -3,15 +3,16 @@
 //! slow HarfangLab, applies in stream order: only the last pattern's value is left, and every
 //! other indicator's value is there.
 
+mod service_support;
+
 use harfanglab_intel::demo::demo_config;
-use harfanglab_intel::notify::Notifier;
 use harfanglab_intel::opencti::events::OCTI_EXT;
 use harfanglab_intel::pipeline::{PipelineStats, Shutdown};
-use harfanglab_intel::service::{self, RunOptions};
-use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, SimConfig};
-use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig, ScenarioEvent};
+use harfanglab_intel::service;
+use harfanglab_intel::sim::opencti::ScenarioEvent;
 use harfanglab_intel::state::compare_event_ids;
 use serde_json::{Value, json};
+use service_support::{run_options, start_sims, state_dir};
 use std::time::{Duration, Instant};
 
 fn stix(n: u32, name: &str, pattern: &str) -> Value {
@@ -90,43 +91,13 @@ fn a_burst_on_one_indicator_applies_in_order_among_many_others() {
             _ => {}
         }
     }
-    let mut octi = octisim::serve(
-        "127.0.0.1:0",
-        OpenCtiSimConfig {
-            scenario,
-            heartbeat: Duration::from_millis(100),
-            ..OpenCtiSimConfig::default()
-        },
-    )
-    .unwrap();
-    let hl = hlsim::serve(
-        "127.0.0.1:0",
-        SimConfig {
-            faults: Faults {
-                latency: Duration::from_millis(5),
-                ..Faults::default()
-            },
-            ..SimConfig::default()
-        },
-    )
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "hli-ordering-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
+    let (mut octi, hl) = start_sims(scenario, Duration::from_millis(5));
+    let dir = state_dir("ordering");
     let config = demo_config(&octi.base_url(), hl.base_url(), &dir, 16);
     let last = octi.event_ids().last().cloned().unwrap();
     let stats = PipelineStats::new();
     let shutdown = Shutdown::new();
-    let opts = RunOptions {
-        stats: stats.clone(),
-        notifier: Notifier::disabled(),
-        summary_every: Duration::from_secs(30),
-        tick_every: Duration::from_millis(200),
-        startup_backoff_max: Duration::from_millis(200),
-        stream_backoff: Duration::from_millis(50),
-    };
+    let opts = run_options(&stats);
     let result = std::thread::scope(|s| {
         let h = s.spawn(|| service::run_with(&config, &shutdown, opts));
         let deadline = Instant::now() + Duration::from_secs(60);

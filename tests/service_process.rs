@@ -4,11 +4,12 @@
 //! exactly the expected HarfangLab state (nothing lost, nothing duplicated).
 
 mod demo_expected;
+mod service_support;
 
-use harfanglab_intel::demo::DEMO_SCENARIO;
-use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, HarfangLabSim, SimConfig};
-use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSim, OpenCtiSimConfig};
+use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim};
+use harfanglab_intel::sim::opencti::OpenCtiSim;
 use harfanglab_intel::state::compare_event_ids;
+use service_support::{demo_scenario, start_sims, state_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,31 +37,8 @@ impl Drop for Env {
 }
 
 fn env(name: &str, latency: Duration) -> Env {
-    let octi = octisim::serve(
-        "127.0.0.1:0",
-        OpenCtiSimConfig {
-            scenario: octisim::parse_scenario(DEMO_SCENARIO).unwrap(),
-            heartbeat: Duration::from_millis(100),
-            ..OpenCtiSimConfig::default()
-        },
-    )
-    .unwrap();
-    let hl = hlsim::serve(
-        "127.0.0.1:0",
-        SimConfig {
-            faults: Faults {
-                latency,
-                ..Faults::default()
-            },
-            ..SimConfig::default()
-        },
-    )
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "hli-process-{name}-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
+    let (octi, hl) = start_sims(demo_scenario(), latency);
+    let dir = state_dir(&format!("process-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     let last = octi.event_ids().last().cloned().unwrap();
     Env {

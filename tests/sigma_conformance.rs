@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod corpora;
-use corpora::corpora_dir;
+use corpora::{corpora_dir, read_jsonl};
 
 /// Files where we knowingly disagree with pySigma: `(file, we accept?, reason)`.
 const DELIBERATE_DIFFERENCES: &[(&str, bool, &str)] = &[
@@ -85,13 +85,7 @@ fn reason_class(message: &str) -> String {
 #[test]
 fn sigma_corpus_matches_pysigma_oracle() {
     let sigma_dir = corpora_dir().join("sigma");
-    let oracle_path = sigma_dir.join("oracle-expected.jsonl");
-    let oracle = std::fs::read_to_string(&oracle_path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", oracle_path.display()));
-    let rows: Vec<OracleRow> = oracle
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("oracle row"))
-        .collect();
+    let rows: Vec<OracleRow> = read_jsonl("sigma/oracle-expected.jsonl");
     assert_eq!(
         rows.len(),
         count_yml_files(&sigma_dir),

@@ -14,20 +14,10 @@ use serde_json::{Value as Json, json};
 use std::collections::BTreeSet;
 
 mod corpora;
-use corpora::corpora_dir;
+use corpora::read_jsonl;
 
 /// Cases where we knowingly differ from the oracle: (pattern, reason). Empty: we agree on all.
 const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[];
-
-fn read_jsonl(name: &str) -> Vec<Json> {
-    let path = corpora_dir().join("stix-patterns").join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("corpus line is JSON"))
-        .collect()
-}
 
 fn literal_json(l: &Literal<'_>) -> Json {
     Json::String(l.text().into_owned())
@@ -129,9 +119,9 @@ fn oracle_error_column(row: &Json) -> Option<usize> {
 
 #[test]
 fn agrees_with_reference_validator() {
-    let cases = read_jsonl("validator-cases.jsonl");
-    let reals = read_jsonl("real-patterns.jsonl");
-    let oracle = read_jsonl("oracle-expected.jsonl");
+    let cases = read_jsonl::<Json>("stix-patterns/validator-cases.jsonl");
+    let reals = read_jsonl::<Json>("stix-patterns/real-patterns.jsonl");
+    let oracle = read_jsonl::<Json>("stix-patterns/oracle-expected.jsonl");
     assert_eq!(
         cases.len() + reals.len(),
         oracle.len(),

@@ -8,21 +8,11 @@ use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
 mod corpora;
-use corpora::corpora_dir;
-
-fn read_jsonl(name: &str) -> Vec<Json> {
-    let path = corpora_dir().join("stix-patterns").join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("corpus line is JSON"))
-        .collect()
-}
+use corpora::read_jsonl;
 
 #[test]
 fn real_patterns_translate_with_every_value_accounted_for() {
-    let rows = read_jsonl("real-patterns.jsonl");
+    let rows = read_jsonl::<Json>("stix-patterns/real-patterns.jsonl");
     assert!(
         rows.len() > 8000,
         "corpus unexpectedly small: {}",
@@ -141,7 +131,7 @@ fn real_patterns_translate_with_every_value_accounted_for() {
 
 #[test]
 fn non_stix_pattern_types_are_dispatched() {
-    let rows = read_jsonl("non-stix-indicator-patterns.jsonl");
+    let rows = read_jsonl::<Json>("stix-patterns/non-stix-indicator-patterns.jsonl");
     let mut unsupported = 0;
     for row in &rows {
         let pattern_type = row["pattern_type"].as_str().expect("pattern_type");

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 mod corpora;
-use corpora::corpora_dir;
+use corpora::{corpora_dir, read_jsonl};
 
 /// Files libyara compiles that we reject on purpose: `(file, reason)`.
 const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[
@@ -94,13 +94,7 @@ fn semantic_kind(error: &str) -> Option<&'static (&'static str, bool, &'static s
 #[test]
 fn yara_corpus_matches_libyara_oracle() {
     let yara_dir = corpora_dir().join("yara");
-    let oracle_path = yara_dir.join("oracle-expected.jsonl");
-    let oracle = std::fs::read_to_string(&oracle_path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", oracle_path.display()));
-    let rows: Vec<OracleRow> = oracle
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("oracle row"))
-        .collect();
+    let rows: Vec<OracleRow> = read_jsonl("yara/oracle-expected.jsonl");
     assert!(rows.len() > 1000, "oracle has only {} rows", rows.len());
 
     let deliberate: BTreeMap<&str, &str> = DELIBERATE_DIFFERENCES.iter().copied().collect();

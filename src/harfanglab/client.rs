@@ -505,11 +505,7 @@ impl Client {
     }
 
     /// POST a source list `{name, description, enabled: true}`.
-    pub fn create_source(
-        &self,
-        kind: SourceKind,
-        name: &str,
-    ) -> Result<SourceList, HarfangLabError> {
+    fn create_source(&self, kind: SourceKind, name: &str) -> Result<SourceList, HarfangLabError> {
         #[derive(Serialize)]
         struct NewSource<'a> {
             name: &'a str,
@@ -522,18 +518,14 @@ impl Client {
             description: SOURCE_DESCRIPTION,
             enabled: true,
         };
-        let ans = self.send(&Call {
-            op: Op::CreateSource,
-            label: label.clone(),
-            method: Method::Post,
-            path: collection(kind.resource()),
-            query: Vec::new(),
-            body: Some(encode(&label, &body)?),
-        })?;
-        match ans.status {
-            200 | 201 => decode(&label, &ans.body),
-            _ => Err(status_error(&label, &ans)),
-        }
+        let ans = self.write(
+            Op::CreateSource,
+            &label,
+            Method::Post,
+            collection(kind.resource()),
+            &body,
+        )?;
+        decode(&label, &ans.body)
     }
 
     /// Every page of a list, by `offset += results.len()`, until `next` is null, a page is
@@ -810,34 +802,26 @@ impl ThreatIntelApi for Client {
 
     fn create_ioc(&self, body: &IocRuleBody) -> Result<IocRule, HarfangLabError> {
         let label = "create IOCRule";
-        let ans = self.send(&Call {
-            op: Op::CreateIoc,
-            label: label.to_owned(),
-            method: Method::Post,
-            path: collection("IOCRule"),
-            query: Vec::new(),
-            body: Some(encode(label, body)?),
-        })?;
-        match ans.status {
-            200 | 201 => decode(label, &ans.body),
-            _ => Err(status_error(label, &ans)),
-        }
+        let ans = self.write(
+            Op::CreateIoc,
+            label,
+            Method::Post,
+            collection("IOCRule"),
+            body,
+        )?;
+        decode(label, &ans.body)
     }
 
     fn update_ioc(&self, id: &str, body: &IocRuleBody) -> Result<IocRule, HarfangLabError> {
         let label = "update IOCRule";
-        let ans = self.send(&Call {
-            op: Op::UpdateIoc,
-            label: label.to_owned(),
-            method: Method::Patch,
-            path: detail("IOCRule", id),
-            query: Vec::new(),
-            body: Some(encode(label, body)?),
-        })?;
-        match ans.status {
-            200 | 201 => decode(label, &ans.body),
-            _ => Err(status_error(label, &ans)),
-        }
+        let ans = self.write(
+            Op::UpdateIoc,
+            label,
+            Method::Patch,
+            detail("IOCRule", id),
+            body,
+        )?;
+        decode(label, &ans.body)
     }
 
     fn delete_ioc(&self, id: &str) -> Result<(), HarfangLabError> {
@@ -888,18 +872,14 @@ impl ThreatIntelApi for Client {
 
     fn create_rule(&self, kind: RuleKind, body: &RuleBody) -> Result<RemoteRule, HarfangLabError> {
         let label = format!("create {}", kind.resource());
-        let ans = self.send(&Call {
-            op: Op::CreateRule,
-            label: label.clone(),
-            method: Method::Post,
-            path: collection(kind.resource()),
-            query: Vec::new(),
-            body: Some(encode(&label, body)?),
-        })?;
-        match ans.status {
-            200 | 201 => self.rule_from_answer(kind, &label, body, &ans),
-            _ => Err(status_error(&label, &ans)),
-        }
+        let ans = self.write(
+            Op::CreateRule,
+            &label,
+            Method::Post,
+            collection(kind.resource()),
+            body,
+        )?;
+        self.rule_from_answer(kind, &label, body, &ans)
     }
 
     fn update_rule(
@@ -909,18 +889,14 @@ impl ThreatIntelApi for Client {
         body: &RuleBody,
     ) -> Result<RemoteRule, HarfangLabError> {
         let label = format!("update {}", kind.resource());
-        let ans = self.send(&Call {
-            op: Op::UpdateRule,
-            label: label.clone(),
-            method: Method::Patch,
-            path: detail(kind.resource(), id),
-            query: Vec::new(),
-            body: Some(encode(&label, body)?),
-        })?;
-        match ans.status {
-            200 | 201 => decode(&label, &ans.body),
-            _ => Err(status_error(&label, &ans)),
-        }
+        let ans = self.write(
+            Op::UpdateRule,
+            &label,
+            Method::Patch,
+            detail(kind.resource(), id),
+            body,
+        )?;
+        decode(&label, &ans.body)
     }
 
     fn delete_rule(&self, kind: RuleKind, id: &str) -> Result<(), HarfangLabError> {
@@ -930,6 +906,30 @@ impl ThreatIntelApi for Client {
 }
 
 impl Client {
+    /// POST or PATCH a JSON `body`: 200 or 201 is done (the answer is handed back to decode),
+    /// any other status is its error.
+    fn write<T: Serialize>(
+        &self,
+        op: Op,
+        label: &str,
+        method: Method,
+        path: String,
+        body: &T,
+    ) -> Result<Answer, HarfangLabError> {
+        let ans = self.send(&Call {
+            op,
+            label: label.to_owned(),
+            method,
+            path,
+            query: Vec::new(),
+            body: Some(encode(label, body)?),
+        })?;
+        match ans.status {
+            200 | 201 => Ok(ans),
+            _ => Err(status_error(label, &ans)),
+        }
+    }
+
     /// DELETE: 204 or 200 is done, 404 means already gone.
     fn delete(&self, op: Op, label: &str, path: String) -> Result<(), HarfangLabError> {
         let ans = self.send(&Call {

@@ -288,9 +288,6 @@ impl GqlIndicator {
     }
 }
 
-/// pycti pings every 40 s (§3.2); the state reaches the platform with the ping.
-pub const PING_INTERVAL: Duration = Duration::from_secs(40);
-
 pub const ABOUT_QUERY: &str = "query healthCheck { about { version } }";
 pub const REGISTER_MUTATION: &str = "mutation RegisterConnector($input: RegisterConnectorInput) { registerConnector(input: $input) { id connector_state } }";
 pub const PING_MUTATION_V62: &str = "mutation PingConnector($id: ID!, $state: String, $connectorInfo: ConnectorInfoInput) { pingConnector(id: $id, state: $state, connectorInfo: $connectorInfo) { id connector_state } }";
@@ -298,7 +295,7 @@ pub const PING_MUTATION_V5: &str = "mutation PingConnector($id: ID!, $state: Str
 pub const INDICATOR_QUERY: &str = "query Indicator($id: String!) { indicator(id: $id) { id standard_id entity_type name description pattern_type pattern confidence x_opencti_score x_mitre_platforms revoked valid_from valid_until observables { edges { node { id standard_id entity_type observable_value } } } } }";
 
 /// The `registerConnector` input for a platform version (§3.1).
-pub fn register_input(reg: &Registration, version: Option<PlatformVersion>) -> Value {
+fn register_input(reg: &Registration, version: Option<PlatformVersion>) -> Value {
     let mut input = json!({
         "id": reg.id,
         "name": reg.name,
@@ -321,11 +318,7 @@ pub fn register_input(reg: &Registration, version: Option<PlatformVersion>) -> V
 }
 
 /// The `pingConnector` variables (§3.2). `state` is `None` before any position exists.
-pub fn ping_variables(
-    id: &str,
-    state: Option<&Checkpoint>,
-    version: Option<PlatformVersion>,
-) -> Value {
+fn ping_variables(id: &str, state: Option<&Checkpoint>, version: Option<PlatformVersion>) -> Value {
     let state = state.map_or_else(|| "null".to_owned(), Checkpoint::to_state_json);
     let mut vars = json!({ "id": id, "state": state });
     if version.is_some_and(|v| v.at_least(6, 2)) {

@@ -89,18 +89,12 @@ impl Shutdown {
         again
     }
 
-    /// Set the hard flag directly (and trigger): stop now, do not drain.
-    pub fn trigger_hard(&self) {
-        self.inner.hard.store(true, Ordering::SeqCst);
-        self.trigger();
-    }
-
     /// Has a graceful shutdown been asked for?
     pub fn is_triggered(&self) -> bool {
         self.inner.triggered.load(Ordering::SeqCst)
     }
 
-    /// Has a second signal (or [`Shutdown::trigger_hard`]) asked to stop without draining?
+    /// Has a second signal asked to stop without draining?
     pub fn is_hard(&self) -> bool {
         self.inner.hard.load(Ordering::SeqCst)
     }

@@ -41,6 +41,28 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Fresh per-run state: no stream head, no `no-recover`, not ready, no reset, no session.
+    pub fn new(
+        metrics: Metrics,
+        health: Health,
+        notifier: Notifier,
+        gate: WatchdogGate,
+        stats: PipelineStats,
+    ) -> Shared {
+        Shared {
+            metrics,
+            health,
+            notifier,
+            gate,
+            stats,
+            head_ms: AtomicU64::new(0),
+            no_recover: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            reset_pending: AtomicBool::new(false),
+            session: Mutex::new(None),
+        }
+    }
+
     /// Stop the current session (if any).
     pub fn stop_session(&self) {
         if let Some(s) = self
@@ -69,7 +91,7 @@ impl Shared {
     }
 
     /// One-line status for `STATUS=` and the periodic log.
-    pub fn status_line(&self, s: &StatsSnapshot) -> String {
+    fn status_line(&self, s: &StatsSnapshot) -> String {
         let lag = match self.lag(s.watermark.as_deref()) {
             Some(l) => humantime::format_duration(Duration::from_millis(
                 u64::try_from(l.as_millis()).unwrap_or(u64::MAX) / 100 * 100,
@@ -223,7 +245,7 @@ pub struct Activity {
 /// to retry. A handler sitting in client retries during an outage (longer than `WatchdogSec`)
 /// is thus not a restart loop, while a wedged worker (no attempts, no waits, nothing
 /// finishing) still stops the pings.
-pub fn watchdog_progress(in_flight: u64, before: &Activity, now: &Activity, waiting: u64) -> bool {
+fn watchdog_progress(in_flight: u64, before: &Activity, now: &Activity, waiting: u64) -> bool {
     in_flight == 0
         || now.watermark != before.watermark
         || now.requests != before.requests
@@ -295,7 +317,7 @@ impl Pinger<'_> {
     }
 
     /// One ping with the latest checkpoint; returns whether the platform reset our state.
-    pub fn ping_once(&self) -> bool {
+    fn ping_once(&self) -> bool {
         let current = self.writer.current().map(|l| l.checkpoint);
         match self
             .api
@@ -347,18 +369,13 @@ mod tests {
     use serde_json::json;
 
     fn shared() -> Shared {
-        Shared {
-            metrics: Metrics::new(),
-            health: Health::new(DEFAULT_HEALTH_WINDOW),
-            notifier: Notifier::disabled(),
-            gate: WatchdogGate::new(Notifier::disabled(), Duration::from_secs(60)),
-            stats: PipelineStats::new(),
-            head_ms: AtomicU64::new(0),
-            no_recover: AtomicBool::new(false),
-            ready: AtomicBool::new(false),
-            reset_pending: AtomicBool::new(false),
-            session: Mutex::new(None),
-        }
+        Shared::new(
+            Metrics::new(),
+            Health::new(DEFAULT_HEALTH_WINDOW),
+            Notifier::disabled(),
+            WatchdogGate::new(Notifier::disabled(), Duration::from_secs(60)),
+            PipelineStats::new(),
+        )
     }
 
     #[test]

@@ -42,8 +42,7 @@ use crate::sync::dry_run::DryRunApi;
 use crate::sync::{SyncSettings, Syncer};
 use hooks::{Hooks, Pinger, Shared, Sink};
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Knobs that are not user configuration (tests and the demo change them).
@@ -371,18 +370,13 @@ impl Ctx<'_> {
             }
             None => None,
         };
-        let shared = Shared {
-            metrics: metrics.clone(),
-            health: health.clone(),
-            notifier: notifier.clone(),
-            gate: gate.clone(),
-            stats: self.opts.stats.clone(),
-            head_ms: AtomicU64::new(0),
-            no_recover: AtomicBool::new(false),
-            ready: AtomicBool::new(false),
-            reset_pending: AtomicBool::new(false),
-            session: Mutex::new(None),
-        };
+        let shared = Shared::new(
+            metrics.clone(),
+            health.clone(),
+            notifier.clone(),
+            gate.clone(),
+            self.opts.stats.clone(),
+        );
         let api = self.api.clone();
         let handler = Handler::new(api, syncer, metrics, health, gate.clone());
         // Ends the helper threads (ping, watchdog, signal watch) when the session loop is over.
@@ -568,17 +562,7 @@ impl Ctx<'_> {
 
 /// `<connector id>.dead-letters.jsonl` (same character rules as the checkpoint file).
 pub fn dead_letter_name(file_id: &str) -> String {
-    let safe: String = file_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{safe}.dead-letters.jsonl")
+    format!("{}.dead-letters.jsonl", state::file_safe(file_id))
 }
 
 /// Mirror the client's and the pipeline's own counters at scrape time.

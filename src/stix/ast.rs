@@ -243,11 +243,6 @@ impl ObjectPath<'_> {
                 .is_some_and(|k| k.ends_with("_ref") || k.ends_with("_refs"))
         })
     }
-
-    /// The path is exactly `object_type:key`.
-    pub fn is_property(&self, object_type: &str, key: &str) -> bool {
-        self.object_type == object_type && self.steps.len() == 1 && self.steps[0].key() == Some(key)
-    }
 }
 
 impl fmt::Display for ObjectPath<'_> {

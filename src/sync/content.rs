@@ -8,7 +8,11 @@
 //! mistakes our validator refuses) falls back to a line scan, so a lookup never fails. Sigma ids
 //! are read leniently here, as written: `rules::sigma` rejects a non-UUID id, but a remote rule
 //! carrying one must still be found by it.
+//!
+//! It also builds the object HarfangLab echoes back for a write (`ioc_echo`, `rule_echo`), which
+//! the in-memory fake and dry-run both hand out without a server.
 
+use crate::harfanglab::model::{IocRule, IocRuleBody, RemoteRule, RuleBody, RuleKind};
 use crate::rules::yara::parse_yara;
 use serde_yaml::Value;
 
@@ -83,6 +87,42 @@ fn scan_meta_ids(content: &str) -> Vec<String> {
             Some(quoted[..end].to_owned())
         })
         .collect()
+}
+
+/// The IOC rule HarfangLab hands back for a write of `body` under `id`: the in-memory fake stores
+/// it, dry-run returns it in place of the write it skips.
+pub(crate) fn ioc_echo(id: String, body: &IocRuleBody) -> IocRule {
+    IocRule {
+        id,
+        ioc_type: body.ioc_type.as_str().to_owned(),
+        value: body.value.clone(),
+        source_id: Some(body.source_id.clone()),
+        description: Some(body.description.clone()),
+        comment: Some(body.comment.clone()),
+        enabled: body.enabled,
+        hl_status: Some(body.hl_status.clone()),
+    }
+}
+
+/// The Sigma/YARA object HarfangLab hands back for a write of `body` under `id`, with the
+/// identity fields (`rule_name`, `rule_names`) it derives from the content.
+pub(crate) fn rule_echo(kind: RuleKind, id: String, body: &RuleBody) -> RemoteRule {
+    RemoteRule {
+        id,
+        name: body.name.clone(),
+        content: body.content.clone(),
+        source_id: Some(body.source_id.clone()),
+        enabled: body.enabled,
+        hl_status: Some(body.hl_status.clone()),
+        rule_name: match kind {
+            RuleKind::Sigma => sigma_title(&body.content),
+            RuleKind::Yara => None,
+        },
+        rule_names: match kind {
+            RuleKind::Sigma => Vec::new(),
+            RuleKind::Yara => yara_rule_names(&body.content),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -43,38 +43,6 @@ fn state(enabled: bool) -> &'static str {
     if enabled { "enabled" } else { "disabled" }
 }
 
-fn ioc_rule(id: String, body: &IocRuleBody) -> IocRule {
-    IocRule {
-        id,
-        ioc_type: body.ioc_type.as_str().to_owned(),
-        value: body.value.clone(),
-        source_id: Some(body.source_id.clone()),
-        description: Some(body.description.clone()),
-        comment: Some(body.comment.clone()),
-        enabled: body.enabled,
-        hl_status: Some(body.hl_status.clone()),
-    }
-}
-
-fn remote_rule(kind: RuleKind, id: String, body: &RuleBody) -> RemoteRule {
-    RemoteRule {
-        id,
-        name: body.name.clone(),
-        content: body.content.clone(),
-        source_id: Some(body.source_id.clone()),
-        enabled: body.enabled,
-        hl_status: Some(body.hl_status.clone()),
-        rule_name: match kind {
-            RuleKind::Sigma => content::sigma_title(&body.content),
-            RuleKind::Yara => None,
-        },
-        rule_names: match kind {
-            RuleKind::Sigma => Vec::new(),
-            RuleKind::Yara => content::yara_rule_names(&body.content),
-        },
-    }
-}
-
 impl<A: ThreatIntelApi> ThreatIntelApi for DryRunApi<A> {
     fn find_ioc(&self, source_id: &str, key: &IocKey) -> Result<Option<IocRule>, HarfangLabError> {
         self.inner.find_ioc(source_id, key)
@@ -89,7 +57,7 @@ impl<A: ThreatIntelApi> ThreatIntelApi for DryRunApi<A> {
             state(body.enabled),
             body.hl_status
         );
-        Ok(ioc_rule(format!("dry-run-{n}"), body))
+        Ok(content::ioc_echo(format!("dry-run-{n}"), body))
     }
 
     fn update_ioc(&self, id: &str, body: &IocRuleBody) -> Result<IocRule, HarfangLabError> {
@@ -101,7 +69,7 @@ impl<A: ThreatIntelApi> ThreatIntelApi for DryRunApi<A> {
             state(body.enabled),
             body.comment
         );
-        Ok(ioc_rule(id.to_owned(), body))
+        Ok(content::ioc_echo(id.to_owned(), body))
     }
 
     fn delete_ioc(&self, id: &str) -> Result<(), HarfangLabError> {
@@ -137,7 +105,7 @@ impl<A: ThreatIntelApi> ThreatIntelApi for DryRunApi<A> {
             RuleKind::Sigma => content::sigma_id(&body.content),
             RuleKind::Yara => None,
         };
-        Ok(remote_rule(
+        Ok(content::rule_echo(
             kind,
             id.unwrap_or(format!("dry-run-{n}")),
             body,
@@ -158,7 +126,7 @@ impl<A: ThreatIntelApi> ThreatIntelApi for DryRunApi<A> {
             state(body.enabled),
             body.hl_status
         );
-        Ok(remote_rule(kind, id.to_owned(), body))
+        Ok(content::rule_echo(kind, id.to_owned(), body))
     }
 
     fn delete_rule(&self, kind: RuleKind, id: &str) -> Result<(), HarfangLabError> {

@@ -321,7 +321,7 @@ impl ThreatIntelApi for MemoryApi {
             });
         }
         let id = store.new_id();
-        let rule = ioc_from_body(id, body);
+        let rule = content::ioc_echo(id, body);
         store.put_ioc(rule.clone());
         Ok(rule)
     }
@@ -345,7 +345,7 @@ impl ThreatIntelApi for MemoryApi {
                 body: IOC_DUPLICATE_BODY.to_owned(),
             });
         }
-        let rule = ioc_from_body(id.to_owned(), body);
+        let rule = content::ioc_echo(id.to_owned(), body);
         store.put_ioc(rule.clone());
         Ok(rule)
     }
@@ -457,7 +457,7 @@ impl ThreatIntelApi for MemoryApi {
                 }
             }
         };
-        let rule = rule_from_body(kind, id.clone(), body);
+        let rule = content::rule_echo(kind, id.clone(), body);
         store.rules(kind).insert(id, rule.clone());
         Ok(rule)
     }
@@ -511,7 +511,7 @@ impl ThreatIntelApi for MemoryApi {
                 }
             }
         }
-        let rule = rule_from_body(kind, id.to_owned(), body);
+        let rule = content::rule_echo(kind, id.to_owned(), body);
         store.rules(kind).insert(id.to_owned(), rule.clone());
         Ok(rule)
     }
@@ -523,38 +523,6 @@ impl ThreatIntelApi for MemoryApi {
         }
         locked(&self.inner.store).rules(kind).remove(id);
         Ok(())
-    }
-}
-
-fn ioc_from_body(id: String, body: &IocRuleBody) -> IocRule {
-    IocRule {
-        id,
-        ioc_type: body.ioc_type.as_str().to_owned(),
-        value: body.value.clone(),
-        source_id: Some(body.source_id.clone()),
-        description: Some(body.description.clone()),
-        comment: Some(body.comment.clone()),
-        enabled: body.enabled,
-        hl_status: Some(body.hl_status.clone()),
-    }
-}
-
-fn rule_from_body(kind: RuleKind, id: String, body: &RuleBody) -> RemoteRule {
-    RemoteRule {
-        id,
-        name: body.name.clone(),
-        content: body.content.clone(),
-        source_id: Some(body.source_id.clone()),
-        enabled: body.enabled,
-        hl_status: Some(body.hl_status.clone()),
-        rule_name: match kind {
-            RuleKind::Sigma => content::sigma_title(&body.content),
-            RuleKind::Yara => None,
-        },
-        rule_names: match kind {
-            RuleKind::Sigma => Vec::new(),
-            RuleKind::Yara => content::yara_rule_names(&body.content),
-        },
     }
 }
 
@@ -618,7 +586,7 @@ mod tests {
             ioc_type: IocType::IpBoth,
             value: v.into(),
         };
-        let mut seeded = ioc_from_body("seed-1".into(), &ioc_body("1.1.1.1"));
+        let mut seeded = content::ioc_echo("seed-1".into(), &ioc_body("1.1.1.1"));
         seeded.comment = Some("by hand".into());
         api.insert_ioc(seeded.clone());
         assert_eq!(api.find_ioc("src", &key("1.1.1.1")).unwrap(), Some(seeded));

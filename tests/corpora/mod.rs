@@ -22,3 +22,20 @@ pub fn corpora_dir() -> PathBuf {
             )
         })
 }
+
+/// The rows of the JSON-lines corpus file at `relative` (to [`corpora_dir`]), blank lines
+/// skipped. Panics, failing the test, when the file is missing or a row does not decode.
+#[allow(dead_code)] // not every includer reads JSON lines
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(relative: &str) -> Vec<T> {
+    let path = corpora_dir().join(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,67 @@
+//! Set-up shared by the `service_*` tests: both simulators on 127.0.0.1 with ephemeral ports
+//! (the simulators' default tokens, which `demo_config` uses), a fresh per-test state
+//! directory, and run options with short ticks and back-offs so the tests stay quick.
+#![allow(dead_code)]
+
+use harfanglab_intel::demo::DEMO_SCENARIO;
+use harfanglab_intel::notify::Notifier;
+use harfanglab_intel::pipeline::PipelineStats;
+use harfanglab_intel::service::RunOptions;
+use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, HarfangLabSim, SimConfig};
+use harfanglab_intel::sim::opencti::{
+    self as octisim, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent,
+};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The demo scenario the service tests replay.
+pub fn demo_scenario() -> Vec<ScenarioEvent> {
+    octisim::parse_scenario(DEMO_SCENARIO).unwrap()
+}
+
+/// Start the OpenCTI simulator with `scenario` (100 ms heartbeats) and the HarfangLab simulator
+/// answering every call after `latency`.
+pub fn start_sims(scenario: Vec<ScenarioEvent>, latency: Duration) -> (OpenCtiSim, HarfangLabSim) {
+    let octi = octisim::serve(
+        "127.0.0.1:0",
+        OpenCtiSimConfig {
+            scenario,
+            heartbeat: Duration::from_millis(100),
+            ..OpenCtiSimConfig::default()
+        },
+    )
+    .unwrap();
+    let hl = hlsim::serve(
+        "127.0.0.1:0",
+        SimConfig {
+            faults: Faults {
+                latency,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .unwrap();
+    (octi, hl)
+}
+
+/// A state directory path unique to this test run (not created: the service creates it).
+pub fn state_dir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "hli-{tag}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ))
+}
+
+/// In-process run options: no systemd, short ticks and back-offs.
+pub fn run_options(stats: &PipelineStats) -> RunOptions {
+    RunOptions {
+        stats: stats.clone(),
+        notifier: Notifier::disabled(),
+        summary_every: Duration::from_secs(30),
+        tick_every: Duration::from_millis(200),
+        startup_backoff_max: Duration::from_millis(200),
+        stream_backoff: Duration::from_millis(50),
+    }
+}
