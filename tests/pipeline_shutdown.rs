@@ -234,13 +234,15 @@ fn slow_handler_with_fast_source_keeps_buffered_items_bounded() {
         finished.fetch_add(1, Ordering::SeqCst);
         Outcome::Applied(String::new())
     });
-    struct MaxInFlight(u64);
+    /// Highest in-flight count and busy-worker gauge seen by the tick hook.
+    struct MaxInFlight(u64, u64);
     impl PipelineHooks for MaxInFlight {
         fn tick(&mut self, stats: &StatsSnapshot) {
             self.0 = self.0.max(stats.in_flight);
+            self.1 = self.1.max(stats.busy_workers);
         }
     }
-    let mut hooks = MaxInFlight(0);
+    let mut hooks = MaxInFlight(0, 0);
     opts.tick_every = Duration::from_millis(1);
     let summary = pipeline::run(
         source,
@@ -264,4 +266,10 @@ fn slow_handler_with_fast_source_keeps_buffered_items_bounded() {
     );
     assert!(hooks.0 <= cap as u64, "in flight {} > cap {cap}", hooks.0);
     assert!(hooks.0 > 0, "tick hook never ran");
+    assert!(
+        (1..=opts.workers as u64).contains(&hooks.1),
+        "busy workers gauge {} outside 1..={}",
+        hooks.1,
+        opts.workers
+    );
 }

@@ -247,7 +247,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
             );
         }
         self.save();
-        self.opts.stats.set_gauges(abandoned, 0);
+        self.opts.stats.set_gauges(abandoned, 0, 0);
         let stats = self.opts.stats.snapshot();
         log::info!(
             "pipeline: stopped ({reason:?}) after {}: {}",
@@ -432,9 +432,11 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
     }
 
     fn periodic(&mut self, now: Instant, source: &Receiver<Input<T>>) {
-        self.opts
-            .stats
-            .set_gauges(self.tracker.in_flight(), source.len());
+        self.opts.stats.set_gauges(
+            self.tracker.in_flight(),
+            source.len(),
+            self.outstanding.min(self.opts.workers.max(1)),
+        );
         if self.tracker.is_changed() && now >= self.next_save {
             self.save();
             self.next_save = now + self.opts.save_every;

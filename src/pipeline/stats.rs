@@ -25,6 +25,7 @@ struct Inner {
     retries: AtomicU64,
     abandoned: AtomicU64,
     in_flight: AtomicU64,
+    busy_workers: AtomicU64,
     source_backlog: AtomicU64,
     watermark: Mutex<Option<String>>,
 }
@@ -47,6 +48,9 @@ pub struct StatsSnapshot {
     pub abandoned: u64,
     /// Events read and not finished (queued per key, running, or waiting for a retry).
     pub in_flight: u64,
+    /// Events handed to a worker and not reported back, capped at the worker count: the
+    /// workers running a handler now (a job can sit briefly in the hand-off channel).
+    pub busy_workers: u64,
     /// Items waiting in the source channel (the reader's side of the backpressure).
     pub source_backlog: u64,
     /// Last watermark handed to the checkpoint sink.
@@ -83,6 +87,7 @@ impl PipelineStats {
             retries: i.retries.load(Relaxed),
             abandoned: i.abandoned.load(Relaxed),
             in_flight: i.in_flight.load(Relaxed),
+            busy_workers: i.busy_workers.load(Relaxed),
             source_backlog: i.source_backlog.load(Relaxed),
             watermark: i
                 .watermark
@@ -107,8 +112,9 @@ impl PipelineStats {
         c.fetch_add(n, Relaxed);
     }
 
-    pub(crate) fn set_gauges(&self, in_flight: usize, source_backlog: usize) {
+    pub(crate) fn set_gauges(&self, in_flight: usize, source_backlog: usize, busy_workers: usize) {
         self.inner.in_flight.store(in_flight as u64, Relaxed);
+        self.inner.busy_workers.store(busy_workers as u64, Relaxed);
         self.inner
             .source_backlog
             .store(source_backlog as u64, Relaxed);
@@ -140,12 +146,18 @@ mod tests {
         let b = a.clone();
         a.add(Counter::Applied, 2);
         a.add(Counter::Failed, 1);
-        a.set_gauges(5, 7);
+        a.set_gauges(5, 7, 3);
         a.set_watermark("3-0");
         let s = b.snapshot();
         assert_eq!(
-            (s.applied, s.failed, s.in_flight, s.source_backlog),
-            (2, 1, 5, 7)
+            (
+                s.applied,
+                s.failed,
+                s.in_flight,
+                s.source_backlog,
+                s.busy_workers
+            ),
+            (2, 1, 5, 7, 3)
         );
         assert_eq!(s.watermark.as_deref(), Some("3-0"));
     }

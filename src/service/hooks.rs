@@ -258,6 +258,8 @@ impl PipelineHooks for Hooks<'_> {
         let sh = self.shared;
         sh.metrics
             .set_queue_depth(usize::try_from(s.in_flight).unwrap_or(usize::MAX));
+        sh.metrics
+            .set_busy_workers(usize::try_from(s.busy_workers).unwrap_or(usize::MAX));
         let now = Activity {
             watermark: s.watermark.clone(),
             requests: self.client.total_requests(),

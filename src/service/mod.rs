@@ -595,6 +595,7 @@ fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats
     metrics.add_collector(move |m| {
         let s = stats.snapshot();
         m.set_queue_depth(usize::try_from(s.in_flight).unwrap_or(usize::MAX));
+        m.set_busy_workers(usize::try_from(s.busy_workers).unwrap_or(usize::MAX));
     });
 }
 
