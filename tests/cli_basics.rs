@@ -2,9 +2,11 @@
 //! file discovery, `check`, and logging to stderr. Each run has an empty environment and its own
 //! empty working directory, so nothing from the machine leaks in.
 
-use std::path::{Path, PathBuf};
+mod cli_support;
+
+use cli_support::scratch_dir;
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
 
@@ -17,34 +19,6 @@ const GOOD_ENV: &[(&str, &str)] = &[
     ("HARFANGLAB_INTEL_URL", "http://127.0.0.1:1"),
     ("HARFANGLAB_INTEL_TOKEN", "hl-secret-token-4242"),
 ];
-
-/// A fresh working directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch_dir() -> Scratch {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "hli-cli-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
 
 fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let out: Output = Command::new(BIN)
@@ -63,7 +37,7 @@ fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String)
 
 #[test]
 fn version_and_help() {
-    let dir = scratch_dir();
+    let dir = scratch_dir("cli");
     let (code, out, _) = run(&dir, &[], &["--version"]);
     assert_eq!(code, 0);
     assert_eq!(
@@ -88,7 +62,7 @@ fn version_and_help() {
 
 #[test]
 fn unknown_argument_is_a_usage_error() {
-    let (code, _, err) = run(&scratch_dir(), &[], &["--frobnicate"]);
+    let (code, _, err) = run(&scratch_dir("cli"), &[], &["--frobnicate"]);
     assert_eq!(code, 2);
     assert!(err.contains("--frobnicate"), "{err}");
 }
@@ -102,7 +76,7 @@ fn bad_config_exits_2_and_lists_every_problem() {
         ("HARFANGLAB_INTEL_WORKERS", "0"),
     ];
     for args in [&[][..], &["run"], &["check"]] {
-        let (code, _, err) = run(&scratch_dir(), &env, args);
+        let (code, _, err) = run(&scratch_dir("cli"), &env, args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains("invalid configuration (7 problems)"), "{err}");
         for name in [
@@ -121,7 +95,7 @@ fn bad_config_exits_2_and_lists_every_problem() {
 
 #[test]
 fn config_file_in_the_working_directory_is_used_and_named_in_messages() {
-    let dir = scratch_dir();
+    let dir = scratch_dir("cli");
     std::fs::write(
         dir.join("config.yml"),
         "harfanglab_intel:\n  rule_maturity: experimental\n",
@@ -137,7 +111,7 @@ fn config_file_in_the_working_directory_is_used_and_named_in_messages() {
 
 #[test]
 fn explicit_config_file_may_be_missing_but_must_be_valid_yaml() {
-    let dir = scratch_dir();
+    let dir = scratch_dir("cli");
     // The systemd unit always passes --config; the environment alone must still work.
     let mut env = GOOD_ENV.to_vec();
     env.push(("HARFANGLAB_INTEL_STATE_DIR", dir.to_str().unwrap()));
@@ -160,7 +134,7 @@ fn explicit_config_file_may_be_missing_but_must_be_valid_yaml() {
 #[test]
 fn check_prints_settings_and_report_without_tokens() {
     // Probes against live simulators (exit 0) are in tests/cli_check.rs.
-    let dir = scratch_dir();
+    let dir = scratch_dir("cli");
     let state = dir.join("state");
     std::fs::create_dir(&state).unwrap();
     let mut env = GOOD_ENV.to_vec();
@@ -197,7 +171,7 @@ fn check_prints_settings_and_report_without_tokens() {
 
 #[test]
 fn check_fails_with_exit_1_when_the_state_dir_is_unusable() {
-    let dir = scratch_dir();
+    let dir = scratch_dir("cli");
     let file = dir.join("not-a-dir");
     std::fs::write(&file, "").unwrap();
     let mut env = GOOD_ENV.to_vec();
@@ -209,7 +183,7 @@ fn check_fails_with_exit_1_when_the_state_dir_is_unusable() {
 
 #[test]
 fn logs_go_to_stderr_with_utc_timestamps_and_no_colours_when_piped() {
-    let dir = scratch_dir();
+    let dir = scratch_dir("cli");
     std::fs::write(dir.join("in.jsonl"), "{\"type\":\"relationship\"}\n").unwrap();
     let (code, out, err) = run(
         &dir,

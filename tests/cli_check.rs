@@ -2,38 +2,19 @@
 //! variables, probing the OpenCTI and HarfangLab simulators on loopback. Every item is OK/FAIL
 //! with an actionable message; exit 0 only when nothing failed, 1 otherwise; check never writes.
 
+mod cli_support;
+
+use cli_support::scratch_dir;
 use harfanglab_intel::harfanglab::model::SourceKind;
 use harfanglab_intel::sim::harfanglab::{self as hl, HarfangLabSim, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octi, ConnFault, OpenCtiSim, OpenCtiSimConfig};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
 const OCTI_TOKEN: &str = "octi-secret-token-4242";
 const HL_TOKEN: &str = "hl-secret-token-4242";
 const LIST: &str = "OpenCTI Intel";
-
-/// A fresh working directory (also the state directory), removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch_dir() -> Scratch {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "hli-check-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
 
 struct Ends {
     octi: OpenCtiSim,
@@ -144,7 +125,7 @@ fn check(dir: &Path, octi_url: &str, hl_url: &str, overrides: &[(&str, &str)]) -
 #[test]
 fn everything_reachable_passes_and_nothing_is_written() {
     let e = ends();
-    let dir = scratch_dir();
+    let dir = scratch_dir("check");
     let r = check(&dir.0, &e.octi.base_url(), e.hl.base_url(), &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.out, r.err);
     assert!(!r.out.contains("[FAIL]"), "{}", r.out);
@@ -187,7 +168,7 @@ fn everything_reachable_passes_and_nothing_is_written() {
 #[test]
 fn harfanglab_token_problems_name_the_variable() {
     let e = ends();
-    let dir = scratch_dir();
+    let dir = scratch_dir("check");
     let r = check(
         &dir.0,
         &e.octi.base_url(),
@@ -217,7 +198,7 @@ fn harfanglab_token_problems_name_the_variable() {
 #[test]
 fn stream_problems_name_the_stream_id() {
     let e = ends();
-    let dir = scratch_dir();
+    let dir = scratch_dir("check");
     let r = check(
         &dir.0,
         &e.octi.base_url(),
@@ -243,7 +224,7 @@ fn stream_problems_name_the_stream_id() {
 #[test]
 fn unreachable_ends_fail_with_the_url_variable() {
     let e = ends();
-    let dir = scratch_dir();
+    let dir = scratch_dir("check");
     let down = dead_url();
     let r = check(&dir.0, &down, e.hl.base_url(), &[]);
     assert_eq!(r.code, 1, "{}", r.out);
@@ -264,7 +245,7 @@ fn unreachable_ends_fail_with_the_url_variable() {
 #[test]
 fn bad_opencti_token_fails_and_skips_the_stream() {
     let e = ends();
-    let dir = scratch_dir();
+    let dir = scratch_dir("check");
     let r = check(
         &dir.0,
         &e.octi.base_url(),
@@ -280,7 +261,7 @@ fn bad_opencti_token_fails_and_skips_the_stream() {
 #[test]
 fn configuration_errors_exit_2_before_any_probe() {
     let e = ends();
-    let dir = scratch_dir();
+    let dir = scratch_dir("check");
     let r = check(
         &dir.0,
         &e.octi.base_url(),
