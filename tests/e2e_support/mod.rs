@@ -81,17 +81,26 @@ pub struct World {
 impl World {
     /// Start both simulators on 127.0.0.1:0 with `scenario` and HarfangLab `faults` (seeded dice).
     pub fn start(scenario: Vec<ScenarioEvent>, faults: Faults, seed: u64) -> World {
-        let octi = octisim::serve(
-            "127.0.0.1:0",
-            OpenCtiSimConfig {
-                token: OCTI_TOKEN.into(),
-                stream_id: STREAM_ID.into(),
-                heartbeat: Duration::from_millis(200),
-                scenario,
-                ..OpenCtiSimConfig::default()
-            },
-        )
-        .expect("start OpenCTI simulator");
+        World::start_with(scenario, faults, seed, |_| {})
+    }
+
+    /// [`World::start`] with the OpenCTI simulator's settings changed by `octi` (platform
+    /// version, schema gaps).
+    pub fn start_with(
+        scenario: Vec<ScenarioEvent>,
+        faults: Faults,
+        seed: u64,
+        octi: impl FnOnce(&mut OpenCtiSimConfig),
+    ) -> World {
+        let mut config = OpenCtiSimConfig {
+            token: OCTI_TOKEN.into(),
+            stream_id: STREAM_ID.into(),
+            heartbeat: Duration::from_millis(200),
+            scenario,
+            ..OpenCtiSimConfig::default()
+        };
+        octi(&mut config);
+        let octi = octisim::serve("127.0.0.1:0", config).expect("start OpenCTI simulator");
         let hl = hlsim::serve(
             "127.0.0.1:0",
             SimConfig {
@@ -237,6 +246,33 @@ impl World {
             }
             std::thread::sleep(POLL);
         }
+    }
+}
+
+/// Poll `cond` until it holds; panics (with the connector's stderr) on timeout or if the
+/// connector exits first. Returns the time since the connector started.
+pub fn wait_until(
+    c: &mut Connector,
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Duration {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return c.started.elapsed();
+        }
+        if let Some(status) = c.try_wait() {
+            panic!(
+                "connector exited ({status}) before {what}\n{}",
+                c.stderr_tail()
+            );
+        }
+        if Instant::now() >= deadline {
+            c.kill();
+            panic!("no {what} within {timeout:?}\n{}", c.stderr_tail());
+        }
+        std::thread::sleep(POLL);
     }
 }
 
