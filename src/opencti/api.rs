@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// Settings of the GraphQL client (the integrator maps `Config` onto it).
@@ -362,28 +362,8 @@ fn quoted_name(s: &str, from: usize) -> Option<(String, usize)> {
 struct DroppedFields(Mutex<BTreeSet<&'static str>>);
 
 impl DroppedFields {
-    fn contains(&self, name: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(name)
-    }
-
-    /// `true` the first time `name` is dropped.
-    fn insert(&self, name: &'static str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name)
-    }
-
-    fn list(&self) -> Vec<&'static str> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .copied()
-            .collect()
+    fn names(&self) -> MutexGuard<'_, BTreeSet<&'static str>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -733,7 +713,9 @@ impl OpenCtiApi {
     fn sendable(&self, slot: FieldSlot, version: Option<PlatformVersion>) -> Vec<&'static str> {
         FIELD_GATES
             .iter()
-            .filter(|g| g.slot == slot && g.in_release(version) && !self.dropped.contains(g.name))
+            .filter(|g| {
+                g.slot == slot && g.in_release(version) && !self.dropped.names().contains(g.name)
+            })
             .map(|g| g.name)
             .collect()
     }
@@ -767,7 +749,8 @@ impl OpenCtiApi {
                 continue;
             }
             dropped_any = true;
-            if self.dropped.insert(g.name) {
+            // `insert` is true the first time only: one warning per field and process.
+            if self.dropped.names().insert(g.name) {
                 let expected = match g.since {
                     Some(since) if g.in_release(version) => {
                         format!(" (the connector expected it from {since} on)")
@@ -787,7 +770,7 @@ impl OpenCtiApi {
         Err(ApiError::Unsupported {
             op,
             version: shown,
-            dropped: self.dropped.list(),
+            dropped: self.dropped.names().iter().copied().collect(),
             message: message.clone(),
         })
     }
