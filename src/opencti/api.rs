@@ -101,7 +101,7 @@ pub enum ApiError {
     /// a field the call cannot do without (fatal: this platform release is not supported).
     Unsupported {
         op: &'static str,
-        /// The platform version as `about` gave it (`unknown` when it could not be parsed).
+        /// The platform version (`(unknown version)` when `about` gave no release number).
         version: String,
         /// Optional fields already dropped for this platform.
         dropped: Vec<&'static str>,
@@ -546,6 +546,7 @@ pub struct OpenCtiApi {
     opts: ApiOptions,
     shutdown: Option<Receiver<()>>,
     retries: Arc<RetryActivity>,
+    /// Optional fields the platform refused, left out of every later call by every clone.
     dropped: Arc<DroppedFields>,
 }
 

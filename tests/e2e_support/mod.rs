@@ -212,7 +212,14 @@ impl World {
     /// Run the connector until the checkpoint reaches the last event, then SIGTERM it and check
     /// it exits 0. Returns the normalised HarfangLab state.
     pub fn run_to_end(&self, opts: &RunOpts, timeout: Duration) -> Snapshot {
+        let streams = self.octi.stream_requests().len();
         let mut c = self.spawn(opts);
+        // Up to the stream before any SIGTERM: when the checkpoint is already at the end (a
+        // restart after the work was done), the signal must not reach a process still starting
+        // (its default action kills it).
+        wait_until(&mut c, "a stream connection", timeout, || {
+            self.octi.stream_requests().len() > streams
+        });
         let last = self.last_event_id();
         self.wait_checkpoint(&mut c, &last, timeout);
         c.terminate_ok(Duration::from_secs(15));
