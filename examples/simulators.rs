@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --example simulators -- [--opencti 127.0.0.1:4000] [--harfanglab 127.0.0.1:8443]
 //!                                    [--scenario fixtures/demo-stream.jsonl] [--strict]
+//!                                    [--opencti-version 6.5.0]
 //! curl -H 'Authorization: Token sim-token' http://127.0.0.1:8443/api/data/threat_intelligence/IOCRule/
 //! ```
 //!
@@ -19,6 +20,8 @@ struct Args {
     harfanglab: String,
     scenario: Option<PathBuf>,
     strict: bool,
+    /// The OpenCTI release to answer as (`about` and the GraphQL schema).
+    opencti_version: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +30,7 @@ fn parse_args() -> Result<Args, String> {
         harfanglab: "127.0.0.1:8443".into(),
         scenario: None,
         strict: false,
+        opencti_version: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -36,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
             "--harfanglab" => args.harfanglab = value()?,
             "--scenario" => args.scenario = Some(PathBuf::from(value()?)),
             "--strict" => args.strict = true,
+            "--opencti-version" => args.opencti_version = Some(value()?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -48,7 +53,8 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("simulators: {e}");
             eprintln!(
-                "usage: simulators [--opencti ADDR] [--harfanglab ADDR] [--scenario FILE] [--strict]"
+                "usage: simulators [--opencti ADDR] [--harfanglab ADDR] [--scenario FILE] [--strict] \
+                 [--opencti-version VERSION]"
             );
             return ExitCode::from(2);
         }
@@ -64,11 +70,15 @@ fn main() -> ExitCode {
         None => Vec::new(),
     };
     let events = scenario.len();
-    let octi_config = OpenCtiSimConfig {
+    let mut octi_config = OpenCtiSimConfig {
         scenario,
         ..OpenCtiSimConfig::default()
     };
+    if let Some(v) = args.opencti_version {
+        octi_config.version = v;
+    }
     let (token, stream) = (octi_config.token.clone(), octi_config.stream_id.clone());
+    let octi_version = octi_config.version.clone();
     let mut opencti = match octi::serve(&args.opencti, octi_config) {
         Ok(s) => s,
         Err(e) => {
@@ -93,7 +103,8 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "OpenCTI     {}  (OPENCTI_TOKEN={token}, CONNECTOR_LIVE_STREAM_ID={stream}, {events} scenario events)",
+        "OpenCTI {}  {}  (OPENCTI_TOKEN={token}, CONNECTOR_LIVE_STREAM_ID={stream}, {events} scenario events)",
+        octi_version,
         opencti.base_url()
     );
     println!(

@@ -1,9 +1,10 @@
-//! The GraphQL client against mockito: exact request bodies, version-dependent inputs, the ping
-//! state format, reset detection, null indicators, errors and retries.
+//! The GraphQL client against mockito: exact request bodies, version-dependent inputs (gated at
+//! the exact patch release), dropping what the platform says it does not know, the ping state
+//! format, reset detection, null indicators, errors and retries.
 
 use harfanglab_intel::opencti::api::{
-    ABOUT_QUERY, ApiError, ApiOptions, INDICATOR_QUERY, OpenCtiApi, PING_MUTATION_V5,
-    PING_MUTATION_V62, PingOutcome, PlatformVersion, REGISTER_MUTATION, Registration,
+    ABOUT_QUERY, ApiError, ApiOptions, INDICATOR_QUERY, OpenCtiApi, PING_MUTATION,
+    PING_MUTATION_WITH_INFO, PingOutcome, PlatformVersion, REGISTER_MUTATION, Registration,
 };
 use harfanglab_intel::secret::Secret;
 use harfanglab_intel::state::Checkpoint;
@@ -51,20 +52,30 @@ fn about_sends_the_health_check_with_bearer_token() {
 #[test]
 fn register_sends_only_the_fields_of_the_platform_version() {
     let mut server = mockito::Server::new();
-    let base = json!({"id": reg().id, "name": "HarfangLab Intel", "type": "STREAM",
-        "scope": ["harfanglab"], "auto": false, "only_contextual": false, "playbook_compatible": false});
-    let mut v68 = base.clone();
-    v68["listen_callback_uri"] = json!(null);
-    v68["auto_update"] = json!(false);
-    v68["enrichment_resolution"] = json!("none");
-    let mut v65 = base.clone();
-    v65["listen_callback_uri"] = json!(null);
+    let v5 = json!({"id": reg().id, "name": "HarfangLab Intel", "type": "STREAM",
+        "scope": ["harfanglab"], "auto": false, "only_contextual": false});
+    let mut base = v5.clone();
+    base["playbook_compatible"] = json!(false);
+    let mut v657 = base.clone();
+    v657["listen_callback_uri"] = json!(null);
+    let mut v689 = v657.clone();
+    v689["auto_update"] = json!(false);
+    v689["enrichment_resolution"] = json!("none");
     let answer = r#"{"data":{"registerConnector":{"id":"c0ffee00-0000-4000-8000-000000000001","connector_state":"{\"start_from\": \"5-0\", \"recover_until\": false}"}}}"#;
     for (version, input) in [
+        ("5.10.2", &v5),
         ("5.12.3", &base),
         ("6.4.1", &base),
-        ("6.5.0", &v65),
-        ("6.8.10", &v68),
+        ("6.5.0", &base),
+        ("6.5.6", &base),
+        ("6.5.7", &v657),
+        ("6.8.0", &v657),
+        ("6.8.8", &v657),
+        ("6.8.9", &v689),
+        ("6.8.10", &v689),
+        ("7.260615.1", &v689),
+        // Not a release number (a development build): the newest input.
+        ("master", &v689),
     ] {
         let m = server
             .mock("POST", "/graphql")
@@ -93,32 +104,123 @@ fn ping_state_is_python_json_and_connector_info_depends_on_version() {
     };
     let state = r#"{"start_from": "1718445605000-0", "recover_until": "2024-06-15T09:00:00Z"}"#;
     let answer = json!({"data":{"pingConnector":{"id":"c1","connector_state": state}}}).to_string();
-    let m62 = server
+    let with_info = server
         .mock("POST", "/graphql")
-        .match_body(Matcher::Json(json!({"query": PING_MUTATION_V62, "variables": {
+        .match_body(Matcher::Json(json!({"query": PING_MUTATION_WITH_INFO, "variables": {
             "id": "c1", "state": state, "connectorInfo": {"run_and_terminate": false, "buffering": false,
             "queue_threshold": 500.0, "queue_messages_size": 0.0, "next_run_datetime": null,
             "last_run_datetime": null}}})))
         .with_body(&answer)
+        .expect(3)
         .create();
-    let m5 = server
+    let without = server
         .mock("POST", "/graphql")
         .match_body(Matcher::Json(
-            json!({"query": PING_MUTATION_V5, "variables": {"id": "c1", "state": state}}),
+            json!({"query": PING_MUTATION, "variables": {"id": "c1", "state": state}}),
         ))
         .with_body(&answer)
+        .expect(3)
         .create();
     let a = api(&server);
-    assert_eq!(
-        a.ping_connector("c1", Some(&cp), v("6.8.10")).unwrap(),
-        PingOutcome::Stored
-    );
-    assert_eq!(
-        a.ping_connector("c1", Some(&cp), v("5.12.0")).unwrap(),
-        PingOutcome::Stored
-    );
-    m62.assert();
-    m5.assert();
+    for version in ["6.2.12", "6.8.10", "7.260615.1"] {
+        assert_eq!(
+            a.ping_connector("c1", Some(&cp), v(version)).unwrap(),
+            PingOutcome::Stored
+        );
+    }
+    for version in ["5.12.0", "6.0.0", "6.2.11"] {
+        assert_eq!(
+            a.ping_connector("c1", Some(&cp), v(version)).unwrap(),
+            PingOutcome::Stored
+        );
+    }
+    with_info.assert();
+    without.assert();
+}
+
+#[test]
+fn a_field_the_platform_does_not_know_is_dropped_once_for_every_clone() {
+    let mut server = mockito::Server::new();
+    // The platform says 6.8.10 but lacks `listen_callback_uri` (graphql-js 17 wording, with a
+    // second, unrelated error in the same answer).
+    let refused = server
+        .mock("POST", "/graphql")
+        .match_body(Matcher::Regex("listen_callback_uri".into()))
+        .with_body(r#"{"errors":[
+            {"message":"Variable \"$input\" has invalid value: Expected value of type \"RegisterConnectorInput\" not to include unknown field \"listen_callback_uri\", found: { id: \"c1\" }.","extensions":{"code":"BAD_USER_INPUT"}},
+            {"message":"Variable \"$input\" got invalid value 1; something else","extensions":{"code":"BAD_USER_INPUT"}}]}"#)
+        .expect(1)
+        .create();
+    let without = json!({"id": reg().id, "name": "HarfangLab Intel", "type": "STREAM",
+        "scope": ["harfanglab"], "auto": false, "only_contextual": false,
+        "playbook_compatible": false, "auto_update": false, "enrichment_resolution": "none"});
+    let accepted = server
+        .mock("POST", "/graphql")
+        .match_body(Matcher::Json(
+            json!({"query": REGISTER_MUTATION, "variables": {"input": without}}),
+        ))
+        .with_body(r#"{"data":{"registerConnector":{"id":"c1","connector_state":null}}}"#)
+        .expect(2)
+        .create();
+    let a = api(&server);
+    let clone = a.clone();
+    a.register_connector(&reg(), v("6.8.10")).unwrap();
+    // Remembered: a clone does not send it again.
+    clone.register_connector(&reg(), v("6.8.10")).unwrap();
+    refused.assert();
+    accepted.assert();
+}
+
+#[test]
+fn an_unknown_ping_argument_is_dropped_and_the_ping_sent_again() {
+    let mut server = mockito::Server::new();
+    let refused = server
+        .mock("POST", "/graphql")
+        .match_body(Matcher::Regex("connectorInfo".into()))
+        .with_body(r#"{"errors":[
+            {"message":"Unknown type \"ConnectorInfoInput\".","extensions":{"code":"GRAPHQL_VALIDATION_FAILED"}},
+            {"message":"Unknown argument \"connectorInfo\" on field \"Mutation.pingConnector\".","extensions":{"code":"GRAPHQL_VALIDATION_FAILED"}}]}"#)
+        .expect(1)
+        .create();
+    let accepted = server
+        .mock("POST", "/graphql")
+        .match_body(Matcher::Json(
+            json!({"query": PING_MUTATION, "variables": {"id": "c1", "state": "null"}}),
+        ))
+        .with_body(r#"{"data":{"pingConnector":{"id":"c1","connector_state":null}}}"#)
+        .expect(2)
+        .create();
+    let a = api(&server);
+    for _ in 0..2 {
+        assert_eq!(
+            a.ping_connector("c1", None, v("6.3.0")).unwrap(),
+            PingOutcome::Stored
+        );
+    }
+    refused.assert();
+    accepted.assert();
+}
+
+#[test]
+fn a_required_field_the_platform_does_not_know_is_a_clear_fatal_error() {
+    let mut server = mockito::Server::new();
+    let message = r#"Variable "$input" got invalid value { id: "c1" }; Field "type" is not defined by type "RegisterConnectorInput"."#;
+    let _m = server
+        .mock("POST", "/graphql")
+        .with_body(
+            json!({"errors": [{"message": message, "extensions": {"code": "BAD_USER_INPUT"}}]})
+                .to_string(),
+        )
+        .expect(1)
+        .create();
+    let e = api(&server)
+        .register_connector(&reg(), v("6.0.3"))
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Unsupported { .. }), "{e:?}");
+    assert!(e.is_fatal() && !e.is_retryable());
+    let text = e.to_string();
+    assert!(text.contains(message), "{text}");
+    assert!(text.contains("OpenCTI 6.0.3"), "{text}");
 }
 
 #[test]
@@ -198,11 +300,19 @@ fn graphql_errors_become_typed_errors_with_the_message() {
     let mut server = mockito::Server::new();
     let _m = server
         .mock("POST", "/graphql")
-        .with_body(r#"{"errors":[{"message":"Field \"auto_update\" is not defined","extensions":{"code":"BAD_USER_INPUT"}}],"data":null}"#)
+        .with_body(r#"{"errors":[{"message":"Field \"auto_update\" is not defined by type \"X\".","extensions":{"code":"BAD_USER_INPUT"}},{"message":"second"}],"data":null}"#)
         .create();
     let e = api(&server).about().unwrap_err();
-    assert!(matches!(e, ApiError::Graphql { .. }));
+    let ApiError::Graphql { unknown, name, .. } = &e else {
+        panic!("{e:?}");
+    };
+    assert_eq!(unknown, &["auto_update"]);
+    assert_eq!(name.as_deref(), Some("BAD_USER_INPUT"));
     assert!(e.to_string().contains("auto_update"), "{e}");
+    assert!(
+        e.to_string().contains("second"),
+        "every message is kept: {e}"
+    );
     assert!(!e.is_retryable());
 }
 

@@ -1,6 +1,8 @@
-//! The connector's OpenCTI lifecycle against the simulator: register (version-checked input),
-//! ping stores the pycti state, a reset from the UI is detected, and startup reconciliation picks
-//! up a state left by the Python connector.
+//! The connector's OpenCTI lifecycle against the simulator: register (version-checked input,
+//! accepted as is by every release the simulator models; fields a platform lacks against the
+//! connector's table are dropped on its word, once per process), ping stores the pycti state, a
+//! reset from the UI is detected, and startup reconciliation picks up a state left by the Python
+//! connector.
 
 use harfanglab_intel::opencti::api::{
     ApiError, ApiOptions, OpenCtiApi, PingOutcome, PlatformVersion, Registration,
@@ -13,14 +15,26 @@ use std::time::SystemTime;
 const ID: &str = "c0ffee00-0000-4000-8000-000000000001";
 
 fn sim(version: &str) -> OpenCtiSim {
+    sim_lacking(version, &[])
+}
+
+fn sim_lacking(version: &str, lacks: &[&str]) -> OpenCtiSim {
     serve(
         "127.0.0.1:0",
         OpenCtiSimConfig {
             version: version.into(),
+            lacks: lacks.iter().map(|s| (*s).to_owned()).collect(),
             ..OpenCtiSimConfig::default()
         },
     )
     .unwrap()
+}
+
+fn codes(sim: &OpenCtiSim) -> Vec<String> {
+    sim.rejections()
+        .iter()
+        .map(|r| r["extensions"]["code"].as_str().unwrap_or("").to_owned())
+        .collect()
 }
 
 fn api(sim: &OpenCtiSim) -> OpenCtiApi {
@@ -37,7 +51,18 @@ fn reg() -> Registration {
 
 #[test]
 fn register_ping_and_reset_from_the_ui() {
-    for version in ["5.12.0", "6.4.0", "6.8.10"] {
+    for version in [
+        "5.10.0",
+        "5.12.0",
+        "6.2.11",
+        "6.2.12",
+        "6.4.0",
+        "6.5.6",
+        "6.5.7",
+        "6.8.8",
+        "6.8.10",
+        "7.260615.1",
+    ] {
         let sim = sim(version);
         let api = api(&sim);
         let v = PlatformVersion::parse(&api.about().unwrap());
@@ -63,18 +88,91 @@ fn register_ping_and_reset_from_the_ui() {
         // The reset discarded the pushed state.
         assert_eq!(sim.connector_state(ID).as_deref(), Some(""));
         assert_eq!(sim.ping_count(), 2);
+        // The version table agrees with every release: nothing was refused.
+        assert_eq!(
+            sim.rejections(),
+            Vec::<serde_json::Value>::new(),
+            "{version}"
+        );
     }
 }
 
 #[test]
-fn newer_fields_are_rejected_by_an_older_platform() {
-    // Sending the 6.8 input to a 6.4 platform fails like real GraphQL (unknown input field).
+fn fields_an_older_platform_refuses_are_dropped_on_its_word() {
+    // Told the wrong version (6.9.0 for a 6.4.0 platform), the connector sends three fields the
+    // platform lacks; it refuses them in one answer (an error each, like graphql-js), and
+    // registration goes through on the second attempt.
     let sim = sim("6.4.0");
+    let api = api(&sim);
+    api.register_connector(&reg(), PlatformVersion::parse("6.9.0"))
+        .unwrap();
+    assert_eq!(codes(&sim), ["BAD_USER_INPUT"; 3]);
+    assert_eq!(sim.graphql_requests().len(), 2);
+    let input = &sim.registered()[0];
+    assert!(input.get("listen_callback_uri").is_none(), "{input}");
+    assert!(input.get("auto_update").is_none(), "{input}");
+    assert!(input.get("playbook_compatible").is_some(), "{input}");
+}
+
+#[test]
+fn a_platform_the_version_table_is_wrong_about_still_registers_and_pings() {
+    // The simulator lacks fields its 7.x release has, which the connector's table cannot know.
+    let sim = sim_lacking(
+        "7.260615.1",
+        &[
+            "enrichment_resolution",
+            "connectorInfo",
+            "ConnectorInfoInput",
+        ],
+    );
+    let api = api(&sim);
+    let v = PlatformVersion::parse(&api.about().unwrap());
+    api.register_connector(&reg(), v).unwrap();
+    let cp = Checkpoint {
+        start_from: "5-0".into(),
+        recover_until: None,
+    };
+    assert_eq!(
+        api.ping_connector(ID, Some(&cp), v).unwrap(),
+        PingOutcome::Stored
+    );
+    assert_eq!(
+        codes(&sim),
+        [
+            "BAD_USER_INPUT",
+            "GRAPHQL_VALIDATION_FAILED",
+            "GRAPHQL_VALIDATION_FAILED"
+        ]
+    );
+    // Remembered for the process, by every clone: no second refusal.
+    let clone = api.clone();
+    clone.register_connector(&reg(), v).unwrap();
+    clone.ping_connector(ID, Some(&cp), v).unwrap();
+    api.ping_connector(ID, Some(&cp), v).unwrap();
+    assert_eq!(sim.rejections().len(), 3);
+    assert_eq!(sim.registered().len(), 2);
+    assert_eq!(sim.ping_count(), 3);
+    for input in sim.registered() {
+        assert!(input.get("enrichment_resolution").is_none(), "{input}");
+        assert!(input.get("auto_update").is_some(), "{input}");
+    }
+    assert_eq!(sim.connector_state(ID), Some(cp.to_state_json()));
+}
+
+#[test]
+fn a_platform_refusing_a_required_field_is_unsupported_with_its_message() {
+    let sim = sim_lacking("6.1.0", &["type"]);
     let e = api(&sim)
-        .register_connector(&reg(), PlatformVersion::parse("6.8.0"))
+        .register_connector(&reg(), PlatformVersion::parse("6.1.0"))
         .unwrap_err();
-    assert!(matches!(e, ApiError::Graphql { .. }), "{e}");
-    assert!(e.to_string().contains("auto_update") || e.to_string().contains("listen_callback_uri"));
+    assert!(matches!(e, ApiError::Unsupported { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains(r#"Field "type" is not defined by type "RegisterConnectorInput"."#),
+        "{text}"
+    );
+    assert!(text.contains("OpenCTI 6.1.0"), "{text}");
+    assert!(sim.registered().is_empty());
 }
 
 #[test]

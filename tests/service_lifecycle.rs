@@ -1,5 +1,6 @@
 //! The service in-process against both simulators over loopback HTTP: a reset from the OpenCTI
-//! UI restarts the stream in-process from the first-run position, dry-run writes nothing
+//! UI restarts the stream in-process from the first-run position (one made while the service was
+//! stopped is taken by the startup ping, before the stream opens), dry-run writes nothing
 //! anywhere, fatal startup errors end the run with a clear message, the final checkpoint is
 //! on disk and in OpenCTI, and metrics are served while it runs.
 
@@ -128,6 +129,37 @@ fn ui_reset_restarts_the_stream_in_process_from_the_first_run_position() {
     assert!(state.contains(&last), "{state}");
     // Replays are idempotent: same number of IOC rules as after one pass.
     assert_eq!(e.hl.ioc_rules().len(), 178);
+}
+
+#[test]
+fn a_reset_made_while_stopped_is_taken_by_the_startup_ping_before_the_stream_opens() {
+    let e = env("reset-while-stopped");
+    let id = e.config.connector.id.to_string();
+    // The platform held a position, then "reset state" was clicked while the service was down:
+    // the flag waits for the next ping (§3.4).
+    e.octi.set_connector_state(
+        &id,
+        r#"{"start_from": "1718445600000-1", "recover_until": false}"#,
+    );
+    e.octi.reset_state_from_ui(&id);
+    let last = e.octi.event_ids().last().cloned().unwrap();
+    let summary = with_service(&e.config, |stats| {
+        wait_for("the last event", Duration::from_secs(30), || {
+            reached(stats, &last)
+        });
+        // Periodic pings (every second in the demo config) came and found nothing to reset.
+        let pings = e.octi.ping_count();
+        wait_for("two more pings", Duration::from_secs(10), || {
+            e.octi.ping_count() >= pings + 2
+        });
+    })
+    .expect("service");
+    // The startup ping took the reset before the stream opened: one session, one stream
+    // connection, no replay.
+    assert_eq!(summary.sessions, 1, "{summary:?}");
+    assert_eq!(e.octi.stream_requests().len(), 1);
+    let state = e.octi.connector_state(&id).unwrap_or_default();
+    assert!(state.contains(&last), "{state}");
 }
 
 #[test]

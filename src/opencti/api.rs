@@ -1,13 +1,18 @@
 //! OpenCTI GraphQL client: `about`, `registerConnector`, `pingConnector`, `indicator(id)`.
 //!
-//! Owns the request bodies (opencti-protocol.md §3, §4) and how the platform version changes them:
-//! GraphQL rejects unknown input fields, so `registerConnector` sends only what the platform knows
-//! (5.x / 6.0-6.4: base fields; 6.5+: `listen_callback_uri`; 6.8+: `auto_update`,
-//! `enrichment_resolution`), and `pingConnector` sends `connectorInfo` only from 6.2. An unknown
-//! version gets the smallest input (base fields, no `connectorInfo`), which every version accepts.
+//! Owns the request bodies (opencti-protocol.md §3, §4) and how the platform version changes them.
+//! GraphQL rejects unknown input fields and arguments, so `registerConnector` and `pingConnector`
+//! send a field only from the release whose schema has it ([`FIELD_GATES`]: major, minor and
+//! patch). An unparsable version (a development build) is taken as the newest release. The table
+//! is not trusted alone: when the platform answers that it does not know a field or argument we
+//! sent (graphql-js `Field "x" is not defined by type "T"`, `Unknown argument "x" on field ...`,
+//! `Unknown type "T"`, any quoting, several errors: [`unknown_names`]), that field is dropped for
+//! the rest of the process (shared by every clone of the client), logged once at `warn` with the
+//! platform version, and the call is sent again. A platform that refuses even the required fields
+//! is [`ApiError::Unsupported`], quoting its message.
 //!
 //! Transport errors, timeouts, 429 and 5xx are retried with exponential backoff (the waits end at
-//! once on shutdown); a GraphQL `errors` array becomes [`ApiError::Graphql`] with its message;
+//! once on shutdown); a GraphQL `errors` array becomes [`ApiError::Graphql`] with its messages;
 //! 401/403 are [`ApiError::Auth`] (fatal: fix `OPENCTI_TOKEN`). The ping's state is the pycti
 //! JSON (`state::Checkpoint::to_state_json`), and a ping answering an empty state while ours is not
 //! is a reset from the UI ([`PingOutcome::Reset`], §3.4).
@@ -19,9 +24,10 @@ use crate::translate;
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// Settings of the GraphQL client (the integrator maps `Config` onto it).
@@ -84,8 +90,23 @@ pub enum ApiError {
     /// The answer carried GraphQL `errors` (not retried; e.g. missing capability, bad input).
     Graphql {
         op: &'static str,
+        /// Every error's message, joined with ` | `.
         message: String,
+        /// The first error's `name` or `extensions.code` (`BAD_USER_INPUT`, ...).
         name: Option<String>,
+        /// Input fields, arguments and types the messages say the platform does not know.
+        unknown: Vec<String>,
+    },
+    /// The platform refuses the call even without any of the optional fields: it does not know
+    /// a field the call cannot do without (fatal: this platform release is not supported).
+    Unsupported {
+        op: &'static str,
+        /// The platform version (`(unknown version)` when `about` gave no release number).
+        version: String,
+        /// Optional fields already dropped for this platform.
+        dropped: Vec<&'static str>,
+        /// The platform's messages.
+        message: String,
     },
     /// The answer is not the expected JSON.
     Decode { op: &'static str, message: String },
@@ -107,7 +128,10 @@ impl ApiError {
 
     /// Whether the error needs operator action (token, capability, setup).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ApiError::Auth { .. } | ApiError::Setup(_))
+        matches!(
+            self,
+            ApiError::Auth { .. } | ApiError::Setup(_) | ApiError::Unsupported { .. }
+        )
     }
 }
 
@@ -128,10 +152,30 @@ impl fmt::Display for ApiError {
                 "OpenCTI GraphQL {op}: HTTP {status}: OPENCTI_TOKEN is invalid or its user lacks \
                  the capability (CONNECTORAPI to register/ping, KNOWLEDGE to read indicators)"
             ),
-            ApiError::Graphql { op, message, name } => match name {
+            ApiError::Graphql {
+                op, message, name, ..
+            } => match name {
                 Some(n) => write!(f, "OpenCTI GraphQL {op}: {n}: {message}"),
                 None => write!(f, "OpenCTI GraphQL {op}: {message}"),
             },
+            ApiError::Unsupported {
+                op,
+                version,
+                dropped,
+                message,
+            } => {
+                let dropped = if dropped.is_empty() {
+                    "none".to_owned()
+                } else {
+                    dropped.join(", ")
+                };
+                write!(
+                    f,
+                    "OpenCTI GraphQL {op}: OpenCTI {version} does not accept even the minimal \
+                     {op} call (optional fields dropped: {dropped}); this OpenCTI release is not \
+                     supported (README: Supported OpenCTI releases): {message}"
+                )
+            }
             ApiError::Decode { op, message } => {
                 write!(f, "OpenCTI GraphQL {op}: unexpected answer: {message}")
             }
@@ -143,7 +187,8 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// A platform version `major.minor.patch` (from `about { version }`).
+/// A platform version `major.minor.patch` (from `about { version }`). Ordered field by field,
+/// so `7.260817.0` (the 7.x `7.YYMMDD.N` scheme) is later than every 6.x.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PlatformVersion {
     pub major: u32,
@@ -152,6 +197,14 @@ pub struct PlatformVersion {
 }
 
 impl PlatformVersion {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> PlatformVersion {
+        PlatformVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+
     /// Lenient: `6.8.10`, `6.2`, `7.260817.0-rc1`; `None` when no leading number.
     pub fn parse(s: &str) -> Option<PlatformVersion> {
         let mut it = s.trim().trim_start_matches('v').split(['.', '-', '+']);
@@ -163,15 +216,154 @@ impl PlatformVersion {
         let major = num(it.next())?;
         let minor = num(it.next()).unwrap_or(0);
         let patch = num(it.next()).unwrap_or(0);
-        Some(PlatformVersion {
-            major,
-            minor,
-            patch,
-        })
+        Some(PlatformVersion::new(major, minor, patch))
+    }
+}
+
+impl fmt::Display for PlatformVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Which call an optional field belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldSlot {
+    /// A field of `registerConnector`'s `RegisterConnectorInput`.
+    RegisterInput,
+    /// An argument of `pingConnector` (and its variable).
+    PingArgument,
+}
+
+/// A field the connector sends that a platform may not know, and the first release whose schema
+/// has it. The required fields (`id`, `name`, `type`; the ping's `id` and `state`) are not here:
+/// they are always sent and never dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldGate {
+    pub name: &'static str,
+    pub slot: FieldSlot,
+    /// First release with it; `None`: in every release since 5.0 (still dropped if a platform
+    /// says it does not know it).
+    pub since: Option<PlatformVersion>,
+    /// Other names a platform may blame for it (an argument's input type).
+    pub also_named: &'static [&'static str],
+}
+
+impl FieldGate {
+    /// Whether the table says `version` has it (an unknown version is taken as the newest).
+    pub fn in_release(&self, version: Option<PlatformVersion>) -> bool {
+        match (self.since, version) {
+            (Some(since), Some(v)) => v >= since,
+            _ => true,
+        }
     }
 
-    fn at_least(self, major: u32, minor: u32) -> bool {
-        (self.major, self.minor) >= (major, minor)
+    fn named(&self, name: &str) -> bool {
+        self.name == name || self.also_named.contains(&name)
+    }
+}
+
+const fn gate(name: &'static str, slot: FieldSlot, since: Option<PlatformVersion>) -> FieldGate {
+    FieldGate {
+        name,
+        slot,
+        since,
+        also_named: &[],
+    }
+}
+
+/// Where each optional field first appears, from `opencti-graphql/config/schema/opencti.graphql`
+/// at each release tag (pycti follows the same steps).
+pub const FIELD_GATES: &[FieldGate] = &[
+    gate("scope", FieldSlot::RegisterInput, None),
+    gate("auto", FieldSlot::RegisterInput, None),
+    gate("only_contextual", FieldSlot::RegisterInput, None),
+    gate(
+        "playbook_compatible",
+        FieldSlot::RegisterInput,
+        Some(PlatformVersion::new(5, 11, 0)),
+    ),
+    gate(
+        "listen_callback_uri",
+        FieldSlot::RegisterInput,
+        Some(PlatformVersion::new(6, 5, 7)),
+    ),
+    gate(
+        "auto_update",
+        FieldSlot::RegisterInput,
+        Some(PlatformVersion::new(6, 8, 9)),
+    ),
+    gate(
+        "enrichment_resolution",
+        FieldSlot::RegisterInput,
+        Some(PlatformVersion::new(6, 8, 9)),
+    ),
+    FieldGate {
+        also_named: &["ConnectorInfoInput"],
+        ..gate(
+            "connectorInfo",
+            FieldSlot::PingArgument,
+            Some(PlatformVersion::new(6, 2, 12)),
+        )
+    },
+];
+
+/// Names a GraphQL error message says the schema does not know, in order: input fields
+/// (graphql-js 16 `Field "x" is not defined by type "T".`, 17 `... not to include unknown field
+/// "x"`), arguments (`Unknown argument "x" on field "T.f".`) and types (`Unknown type "T".`).
+/// Double, single or back quotes, escaped or not; several per message. Other errors give none.
+pub fn unknown_names(message: &str) -> Vec<String> {
+    // ASCII lower-casing keeps byte offsets, so positions found in `lower` index `message`.
+    let lower = message.to_ascii_lowercase();
+    let mut found: Vec<(usize, String)> = Vec::new();
+    let mut scan = |marker: &str, followed_by: Option<&str>| {
+        for (at, _) in lower.match_indices(marker) {
+            let Some((name, end)) = quoted_name(message, at + marker.len()) else {
+                continue;
+            };
+            let tail_ok = followed_by.is_none_or(|t| lower[end..].trim_start().starts_with(t));
+            if tail_ok && !found.iter().any(|(_, n)| *n == name) {
+                found.push((at, name));
+            }
+        }
+    };
+    scan("field ", Some("is not defined by type"));
+    scan("unknown field ", None);
+    scan("unknown argument ", None);
+    scan("unknown type ", None);
+    found.sort();
+    found.into_iter().map(|(_, n)| n).collect()
+}
+
+/// A quoted GraphQL name starting at `from` (after spaces and backslashes); returns it and the
+/// offset just past its closing quote.
+fn quoted_name(s: &str, from: usize) -> Option<(String, usize)> {
+    let rest = s.get(from..)?;
+    let open = rest.trim_start_matches([' ', '\\']);
+    let quote = open
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '"' | '\'' | '`'))?;
+    let body = &open[1..];
+    let len = body
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(body.len());
+    let close = body[len..].trim_start_matches('\\');
+    if len == 0 || !close.starts_with(quote) {
+        return None;
+    }
+    let end = s.len() - close.len() + 1;
+    Some((body[..len].to_owned(), end))
+}
+
+/// Optional fields the platform said it does not know: not sent again for the life of the
+/// process. Shared by every clone of an [`OpenCtiApi`].
+#[derive(Debug, Default)]
+struct DroppedFields(Mutex<BTreeSet<&'static str>>);
+
+impl DroppedFields {
+    fn names(&self) -> MutexGuard<'_, BTreeSet<&'static str>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -290,38 +482,42 @@ impl GqlIndicator {
 
 pub const ABOUT_QUERY: &str = "query healthCheck { about { version } }";
 pub const REGISTER_MUTATION: &str = "mutation RegisterConnector($input: RegisterConnectorInput) { registerConnector(input: $input) { id connector_state } }";
-pub const PING_MUTATION_V62: &str = "mutation PingConnector($id: ID!, $state: String, $connectorInfo: ConnectorInfoInput) { pingConnector(id: $id, state: $state, connectorInfo: $connectorInfo) { id connector_state } }";
-pub const PING_MUTATION_V5: &str = "mutation PingConnector($id: ID!, $state: String) { pingConnector(id: $id, state: $state) { id connector_state } }";
+/// The ping with `connectorInfo` (releases from 6.2.12).
+pub const PING_MUTATION_WITH_INFO: &str = "mutation PingConnector($id: ID!, $state: String, $connectorInfo: ConnectorInfoInput) { pingConnector(id: $id, state: $state, connectorInfo: $connectorInfo) { id connector_state } }";
+/// The ping every release knows.
+pub const PING_MUTATION: &str = "mutation PingConnector($id: ID!, $state: String) { pingConnector(id: $id, state: $state) { id connector_state } }";
 pub const INDICATOR_QUERY: &str = "query Indicator($id: String!) { indicator(id: $id) { id standard_id entity_type name description pattern_type pattern confidence x_opencti_score x_mitre_platforms revoked valid_from valid_until observables { edges { node { id standard_id entity_type observable_value } } } } }";
 
-/// The `registerConnector` input for a platform version (§3.1).
-fn register_input(reg: &Registration, version: Option<PlatformVersion>) -> Value {
+/// The `registerConnector` input (§3.1, pycti's values for a stream connector) with the optional
+/// fields `send` keeps.
+fn register_input(reg: &Registration, send: impl Fn(&str) -> bool) -> Value {
     let mut input = json!({
         "id": reg.id,
         "name": reg.name,
         "type": "STREAM",
-        "scope": reg.scope,
-        "auto": false,
-        "only_contextual": false,
-        "playbook_compatible": false,
     });
-    if let (Some(v), Some(obj)) = (version, input.as_object_mut()) {
-        if v.at_least(6, 5) {
-            obj.insert("listen_callback_uri".into(), Value::Null);
-        }
-        if v.at_least(6, 8) {
-            obj.insert("auto_update".into(), json!(false));
-            obj.insert("enrichment_resolution".into(), json!("none"));
+    let optional = [
+        ("scope", json!(reg.scope)),
+        ("auto", json!(false)),
+        ("only_contextual", json!(false)),
+        ("playbook_compatible", json!(false)),
+        ("listen_callback_uri", Value::Null),
+        ("auto_update", json!(false)),
+        ("enrichment_resolution", json!("none")),
+    ];
+    for (name, value) in optional {
+        if send(name) {
+            input[name] = value;
         }
     }
     input
 }
 
 /// The `pingConnector` variables (§3.2). `state` is `None` before any position exists.
-fn ping_variables(id: &str, state: Option<&Checkpoint>, version: Option<PlatformVersion>) -> Value {
+fn ping_variables(id: &str, state: Option<&Checkpoint>, connector_info: bool) -> Value {
     let state = state.map_or_else(|| "null".to_owned(), Checkpoint::to_state_json);
     let mut vars = json!({ "id": id, "state": state });
-    if version.is_some_and(|v| v.at_least(6, 2)) {
+    if connector_info {
         vars["connectorInfo"] = json!({
             "run_and_terminate": false,
             "buffering": false,
@@ -350,6 +546,8 @@ pub struct OpenCtiApi {
     opts: ApiOptions,
     shutdown: Option<Receiver<()>>,
     retries: Arc<RetryActivity>,
+    /// Optional fields the platform refused, left out of every later call by every clone.
+    dropped: Arc<DroppedFields>,
 }
 
 /// Retry activity shared by every clone of an [`OpenCtiApi`] (the service watchdog reads it:
@@ -410,6 +608,7 @@ impl OpenCtiApi {
             opts,
             shutdown: None,
             retries: Arc::default(),
+            dropped: Arc::default(),
         })
     }
 
@@ -436,19 +635,27 @@ impl OpenCtiApi {
             })
     }
 
-    /// `registerConnector` with the input the platform version supports.
+    /// `registerConnector` with the input the platform version supports (less what the
+    /// platform said it does not know).
     pub fn register_connector(
         &self,
         reg: &Registration,
         version: Option<PlatformVersion>,
     ) -> Result<Registered, ApiError> {
-        let vars = json!({ "input": register_input(reg, version) });
-        let data = self.call("registerConnector", REGISTER_MUTATION, vars)?;
+        const OP: &str = "registerConnector";
+        let data = loop {
+            let sent = self.sendable(FieldSlot::RegisterInput, version);
+            let vars = json!({ "input": register_input(reg, |f| sent.contains(&f)) });
+            match self.call(OP, REGISTER_MUTATION, vars) {
+                Ok(data) => break data,
+                Err(e) => self.drop_unknown(e, &sent, version)?,
+            }
+        };
         let c = data
             .get("registerConnector")
             .filter(|c| c.is_object())
             .ok_or_else(|| ApiError::Decode {
-                op: "registerConnector",
+                op: OP,
                 message: "registerConnector is null".into(),
             })?;
         Ok(Registered {
@@ -471,12 +678,19 @@ impl OpenCtiApi {
         state: Option<&Checkpoint>,
         version: Option<PlatformVersion>,
     ) -> Result<PingOutcome, ApiError> {
-        let query = if version.is_some_and(|v| v.at_least(6, 2)) {
-            PING_MUTATION_V62
-        } else {
-            PING_MUTATION_V5
+        let data = loop {
+            let sent = self.sendable(FieldSlot::PingArgument, version);
+            let info = sent.contains(&"connectorInfo");
+            let query = if info {
+                PING_MUTATION_WITH_INFO
+            } else {
+                PING_MUTATION
+            };
+            match self.call("pingConnector", query, ping_variables(id, state, info)) {
+                Ok(data) => break data,
+                Err(e) => self.drop_unknown(e, &sent, version)?,
+            }
         };
-        let data = self.call("pingConnector", query, ping_variables(id, state, version))?;
         let returned = data
             .pointer("/pingConnector/connector_state")
             .and_then(Value::as_str);
@@ -492,6 +706,73 @@ impl OpenCtiApi {
                 }
             }
             _ => PingOutcome::Stored,
+        })
+    }
+
+    /// The optional fields of `slot` to send to `version`: those its release has, less those
+    /// the platform already refused.
+    fn sendable(&self, slot: FieldSlot, version: Option<PlatformVersion>) -> Vec<&'static str> {
+        FIELD_GATES
+            .iter()
+            .filter(|g| {
+                g.slot == slot && g.in_release(version) && !self.dropped.names().contains(g.name)
+            })
+            .map(|g| g.name)
+            .collect()
+    }
+
+    /// After a failed call that sent the optional fields `sent`: `Ok` when the platform named
+    /// some of them as unknown (they are dropped for good, logged once; the caller sends again),
+    /// else the error to return ([`ApiError::Unsupported`] when it names a field the call
+    /// cannot drop).
+    fn drop_unknown(
+        &self,
+        err: ApiError,
+        sent: &[&'static str],
+        version: Option<PlatformVersion>,
+    ) -> Result<(), ApiError> {
+        let ApiError::Graphql {
+            op,
+            message,
+            unknown,
+            ..
+        } = &err
+        else {
+            return Err(err);
+        };
+        if unknown.is_empty() {
+            return Err(err);
+        }
+        let shown = version.map_or_else(|| "(unknown version)".to_owned(), |v| v.to_string());
+        let mut dropped_any = false;
+        for g in FIELD_GATES.iter().filter(|g| sent.contains(&g.name)) {
+            if !unknown.iter().any(|n| g.named(n)) {
+                continue;
+            }
+            dropped_any = true;
+            // `insert` is true the first time only: one warning per field and process.
+            if self.dropped.names().insert(g.name) {
+                let expected = match g.since {
+                    Some(since) if g.in_release(version) => {
+                        format!(" (the connector expected it from {since} on)")
+                    }
+                    _ => String::new(),
+                };
+                log::warn!(
+                    "OpenCTI {shown} does not know `{}` in {op}{expected}: not sending it again \
+                     (the platform said: {message})",
+                    g.name
+                );
+            }
+        }
+        if dropped_any {
+            return Ok(());
+        }
+        Err(ApiError::Unsupported {
+            op,
+            version: shown,
+            dropped: self.dropped.names().iter().copied().collect(),
+            message: message.clone(),
         })
     }
 
@@ -578,27 +859,41 @@ impl OpenCtiApi {
             return Err(ApiError::Auth { op, status });
         }
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
-        if let Some(err) = parsed
+        let errors = parsed
             .as_ref()
             .and_then(|v| v.get("errors"))
             .and_then(Value::as_array)
-            .and_then(|a| a.first())
-        {
-            let message = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown GraphQL error")
-                .to_owned();
-            let name = err
+            .filter(|a| !a.is_empty());
+        if let Some(errors) = errors {
+            let name = errors[0]
                 .get("name")
-                .or_else(|| err.pointer("/extensions/code"))
+                .or_else(|| errors[0].pointer("/extensions/code"))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
             // OpenCTI reports a bad token as a GraphQL error (AUTH_REQUIRED) with HTTP 200.
             if matches!(name.as_deref(), Some("AUTH_REQUIRED" | "FORBIDDEN_ACCESS")) {
                 return Err(ApiError::Auth { op, status });
             }
-            return Err(ApiError::Graphql { op, message, name });
+            let messages: Vec<&str> = errors
+                .iter()
+                .map(|e| {
+                    e.get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown GraphQL error")
+                })
+                .collect();
+            let mut unknown: Vec<String> = Vec::new();
+            for n in messages.iter().flat_map(|m| unknown_names(m)) {
+                if !unknown.contains(&n) {
+                    unknown.push(n);
+                }
+            }
+            return Err(ApiError::Graphql {
+                op,
+                message: messages.join(" | "),
+                name,
+                unknown,
+            });
         }
         if !(200..300).contains(&status) {
             return Err(ApiError::Status {
@@ -648,31 +943,180 @@ mod tests {
         assert_eq!(v("dev"), None);
     }
 
+    fn sent_by_release(slot: FieldSlot, version: &str) -> Vec<&'static str> {
+        let v = PlatformVersion::parse(version);
+        FIELD_GATES
+            .iter()
+            .filter(|g| g.slot == slot && g.in_release(v))
+            .map(|g| g.name)
+            .collect()
+    }
+
     #[test]
-    fn register_input_follows_the_version() {
+    fn gates_are_exact_to_the_patch_release() {
+        use FieldSlot::{PingArgument, RegisterInput};
+        let base = ["scope", "auto", "only_contextual"];
+        let with = |extra: &[&'static str]| [&base[..], extra].concat();
+        let cases: [(&str, Vec<&str>); 10] = [
+            ("5.10.3", with(&[])),
+            ("5.11.0", with(&["playbook_compatible"])),
+            ("6.4.9", with(&["playbook_compatible"])),
+            ("6.5.6", with(&["playbook_compatible"])),
+            (
+                "6.5.7",
+                with(&["playbook_compatible", "listen_callback_uri"]),
+            ),
+            (
+                "6.8.8",
+                with(&["playbook_compatible", "listen_callback_uri"]),
+            ),
+            (
+                "6.8.9",
+                with(&[
+                    "playbook_compatible",
+                    "listen_callback_uri",
+                    "auto_update",
+                    "enrichment_resolution",
+                ]),
+            ),
+            (
+                "6.9.1",
+                with(&[
+                    "playbook_compatible",
+                    "listen_callback_uri",
+                    "auto_update",
+                    "enrichment_resolution",
+                ]),
+            ),
+            (
+                "7.260817.0",
+                with(&[
+                    "playbook_compatible",
+                    "listen_callback_uri",
+                    "auto_update",
+                    "enrichment_resolution",
+                ]),
+            ),
+            // A development build is taken as the newest release.
+            (
+                "dev",
+                with(&[
+                    "playbook_compatible",
+                    "listen_callback_uri",
+                    "auto_update",
+                    "enrichment_resolution",
+                ]),
+            ),
+        ];
+        for (version, want) in cases {
+            assert_eq!(sent_by_release(RegisterInput, version), want, "{version}");
+        }
+        for (version, info) in [
+            ("6.1.9", false),
+            ("6.2.0", false),
+            ("6.2.11", false),
+            ("6.2.12", true),
+            ("6.3.0", true),
+            ("7.250101.3", true),
+        ] {
+            let got = sent_by_release(PingArgument, version) == ["connectorInfo"];
+            assert_eq!(got, info, "{version}");
+        }
+    }
+
+    #[test]
+    fn register_input_has_the_required_fields_and_the_kept_optional_ones() {
         let reg = Registration {
             id: "c1".into(),
             name: "HarfangLab".into(),
             scope: vec!["harfanglab".into()],
         };
-        let keys = |v: Option<&str>| {
-            let i = register_input(&reg, v.and_then(PlatformVersion::parse));
+        let keys = |keep: &[&str]| {
+            let i = register_input(&reg, |f| keep.contains(&f));
             let mut k: Vec<String> = i.as_object().unwrap().keys().cloned().collect();
             k.sort();
             k.join(",")
         };
-        let base = "auto,id,name,only_contextual,playbook_compatible,scope,type";
-        assert_eq!(keys(None), base);
-        assert_eq!(keys(Some("5.12.0")), base);
-        assert_eq!(keys(Some("6.4.9")), base);
+        assert_eq!(keys(&[]), "id,name,type");
         assert_eq!(
-            keys(Some("6.5.0")),
-            "auto,id,listen_callback_uri,name,only_contextual,playbook_compatible,scope,type"
+            keys(&["scope", "listen_callback_uri"]),
+            "id,listen_callback_uri,name,scope,type"
         );
+        let all: Vec<&str> = FIELD_GATES
+            .iter()
+            .filter(|g| g.slot == FieldSlot::RegisterInput)
+            .map(|g| g.name)
+            .collect();
+        // Every register gate has a value in the input (and nothing else is optional).
         assert_eq!(
-            keys(Some("6.8.10")),
-            "auto,auto_update,enrichment_resolution,id,listen_callback_uri,name,only_contextual,playbook_compatible,scope,type"
+            keys(&all).split(',').count(),
+            3 + all.len(),
+            "{}",
+            keys(&all)
         );
+    }
+
+    #[test]
+    fn unknown_names_reads_graphql_js_messages_in_any_quoting() {
+        let cases: [(&str, &[&str]); 9] = [
+            (
+                r#"Variable "$input" got invalid value { id: "c1", name: "x", listen_callback_uri: null }; Field "listen_callback_uri" is not defined by type "RegisterConnectorInput"."#,
+                &["listen_callback_uri"],
+            ),
+            (
+                r#"Variable "$input" got invalid value {...}; Field "auto_udpate" is not defined by type "RegisterConnectorInput". Did you mean "auto_update"?"#,
+                &["auto_udpate"],
+            ),
+            // graphql-js 17.
+            (
+                r#"Variable "$input" has invalid value: Expected value of type "RegisterConnectorInput" not to include unknown field "enrichment_resolution", found: { id: "c1" }."#,
+                &["enrichment_resolution"],
+            ),
+            (
+                r#"Unknown argument "connectorInfo" on field "Mutation.pingConnector"."#,
+                &["connectorInfo"],
+            ),
+            (
+                r#"Unknown type "ConnectorInfoInput"."#,
+                &["ConnectorInfoInput"],
+            ),
+            // graphql-core style single quotes, escaped quotes, back quotes.
+            (
+                "Field 'auto_update' is not defined by type 'RegisterConnectorInput'.",
+                &["auto_update"],
+            ),
+            (
+                r#"Unknown argument "connectorInfo" on field "Mutation.pingConnector"."#,
+                &["connectorInfo"],
+            ),
+            (
+                "unknown type `ConnectorInfoInput`; Unknown argument `connectorInfo`",
+                &["ConnectorInfoInput", "connectorInfo"],
+            ),
+            // Not about unknown names.
+            (
+                r#"Field "RegisterConnectorInput.name" of required type "String!" was not provided. Cannot query field "x" on type "Connector"."#,
+                &[],
+            ),
+        ];
+        for (message, want) in cases {
+            assert_eq!(unknown_names(message), want, "{message}");
+        }
+    }
+
+    #[test]
+    fn unsupported_quotes_the_platform_and_is_fatal() {
+        let e = ApiError::Unsupported {
+            op: "registerConnector",
+            version: "5.3.0".into(),
+            dropped: vec!["playbook_compatible"],
+            message: r#"Field "type" is not defined by type "RegisterConnectorInput"."#.into(),
+        };
+        assert!(e.is_fatal() && !e.is_retryable());
+        let text = e.to_string();
+        assert!(text.contains("OpenCTI 5.3.0"), "{text}");
+        assert!(text.contains("playbook_compatible"), "{text}");
+        assert!(text.contains(r#"Field "type" is not defined"#), "{text}");
     }
 
     #[test]

@@ -296,7 +296,8 @@ pub struct Pinger<'a> {
 }
 
 impl Pinger<'_> {
-    /// Ping every `interval` until `stop` fires.
+    /// Ping every `interval` until `stop` fires (the first ping went out at startup, right after
+    /// registration).
     pub fn run(&self, stop: &Shutdown) {
         while !stop.wait_timeout(self.interval) {
             self.probe_if_idle();
@@ -318,45 +319,66 @@ impl Pinger<'_> {
         }
     }
 
-    /// One ping with the latest checkpoint; returns whether the platform reset our state.
-    fn ping_once(&self) -> bool {
-        let current = self.writer.current().map(|l| l.checkpoint);
-        match self
-            .api
-            .ping_connector(&self.connector_id, current.as_ref(), self.version)
-        {
-            Ok(PingOutcome::Stored) => {
-                self.shared.metrics.opencti_ping(true);
-                self.shared.health.opencti_reachable();
-                if current.is_some() {
-                    self.writer.mark_acked();
-                }
-                false
-            }
-            Ok(PingOutcome::Diverged(state)) => {
-                self.shared.metrics.opencti_ping(true);
-                log::warn!(
-                    "OpenCTI holds another state for connector {} ({state}); is another instance \
-                     running with the same CONNECTOR_ID? Keeping ours",
-                    self.connector_id
-                );
-                false
-            }
-            Ok(PingOutcome::Reset) => {
-                self.shared.metrics.opencti_ping(true);
-                log::warn!(
-                    "the connector state was reset from the OpenCTI UI: restarting the stream \
-                     from the first-run position (the old position is dropped)"
-                );
+    /// One ping with the latest checkpoint; a reset from the UI ends the current session.
+    fn ping_once(&self) {
+        let pinged = ping(self.api, &self.connector_id, self.writer, self.version);
+        self.shared.metrics.opencti_ping(pinged != Pinged::Failed);
+        match pinged {
+            Pinged::Stored => self.shared.health.opencti_reachable(),
+            Pinged::Reset => {
                 self.shared.reset_pending.store(true, Ordering::SeqCst);
                 self.shared.stop_session();
-                true
             }
-            Err(e) => {
-                self.shared.metrics.opencti_ping(false);
-                log::warn!("ping to OpenCTI failed (retried at the next ping): {e}");
-                false
+            Pinged::Failed => {}
+        }
+    }
+}
+
+/// What a ping's answer means for the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pinged {
+    /// The platform answered (our state stored, or another one it holds: logged).
+    Stored,
+    /// The state was reset from the OpenCTI UI: the caller restarts from the first-run position
+    /// and must not push the old one again (§3.4).
+    Reset,
+    /// The ping failed (logged; the next ping tries again).
+    Failed,
+}
+
+/// One ping with the writer's latest position: logs what the answer means and marks the
+/// position acknowledged when the platform stored it. Used at startup and by the [`Pinger`].
+pub fn ping(
+    api: &OpenCtiApi,
+    connector_id: &str,
+    writer: &CheckpointWriter,
+    version: Option<PlatformVersion>,
+) -> Pinged {
+    let current = writer.current().map(|l| l.checkpoint);
+    match api.ping_connector(connector_id, current.as_ref(), version) {
+        Ok(PingOutcome::Stored) => {
+            if current.is_some() {
+                writer.mark_acked();
             }
+            Pinged::Stored
+        }
+        Ok(PingOutcome::Diverged(state)) => {
+            log::warn!(
+                "OpenCTI holds another state for connector {connector_id} ({state}); is another \
+                 instance running with the same CONNECTOR_ID? Keeping ours"
+            );
+            Pinged::Stored
+        }
+        Ok(PingOutcome::Reset) => {
+            log::warn!(
+                "the connector state was reset from the OpenCTI UI: restarting the stream from \
+                 the first-run position (the old position is dropped)"
+            );
+            Pinged::Reset
+        }
+        Err(e) => {
+            log::warn!("ping to OpenCTI failed (retried at the next ping): {e}");
+            Pinged::Failed
         }
     }
 }

@@ -2,14 +2,17 @@
 //! until shutdown. `app::run` and the demo call [`run_with`]; `main` owns signals.
 //!
 //! Startup order: OpenCTI `about` (version) → `registerConnector` (skipped in dry-run) →
-//! reconcile the local checkpoint with the platform state → HarfangLab `probe` →
+//! reconcile the local checkpoint with the platform state → first `pingConnector` (as pycti,
+//! right after registration; skipped in dry-run) → HarfangLab `probe` →
 //! `ensure_source_lists` → metrics server (when enabled) → stream reader + pipeline.
 //!
 //! Decisions:
 //! - **Unreachable at startup** (network error, timeout, 429/5xx) is retried with exponential
 //!   backoff (1 s doubling to 60 s), each attempt logged, until it works or shutdown: a
 //!   supervisor restart loop would only add noise. **Fatal** answers (401/403, TLS, bad URL,
-//!   unknown stream, GraphQL errors at registration) end the run with a clear error (exit 1).
+//!   unknown stream, GraphQL errors at registration, a platform that refuses even the minimal
+//!   registration) end the run with a clear error (exit 1). Fields a platform does not know are
+//!   dropped by the GraphQL client itself (`opencti::api`), not here.
 //! - **Sessions**: one stream reader + one pipeline run is a session. A reset from the OpenCTI
 //!   UI (seen by the ping) ends the session (draining it), replaces the local checkpoint with
 //!   the first-run position, and starts a new session; the old state is never pushed back.
@@ -40,7 +43,7 @@ use crate::pipeline::{
 use crate::state::{self, CheckpointStore, CheckpointWriter, FirstRun, LocalCheckpoint};
 use crate::sync::dry_run::DryRunApi;
 use crate::sync::{SyncSettings, Syncer};
-use hooks::{Hooks, Pinger, Shared, Sink};
+use hooks::{Hooks, Pinged, Pinger, Shared, Sink};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -219,6 +222,23 @@ pub fn run_with(
         state::DEFAULT_SAVE_INTERVAL,
     )
     .map_err(ServiceError::Thread)?;
+    // First ping right after registration, as pycti does: OpenCTI sees the connector alive and
+    // holds its position from the start, not one ping interval later (a crash in between would
+    // lose it there).
+    let mut start = reconciled.checkpoint;
+    let first_ping = if dry_run {
+        None
+    } else {
+        let pinged = hooks::ping(&api, &connector_id, &writer, version);
+        if pinged == Pinged::Reset {
+            start = first_run.checkpoint(SystemTime::now());
+            writer.replace(LocalCheckpoint {
+                checkpoint: start.clone(),
+                platform_acked: false,
+            });
+        }
+        Some(pinged != Pinged::Failed)
+    };
 
     // HarfangLab: probe, then our three source lists.
     let client = Client::new(client_options(config), shutdown.receiver().clone())
@@ -282,7 +302,8 @@ pub fn run_with(
         connector_id,
         file_id,
         first_run,
-        start: reconciled.checkpoint,
+        start,
+        first_ping,
     };
     let result = if dry_run {
         let dry = DryRunApi::new(client.clone());
@@ -339,6 +360,8 @@ struct Ctx<'a> {
     file_id: String,
     first_run: FirstRun,
     start: state::Checkpoint,
+    /// Whether the startup ping went through (`None`: not sent, dry-run).
+    first_ping: Option<bool>,
 }
 
 impl Ctx<'_> {
@@ -352,6 +375,9 @@ impl Ctx<'_> {
     ) -> Result<(u32, u64), ServiceError> {
         let c = &self.config.connector;
         let metrics = Metrics::with_prefix(&c.metrics_namespace, &c.metrics_subsystem);
+        if let Some(ok) = self.first_ping {
+            metrics.opencti_ping(ok);
+        }
         let health = Health::new(DEFAULT_HEALTH_WINDOW);
         health.harfanglab_reachable();
         health.opencti_reachable();

@@ -1,7 +1,9 @@
 //! Simulators of the external services, for tests, benchmarks, the `demo` command and local runs:
-//! `opencti` (live stream + GraphQL), `harfanglab` (an in-memory threat-intel server) and `http`
+//! `opencti` (live stream + GraphQL, with the schema of each release in `opencti_schema`),
+//! `harfanglab` (an in-memory threat-intel server) and `http`
 //! (the small HTTP/1.1 server the HarfangLab simulator runs on).
 
 pub mod harfanglab;
 pub mod http;
 pub mod opencti;
+mod opencti_schema;

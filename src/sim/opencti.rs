@@ -6,7 +6,9 @@
 //! stall, per-event delay) plus runtime appends. It answers like the platform where it matters to
 //! the connector (opencti-protocol.md §1.2, §1.5, §1.6, §3, §4): `connected` first without id,
 //! resume strictly after `Last-Event-ID` / `from`, heartbeats carrying the last id, 401 for a bad
-//! token or an unknown stream id, gzip when asked, reset-on-next-ping exactly as §3.4.
+//! token or an unknown stream id, gzip when asked, reset-on-next-ping exactly as §3.4. The GraphQL
+//! side takes a platform version and refuses what that release's schema lacks exactly as the real
+//! server does (HTTP 200, `errors` with `extensions.code`, no `data`; see `opencti_schema`).
 //!
 //! It is a small hand-written HTTP/1.1 server on `std::net` (one request per connection,
 //! `Connection: close`), not tiny_http: an SSE body must be written unbuffered and the simulator
@@ -14,6 +16,7 @@
 //! response writer (buffers 8 KiB) and its keep-alive connection handling do not allow.
 //! Loopback only; never exposed by the product.
 
+use super::opencti_schema::{Rejection, Schema};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Value, json};
@@ -87,8 +90,11 @@ pub struct OpenCtiSimConfig {
     pub token: String,
     /// Accepted stream id (other ids get 401, like the platform).
     pub stream_id: String,
-    /// `about { version }`.
+    /// `about { version }`, and the release whose schema the GraphQL answers follow.
     pub version: String,
+    /// Input fields, arguments or types this platform lacks on top of what its release lacks
+    /// (a platform the connector's version table is wrong about).
+    pub lacks: Vec<String>,
     /// Heartbeat period (platform: 5 s; tests use short ones).
     pub heartbeat: Duration,
     /// Epoch ms of the first event id.
@@ -104,6 +110,7 @@ impl Default for OpenCtiSimConfig {
             token: "sim-token".into(),
             stream_id: "live".into(),
             version: "6.8.10".into(),
+            lacks: Vec::new(),
             heartbeat: Duration::from_millis(200),
             base_ms: 1_718_445_600_000,
             scenario: Vec::new(),
@@ -153,10 +160,13 @@ struct Inner {
     reset_pending: HashMap<String, bool>,
     ping_count: u64,
     graphql: Vec<Value>,
+    /// GraphQL errors answered because the schema lacks what a request named.
+    rejected: Vec<Value>,
 }
 
 struct Shared {
     cfg: OpenCtiSimConfig,
+    schema: Schema,
     inner: Mutex<Inner>,
     changed: Condvar,
     stop: AtomicBool,
@@ -195,6 +205,7 @@ pub fn serve(bind: &str, cfg: OpenCtiSimConfig) -> io::Result<OpenCtiSim> {
         reset_pending: HashMap::new(),
         ping_count: 0,
         graphql: Vec::new(),
+        rejected: Vec::new(),
     };
     for ev in &cfg.scenario {
         let id = next_id(&mut inner);
@@ -203,6 +214,7 @@ pub fn serve(bind: &str, cfg: OpenCtiSimConfig) -> io::Result<OpenCtiSim> {
         index_last(&mut inner);
     }
     let shared = Arc::new(Shared {
+        schema: Schema::new(&cfg.version, &cfg.lacks),
         cfg,
         inner: Mutex::new(inner),
         changed: Condvar::new(),
@@ -330,6 +342,12 @@ impl OpenCtiSim {
 
     pub fn ping_count(&self) -> u64 {
         self.shared.lock().ping_count
+    }
+
+    /// The GraphQL errors answered because the platform's schema lacks what a request named
+    /// (each `{"message", "extensions": {"code"}}`), in order.
+    pub fn rejections(&self) -> Vec<Value> {
+        self.shared.lock().rejected.clone()
     }
 
     /// All GraphQL request bodies received.
@@ -713,45 +731,30 @@ fn handle_graphql(
     )
 }
 
-/// Register input fields known per platform version (GraphQL rejects unknown ones, §3.1).
-fn register_fields(version: &str) -> Vec<&'static str> {
-    let mut it = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let v = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    let mut f = vec![
-        "id",
-        "name",
-        "type",
-        "scope",
-        "auto",
-        "only_contextual",
-        "playbook_compatible",
-    ];
-    if v >= (6, 5) {
-        f.push("listen_callback_uri");
-    }
-    if v >= (6, 8) {
-        f.extend(["auto_update", "enrichment_resolution"]);
-    }
-    f
+/// The answer to a request the schema refuses: errors only, no `data` (graphql-js stops before
+/// execution), HTTP 200 like the platform.
+fn rejected(shared: &Shared, errors: Vec<Rejection>) -> Value {
+    let errors: Vec<Value> = errors
+        .into_iter()
+        .map(|r| json!({"message": r.message, "extensions": {"code": r.code}}))
+        .collect();
+    shared.lock().rejected.extend(errors.iter().cloned());
+    json!({ "errors": errors })
 }
 
 fn graphql_answer(shared: &Shared, body: &Value) -> Value {
     let query = body.get("query").and_then(Value::as_str).unwrap_or("");
     let vars = body.get("variables").cloned().unwrap_or(Value::Null);
+    for field in ["registerConnector", "pingConnector"] {
+        if query.contains(field) {
+            let errors = shared.schema.reject(query, field, &vars);
+            if !errors.is_empty() {
+                return rejected(shared, errors);
+            }
+        }
+    }
     if query.contains("registerConnector") {
         let input = vars.get("input").cloned().unwrap_or(Value::Null);
-        let allowed = register_fields(&shared.cfg.version);
-        if let Some(bad) = input
-            .as_object()
-            .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())))
-        {
-            return graphql_error(
-                &format!(
-                    "Variable \"$input\" got invalid value; Field \"{bad}\" is not defined by type \"RegisterConnectorInput\"."
-                ),
-                "BAD_USER_INPUT",
-            );
-        }
         let id = input
             .get("id")
             .and_then(Value::as_str)

@@ -81,17 +81,26 @@ pub struct World {
 impl World {
     /// Start both simulators on 127.0.0.1:0 with `scenario` and HarfangLab `faults` (seeded dice).
     pub fn start(scenario: Vec<ScenarioEvent>, faults: Faults, seed: u64) -> World {
-        let octi = octisim::serve(
-            "127.0.0.1:0",
-            OpenCtiSimConfig {
-                token: OCTI_TOKEN.into(),
-                stream_id: STREAM_ID.into(),
-                heartbeat: Duration::from_millis(200),
-                scenario,
-                ..OpenCtiSimConfig::default()
-            },
-        )
-        .expect("start OpenCTI simulator");
+        World::start_with(scenario, faults, seed, |_| {})
+    }
+
+    /// [`World::start`] with the OpenCTI simulator's settings changed by `octi` (platform
+    /// version, schema gaps).
+    pub fn start_with(
+        scenario: Vec<ScenarioEvent>,
+        faults: Faults,
+        seed: u64,
+        octi: impl FnOnce(&mut OpenCtiSimConfig),
+    ) -> World {
+        let mut config = OpenCtiSimConfig {
+            token: OCTI_TOKEN.into(),
+            stream_id: STREAM_ID.into(),
+            heartbeat: Duration::from_millis(200),
+            scenario,
+            ..OpenCtiSimConfig::default()
+        };
+        octi(&mut config);
+        let octi = octisim::serve("127.0.0.1:0", config).expect("start OpenCTI simulator");
         let hl = hlsim::serve(
             "127.0.0.1:0",
             SimConfig {
@@ -203,7 +212,14 @@ impl World {
     /// Run the connector until the checkpoint reaches the last event, then SIGTERM it and check
     /// it exits 0. Returns the normalised HarfangLab state.
     pub fn run_to_end(&self, opts: &RunOpts, timeout: Duration) -> Snapshot {
+        let streams = self.octi.stream_requests().len();
         let mut c = self.spawn(opts);
+        // Up to the stream before any SIGTERM: when the checkpoint is already at the end (a
+        // restart after the work was done), the signal must not reach a process still starting
+        // (its default action kills it).
+        wait_until(&mut c, "a stream connection", timeout, || {
+            self.octi.stream_requests().len() > streams
+        });
         let last = self.last_event_id();
         self.wait_checkpoint(&mut c, &last, timeout);
         c.terminate_ok(Duration::from_secs(15));
@@ -237,6 +253,33 @@ impl World {
             }
             std::thread::sleep(POLL);
         }
+    }
+}
+
+/// Poll `cond` until it holds; panics (with the connector's stderr) on timeout or if the
+/// connector exits first. Returns the time since the connector started.
+pub fn wait_until(
+    c: &mut Connector,
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Duration {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return c.started.elapsed();
+        }
+        if let Some(status) = c.try_wait() {
+            panic!(
+                "connector exited ({status}) before {what}\n{}",
+                c.stderr_tail()
+            );
+        }
+        if Instant::now() >= deadline {
+            c.kill();
+            panic!("no {what} within {timeout:?}\n{}", c.stderr_tail());
+        }
+        std::thread::sleep(POLL);
     }
 }
 
