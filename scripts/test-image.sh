@@ -40,6 +40,6 @@ built=$(date +%s)
 
 # Build the test outside the namespace (no network inside), then run it inside.
 cargo test --locked --test container_image --no-run
-HLI_IMAGE_ROOTFS="$PWD/$rootfs" HLI_IMAGE_CONFIG="$PWD/$rootfs.json" HLI_IMAGE_REQUIRED=1 \
-    unshare --net -- sh -c 'ip link set lo up && exec cargo test --offline --locked --test container_image'
+HLI_IMAGE_ROOTFS="$PWD/$rootfs" HLI_IMAGE_CONFIG="$PWD/$rootfs.json" \
+    unshare --net -- sh -c 'ip link set lo up && exec cargo test --offline --locked --test container_image -- --ignored'
 echo "test-image: image built in $((built - start)) s, tested in $(( $(date +%s) - built )) s" >&2
