@@ -94,7 +94,10 @@ fn compose_keeps_secrets_out_the_log_level_and_a_restart_policy_that_gives_up() 
     assert_eq!(service["env_file"].as_str(), Some("./harfanglab-intel.env"));
     let sample = read("harfanglab-intel.env.sample");
     for key in ["OPENCTI_TOKEN=", "HARFANGLAB_INTEL_TOKEN="] {
-        assert!(sample.lines().any(|l| l.starts_with(key)), "sample lacks {key}");
+        assert!(
+            sample.lines().any(|l| l.starts_with(key)),
+            "sample lacks {key}"
+        );
     }
     assert!(read(".gitignore").contains("/harfanglab-intel.env"));
 
