@@ -22,14 +22,13 @@ mod service_support;
 
 use harfanglab_intel::sim::harfanglab::HarfangLabSim;
 use harfanglab_intel::sim::opencti::OpenCtiSim;
-use harfanglab_intel::state::compare_event_ids;
 use serde_json::Value;
-use service_support::{demo_scenario, start_sims};
+use service_support::{at_or_after, demo_scenario, start_sims, wait_exit};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -120,7 +119,7 @@ fn prepare_root(img: &Image) {
     .unwrap();
     std::fs::write(
         etc.join("resolv.conf"),
-        "# as Docker writes it for a user-defined network\nnameserver 127.0.0.11\noptions ndots:0\n",
+        "# Docker's embedded DNS server, with a search domain as Kubernetes writes them\nsearch hli.test\nnameserver 127.0.0.11\noptions ndots:0\n",
     )
     .unwrap();
     std::fs::write(etc.join("hostname"), "hli-image-test\n").unwrap();
@@ -409,24 +408,6 @@ impl Case {
     }
 }
 
-fn at_or_after(pos: Option<&str>, id: &str) -> bool {
-    pos.is_some_and(|p| compare_event_ids(p, id) != std::cmp::Ordering::Less)
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("the connector did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -470,7 +451,7 @@ fn runs_against_the_simulators_on_127_0_0_1() {
 fn resolves_names_and_verifies_tls_with_the_ca_file_settings() {
     let img = image();
     let mut case = Case::new("names", "5e1f0c00-0000-4000-8000-000000000002");
-    let dns = FakeDns::start(&[("harfanglab", Ipv4Addr::LOCALHOST)]);
+    let dns = FakeDns::start(&[("harfanglab.hli.test", Ipv4Addr::LOCALHOST)]);
     let ca = TestCa::create(&case.dir, &["localhost", "harfanglab"]);
     // The CA the operator mounts into the container.
     let ca_dir = img.root.join("etc/hli-test");
@@ -479,8 +460,8 @@ fn resolves_names_and_verifies_tls_with_the_ca_file_settings() {
     let (octi_url, hl_url) = (case.octi.base_url(), case.hl.base_url().to_owned());
     let octi_port = tls_front(&mut case, &ca, &octi_url);
     let hl_port = tls_front(&mut case, &ca, &hl_url);
-    // OpenCTI by `localhost` (from /etc/hosts), HarfangLab by a service name only the DNS
-    // server knows, as with compose.
+    // OpenCTI by `localhost` (from /etc/hosts), HarfangLab by a short name that only the DNS
+    // server knows, with the search domain of resolv.conf.
     case.set("OPENCTI_URL", &format!("https://localhost:{octi_port}"));
     case.set("OPENCTI_SSL_VERIFY", "true");
     case.set(
@@ -499,7 +480,7 @@ fn resolves_names_and_verifies_tls_with_the_ca_file_settings() {
         "{report}"
     );
     assert!(
-        dns.asked("harfanglab"),
+        dns.asked("harfanglab.hli.test"),
         "the name was not asked of the resolv.conf server: {:?}",
         dns.queries()
     );
