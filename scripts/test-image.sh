@@ -4,7 +4,7 @@
 # network namespace so the runtime-style DNS server at 127.0.0.11:53 is ours. Called by .ci/run
 # after `cargo test`; needs root.
 #
-# podman, socat and openssl are installed with apt-get when missing. Only when that install is
+# podman, socat, openssl (and ip, unshare) are installed with apt-get when missing. Only when that install is
 # impossible (no apt-get, or it fails) is the test skipped, with a notice; any later failure
 # fails the run.
 set -euo pipefail
@@ -24,6 +24,8 @@ missing=()
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 || skip "${missing[*]} missing and no apt-get to install them"
