@@ -1,6 +1,7 @@
 //! Translation: one OpenCTI indicator → the HarfangLab objects it should produce. Pure, no I/O.
 //!
-//! The types below are the contract used by `sync` and `pipeline`. This module owns the meaning
+//! The types below are the contract used by `opencti::events` (which builds an [`Indicator`] and
+//! its [`FormerState`] from a stream event), `sync` and `pipeline`. This module owns the meaning
 //! of a STIX pattern for HarfangLab: which comparisons become IOC rules and which are skipped
 //! (always with a readable reason, never sent). The policy, in the order it is applied to each
 //! comparison:
