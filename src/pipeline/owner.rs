@@ -268,7 +268,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
         self.phase = Phase::Stopping { deadline };
         // A retry wait would outlast any reasonable deadline: give those keys up now.
         for delayed in std::mem::take(&mut self.delayed) {
-            self.keys.abandon(&delayed.job.key);
+            self.keys.abandon(delayed.job.seq);
         }
         log::info!(
             "pipeline: shutdown: stopped reading; {} events in flight, deadline {}",
@@ -296,6 +296,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
             Input::Event {
                 event_id,
                 key: Some(key),
+                also_keys,
                 payload,
             } => {
                 self.opts.stats.add(Counter::Received, 1);
@@ -307,7 +308,8 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                     payload,
                     failures: 0,
                 };
-                if let Some(job) = self.keys.admit(job) {
+                let also = also_keys.into_iter().map(Into::into).collect();
+                if let Some(job) = self.keys.admit(job, also) {
                     self.dispatch(job);
                 }
             }
@@ -319,7 +321,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
             Ok(()) => self.outstanding += 1,
             Err(SendError(job)) => {
                 // No worker left to run it; the loop notices and stops.
-                self.keys.abandon(&job.key);
+                self.keys.abandon(job.seq);
                 self.shutdown.trigger();
             }
         }
@@ -357,7 +359,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                             log::error!("pipeline: {e}; stopping");
                             self.dead_letters_broken = true;
                             self.fail(e.into());
-                            self.keys.abandon(&key);
+                            self.keys.abandon(seq);
                             return;
                         }
                         self.opts.stats.add(Counter::Failed, 1);
@@ -369,12 +371,12 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                             key: key.to_string(),
                             reason,
                         });
-                        self.keys.abandon(&key);
+                        self.keys.abandon(seq);
                         return;
                     }
                 }
                 self.tracker.finish(seq);
-                if let Some(next) = self.keys.next(&key) {
+                for next in self.keys.finish(seq) {
                     self.dispatch(next);
                 }
             }
@@ -386,7 +388,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                         job.event_id,
                         job.key
                     );
-                    self.keys.abandon(&job.key);
+                    self.keys.abandon(job.seq);
                     return;
                 }
                 let wait = self.opts.retry.backoff(job.failures, &mut self.rng);
@@ -404,9 +406,9 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                 });
             }
             Report::Lost { worker, running } => {
-                if let Some((_, key)) = running {
+                if let Some((seq, _)) = running {
                     self.outstanding -= 1;
-                    self.keys.abandon(&key);
+                    self.keys.abandon(seq);
                 }
                 self.fail(PipelineError::WorkerPanicked {
                     workers: vec![worker],
