@@ -828,6 +828,35 @@ fn conflicting_sigma_content_takes_the_newest_and_is_logged<A: ThreatIntelApi>(
     assert_released_rule(&s, RuleKind::Sigma, remove);
 }
 
+/// An update that changes the Sigma rule's `id` (HarfangLab cannot change it in place): the new
+/// rule is written, the former id's rule loses the holder (and goes when it was the last one).
+fn sigma_id_change_releases_the_former_rule<A: ThreatIntelApi>(new_api: fn() -> (A, SourceLists)) {
+    let s = syncer_on(new_api(), true);
+    let (a, b) = (indicator("a"), indicator("b"));
+    s.upsert(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
+        .unwrap();
+    s.upsert(&b, &sigma("Indicator b", Some(SIGMA_ID_2), "cmd"), &none())
+        .unwrap();
+    let former = FormerState {
+        pattern: Some(sigma_content(Some(SIGMA_ID), "cmd")),
+        ..FormerState::default()
+    };
+    let report = s
+        .upsert(&a, &sigma("Indicator a", Some(SIGMA_ID_2), "cmd"), &former)
+        .unwrap();
+    assert_eq!(
+        (report.sigma.updated, report.sigma.deleted),
+        (1, 1),
+        "{report:?}"
+    );
+    let rule = only_rule(&s, RuleKind::Sigma);
+    assert_eq!(rule.id, SIGMA_ID_2);
+    assert_eq!(
+        rule_holders_of(RuleKind::Sigma, &rule),
+        ["internal-a", "internal-b"]
+    );
+}
+
 fn absorbed(indicator: &Indicator, translation: Translation) -> Absorbed {
     Absorbed {
         indicator: indicator.clone(),
@@ -1098,8 +1127,8 @@ macro_rules! scenarios {
                 super::replayed_events_are_harmless($factory)
             }
             #[test]
-            fn yara_duplicate_conflict_is_resolved_by_update() {
-                super::yara_duplicate_conflict_is_resolved_by_update($factory)
+            fn sigma_id_change_releases_the_former_rule() {
+                super::sigma_id_change_releases_the_former_rule($factory)
             }
             two_modes!(
                 $factory;
@@ -1217,11 +1246,11 @@ scenarios!(simulator, crate::simulator);
 mod memory_only {
     use super::*;
 
-    /// With a server that also rejects a second file declaring an existing rule identifier (an
-    /// opt-in guess, as `SimConfig::unique_yara_rule_names`): the create is refused, the clash
-    /// found and updated.
+    /// Needs a server that also rejects a second file declaring an existing rule identifier (an
+    /// opt-in guess of both fakes, `MemoryApi::set_unique_yara_rule_names`, harfanglab-api.md
+    /// §6.3): the create is refused, the clash found and updated.
     #[test]
-    fn yara_duplicate_conflict_is_resolved_by_update_with_unique_rule_names() {
+    fn yara_duplicate_conflict_is_resolved_by_update() {
         super::yara_duplicate_conflict_is_resolved_by_update(|| {
             let (api, lists) = super::memory_api();
             api.set_unique_yara_rule_names(true);
@@ -1560,5 +1589,271 @@ mod simulator_only {
             "hardly any answer was lost: {retries} retries"
         );
         assert_eq!(state, expected());
+    }
+}
+
+// ---- random histories against the fake ------------------------------------------------------
+
+/// Seeded random histories of create / update (with renames) / delete / merge over a few
+/// indicators sharing IP values, names, Sigma ids and Yara rules, against the fake, with
+/// `remove_indicator` true and false. After every step: every object a live indicator wants
+/// exists, is enabled and lists it; every holder listed is a live indicator that wants that
+/// object; nothing nobody wants stays enabled (or exists at all, when removing).
+mod histories {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const SEEDS: u64 = 100;
+    const STEPS: usize = 40;
+    const NAMES: [&str; 3] = ["Shared 0", "Shared 1", "Shared 2"];
+    const SIGMA_IDS: [&str; 2] = [SIGMA_ID, SIGMA_ID_2];
+    const BODIES: [&str; 2] = ["cmd", "wmic"];
+    const YARA_RULES: [&str; 2] = ["History_A", "History_B"];
+
+    /// What an indicator's pattern names. Its kind is fixed at creation (a type change is the
+    /// handler's business, tested in `service_handler`).
+    #[derive(Clone, Debug)]
+    enum Pattern {
+        Ips(Vec<u8>),
+        Sigma { id: usize, body: usize },
+        Yara { rule: usize, body: usize },
+    }
+
+    #[derive(Clone, Debug)]
+    struct Live {
+        indicator: Indicator,
+        pattern: Pattern,
+    }
+
+    fn value(k: u8) -> IocKey {
+        ip(&format!("10.77.0.{k}"))
+    }
+
+    fn translation(name: &str, p: &Pattern) -> Translation {
+        match p {
+            Pattern::Ips(v) => iocs(&v.iter().map(|k| value(*k)).collect::<Vec<_>>()),
+            Pattern::Sigma { id, body } => sigma(name, Some(SIGMA_IDS[*id]), BODIES[*body]),
+            Pattern::Yara { rule, body } => yara(name, YARA_RULES[*rule], BODIES[*body]),
+        }
+    }
+
+    fn random_pattern(rng: &mut fastrand::Rng, kind: u8) -> Pattern {
+        match kind {
+            0 => {
+                let mut v: Vec<u8> = (0..rng.usize(1..=3)).map(|_| rng.u8(0..5)).collect();
+                v.sort_unstable();
+                v.dedup();
+                Pattern::Ips(v)
+            }
+            1 => Pattern::Sigma {
+                id: rng.usize(..2),
+                body: rng.usize(..2),
+            },
+            _ => Pattern::Yara {
+                rule: rng.usize(..2),
+                body: rng.usize(..2),
+            },
+        }
+    }
+
+    fn kind_of(p: &Pattern) -> u8 {
+        match p {
+            Pattern::Ips(_) => 0,
+            Pattern::Sigma { .. } => 1,
+            Pattern::Yara { .. } => 2,
+        }
+    }
+
+    fn named(n: usize, name: &str) -> Indicator {
+        Indicator {
+            id: format!("hist-{n}"),
+            standard_id: Some(format!("indicator--hist-{n}")),
+            name: name.to_owned(),
+            ..Indicator::default()
+        }
+    }
+
+    fn check(api: &MemoryApi, live: &[Live], remove: bool, history: &[String]) {
+        let context = || history.join("\n");
+        let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for l in live {
+            if let Pattern::Ips(v) = &l.pattern {
+                for k in v {
+                    wanted
+                        .entry(value(*k).value)
+                        .or_default()
+                        .insert(l.indicator.id.clone());
+                }
+            }
+        }
+        let rules = api.iocs();
+        for rule in &rules {
+            let (decoded, _) = RuleComment::decode(rule.comment.as_deref());
+            let holders: BTreeSet<String> = decoded.holders.into_iter().map(|h| h.id).collect();
+            let want = wanted.get(&rule.value).cloned().unwrap_or_default();
+            assert_eq!(holders, want, "IOC {} holders\n{}", rule.value, context());
+            assert_eq!(
+                rule.enabled,
+                !want.is_empty(),
+                "IOC {}\n{}",
+                rule.value,
+                context()
+            );
+            assert!(
+                !remove || !want.is_empty(),
+                "IOC {} left\n{}",
+                rule.value,
+                context()
+            );
+        }
+        for v in wanted.keys() {
+            assert!(
+                rules.iter().any(|r| r.value == *v),
+                "IOC {v} missing\n{}",
+                context()
+            );
+        }
+        for (kind, k) in [(RuleKind::Sigma, 1), (RuleKind::Yara, 2)] {
+            let mut held: BTreeMap<String, usize> = BTreeMap::new();
+            for rule in api.rules(kind) {
+                let holders = rule_holders_of(kind, &rule);
+                assert_eq!(rule.enabled, !holders.is_empty(), "{rule:?}\n{}", context());
+                assert!(
+                    !remove || !holders.is_empty(),
+                    "{rule:?} left\n{}",
+                    context()
+                );
+                for h in holders {
+                    let l = live
+                        .iter()
+                        .find(|l| l.indicator.id == h)
+                        .unwrap_or_else(|| panic!("{h} on {rule:?} is gone\n{}", context()));
+                    assert_eq!(kind_of(&l.pattern), k, "{h} on {rule:?}\n{}", context());
+                    if let Pattern::Sigma { id, .. } = l.pattern {
+                        assert_eq!(rule.id, SIGMA_IDS[id], "{h} on {rule:?}\n{}", context());
+                    }
+                    *held.entry(h).or_default() += 1;
+                }
+            }
+            for l in live.iter().filter(|l| kind_of(&l.pattern) == k) {
+                assert_eq!(
+                    held.get(&l.indicator.id),
+                    Some(&1),
+                    "{} must hold exactly one {kind:?} rule\n{}",
+                    l.indicator.id,
+                    context()
+                );
+            }
+        }
+    }
+
+    fn run(seed: u64, remove: bool) {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), remove);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut live: Vec<Live> = Vec::new();
+        let mut next = 0;
+        let mut history = vec![format!("seed {seed}, remove_indicator {remove}")];
+        for _ in 0..STEPS {
+            match rng.u8(0..10) {
+                0..=2 if live.len() >= 2 => {
+                    // Merge 1 or 2 of the others into one.
+                    let target = live.swap_remove(rng.usize(..live.len()));
+                    let n = rng.usize(1..=2.min(live.len()));
+                    let sources: Vec<Live> = (0..n)
+                        .map(|_| live.swap_remove(rng.usize(..live.len())))
+                        .collect();
+                    let absorbed: Vec<Absorbed> = sources
+                        .iter()
+                        .map(|l| Absorbed {
+                            indicator: l.indicator.clone(),
+                            translation: translation(&l.indicator.name, &l.pattern),
+                            former: none(),
+                        })
+                        .collect();
+                    history.push(format!(
+                        "merge {:?} into {} {:?}",
+                        sources
+                            .iter()
+                            .map(|l| format!(
+                                "{} {:?} {:?}",
+                                l.indicator.id, l.indicator.name, l.pattern
+                            ))
+                            .collect::<Vec<_>>(),
+                        target.indicator.id,
+                        target.pattern
+                    ));
+                    let t = translation(&target.indicator.name, &target.pattern);
+                    s.merge(&target.indicator, &t, &none(), &absorbed)
+                        .expect("merge");
+                    live.push(target);
+                }
+                3..=5 if !live.is_empty() => {
+                    let i = rng.usize(..live.len());
+                    let old = live[i].clone();
+                    let mut indicator = old.indicator.clone();
+                    let mut former = none();
+                    if rng.bool() {
+                        indicator.name = NAMES[rng.usize(..NAMES.len())].to_owned();
+                        if indicator.name != old.indicator.name {
+                            former.name = Some(old.indicator.name.clone());
+                        }
+                    }
+                    let pattern = random_pattern(&mut rng, kind_of(&old.pattern));
+                    // What the decoder reads from the reverse patch.
+                    match &old.pattern {
+                        Pattern::Ips(_) => {
+                            former.iocs = Some(translation("", &old.pattern).iocs);
+                        }
+                        Pattern::Sigma { id, body } => {
+                            former.pattern =
+                                Some(sigma_content(Some(SIGMA_IDS[*id]), BODIES[*body]));
+                        }
+                        Pattern::Yara { rule, body } => {
+                            former.pattern = Some(yara_content(YARA_RULES[*rule], BODIES[*body]));
+                        }
+                    }
+                    history.push(format!(
+                        "update {} {:?} {:?} -> {:?} {:?}",
+                        indicator.id, old.indicator.name, old.pattern, indicator.name, pattern
+                    ));
+                    s.upsert(&indicator, &translation(&indicator.name, &pattern), &former)
+                        .expect("update");
+                    live[i] = Live { indicator, pattern };
+                }
+                6..=7 if !live.is_empty() => {
+                    let l = live.swap_remove(rng.usize(..live.len()));
+                    history.push(format!("delete {} {:?}", l.indicator.id, l.pattern));
+                    s.release(
+                        &l.indicator,
+                        &translation(&l.indicator.name, &l.pattern),
+                        &none(),
+                    )
+                    .expect("delete");
+                }
+                _ => {
+                    let indicator = named(next, NAMES[rng.usize(..NAMES.len())]);
+                    next += 1;
+                    let kind = rng.u8(0..3);
+                    let pattern = random_pattern(&mut rng, kind);
+                    history.push(format!(
+                        "create {} {:?} {:?}",
+                        indicator.id, indicator.name, pattern
+                    ));
+                    s.upsert(&indicator, &translation(&indicator.name, &pattern), &none())
+                        .expect("create");
+                    live.push(Live { indicator, pattern });
+                }
+            }
+            check(&api, &live, remove, &history);
+        }
+    }
+
+    #[test]
+    fn random_histories_keep_exactly_what_live_indicators_want() {
+        for seed in 0..SEEDS {
+            run(seed, true);
+            run(seed, false);
+        }
     }
 }

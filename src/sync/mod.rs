@@ -410,6 +410,22 @@ impl RuleIdentity {
         }
     }
 
+    /// A Yara / id-less Sigma identity after a rename: the identity by the current name, and the
+    /// one by the former name. Any other identity stays whole (`None`).
+    fn split_former(&self) -> (RuleIdentity, Option<RuleIdentity>) {
+        if self.sigma_id.is_some() || self.names.len() < 2 {
+            return (self.clone(), None);
+        }
+        let with_names = |names: &[String]| RuleIdentity {
+            names: names.to_vec(),
+            ..self.clone()
+        };
+        (
+            with_names(&self.names[..1]),
+            Some(with_names(&self.names[1..])),
+        )
+    }
+
     /// One string per object identity, to touch each object once in a merge.
     fn key(&self) -> String {
         match (&self.sigma_id, self.names.first()) {
@@ -593,6 +609,20 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             self.each(SyncObject::Sigma(spec.name.clone()), |r| {
                 r.upsert_rule(&ident, &spec.name, &spec.content)
             });
+            // The pattern changed the rule's `id`: HarfangLab cannot change it in place, so the
+            // former id's rule loses this holder (after the new one is written: no gap).
+            if let Some(old) = &former.pattern
+                && let Some(old_id) = content::sigma_id(old)
+                && ident
+                    .sigma_id
+                    .as_deref()
+                    .is_none_or(|new| !same_sigma_id(Some(new), &old_id))
+            {
+                let before = RuleIdentity::sigma(Some(old_id), old, "", &spec.name, former_name);
+                self.each(SyncObject::Sigma(spec.name.clone()), |r| {
+                    r.release_rule(&before, Whose::Own)
+                });
+            }
         }
         if let Some(spec) = &translation.yara {
             let ident = RuleIdentity::yara(
@@ -1003,9 +1033,10 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         Ok(Located::Missing)
     }
 
-    /// [`Run::locate`], then (Yara, id-less Sigma: their identity is a name, and a shared rule
-    /// carries its last writer's) the rule found by `search=` on its rule identifiers / title
-    /// that lists a holder of `holding`. A Sigma id needs no second look: the id is the rule.
+    /// For a release: [`Run::locate`], then (Yara, id-less Sigma: their identity is a name, and
+    /// a rule HarfangLab made shared carries its last writer's) the rule found by `search=` on its
+    /// rule identifiers / title that lists a holder of `holding`. A Sigma id needs no second
+    /// look: the id is the rule.
     fn locate_held(
         &mut self,
         ident: &RuleIdentity,
@@ -1112,35 +1143,81 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
     ) -> Result<(), HarfangLabError> {
         let kind = ident.kind;
         let holding = self.ids(Whose::Both);
-        let rule = match self.locate_held(ident, &holding)? {
-            Located::Ours(rule) => rule,
-            Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
-            Located::Missing => {
-                let mut holders = RuleHolders::default();
-                holders.add(me, &[]);
-                let content = rule_holders::join(kind, &holders, wanted);
-                let body = self.rule_body(kind, name, content, true);
-                match self.call(|api| api.create_rule(kind, &body)) {
-                    Ok(_) => {
-                        self.counts(kind).created += 1;
-                        debug!(
-                            "indicator={}: created {} {name:?}",
-                            self.indicator.id,
-                            kind.resource()
-                        );
-                        return Ok(());
-                    }
-                    // Same Sigma id / Yara rule already there (another process, a renamed
-                    // indicator we could not trace): update it rather than fail.
-                    Err(e) if is_duplicate(&e) => match self.locate_conflict(ident)? {
-                        Located::Ours(rule) => rule,
-                        Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
-                        Located::Missing => return Err(e),
-                    },
-                    Err(e) => return Err(e),
+        // A Yara file / id-less Sigma rule is the rule of the indicators of its name: after a
+        // rename, the rule of the new name comes first, the one of the former name second. A
+        // Sigma id is the rule whatever the names. No search by holders here: a rule listing
+        // this indicator under another name is another name's rule, and one HarfangLab counts
+        // as the same (a shared `meta: id`) answers the create below as a duplicate.
+        let (current, former) = ident.split_former();
+        match self.locate(&current, &holding)? {
+            Located::Ours(rule) => {
+                self.refresh_rule(kind, rule, me, name, wanted)?;
+                if let Some(former) = &former {
+                    // Renamed into a rule other indicators carry: out of the former name's.
+                    self.leave(former)?;
                 }
+                return Ok(());
             }
-        };
+            Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
+            Located::Missing => {}
+        }
+        if let Some(former) = &former {
+            match self.locate(former, &holding)? {
+                Located::Ours(rule) => {
+                    let holders = recorded_holders(kind, &rule).unwrap_or_default();
+                    let others: Vec<&str> = holders.others(&self.aliases).collect();
+                    if others.is_empty() {
+                        // Its only holder renamed: the rule follows the name.
+                        return self.refresh_rule(kind, rule, me, name, wanted);
+                    }
+                    info!(
+                        "indicator={}: renamed; leaving {} {:?} to its other holders ({})",
+                        self.indicator.id,
+                        kind.resource(),
+                        rule.name,
+                        others.join(", ")
+                    );
+                    self.drop_holds(kind, rule, Whose::Own, &former.names)?;
+                }
+                Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
+                Located::Missing => {}
+            }
+        }
+        let mut holders = RuleHolders::default();
+        holders.add(me, &[]);
+        let content = rule_holders::join(kind, &holders, wanted);
+        let body = self.rule_body(kind, name, content, true);
+        match self.call(|api| api.create_rule(kind, &body)) {
+            Ok(_) => {
+                self.counts(kind).created += 1;
+                debug!(
+                    "indicator={}: created {} {name:?}",
+                    self.indicator.id,
+                    kind.resource()
+                );
+                Ok(())
+            }
+            // Same Sigma id / Yara rule already there (another process, a renamed indicator we
+            // could not trace): update it rather than fail.
+            Err(e) if is_duplicate(&e) => match self.locate_conflict(&current)? {
+                Located::Ours(rule) => self.refresh_rule(kind, rule, me, name, wanted),
+                Located::Elsewhere(rule) => self.skip_elsewhere(kind, &rule),
+                Located::Missing => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write `rule` as `wanted` under `name`, with this indicator as a holder (and without the
+    /// absorbed ones, in a merge), unless it is so already.
+    fn refresh_rule(
+        &mut self,
+        kind: RuleKind,
+        rule: RemoteRule,
+        me: &str,
+        name: &str,
+        wanted: &str,
+    ) -> Result<(), HarfangLabError> {
         let (recorded, current) = rule_holders::split(kind, &rule.content);
         let mut holders = recorded.unwrap_or_else(|| {
             info!(
@@ -1152,35 +1229,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             RuleHolders::default()
         });
         holders.release(&self.absorbed);
-        let others: Vec<String> = holders.others(&self.aliases).map(str::to_owned).collect();
-        // A Yara file / id-less Sigma rule is the rule of the indicators of its name: renaming
-        // one of several holders takes it out of their rule (they keep it as it is), into the
-        // rule of its new name. A Sigma id is the rule whatever the names.
-        let renamed_out = ident.sigma_id.is_none()
-            && ident.names.get(1) == Some(&rule.name)
-            && !others.is_empty();
-        if renamed_out {
-            info!(
-                "indicator={}: renamed; leaving {} {:?} to its other holders ({})",
-                self.indicator.id,
-                kind.resource(),
-                rule.name,
-                others.join(", ")
-            );
-            holders.release(&self.aliases);
-            let content = rule_holders::join(kind, &holders, current);
-            let mut update = self.rule_body(kind, &rule.name, content, true);
-            if let Some(status) = &rule.hl_status {
-                update.hl_status = status.clone();
-            }
-            self.call(|api| api.update_rule(kind, &rule.id, &update))?;
-            self.counts(kind).updated += 1;
-            let current_name = RuleIdentity {
-                names: ident.names[..1].to_vec(),
-                ..ident.clone()
-            };
-            return self.upsert_locked(&current_name, me, name, wanted);
-        }
+        let others: Vec<&str> = holders.others(&self.aliases).collect();
         if current != wanted && !others.is_empty() {
             warn!(
                 "indicator={}: {} {:?} is also held by {} with different content; this event's content is written (the newest wins)",
@@ -1210,6 +1259,16 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         Ok(())
     }
 
+    /// Take this indicator out of the rule of its former name (by name only: a rule found by
+    /// its rule identifiers may be the one it just joined).
+    fn leave(&mut self, former: &RuleIdentity) -> Result<(), HarfangLabError> {
+        let aliases = self.aliases.clone();
+        match self.locate(former, &aliases)? {
+            Located::Ours(rule) => self.drop_holds(former.kind, rule, Whose::Own, &former.names),
+            Located::Elsewhere(_) | Located::Missing => Ok(()),
+        }
+    }
+
     /// Count and log a rule we must not touch; always `Ok`.
     fn skip_elsewhere(&mut self, kind: RuleKind, rule: &RemoteRule) -> Result<(), HarfangLabError> {
         warn!(
@@ -1229,14 +1288,26 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         let released = self.ids(whose);
         let syncer = self.syncer;
         let _guard = syncer.locks.lock(&self.lock_rule(ident));
-        let rule = match self.locate_held(ident, &released)? {
-            Located::Ours(rule) => rule,
-            Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
+        match self.locate_held(ident, &released)? {
+            Located::Ours(rule) => self.drop_holds(kind, rule, whose, &ident.names),
+            Located::Elsewhere(rule) => self.skip_elsewhere(kind, &rule),
             Located::Missing => {
                 self.counts(kind).unchanged += 1;
-                return Ok(());
+                Ok(())
             }
-        };
+        }
+    }
+
+    /// Remove `whose` holds from `rule` (found by one of `names`, or by its holders); delete or
+    /// disable it when no holder is left.
+    fn drop_holds(
+        &mut self,
+        kind: RuleKind,
+        rule: RemoteRule,
+        whose: Whose,
+        names: &[String],
+    ) -> Result<(), HarfangLabError> {
+        let released = self.ids(whose);
         let (recorded, body) = rule_holders::split(kind, &rule.content);
         let holders = match recorded {
             Some(mut holders) => {
@@ -1249,7 +1320,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             }
             // Written before holders existed: the indicator whose name it carries wrote it last
             // (a rule found by Sigma id under another indicator's name is that one's).
-            None if ident.names.contains(&rule.name) => RuleHolders::default(),
+            None if names.contains(&rule.name) => RuleHolders::default(),
             None => {
                 debug!(
                     "indicator={}: {} {:?} belongs to another indicator; left alone",
