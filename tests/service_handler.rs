@@ -431,8 +431,7 @@ fn merge(sources: Vec<Value>) -> Work {
     line["event"] = json!("merge");
     line["data"]["type"] = json!("merge");
     line["data"]["message"] = json!("merges Indicator `duplicate of 1.2.3.4` in `1.2.3.4`");
-    line["data"]["context"] =
-        json!({"patch": [], "reverse_patch": [], "sources": sources, "deletions": [], "shifts": []});
+    line["data"]["context"] = json!({"patch": [], "reverse_patch": [], "sources": sources, "deletions": [], "shifts": []});
     work(&line)
 }
 
@@ -457,15 +456,17 @@ fn merge_moves_the_absorbed_holds_to_the_target_and_releases_the_rest() {
     assert_eq!(fx.values(), ["1.2.3.4", "7.7.7.7"]);
 
     let merged = merge(vec![absorbed_stix(pattern)]);
-    let Work::Event(ev) = &merged else {
-        panic!()
-    };
+    let Work::Event(ev) = &merged else { panic!() };
     // Ordered after and before the absorbed indicator's own events too.
     assert_eq!(key(&merged), INTERNAL);
     assert_eq!(service::also_keys(ev), [ABSORBED]);
     let _m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4']", &[]));
     applied(&fx.handle(&merged));
-    assert_eq!(fx.values(), ["1.2.3.4"], "7.7.7.7 was only the absorbed one's");
+    assert_eq!(
+        fx.values(),
+        ["1.2.3.4"],
+        "7.7.7.7 was only the absorbed one's"
+    );
     let shared = &fx.mem.iocs()[0];
     let (comment, _) = RuleComment::decode(shared.comment.as_deref());
     let holders: Vec<&str> = comment.holders.iter().map(|h| h.id.as_str()).collect();
@@ -475,8 +476,14 @@ fn merge_moves_the_absorbed_holds_to_the_target_and_releases_the_rest() {
     fx.mem.reset_calls();
     let mut delete = fixture("indicator-delete.json");
     delete["data"]["data"] = absorbed_stix(pattern);
-    applied(&fx.handler.handle("1718445600003-0", ABSORBED, &work(&delete)));
-    assert_eq!(fx.mem.calls_to("update_ioc") + fx.mem.calls_to("delete_ioc"), 0);
+    applied(
+        &fx.handler
+            .handle("1718445600003-0", ABSORBED, &work(&delete)),
+    );
+    assert_eq!(
+        fx.mem.calls_to("update_ioc") + fx.mem.calls_to("delete_ioc"),
+        0
+    );
     assert_eq!(fx.values(), ["1.2.3.4"]);
 }
 
@@ -494,7 +501,10 @@ fn merge_into_an_unhandled_target_still_releases_the_absorbed() {
     applied(&fx.handler.handle("1718445600001-0", ABSORBED, &work(&line)));
     assert_eq!(fx.values(), ["7.7.7.7"]);
     // The target is a snort indicator: it wants nothing here.
-    let _m = fx.answer(gql_typed("snort", "alert tcp any any -> any any (msg:\"x\";)"));
+    let _m = fx.answer(gql_typed(
+        "snort",
+        "alert tcp any any -> any any (msg:\"x\";)",
+    ));
     let merged = merge(vec![absorbed_stix("[ipv4-addr:value = '7.7.7.7']")]);
     applied(&fx.handle(&merged));
     assert!(fx.values().is_empty(), "{:?}", fx.values());
