@@ -885,7 +885,7 @@ fn merged_world<A: ThreatIntelApi>(s: &Syncer<A>, remove: bool) -> Vec<Absorbed>
         (&t, iocs(&[x.clone(), z.clone()])),
         (&s1, iocs(&[x.clone(), y.clone()])),
         (&s2, iocs(&[x.clone(), w.clone()])),
-        (&o, iocs(&[y.clone()])),
+        (&o, one(&y)),
     ];
     for (i, tr) in &wants {
         s.upsert(i, tr, &none()).unwrap();
