@@ -424,6 +424,17 @@ fn absorbed_stix(pattern: &str) -> Value {
     stix
 }
 
+impl Fx {
+    /// Reads of the absorbed indicator answer "not found" until the mock is dropped.
+    fn absorbed_is_gone(&mut self) -> mockito::Mock {
+        self.server
+            .mock("POST", "/graphql")
+            .match_body(Matcher::PartialJson(json!({"variables": {"id": ABSORBED}})))
+            .with_body(json!({"data": {"indicator": null}}).to_string())
+            .create()
+    }
+}
+
 /// The `merge` of the absorbed indicator into the fixture indicator (`storeMergeEvent`: the
 /// target as merged, `context.sources` as they were).
 fn merge(sources: Vec<Value>) -> Work {
@@ -446,12 +457,7 @@ fn merge_moves_the_absorbed_holds_to_the_target_and_releases_the_rest() {
     let mut line = fixture("indicator-create.json");
     line["data"]["data"] = absorbed_stix(pattern);
     let created = work(&line);
-    let _gone = fx
-        .server
-        .mock("POST", "/graphql")
-        .match_body(Matcher::PartialJson(json!({"variables": {"id": ABSORBED}})))
-        .with_body(json!({"data": {"indicator": null}}).to_string())
-        .create();
+    let _gone = fx.absorbed_is_gone();
     applied(&fx.handler.handle("1718445600001-0", ABSORBED, &created));
     assert_eq!(fx.values(), ["1.2.3.4", "7.7.7.7"]);
 
@@ -490,12 +496,7 @@ fn merge_moves_the_absorbed_holds_to_the_target_and_releases_the_rest() {
 #[test]
 fn merge_into_an_unhandled_target_still_releases_the_absorbed() {
     let mut fx = setup();
-    let _gone = fx
-        .server
-        .mock("POST", "/graphql")
-        .match_body(Matcher::PartialJson(json!({"variables": {"id": ABSORBED}})))
-        .with_body(json!({"data": {"indicator": null}}).to_string())
-        .create();
+    let _gone = fx.absorbed_is_gone();
     let mut line = fixture("indicator-create.json");
     line["data"]["data"] = absorbed_stix("[ipv4-addr:value = '7.7.7.7']");
     applied(&fx.handler.handle("1718445600001-0", ABSORBED, &work(&line)));

@@ -137,11 +137,17 @@ impl<A: ThreatIntelApi> Handler<A> {
         }
     }
 
+    /// The indicator as OpenCTI has it now; when it is gone, as the payload states it (the best
+    /// we know: a later delete releases it). `Err`: the outcome to return.
+    fn current(&self, ev: &IndicatorEvent) -> Result<Indicator, Outcome> {
+        Ok(self
+            .read(&ev.indicator.id)?
+            .unwrap_or_else(|| ev.indicator.clone()))
+    }
+
     fn indicator_upsert(&self, event_id: &str, ev: &IndicatorEvent) -> Outcome {
-        let indicator = match self.read(&ev.indicator.id) {
-            Ok(Some(i)) => i,
-            // Deleted since: the payload is the best we know (a later delete releases it).
-            Ok(None) => ev.indicator.clone(),
+        let indicator = match self.current(ev) {
+            Ok(i) => i,
             Err(o) => return o,
         };
         let (translation, unsupported) = match translate::translate(&indicator) {
@@ -225,9 +231,8 @@ impl<A: ThreatIntelApi> Handler<A> {
     }
 
     fn indicator_merge(&self, event_id: &str, ev: &IndicatorEvent) -> Outcome {
-        let target = match self.read(&ev.indicator.id) {
-            Ok(Some(i)) => i,
-            Ok(None) => ev.indicator.clone(),
+        let target = match self.current(ev) {
+            Ok(i) => i,
             Err(o) => return o,
         };
         let (translation, broken) = match translate::translate(&target) {

@@ -1047,40 +1047,34 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             return Ok(found);
         }
         let kind = ident.kind;
-        let source = self.source_of(kind);
-        for term in &ident.terms {
-            let filter = RuleFilter::Search(term.clone());
-            let hits = self.call(|api| api.find_rules(kind, source, &filter))?;
-            let held = hits.into_iter().find(|r| {
-                ident.shares(term, r)
-                    && recorded_holders(kind, r).is_some_and(|h| h.holds_any(holding))
-            });
-            if let Some(rule) = held {
-                return Ok(Located::Ours(rule));
-            }
-        }
-        Ok(Located::Missing)
+        self.search(ident, |rule| {
+            recorded_holders(kind, rule).is_some_and(|h| h.holds_any(holding))
+        })
     }
 
     /// After a create was refused as a duplicate, find the rule it clashes with: the usual
-    /// lookup, then `search=` by the rule's own names (Yara rule identifiers, Sigma title),
-    /// keeping only hits that really clash (same identifier / same Sigma id).
+    /// lookup, then the search by the rule's own names.
     fn locate_conflict(&mut self, ident: &RuleIdentity) -> Result<Located, HarfangLabError> {
         let found = self.locate(ident, &[])?;
         if !matches!(found, Located::Missing) {
             return Ok(found);
         }
+        self.search(ident, |_| true)
+    }
+
+    /// `search=` by the rule's own names (Yara rule identifiers, Sigma title), keeping the first
+    /// hit that is this rule ([`RuleIdentity::shares`]) and that `also` accepts.
+    fn search(
+        &mut self,
+        ident: &RuleIdentity,
+        also: impl Fn(&RemoteRule) -> bool,
+    ) -> Result<Located, HarfangLabError> {
         let kind = ident.kind;
         let source = self.source_of(kind);
         for term in &ident.terms {
             let filter = RuleFilter::Search(term.clone());
             let hits = self.call(|api| api.find_rules(kind, source, &filter))?;
-            let clash = hits.into_iter().find(|r| match kind {
-                RuleKind::Yara => r.rule_names.contains(term),
-                RuleKind::Sigma => content::sigma_id(&r.content)
-                    .is_some_and(|theirs| same_sigma_id(ident.sigma_id.as_deref(), &theirs)),
-            });
-            if let Some(rule) = clash {
+            if let Some(rule) = hits.into_iter().find(|r| ident.shares(term, r) && also(r)) {
                 return Ok(Located::Ours(rule));
             }
         }
