@@ -8,9 +8,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use harfanglab_intel::pipeline::{
-    self, DeadLetterLog, Input, Outcome, PipelineError, RetryPolicy, Shutdown,
-};
+use harfanglab_intel::pipeline::{self, DeadLetterLog, Input, Outcome, PipelineError, Shutdown};
+use harfanglab_intel::retry::RetryPolicy;
 use pipeline_support::*;
 
 fn read_dead_letters(path: &std::path::Path) -> Vec<serde_json::Value> {
@@ -96,9 +95,9 @@ fn retryable_failure_is_retried_then_applied_without_blocking_other_keys() {
     });
     let mut opts = fast_opts(1);
     opts.retry = RetryPolicy {
-        max_attempts: 5,
-        initial_backoff: Duration::from_millis(300),
-        max_backoff: Duration::from_secs(1),
+        max_retries: 4,
+        base: Duration::from_millis(300),
+        cap: Duration::from_secs(1),
     };
     let summary = pipeline::run(
         feed(items, 8),

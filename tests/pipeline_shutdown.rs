@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use harfanglab_intel::pipeline::{
-    self, DeadLetterLog, Input, Outcome, PipelineHooks, RetryPolicy, Shutdown, StatsSnapshot,
-    StopReason,
+    self, DeadLetterLog, Input, Outcome, PipelineHooks, Shutdown, StatsSnapshot, StopReason,
 };
+use harfanglab_intel::retry::RetryPolicy;
 use pipeline_support::*;
 
 /// An endless source: sends events (10 keys) until the receiver is dropped or `stop` fires.
@@ -152,9 +152,9 @@ fn retry_wait_ends_at_once_on_shutdown() {
     };
     let mut opts = fast_opts(1);
     opts.retry = RetryPolicy {
-        max_attempts: 10,
-        initial_backoff: Duration::from_secs(600),
-        max_backoff: Duration::from_secs(600),
+        max_retries: 9,
+        base: Duration::from_secs(600),
+        cap: Duration::from_secs(600),
     };
     let (tx, source) = crossbeam_channel::bounded(4);
     tx.send(event(0, "a", "create")).unwrap();

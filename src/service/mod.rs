@@ -7,9 +7,10 @@
 //! `ensure_source_lists` → metrics server (when enabled) → stream reader + pipeline.
 //!
 //! Decisions:
-//! - **Unreachable at startup** (network error, timeout, 429/5xx) is retried with exponential
-//!   backoff (1 s doubling to 60 s), each attempt logged, until it works or shutdown: a
-//!   supervisor restart loop would only add noise. **Fatal** answers (401/403, TLS, bad URL,
+//! - **Unreachable at startup** (network error, timeout, 429/5xx) is retried with the crate's
+//!   backoff (`crate::retry`: 1 s doubling to `startup_backoff_max`, 60 s, with jitter, at least
+//!   the server's `Retry-After`), each attempt logged, until it works or shutdown: a supervisor
+//!   restart loop would only add noise. **Fatal** answers (401/403, TLS, bad URL,
 //!   unknown stream, GraphQL errors at registration, a platform that refuses even the minimal
 //!   registration) end the run with a clear error (exit 1). Fields a platform does not know are
 //!   dropped by the GraphQL client itself (`opencti::api`), not here.
@@ -30,7 +31,6 @@ pub use handler::{Handler, Work, event_key};
 use crate::config::{Config, Recover};
 use crate::harfanglab::client::ClientConfigError;
 use crate::harfanglab::model::{SourceKind, SourceLists};
-use crate::harfanglab::retry::RetryPolicy as HlRetry;
 use crate::harfanglab::{Client, ClientOptions, HarfangLabError, ThreatIntelApi};
 use crate::metrics::{DEFAULT_HEALTH_WINDOW, Health, Metrics, MetricsServer};
 use crate::notify::{Notifier, WatchdogGate};
@@ -40,6 +40,7 @@ use crate::opencti::stream::{StreamError, StreamOptions, StreamReader};
 use crate::pipeline::{
     self, DeadLetterLog, PipelineError, PipelineOptions, PipelineStats, Shutdown, StatsSnapshot,
 };
+use crate::retry::{FailureKind, RetryPolicy};
 use crate::state::{self, CheckpointStore, CheckpointWriter, FirstRun, LocalCheckpoint};
 use crate::sync::dry_run::DryRunApi;
 use crate::sync::{SyncSettings, Syncer};
@@ -61,7 +62,7 @@ pub struct RunOptions {
     pub tick_every: Duration,
     /// Cap of the startup retry backoff.
     pub startup_backoff_max: Duration,
-    /// First stream reconnect delay (doubles with jitter up to 60 s).
+    /// Ceiling of the first stream reconnect delay (doubles with jitter up to 60 s).
     pub stream_backoff: Duration,
 }
 
@@ -148,8 +149,14 @@ pub fn run_with(
     let api = OpenCtiApi::new(api_options(config))
         .map_err(ServiceError::OpenCti)?
         .with_shutdown(shutdown.receiver().clone());
-    let Some(octi_version) = until_up("OpenCTI", shutdown, backoff_max, || api.about(), octi_retry)
-        .map_err(ServiceError::OpenCti)?
+    let Some(octi_version) = until_up(
+        "OpenCTI",
+        shutdown,
+        backoff_max,
+        || api.about(),
+        ApiError::failure_kind,
+    )
+    .map_err(ServiceError::OpenCti)?
     else {
         return Ok(stopped_early(started));
     };
@@ -170,7 +177,7 @@ pub fn run_with(
             shutdown,
             backoff_max,
             || api.register_connector(&reg, version),
-            octi_retry,
+            ApiError::failure_kind,
         )
         .map_err(ServiceError::OpenCti)?;
         let Some(registered) = registered else {
@@ -248,7 +255,7 @@ pub fn run_with(
         shutdown,
         backoff_max,
         || client.probe(),
-        hl_retry,
+        HarfangLabError::failure_kind,
     )
     .map_err(ServiceError::HarfangLab)?
     else {
@@ -266,7 +273,7 @@ pub fn run_with(
                 client.ensure_source_lists(name)
             }
         },
-        hl_retry,
+        HarfangLabError::failure_kind,
     )
     .map_err(ServiceError::HarfangLab)?
     else {
@@ -538,6 +545,7 @@ impl Ctx<'_> {
             shutdown_deadline: self.config.service.shutdown_timeout,
             summary_every: self.opts.summary_every,
             tick_every: self.opts.tick_every,
+            retry: self.config.harfanglab.event_retry(),
             stats: self.opts.stats.clone(),
             ..PipelineOptions::default()
         };
@@ -625,16 +633,18 @@ fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats
     });
 }
 
-/// Retry at startup until up or shutdown. `Ok(None)`: shutdown came first.
+/// Retry at startup until up or shutdown. `Ok(None)`: shutdown came first. Transient and
+/// unavailable failures are retried (`kind`), a permanent one is returned.
 fn until_up<T, E: fmt::Display>(
     what: &str,
     shutdown: &Shutdown,
     backoff_max: Duration,
     mut call: impl FnMut() -> Result<T, E>,
-    retryable: fn(&E) -> bool,
+    kind: fn(&E) -> FailureKind,
 ) -> Result<Option<T>, E> {
-    let mut wait = Duration::from_secs(1).min(backoff_max);
-    for attempt in 1u32.. {
+    let policy = RetryPolicy::until_stopped(Duration::from_secs(1), backoff_max);
+    let mut rng = fastrand::Rng::new();
+    for retry in 0u32.. {
         if shutdown.is_triggered() {
             return Ok(None);
         }
@@ -644,17 +654,24 @@ fn until_up<T, E: fmt::Display>(
                 log::debug!("{what}: {e} (shutting down)");
                 return Ok(None);
             }
-            Err(e) if retryable(&e) => {
+            Err(e) => {
+                let retry_after = match kind(&e) {
+                    FailureKind::Permanent => return Err(e),
+                    FailureKind::Transient => None,
+                    FailureKind::Unavailable { retry_after } => retry_after,
+                };
+                let wait = policy.delay(retry, retry_after, &mut rng);
                 log::warn!(
-                    "{what} not reachable at startup (attempt {attempt}): {e}; retrying in {}",
-                    humantime::format_duration(wait)
+                    "{what} not reachable at startup (attempt {}): {e}; retrying in {}",
+                    retry + 1,
+                    humantime::format_duration(Duration::from_millis(
+                        u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+                    ))
                 );
                 if shutdown.wait_timeout(wait) {
                     return Ok(None);
                 }
-                wait = (wait * 2).min(backoff_max);
             }
-            Err(e) => return Err(e),
         }
     }
     Ok(None)
@@ -680,14 +697,6 @@ fn dry_run_source_lists(client: &Client, name: &str) -> Result<SourceLists, Harf
         sigma: find(SourceKind::Sigma)?,
         yara: find(SourceKind::Yara)?,
     })
-}
-
-fn octi_retry(e: &ApiError) -> bool {
-    e.is_retryable()
-}
-
-fn hl_retry(e: &HarfangLabError) -> bool {
-    e.is_retryable()
 }
 
 fn first_run(config: &Config) -> FirstRun {
@@ -741,11 +750,6 @@ fn client_options(config: &Config) -> ClientOptions {
     o.ca_file = h.tls.ca_file().map(Into::into);
     o.connect_timeout = h.connect_timeout;
     o.request_timeout = h.request_timeout;
-    o.retry = HlRetry {
-        max_retries: h.max_retries,
-        cap: h.retry_backoff_max,
-        ..HlRetry::default()
-    };
     o.max_idle_connections = config.service.workers.max(1);
     o
 }
@@ -803,13 +807,18 @@ mod tests {
                     })
                 }
             },
-            hl_retry,
+            HarfangLabError::failure_kind,
         );
         assert!(matches!(r, Err(HarfangLabError::Unauthorized { .. })));
         assert_eq!(n, 3);
         s.trigger();
-        let r: Result<Option<()>, HarfangLabError> =
-            until_up("x", &s, Duration::from_millis(1), || Ok(()), hl_retry);
+        let r: Result<Option<()>, HarfangLabError> = until_up(
+            "x",
+            &s,
+            Duration::from_millis(1),
+            || Ok(()),
+            HarfangLabError::failure_kind,
+        );
         assert_eq!(r, Ok(None));
     }
 }

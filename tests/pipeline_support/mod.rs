@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use harfanglab_intel::pipeline::{
-    CheckpointSink, EventHandler, Input, Outcome, PayloadInfo, PipelineOptions, RetryPolicy,
+    CheckpointSink, EventHandler, Input, Outcome, PayloadInfo, PipelineOptions,
 };
+use harfanglab_intel::retry::RetryPolicy;
 
 /// Test payload: the position of the event in the stream and its operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,9 +104,9 @@ pub fn fast_opts(workers: usize) -> PipelineOptions {
         save_every: Duration::from_millis(1),
         tick_every: Duration::from_millis(50),
         retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
+            max_retries: 2,
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(100),
         },
         ..PipelineOptions::default()
     }
