@@ -4,7 +4,7 @@
 //! Startup order: OpenCTI `about` (version) → `registerConnector` (skipped in dry-run) →
 //! reconcile the local checkpoint with the platform state → first `pingConnector` (as pycti,
 //! right after registration; skipped in dry-run) → HarfangLab `probe` →
-//! `ensure_source_lists` → metrics server (when enabled) → stream reader + pipeline.
+//! `ensure_source` for each of the three lists → metrics server (when enabled) → stream reader + pipeline.
 //!
 //! Decisions:
 //! - **Unreachable at startup** (network error, timeout, 429/5xx) is retried with the crate's
@@ -262,23 +262,33 @@ pub fn run_with(
         return Ok(stopped_early(started));
     };
     let name = &config.harfanglab.source_list_name;
-    let Some(lists) = until_up(
-        "HarfangLab source lists",
-        shutdown,
-        backoff_max,
-        || {
-            if dry_run {
-                dry_run_source_lists(&client, name)
-            } else {
-                client.ensure_source_lists(name)
-            }
-        },
-        HarfangLabError::failure_kind,
-    )
-    .map_err(ServiceError::HarfangLab)?
-    else {
+    // One startup step per list: the client does not retry a 5xx or 429 itself, so a flaky
+    // answer redoes (and backs off) only the list it hit, not the ones already found. After a
+    // shutdown the later steps return `None` at once.
+    let source = |kind: SourceKind| {
+        until_up(
+            &format!("HarfangLab {} list", kind.resource()),
+            shutdown,
+            backoff_max,
+            || {
+                if dry_run {
+                    dry_run_source(&client, kind, name)
+                } else {
+                    client.ensure_source(kind, name).map(|list| list.id)
+                }
+            },
+            HarfangLabError::failure_kind,
+        )
+        .map_err(ServiceError::HarfangLab)
+    };
+    let (Some(ioc), Some(sigma), Some(yara)) = (
+        source(SourceKind::Ioc)?,
+        source(SourceKind::Sigma)?,
+        source(SourceKind::Yara)?,
+    ) else {
         return Ok(stopped_early(started));
     };
+    let lists = SourceLists { ioc, sigma, yara };
 
     log::info!(
         "harfanglab-intel {} running{}: OpenCTI {octi_version}, stream {:?}, HarfangLab {}, \
@@ -677,25 +687,22 @@ fn until_up<T, E: fmt::Display>(
     Ok(None)
 }
 
-/// Dry-run: find the source lists, never create them (a missing one gets a placeholder id, so
-/// every lookup in it finds nothing and every write is logged as a creation).
-fn dry_run_source_lists(client: &Client, name: &str) -> Result<SourceLists, HarfangLabError> {
-    let find = |kind: SourceKind| -> Result<String, HarfangLabError> {
-        Ok(match client.find_source(kind, name)? {
-            Some(list) => list.id,
-            None => {
-                log::info!(
-                    "[dry-run] would create {} {name:?} (it does not exist yet)",
-                    kind.resource()
-                );
-                format!("dry-run-{}", kind.resource())
-            }
-        })
-    };
-    Ok(SourceLists {
-        ioc: find(SourceKind::Ioc)?,
-        sigma: find(SourceKind::Sigma)?,
-        yara: find(SourceKind::Yara)?,
+/// Dry-run: find a source list, never create it (a missing one gets a placeholder id, so every
+/// lookup in it finds nothing and every write is logged as a creation).
+fn dry_run_source(
+    client: &Client,
+    kind: SourceKind,
+    name: &str,
+) -> Result<String, HarfangLabError> {
+    Ok(match client.find_source(kind, name)? {
+        Some(list) => list.id,
+        None => {
+            log::info!(
+                "[dry-run] would create {} {name:?} (it does not exist yet)",
+                kind.resource()
+            );
+            format!("dry-run-{}", kind.resource())
+        }
     })
 }
 
