@@ -109,7 +109,7 @@ impl RetryPolicy {
 }
 
 /// What a failure says about trying again. Every boundary's error enum maps onto it
-/// (`HarfangLabError`, `ApiError`, `SyncError`), and the pipeline decides from it.
+/// ([`Retryable`]), and the pipeline decides from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
     /// Trying again cannot help (a 4xx, an invalid pattern): record it.
@@ -141,6 +141,18 @@ impl FailureKind {
     /// Worth trying again (transient or unavailable).
     pub fn is_retryable(self) -> bool {
         self != FailureKind::Permanent
+    }
+}
+
+/// An error that says what a retry means (each boundary's error enum: `HarfangLabError`,
+/// `ApiError`, `SyncError`).
+pub trait Retryable {
+    /// The failure's kind.
+    fn failure_kind(&self) -> FailureKind;
+
+    /// Worth trying again later (transient or unavailable)?
+    fn is_retryable(&self) -> bool {
+        self.failure_kind().is_retryable()
     }
 }
 

@@ -6,7 +6,7 @@ use harfanglab_intel::harfanglab::model::{
     IocRuleBody, RuleBody, RuleFilter, RuleKind, SourceKind,
 };
 use harfanglab_intel::harfanglab::{HarfangLabError, ThreatIntelApi};
-use harfanglab_intel::retry::{FailureKind, RetryPolicy};
+use harfanglab_intel::retry::{FailureKind, RetryPolicy, Retryable};
 use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig, serve};
 use harfanglab_intel::translate::{IocKey, IocType};

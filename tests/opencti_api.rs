@@ -8,7 +8,7 @@ use harfanglab_intel::opencti::api::{
     ABOUT_QUERY, ApiError, ApiOptions, INDICATOR_QUERY, OpenCtiApi, PING_MUTATION,
     PING_MUTATION_WITH_INFO, PingOutcome, PlatformVersion, REGISTER_MUTATION, Registration,
 };
-use harfanglab_intel::retry::{FailureKind, RetryPolicy};
+use harfanglab_intel::retry::{FailureKind, RetryPolicy, Retryable};
 use harfanglab_intel::secret::Secret;
 use harfanglab_intel::state::Checkpoint;
 use mockito::Matcher;

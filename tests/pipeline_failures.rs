@@ -109,16 +109,7 @@ fn retryable_failure_is_retried_then_applied_without_blocking_other_keys() {
         base: Duration::from_millis(300),
         cap: Duration::from_secs(1),
     };
-    let summary = pipeline::run(
-        feed(items, 8),
-        &handler,
-        &mut RecordingSink::default(),
-        &mut (),
-        &opts,
-        &Shutdown::new(),
-        DeadLetterLog::disabled(),
-    )
-    .expect("run");
+    let summary = run_to_end(feed(items, 8), &handler, &opts, DeadLetterLog::disabled());
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
     assert_eq!(summary.stats.retries, 2);
     assert_eq!(summary.stats.applied, 40);
@@ -145,16 +136,12 @@ fn exhausted_retries_are_dead_lettered() {
         attempts.fetch_add(1, Ordering::SeqCst);
         Outcome::retry("timeout")
     });
-    let summary = pipeline::run(
+    let summary = run_to_end(
         feed(vec![event(0, "a", "delete")], 2),
         &handler,
-        &mut RecordingSink::default(),
-        &mut (),
         &fast_opts(1),
-        &Shutdown::new(),
         log,
-    )
-    .expect("run");
+    );
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
     assert_eq!(summary.stats.failed, 1);
     assert_eq!(summary.watermark, Some(id(0)));
@@ -271,16 +258,7 @@ fn an_outage_spends_no_attempt_budget() {
             work_for(Duration::from_millis(1500));
             up.store(true, Ordering::SeqCst);
         });
-        pipeline::run(
-            feed(items, 8),
-            &handler,
-            &mut RecordingSink::default(),
-            &mut (),
-            &opts,
-            &Shutdown::new(),
-            log,
-        )
-        .expect("run")
+        run_to_end(feed(items, 8), &handler, &opts, log)
     });
     assert_eq!(summary.stats.failed, 0, "{:?}", summary.stats);
     assert_eq!(summary.stats.applied, 20);
@@ -313,16 +291,7 @@ fn a_lone_unavailable_event_among_applied_ones_spends_its_budget() {
     });
     let mut items = vec![event(0, "stuck", "create")];
     items.extend((1..400).map(|n| event(n, &format!("k{n}"), "create")));
-    let summary = pipeline::run(
-        feed(items, 8),
-        &handler,
-        &mut RecordingSink::default(),
-        &mut (),
-        &fast_opts(1),
-        &Shutdown::new(),
-        log,
-    )
-    .expect("run");
+    let summary = run_to_end(feed(items, 8), &handler, &fast_opts(1), log);
     assert_eq!(summary.stats.failed, 1, "{:?}", summary.stats);
     assert_eq!(summary.stats.applied, 399);
     let records = read_dead_letters(&path);
@@ -363,16 +332,7 @@ fn retry_after_delays_the_key_without_holding_the_worker() {
     items.extend((1..10).map(|n| event(n, &format!("k{n}"), "create")));
     let mut opts = fast_opts(1);
     opts.retry.cap = Duration::from_secs(5);
-    let summary = pipeline::run(
-        feed(items, 16),
-        &handler,
-        &mut RecordingSink::default(),
-        &mut (),
-        &opts,
-        &Shutdown::new(),
-        DeadLetterLog::disabled(),
-    )
-    .expect("run");
+    let summary = run_to_end(feed(items, 16), &handler, &opts, DeadLetterLog::disabled());
     assert_eq!(summary.stats.applied, 10);
     let tried = tried.into_inner().unwrap();
     assert_eq!(tried.len(), 2, "{tried:?}");
@@ -397,16 +357,12 @@ fn retry_after_delays_the_key_without_holding_the_worker() {
         }
     });
     opts.retry.cap = Duration::from_millis(300);
-    pipeline::run(
+    run_to_end(
         feed(vec![event(0, "a", "create")], 2),
         &handler,
-        &mut RecordingSink::default(),
-        &mut (),
         &opts,
-        &Shutdown::new(),
         DeadLetterLog::disabled(),
-    )
-    .expect("run");
+    );
     let tried = tried.into_inner().unwrap();
     let waited = tried[1] - tried[0];
     assert!(

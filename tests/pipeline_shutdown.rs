@@ -191,16 +191,12 @@ fn closed_source_drains_everything_including_pending_retries() {
     let items: Vec<Input<Ev>> = (0..10)
         .map(|n| event(n, &format!("k{n}"), "create"))
         .collect();
-    let summary = pipeline::run(
+    let summary = run_to_end(
         feed(items, 4),
         &handler,
-        &mut RecordingSink::default(),
-        &mut (),
         &fast_opts(2),
-        &Shutdown::new(),
         DeadLetterLog::disabled(),
-    )
-    .expect("run");
+    );
     assert_eq!(summary.reason, StopReason::SourceClosed);
     assert_eq!(summary.stats.applied, 10);
     assert_eq!(summary.stats.retries, 1);

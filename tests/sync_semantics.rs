@@ -14,6 +14,7 @@ use harfanglab_intel::harfanglab::client::{Client, ClientOptions};
 use harfanglab_intel::harfanglab::model::{
     IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
 };
+use harfanglab_intel::retry::Retryable;
 use harfanglab_intel::rules::sigma::SigmaMeta;
 use harfanglab_intel::rules::yara::YaraMeta;
 use harfanglab_intel::secret::Secret;

@@ -1141,6 +1141,7 @@ fn encode<T: Serialize>(label: &str, body: &T) -> Result<String, HarfangLabError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Retryable;
 
     fn answer(status: u16, body: &str) -> Answer {
         Answer {

@@ -1,7 +1,7 @@
 //! `HarfangLabError`: every way a HarfangLab call can fail, classified by what happens next
 //! ([`HarfangLabError::failure_kind`], [`HarfangLabError::is_fatal`]).
 
-use crate::retry::FailureKind;
+use crate::retry::{FailureKind, Retryable};
 use std::fmt;
 use std::time::Duration;
 
@@ -36,14 +36,14 @@ pub enum HarfangLabError {
     },
     /// The answer was not the JSON we expect.
     Decode { op: String, detail: String },
-    /// The process is shutting down; a retry wait was interrupted.
+    /// The process is shutting down; a resend wait was interrupted.
     ShuttingDown { op: String },
 }
 
-impl HarfangLabError {
-    /// What a retry means: unreachable, timeout, 429, 502-504 and shutdown are about
-    /// HarfangLab's availability (or ours), another 5xx is transient, the rest permanent.
-    pub fn failure_kind(&self) -> FailureKind {
+/// What a retry means: unreachable, timeout, 429, 502-504 and shutdown are about HarfangLab's
+/// availability (or ours), another 5xx is transient, the rest permanent.
+impl Retryable for HarfangLabError {
+    fn failure_kind(&self) -> FailureKind {
         match self {
             HarfangLabError::Unreachable { .. }
             | HarfangLabError::Timeout { .. }
@@ -56,12 +56,9 @@ impl HarfangLabError {
             _ => FailureKind::Permanent,
         }
     }
+}
 
-    /// Worth trying again later (network, timeout, 429, 5xx, shutdown)?
-    pub fn is_retryable(&self) -> bool {
-        self.failure_kind().is_retryable()
-    }
-
+impl HarfangLabError {
     /// Should the whole process stop (credentials or permissions are wrong)?
     pub fn is_fatal(&self) -> bool {
         matches!(

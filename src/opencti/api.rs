@@ -21,7 +21,7 @@
 //! is a reset from the UI ([`PingOutcome::Reset`], §3.4).
 
 use super::{TlsOptions, USER_AGENT, base_url, tls_config};
-use crate::retry::{self, FailureKind, RetryPolicy};
+use crate::retry::{self, FailureKind, RetryPolicy, Retryable};
 use crate::secret::Secret;
 use crate::state::Checkpoint;
 use crate::translate;
@@ -124,10 +124,10 @@ pub enum ApiError {
     Shutdown,
 }
 
-impl ApiError {
-    /// What a retry means: transport failures, 429, 502-504 and shutdown are about the
-    /// platform's availability (or ours), another 5xx is transient, the rest permanent.
-    pub fn failure_kind(&self) -> FailureKind {
+/// What a retry means: transport failures, 429, 502-504 and shutdown are about the platform's
+/// availability (or ours), another 5xx is transient, the rest permanent.
+impl Retryable for ApiError {
+    fn failure_kind(&self) -> FailureKind {
         match self {
             ApiError::Transport { .. } | ApiError::Shutdown => FailureKind::UNAVAILABLE,
             ApiError::Status {
@@ -138,12 +138,9 @@ impl ApiError {
             _ => FailureKind::Permanent,
         }
     }
+}
 
-    /// Whether trying again later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        self.failure_kind().is_retryable()
-    }
-
+impl ApiError {
     /// Whether the error needs operator action (token, capability, setup).
     pub fn is_fatal(&self) -> bool {
         matches!(

@@ -22,7 +22,7 @@ use crate::opencti::events::{
     self, BasedOn, EventError, EventKind, IndicatorData, OCTI_EXT, Payload, StreamEvent,
 };
 use crate::pipeline::{EventHandler, Outcome, PayloadInfo};
-use crate::retry::FailureKind;
+use crate::retry::{FailureKind, Retryable};
 use crate::sync::{Former, SyncError, SyncReport, Syncer};
 use crate::translate::{self, Indicator, IocKey, LinkedObservable, Translation};
 use serde_json::Value;

@@ -40,7 +40,7 @@ use crate::opencti::stream::{StreamError, StreamOptions, StreamReader};
 use crate::pipeline::{
     self, DeadLetterLog, PipelineError, PipelineOptions, PipelineStats, Shutdown, StatsSnapshot,
 };
-use crate::retry::{FailureKind, RetryPolicy};
+use crate::retry::{FailureKind, RetryPolicy, Retryable};
 use crate::state::{self, CheckpointStore, CheckpointWriter, FirstRun, LocalCheckpoint};
 use crate::sync::dry_run::DryRunApi;
 use crate::sync::{SyncSettings, Syncer};
@@ -149,14 +149,8 @@ pub fn run_with(
     let api = OpenCtiApi::new(api_options(config))
         .map_err(ServiceError::OpenCti)?
         .with_shutdown(shutdown.receiver().clone());
-    let Some(octi_version) = until_up(
-        "OpenCTI",
-        shutdown,
-        backoff_max,
-        || api.about(),
-        ApiError::failure_kind,
-    )
-    .map_err(ServiceError::OpenCti)?
+    let Some(octi_version) = until_up("OpenCTI", shutdown, backoff_max, || api.about())
+        .map_err(ServiceError::OpenCti)?
     else {
         return Ok(stopped_early(started));
     };
@@ -172,13 +166,9 @@ pub fn run_with(
             name: config.connector.name.clone(),
             scope: config.connector.scope.clone(),
         };
-        let registered = until_up(
-            "OpenCTI registration",
-            shutdown,
-            backoff_max,
-            || api.register_connector(&reg, version),
-            ApiError::failure_kind,
-        )
+        let registered = until_up("OpenCTI registration", shutdown, backoff_max, || {
+            api.register_connector(&reg, version)
+        })
         .map_err(ServiceError::OpenCti)?;
         let Some(registered) = registered else {
             return Ok(stopped_early(started));
@@ -250,14 +240,8 @@ pub fn run_with(
     // HarfangLab: probe, then our three source lists.
     let client = Client::new(client_options(config), shutdown.receiver().clone())
         .map_err(ServiceError::ClientSetup)?;
-    let Some(probe) = until_up(
-        "HarfangLab",
-        shutdown,
-        backoff_max,
-        || client.probe(),
-        HarfangLabError::failure_kind,
-    )
-    .map_err(ServiceError::HarfangLab)?
+    let Some(probe) = until_up("HarfangLab", shutdown, backoff_max, || client.probe())
+        .map_err(ServiceError::HarfangLab)?
     else {
         return Ok(stopped_early(started));
     };
@@ -277,7 +261,6 @@ pub fn run_with(
                     client.ensure_source(kind, name).map(|list| list.id)
                 }
             },
-            HarfangLabError::failure_kind,
         )
         .map_err(ServiceError::HarfangLab)
     };
@@ -644,13 +627,12 @@ fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats
 }
 
 /// Retry at startup until up or shutdown. `Ok(None)`: shutdown came first. Transient and
-/// unavailable failures are retried (`kind`), a permanent one is returned.
-fn until_up<T, E: fmt::Display>(
+/// unavailable failures are retried, a permanent one is returned.
+fn until_up<T, E: fmt::Display + Retryable>(
     what: &str,
     shutdown: &Shutdown,
     backoff_max: Duration,
     mut call: impl FnMut() -> Result<T, E>,
-    kind: fn(&E) -> FailureKind,
 ) -> Result<Option<T>, E> {
     let policy = RetryPolicy::until_stopped(Duration::from_secs(1), backoff_max);
     let mut rng = fastrand::Rng::new();
@@ -665,7 +647,7 @@ fn until_up<T, E: fmt::Display>(
                 return Ok(None);
             }
             Err(e) => {
-                let retry_after = match kind(&e) {
+                let retry_after = match e.failure_kind() {
                     FailureKind::Permanent => return Err(e),
                     FailureKind::Transient => None,
                     FailureKind::Unavailable { retry_after } => retry_after,
@@ -799,11 +781,8 @@ mod tests {
     fn startup_retry_stops_on_fatal_and_on_shutdown() {
         let s = Shutdown::new();
         let mut n = 0;
-        let r: Result<Option<()>, HarfangLabError> = until_up(
-            "x",
-            &s,
-            Duration::from_millis(1),
-            || {
+        let r: Result<Option<()>, HarfangLabError> =
+            until_up("x", &s, Duration::from_millis(1), || {
                 n += 1;
                 if n < 3 {
                     Err(HarfangLabError::Timeout { op: "t".into() })
@@ -813,19 +792,12 @@ mod tests {
                         detail: "d".into(),
                     })
                 }
-            },
-            HarfangLabError::failure_kind,
-        );
+            });
         assert!(matches!(r, Err(HarfangLabError::Unauthorized { .. })));
         assert_eq!(n, 3);
         s.trigger();
-        let r: Result<Option<()>, HarfangLabError> = until_up(
-            "x",
-            &s,
-            Duration::from_millis(1),
-            || Ok(()),
-            HarfangLabError::failure_kind,
-        );
+        let r: Result<Option<()>, HarfangLabError> =
+            until_up("x", &s, Duration::from_millis(1), || Ok(()));
         assert_eq!(r, Ok(None));
     }
 }

@@ -34,7 +34,7 @@ use crate::harfanglab::api::ThreatIntelApi;
 use crate::harfanglab::model::{
     IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
 };
-use crate::retry::FailureKind;
+use crate::retry::{FailureKind, Retryable};
 use crate::translate::{Indicator, IocKey, SigmaSpec, Translation, YaraSpec, truncate_name};
 use comment::{Holder, Origin, RuleComment};
 use locks::StripedLocks;
@@ -179,16 +179,18 @@ impl SyncError {
         SyncError(Box::new(failure))
     }
 
-    /// Worth retrying the whole upsert/release later.
-    pub fn is_retryable(&self) -> bool {
-        self.failure_kind().is_retryable()
+    /// The process should stop (HarfangLab rejects the credentials).
+    pub fn is_fatal(&self) -> bool {
+        self.0.error.is_fatal()
     }
+}
 
-    /// What retrying the whole means: permanent when nothing failed for a retryable reason (or
-    /// a failure is fatal); unavailable when every retryable failure was about HarfangLab's
-    /// availability (with the longest `Retry-After`); transient otherwise. A permanent failure
-    /// next to retryable ones does not make the whole permanent (see the type's doc).
-    pub fn failure_kind(&self) -> FailureKind {
+/// What retrying the whole means: permanent when nothing failed for a retryable reason (or a
+/// failure is fatal); unavailable when every retryable failure was about HarfangLab's
+/// availability (with the longest `Retry-After`); transient otherwise. A permanent failure next
+/// to retryable ones does not make the whole permanent (see the type's doc).
+impl Retryable for SyncError {
+    fn failure_kind(&self) -> FailureKind {
         let f = &self.0;
         if self.is_fatal() || f.retryable == 0 {
             FailureKind::Permanent
@@ -199,11 +201,6 @@ impl SyncError {
                 retry_after: f.retry_after,
             }
         }
-    }
-
-    /// The process should stop (HarfangLab rejects the credentials).
-    pub fn is_fatal(&self) -> bool {
-        self.0.error.is_fatal()
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use harfanglab_intel::pipeline::{
-    CheckpointSink, EventHandler, Input, Outcome, PayloadInfo, PipelineOptions,
+    self, CheckpointSink, DeadLetterLog, EventHandler, Input, Outcome, PayloadInfo,
+    PipelineOptions, PipelineSummary, Shutdown,
 };
 use harfanglab_intel::retry::RetryPolicy;
 
@@ -110,6 +111,26 @@ pub fn fast_opts(workers: usize) -> PipelineOptions {
         },
         ..PipelineOptions::default()
     }
+}
+
+/// Run the pipeline over `source` until it closes and everything drained: no hooks, its own
+/// shutdown signal, a sink nobody reads.
+pub fn run_to_end<H: EventHandler<Ev>>(
+    source: Receiver<Input<Ev>>,
+    handler: &H,
+    opts: &PipelineOptions,
+    dead_letters: DeadLetterLog,
+) -> PipelineSummary {
+    pipeline::run(
+        source,
+        handler,
+        &mut RecordingSink::default(),
+        &mut (),
+        opts,
+        &Shutdown::new(),
+        dead_letters,
+    )
+    .expect("run")
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
