@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 mod corpora;
-use corpora::corpora_dir;
+use corpora::{full_corpora, sample_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
 
@@ -130,8 +130,21 @@ fn bundle_indicators_are_translated_in_order() {
 }
 
 #[test]
+fn every_sample_pattern_translates_without_error_in_input_order() {
+    every_real_pattern_translates_without_error_in_input_order(&sample_dir());
+}
+
+#[test]
 fn every_real_corpus_pattern_translates_without_error_in_input_order() {
-    let path = corpora_dir().join("stix-patterns/real-patterns.jsonl");
+    if let Some(dir) = full_corpora(
+        "cli_translate::every_real_corpus_pattern_translates_without_error_in_input_order",
+    ) {
+        every_real_pattern_translates_without_error_in_input_order(&dir);
+    }
+}
+
+fn every_real_pattern_translates_without_error_in_input_order(corpora: &std::path::Path) {
+    let path = corpora.join("stix-patterns/real-patterns.jsonl");
     let input = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let expected = input
         .split(|b| *b == b'\n')
