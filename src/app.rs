@@ -466,8 +466,9 @@ fn opencti_tls(config: &Config) -> TlsOptions {
 
 /// `about { version }` proves reachability and the token; then the stream is opened.
 fn check_opencti(config: &Config, report: &mut CheckReport) {
+    // Connect to the configured URL; print it without its userinfo.
     let url = &crate::secret::redact_url(&config.opencti.url);
-    let mut opts = ApiOptions::new(url.clone(), config.opencti.token.clone());
+    let mut opts = ApiOptions::new(config.opencti.url.clone(), config.opencti.token.clone());
     opts.tls = opencti_tls(config);
     opts.timeout = config.opencti.request_timeout.min(PROBE_TIMEOUT);
     opts.max_retries = 0;
@@ -523,7 +524,7 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
         return;
     }
     let mut opts = StreamOptions::new(
-        url.clone(),
+        config.opencti.url.clone(),
         config.opencti.token.clone(),
         c.live_stream_id.clone(),
     );
@@ -532,7 +533,7 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
     opts.with_inferences = c.with_inferences;
     opts.tls = opencti_tls(config);
     opts.connect_timeout = config.harfanglab.connect_timeout.min(PROBE_TIMEOUT);
-    let stream_url = opts.request_url(None);
+    let stream_url = crate::secret::redact_url(&opts.request_url(None));
     match stream::probe(&opts, PROBE_TIMEOUT) {
         Ok(info) => {
             let mut detail = format!("{stream_url} open");
@@ -674,6 +675,15 @@ pub fn settings_report(raw: &RawConfig) -> String {
             e.setting.env,
             e.display_value(),
         ));
+    }
+    if !raw.proxies().is_empty() {
+        out.push_str(
+            "proxies (environment; the first valid one of ALL_PROXY, HTTPS_PROXY, HTTP_PROXY \
+             serves both ends, except NO_PROXY hosts):\n",
+        );
+        for (name, value) in raw.proxies() {
+            out.push_str(&format!("  {name:width$}  {value}\n"));
+        }
     }
     out
 }

@@ -170,6 +170,40 @@ fn check_prints_settings_and_report_without_tokens() {
 }
 
 #[test]
+fn check_never_prints_the_userinfo_of_a_server_or_proxy_url() {
+    let dir = scratch_dir("cli");
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mut env: Vec<(&str, &str)> = GOOD_ENV
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.ends_with("_URL"))
+        .collect();
+    env.extend([
+        ("OPENCTI_URL", "http://octi-user:OctiPass1@127.0.0.1:1"),
+        ("HARFANGLAB_INTEL_URL", "http://hl-user:HlPass2@127.0.0.1:1/"),
+        ("HTTPS_PROXY", "http://proxy-user:ProxyPass3@127.0.0.1:1"),
+        ("http_proxy", "proxy-user:ProxyPass4@127.0.0.1:1"),
+        ("NO_PROXY", "localhost,.internal"),
+        ("HARFANGLAB_INTEL_STATE_DIR", state.to_str().unwrap()),
+    ]);
+    let (code, out, err) = run(&dir, &env, &["check"]);
+    assert_eq!(code, 1, "nothing listens:\n{out}\n{err}");
+    for secret in ["OctiPass1", "HlPass2", "ProxyPass3", "ProxyPass4"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} printed:\n{out}\n{err}"
+        );
+    }
+    // The settings table shows the redacted URLs, and which proxies the HTTP clients will use.
+    assert!(out.contains("http://***@127.0.0.1:1  (environment)"), "{out}");
+    assert!(out.contains("HTTPS_PROXY"), "{out}");
+    assert!(out.contains("http://***@127.0.0.1:1"), "{out}");
+    assert!(out.contains("***@127.0.0.1:1"), "{out}");
+    assert!(out.contains("localhost,.internal"), "{out}");
+}
+
+#[test]
 fn check_fails_with_exit_1_when_the_state_dir_is_unusable() {
     let dir = scratch_dir("cli");
     let file = dir.join("not-a-dir");
