@@ -181,7 +181,10 @@ fn check_never_prints_the_userinfo_of_a_server_or_proxy_url() {
         .collect();
     env.extend([
         ("OPENCTI_URL", "http://octi-user:OctiPass1@127.0.0.1:1"),
-        ("HARFANGLAB_INTEL_URL", "http://hl-user:HlPass2@127.0.0.1:1/"),
+        (
+            "HARFANGLAB_INTEL_URL",
+            "http://hl-user:HlPass2@127.0.0.1:1/",
+        ),
         ("HTTPS_PROXY", "http://proxy-user:ProxyPass3@127.0.0.1:1"),
         ("http_proxy", "proxy-user:ProxyPass4@127.0.0.1:1"),
         ("NO_PROXY", "localhost,.internal"),
@@ -196,7 +199,10 @@ fn check_never_prints_the_userinfo_of_a_server_or_proxy_url() {
         );
     }
     // The settings table shows the redacted URLs, and which proxies the HTTP clients will use.
-    assert!(out.contains("http://***@127.0.0.1:1  (environment)"), "{out}");
+    assert!(
+        out.contains("http://***@127.0.0.1:1  (environment)"),
+        "{out}"
+    );
     assert!(out.contains("HTTPS_PROXY"), "{out}");
     assert!(out.contains("http://***@127.0.0.1:1"), "{out}");
     assert!(out.contains("***@127.0.0.1:1"), "{out}");
