@@ -225,9 +225,10 @@ pub enum HealthcheckError {
 impl fmt::Display for HealthcheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HealthcheckError::NotEnabled => write!(
-                f,
-                "metrics endpoint not enabled (CONNECTOR_EXPOSE_METRICS=true)"
+            HealthcheckError::NotEnabled => f.write_str(
+                "metrics are not exposed (CONNECTOR_EXPOSE_METRICS is false), so there is no \
+                 /healthz to ask: set CONNECTOR_EXPOSE_METRICS=true for the connector and for \
+                 this command",
             ),
             HealthcheckError::Unreachable { url, detail } => {
                 write!(f, "cannot reach {url}: {detail}")
