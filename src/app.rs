@@ -497,10 +497,19 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
         }
         Err(e) => {
             let detail = match &e {
-                ApiError::Auth { status, .. } => format!(
-                    "{url} refused OPENCTI_TOKEN (HTTP {status} or AUTH_REQUIRED): set the token \
-                     of the connector's OpenCTI user"
-                ),
+                ApiError::Auth { status, .. } => {
+                    // 401/403 come from the HTTP layer; OpenCTI itself answers a bad token with
+                    // HTTP 200 and a GraphQL AUTH_REQUIRED / FORBIDDEN_ACCESS error.
+                    let how = if (200..300).contains(status) {
+                        format!("GraphQL authentication error, HTTP {status}")
+                    } else {
+                        format!("HTTP {status}")
+                    };
+                    format!(
+                        "{url} refused OPENCTI_TOKEN ({how}): set the token of the connector's \
+                         OpenCTI user"
+                    )
+                }
                 ApiError::Transport { message, .. } => format!(
                     "cannot reach {url}/graphql: {message}; check OPENCTI_URL, the network and \
                      HTTPS_PROXY/NO_PROXY"

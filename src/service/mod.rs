@@ -107,6 +107,12 @@ pub enum ServiceError {
     Pipeline(PipelineError),
     /// A thread could not be started.
     Thread(std::io::Error),
+    /// The metrics server cannot listen on `addr` (the port is taken, or the address is not
+    /// this host's).
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for ServiceError {
@@ -119,6 +125,15 @@ impl fmt::Display for ServiceError {
             ServiceError::State(m) => write!(f, "state directory: {m}"),
             ServiceError::Pipeline(e) => write!(f, "{e}"),
             ServiceError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            // `source` names the address ("metrics server cannot listen on ...: Address in use").
+            ServiceError::Metrics { addr, source } => write!(
+                f,
+                "{source}: port {} is taken or {} is not an address of this host; choose a free \
+                 CONNECTOR_METRICS_PORT (or CONNECTOR_METRICS_HOST), or set \
+                 CONNECTOR_EXPOSE_METRICS=false",
+                addr.port(),
+                addr.ip()
+            ),
         }
     }
 }
@@ -364,7 +379,7 @@ impl Ctx<'_> {
         let _server = match c.metrics_addr {
             Some(addr) => {
                 let s = MetricsServer::start(&addr.to_string(), metrics.clone(), health.clone())
-                    .map_err(ServiceError::Thread)?;
+                    .map_err(|source| ServiceError::Metrics { addr, source })?;
                 log::info!("metrics and /healthz served on http://{}", s.local_addr());
                 Some(s)
             }

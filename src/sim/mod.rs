@@ -1,7 +1,9 @@
 //! Simulators of the external services, for tests, benchmarks, the `demo` command and local runs:
 //! `opencti` (live stream + GraphQL), `harfanglab` (an in-memory threat-intel server) and `http`
-//! (the small HTTP/1.1 server the HarfangLab simulator runs on).
+//! (the small HTTP/1.1 server the HarfangLab simulator runs on), and `standalone` (the command
+//! line of `cargo run --example simulators`).
 
 pub mod harfanglab;
 pub mod http;
 pub mod opencti;
+pub mod standalone;
