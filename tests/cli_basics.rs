@@ -68,6 +68,36 @@ fn unknown_argument_is_a_usage_error() {
 }
 
 #[test]
+fn dry_run_is_a_usage_error_where_it_means_nothing() {
+    let dir = scratch_dir("cli");
+    for args in [
+        &["--dry-run", "demo"][..],
+        &["demo", "--dry-run"],
+        &["--dry-run", "translate", "-"],
+        &["translate", "--dry-run"],
+        &["--dry-run", "healthcheck"],
+    ] {
+        let (code, out, err) = run(&dir, &[], args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(out.is_empty(), "{args:?} did something: {out}");
+        assert!(
+            err.contains("--dry-run applies to `run` and `check` only"),
+            "{args:?}: {err}"
+        );
+    }
+    // Where it means something it is accepted (here the configuration is what is missing).
+    for args in [&["--dry-run"][..], &["--dry-run", "run"], &["run", "--dry-run"]] {
+        let (code, _, err) = run(&dir, &[], args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("OPENCTI_URL"), "{args:?}: {err}");
+        assert!(!err.contains("--dry-run applies"), "{args:?}: {err}");
+    }
+    let (code, out, err) = run(&dir, &[], &["--dry-run", "check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.contains("HARFANGLAB_INTEL_DRY_RUN"), "{out}");
+}
+
+#[test]
 fn bad_config_exits_2_and_lists_every_problem() {
     let env = [
         ("OPENCTI_URL", "opencti:8080"),
