@@ -90,10 +90,14 @@ pub fn run(config: &Config, shutdown: &crate::pipeline::Shutdown) -> Result<(), 
     Ok(())
 }
 
-/// Run the self-contained demo (simulated OpenCTI and HarfangLab) and print its report.
-pub fn demo(out: &mut dyn Write) -> Result<(), AppError> {
-    let result =
-        crate::demo::run_demo(&crate::demo::DemoOptions::default()).map_err(AppError::Demo)?;
+/// Run the self-contained demo (simulated OpenCTI and HarfangLab) and print its report;
+/// `stop` (the signal handler's) ends it early.
+pub fn demo(out: &mut dyn Write, stop: &crate::pipeline::Shutdown) -> Result<(), AppError> {
+    let opts = crate::demo::DemoOptions {
+        stop: stop.clone(),
+        ..crate::demo::DemoOptions::default()
+    };
+    let result = crate::demo::run_demo(&opts).map_err(AppError::Demo)?;
     out.write_all(result.render().as_bytes())
         .and_then(|()| out.flush())
         .map_err(AppError::Output)

@@ -45,6 +45,8 @@ pub struct DemoOptions {
     pub drop_stream_every: Option<usize>,
     /// State directory (a fresh temporary one when `None`; removed afterwards).
     pub state_dir: Option<PathBuf>,
+    /// Stops the demo early (`main` passes the one its Ctrl-C / SIGTERM handler triggers).
+    pub stop: Shutdown,
 }
 
 impl Default for DemoOptions {
@@ -56,6 +58,7 @@ impl Default for DemoOptions {
             harfanglab_faults: Faults::default(),
             drop_stream_every: None,
             state_dir: None,
+            stop: Shutdown::new(),
         }
     }
 }
@@ -74,6 +77,11 @@ pub enum DemoError {
         reached: Option<String>,
         last: String,
     },
+    /// [`DemoOptions::stop`] fired (Ctrl-C) before the checkpoint reached the last event.
+    Interrupted {
+        reached: Option<String>,
+        last: String,
+    },
     /// The service thread panicked.
     Panicked,
 }
@@ -87,6 +95,11 @@ impl fmt::Display for DemoError {
             DemoError::Timeout { reached, last } => write!(
                 f,
                 "the connector did not reach the last event {last} in time (checkpoint: {})",
+                reached.as_deref().unwrap_or("none")
+            ),
+            DemoError::Interrupted { reached, last } => write!(
+                f,
+                "demo interrupted before the last event {last} (checkpoint: {}): no report",
                 reached.as_deref().unwrap_or("none")
             ),
             DemoError::Panicked => f.write_str("the connector thread panicked"),
@@ -325,8 +338,13 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
                     last: last.clone(),
                 });
             }
-            // Not a shutdown wait: `shutdown` only fires below; this is a 20 ms poll.
-            shutdown.wait_timeout(Duration::from_millis(20));
+            // A 20 ms poll of the checkpoint that a stop request (Ctrl-C) ends at once.
+            if opts.stop.wait_timeout(Duration::from_millis(20)) {
+                break Err(DemoError::Interrupted {
+                    reached: stats.snapshot().watermark,
+                    last: last.clone(),
+                });
+            }
         };
         shutdown.trigger();
         let result = service.join().map_err(|_| DemoError::Panicked)?;

@@ -86,8 +86,8 @@ fn main() -> ExitCode {
         }
         Command::Demo => {
             logging::init(logging::env_level());
-            let _ = Shutdown::install_signal_handler();
-            app::exit_code(app::demo(&mut io::stdout()))
+            let stop = Shutdown::install_signal_handler();
+            app::exit_code(app::demo(&mut io::stdout(), &stop))
         }
         Command::Translate { file, strict } => {
             logging::init(logging::env_level());

@@ -86,7 +86,11 @@ fn dry_run_is_a_usage_error_where_it_means_nothing() {
         );
     }
     // Where it means something it is accepted (here the configuration is what is missing).
-    for args in [&["--dry-run"][..], &["--dry-run", "run"], &["run", "--dry-run"]] {
+    for args in [
+        &["--dry-run"][..],
+        &["--dry-run", "run"],
+        &["run", "--dry-run"],
+    ] {
         let (code, _, err) = run(&dir, &[], args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains("OPENCTI_URL"), "{args:?}: {err}");
@@ -283,4 +287,44 @@ fn logs_go_to_stderr_with_utc_timestamps_and_no_colours_when_piped() {
         &["translate", "in.jsonl"],
     );
     assert!(!err.contains("translated"), "{err}");
+}
+
+#[test]
+fn ctrl_c_stops_the_demo() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = scratch_dir("cli");
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .env_clear()
+        .env("CONNECTOR_LOG_LEVEL", "info")
+        .current_dir(&dir.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt as soon as the connector inside the demo has its stream open.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains("live stream: connected") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(seen.contains("live stream: connected"), "{seen}");
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{rest}");
+    assert!(rest.contains("demo interrupted"), "{rest}");
+    assert!(stdout.is_empty(), "a report after Ctrl-C: {stdout}");
 }

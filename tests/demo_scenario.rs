@@ -7,9 +7,10 @@
 mod demo_expected;
 
 use demo_expected::{check_state, internal};
-use harfanglab_intel::demo::{DemoOptions, DemoResult, run_demo};
+use harfanglab_intel::demo::{DemoError, DemoOptions, DemoResult, run_demo};
+use harfanglab_intel::pipeline::Shutdown;
 use harfanglab_intel::sim::harfanglab::Faults;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn check_counters(r: &DemoResult) {
     let c = &r.counters;
@@ -80,4 +81,36 @@ fn demo_state_survives_harfanglab_5xx_and_429() {
     .expect("demo");
     check_state(&r);
     check_counters(&r);
+}
+
+#[test]
+fn a_stop_signal_stops_the_demo_promptly() {
+    let stop = Shutdown::new();
+    let started = Instant::now();
+    let trigger = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            stop.trigger();
+        })
+    };
+    // 50 ms per HarfangLab call: the whole scenario would take several seconds.
+    let result = run_demo(&DemoOptions {
+        harfanglab_faults: Faults {
+            latency: Duration::from_millis(50),
+            ..Faults::default()
+        },
+        stop,
+        ..DemoOptions::default()
+    });
+    trigger.join().unwrap();
+    let elapsed = started.elapsed();
+    match result {
+        Err(DemoError::Interrupted { last, .. }) => assert!(!last.is_empty()),
+        other => panic!("expected an interrupted demo, got {other:?}"),
+    }
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "stopped after {elapsed:?}"
+    );
 }
