@@ -36,7 +36,8 @@ enum Command {
     Run,
     /// Validate the configuration and print a report.
     Check,
-    /// Translate indicators (JSON Lines or a STIX bundle) offline; one JSON line out per indicator.
+    /// Translate indicators (JSON Lines or pretty-printed documents, streamed) offline; one JSON
+    /// line out per indicator.
     Translate {
         /// Input file; `-` or nothing reads standard input.
         file: Option<PathBuf>,
