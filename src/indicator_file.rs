@@ -45,6 +45,12 @@ pub struct Position {
     pub object: Option<usize>,
 }
 
+impl Position {
+    fn from_line(line: usize) -> Self {
+        Position { line, object: None }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.object {
@@ -378,12 +384,6 @@ fn push_value(value: &Value, at: &Locator<'_>, items: &mut Vec<InputItem>) {
         }
         Value::Object(o) if is_bundle(o) => push_bundle(o, at, items),
         _ => push_element(value, Position::from_line(at.line), items),
-    }
-}
-
-impl Position {
-    fn from_line(line: usize) -> Self {
-        Position { line, object: None }
     }
 }
 
