@@ -196,7 +196,7 @@ impl<R: BufRead> IndicatorReader<R> {
             String::new()
         };
         out.push(InputItem {
-            position: Position { line, object: None },
+            position: Position::from_line(line),
             label: None,
             indicator: Err(format!(
                 "line {line}, column {}: invalid JSON: {}{context}",
@@ -263,10 +263,7 @@ fn line_error(line: &Line, e: &serde_json::Error) -> InputItem {
         ""
     };
     InputItem {
-        position: Position {
-            line: line.number,
-            object: None,
-        },
+        position: Position::from_line(line.number),
         label: None,
         indicator: Err(format!(
             "line {}, column {}: invalid JSON: {}{hint}",
@@ -283,10 +280,7 @@ fn unclosed_line_error(line: &Line) -> InputItem {
         Err(e) => line_error(line, &e),
         // Not reached (the line did not parse), but never lose the line.
         Ok(_) => InputItem {
-            position: Position {
-                line: line.number,
-                object: None,
-            },
+            position: Position::from_line(line.number),
             label: None,
             indicator: Err(format!("line {}: invalid JSON", line.number)),
         },

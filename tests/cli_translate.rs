@@ -14,19 +14,24 @@ use corpora::{full_corpora, sample_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
 
-/// Run `translate` with `args`, feeding `stdin`; returns (exit code, parsed stdout lines, stderr).
-fn translate(args: &[&str], stdin: &[u8]) -> (i32, Vec<Value>, String) {
-    let mut child = Command::new(BIN)
+/// `translate` with `args` and its log level, every standard stream piped.
+fn spawn_translate(args: &[&str], log_level: &str) -> std::process::Child {
+    Command::new(BIN)
         .arg("translate")
         .args(args)
         .env_clear()
-        .env("CONNECTOR_LOG_LEVEL", "error")
+        .env("CONNECTOR_LOG_LEVEL", log_level)
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Run `translate` with `args`, feeding `stdin`; returns (exit code, parsed stdout lines, stderr).
+fn translate(args: &[&str], stdin: &[u8]) -> (i32, Vec<Value>, String) {
+    let mut child = spawn_translate(args, "error");
     let mut input = child.stdin.take().unwrap();
     let data = stdin.to_vec();
     // Write from another thread so a large input cannot deadlock against a full stdout pipe.
@@ -314,15 +319,7 @@ fn many(n: usize) -> Vec<u8> {
 fn output_starts_before_the_input_ends() {
     use std::io::{BufRead, BufReader};
     use std::sync::mpsc;
-    let mut child = Command::new(BIN)
-        .arg("translate")
-        .env_clear()
-        .env("CONNECTOR_LOG_LEVEL", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_translate(&[], "error");
     // Read the output as it comes (all of it, so the child never blocks on a full pipe),
     // reporting the first line at once.
     let stdout = child.stdout.take().unwrap();
@@ -355,15 +352,7 @@ fn output_starts_before_the_input_ends() {
 #[test]
 fn a_closed_output_pipe_stops_translate_quietly() {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(BIN)
-        .arg("translate")
-        .env_clear()
-        .env("CONNECTOR_LOG_LEVEL", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_translate(&[], "info");
     let mut stdin = child.stdin.take().unwrap();
     let input = many(400_000); // ~30 MB: far more than the pipes hold
     let total = input.len();
