@@ -1,7 +1,9 @@
 //! The sync layer: turns "indicator X wants these HarfangLab objects" (a [`Translation`]) into
 //! the minimal set of HarfangLab calls, with reference counting of shared IOCs.
 //!
-//! What it owns and how it differs from the Python connector (`docs/peers.md` §2):
+//! What it owns, and how it differs from the Python connector (whose IOC comment names one
+//! indicator, so the last writer wins, and whose delete removes every IOC of the pattern with no
+//! reference check):
 //! - **IOC ownership.** An IOC rule's `comment` lists every indicator that wants it
 //!   ([`comment`]); release removes one holder and the rule is deleted (or disabled) only when
 //!   no holder is left. Python-connector comments are adopted; an unchanged rule is not patched.
