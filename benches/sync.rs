@@ -5,8 +5,8 @@
 
 use harfanglab_intel::harfanglab::model::SourceLists;
 use harfanglab_intel::sync::memory::MemoryApi;
-use harfanglab_intel::sync::{Former, SyncSettings, Syncer};
-use harfanglab_intel::translate::{Indicator, IocKey, IocType, Translation};
+use harfanglab_intel::sync::{SyncSettings, Syncer};
+use harfanglab_intel::translate::{FormerState, Indicator, IocKey, IocType, Translation};
 use std::time::Instant;
 
 const THREADS: usize = 8;
@@ -59,7 +59,7 @@ fn run(
                     let mut calls = 0u64;
                     for i in 0..per_thread {
                         let (ind, tr) = make(t, i);
-                        match s.upsert(&ind, &tr, &Former::default()) {
+                        match s.upsert(&ind, &tr, &FormerState::default()) {
                             Ok(r) => calls += u64::from(r.api_calls),
                             Err(e) => eprintln!("upsert failed: {e}"),
                         }

@@ -10,7 +10,7 @@
 //! returned for `main` to log once the logger exists.
 
 use crate::retry::RetryPolicy;
-use crate::secret::Secret;
+use crate::secret::{Secret, redact_url};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -209,11 +209,13 @@ impl RawEntry {
         !matches!(self.provided.as_deref(), Some(v) if !v.is_empty())
     }
 
-    /// The value for people: tokens are shown as `[REDACTED]`.
+    /// The value for people: tokens are shown as `[REDACTED]`, the `user:password@` of a URL
+    /// as `***@`.
     pub fn display_value(&self) -> String {
         match self.effective() {
             None => "(unset)".to_owned(),
             Some(_) if self.setting.secret => Secret::new("").to_string(),
+            Some(v) if v.contains("://") => redact_url(v),
             Some(v) => v.to_owned(),
         }
     }
@@ -365,7 +367,23 @@ pub struct RawConfig {
     warnings: Vec<String>,
     /// Problems found while reading (a YAML value that is a list or a map).
     problems: Vec<Problem>,
+    /// The proxy variables set in the environment, userinfo already redacted.
+    proxies: Vec<(&'static str, String)>,
 }
+
+/// The proxy variables the HTTP clients read: ureq takes the first of `ALL_PROXY`,
+/// `HTTPS_PROXY`, `HTTP_PROXY` (upper then lower case) that holds a valid proxy URL for both
+/// ends, minus the hosts in `NO_PROXY`.
+pub const PROXY_VARIABLES: [&str; 8] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
 
 impl RawConfig {
     /// Locate and read the config file, then resolve every setting.
@@ -473,18 +491,31 @@ impl RawConfig {
                 .find(|s| !s.is_empty())
                 .map(str::to_owned)
         });
+        // Redacted on the way in: a proxy URL may carry credentials, and nothing reads the
+        // originals from here (the HTTP clients read the environment themselves).
+        let proxies = PROXY_VARIABLES
+            .iter()
+            .filter_map(|&name| Some((name, redact_url(env(name)?.trim()))))
+            .collect();
         Ok(RawConfig {
             entries,
             file: file.map(|(p, _)| p.to_path_buf()),
             state_directory,
             warnings,
             problems,
+            proxies,
         })
     }
 
     /// The resolved settings, in [`SETTINGS`] order.
     pub fn entries(&self) -> &[RawEntry] {
         &self.entries
+    }
+
+    /// The proxy variables set in the environment ([`PROXY_VARIABLES`] order), with any
+    /// `user:password@` replaced by `***@`.
+    pub fn proxies(&self) -> &[(&'static str, String)] {
+        &self.proxies
     }
 
     /// The config file that was read, if any.
@@ -695,7 +726,11 @@ impl TlsVerify {
         }
     }
 
-    fn describe(&self) -> String {
+    /// For the summary line: what verification means for `url` (none at all over plain http).
+    fn describe_for(&self, url: &str) -> String {
+        if url.starts_with("http://") {
+            return "none (http)".to_owned();
+        }
         match self {
             TlsVerify::Disabled => "off".to_owned(),
             TlsVerify::SystemRoots => "on".to_owned(),
@@ -1000,13 +1035,13 @@ impl Config {
         format!(
             "opencti={} tls={} stream={} connector={} ({:?}) harfanglab={} tls={} list={:?} \
              maturity={} remove_indicator={} dry_run={} workers={} state_dir={} metrics={} log={}",
-            crate::secret::redact_url(&self.opencti.url),
-            self.opencti.tls.describe(),
+            redact_url(&self.opencti.url),
+            self.opencti.tls.describe_for(&self.opencti.url),
             c.live_stream_id,
             c.id,
             c.name,
-            crate::secret::redact_url(&h.url),
-            h.tls.describe(),
+            redact_url(&h.url),
+            h.tls.describe_for(&h.url),
             h.source_list_name,
             h.rule_maturity.as_str(),
             h.remove_indicator,
@@ -1246,7 +1281,17 @@ impl Validator<'_> {
         };
         // Only the hyphenated form: it is what OpenCTI shows and stores.
         match uuid::Uuid::try_parse(&value) {
-            Ok(id) if value.len() == 36 && !id.is_nil() => id,
+            Ok(id) if value.len() == 36 && id.is_nil() => {
+                self.problem(
+                    setting,
+                    format!(
+                        "is the nil UUID {value}, which cannot identify a connector: generate one \
+                         with `uuidgen` and keep it"
+                    ),
+                );
+                id
+            }
+            Ok(id) if value.len() == 36 => id,
             _ => {
                 self.problem(
                     setting,

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! OpenCTI /stream/<id> ──SSE──▶ opencti::stream (reader thread)
-//!        │                              │ StreamEvent, bounded crossbeam channels (sharded by indicator)
+//!        │                              │ StreamEvent (decoded once: Indicator + FormerState),
+//!        │                              │ bounded crossbeam channels (sharded by indicator)
 //!        │                              ▼
 //! OpenCTI /graphql ◀──read──── pipeline workers ── translate (pure: stix / rules) ──▶ sync (diff, refcount)
 //!                                       │                                                 │

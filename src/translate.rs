@@ -1,6 +1,7 @@
 //! Translation: one OpenCTI indicator → the HarfangLab objects it should produce. Pure, no I/O.
 //!
-//! The types below are the contract used by `sync` and `pipeline`. This module owns the meaning
+//! The types below are the contract used by `opencti::events` (which builds an [`Indicator`] and
+//! its [`FormerState`] from a stream event), `sync` and `pipeline`. This module owns the meaning
 //! of a STIX pattern for HarfangLab: which comparisons become IOC rules and which are skipped
 //! (always with a readable reason, never sent). The policy, in the order it is applied to each
 //! comparison:
@@ -121,6 +122,29 @@ pub struct Indicator {
     pub observables: Vec<LinkedObservable>,
 }
 
+/// What an indicator was before the change an event reports, so that `sync` releases what it
+/// no longer wants and still finds what it holds. Built once, when the event is decoded
+/// (`opencti::events`, from an update's `reverse_patch`); every field is empty when nothing of
+/// it changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FormerState {
+    /// The former name, when the change renamed the indicator (a Sigma rule / Yara file is still
+    /// found by it).
+    pub name: Option<String>,
+    /// The former pattern type, when the change replaced it: what the former type produced (an
+    /// old Sigma rule after a switch to STIX, ...) is released.
+    pub pattern_type: Option<String>,
+    /// The former pattern, when the change replaced it.
+    pub pattern: Option<String>,
+    /// IOCs the indicator wanted before: the former STIX pattern's and the former observable
+    /// values'. `None`: unchanged or unknown (a warning is logged when `ids` shows the pattern
+    /// changed).
+    pub iocs: Option<Vec<IocKey>>,
+    /// Other ids the indicator's holder entry may be recorded under: the former STIX standard id
+    /// (it changes with the pattern) and the older ones the platform keeps (`stix_ids`).
+    pub ids: Vec<String>,
+}
+
 /// A Sigma rule ready to send: validated metadata, name (≤ 100 chars) and content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SigmaSpec {
@@ -164,6 +188,17 @@ impl TranslateError {
     /// false when it is handled but broken (record as failed).
     pub fn is_unsupported(&self) -> bool {
         matches!(self, TranslateError::UnsupportedPatternType(_))
+    }
+
+    /// How `translate` lists an indicator that is skipped as a whole (an unsupported pattern
+    /// type): path `pattern_type`, its value, and this error as the reason (the one `run`
+    /// records).
+    pub fn skipped_indicator(&self, indicator: &Indicator) -> Skipped {
+        Skipped {
+            path: "pattern_type".to_owned(),
+            value: indicator.pattern_type.clone(),
+            reason: self.to_string(),
+        }
     }
 }
 

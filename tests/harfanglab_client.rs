@@ -5,7 +5,7 @@
 mod net_support;
 
 use crossbeam_channel::Sender;
-use harfanglab_intel::harfanglab::client::{Client, ClientOptions, Op, StatusClass};
+use harfanglab_intel::harfanglab::client::{Client, ClientOptions, Op};
 use harfanglab_intel::harfanglab::model::{
     IocRuleBody, RuleBody, RuleFilter, RuleKind, SourceKind,
 };
@@ -131,10 +131,7 @@ fn create_ioc_sends_the_exact_request_and_reads_201() {
     mock.assert();
     assert_eq!(rule.id, "rule-1");
     assert_eq!(rule.ioc_type, "ip_both");
-    assert_eq!(
-        client.stats().requests(Op::CreateIoc, StatusClass::Success),
-        1
-    );
+    assert_eq!(client.stats().requests(Op::CreateIoc, Some(201)), 1);
 }
 
 #[test]
@@ -556,7 +553,7 @@ fn unavailable_statuses_come_back_at_once_without_a_resend() {
     assert_eq!(err.failure_kind(), FailureKind::UNAVAILABLE);
     let stats = client.stats();
     assert_eq!(stats.retries_of(Op::CreateIoc), 0);
-    assert_eq!(stats.requests(Op::CreateIoc, StatusClass::ServerError), 1);
+    assert_eq!(stats.requests(Op::CreateIoc, Some(503)), 1);
 }
 
 #[test]
@@ -583,6 +580,46 @@ fn a_500_is_transient_and_not_resent() {
     assert!(err.is_retryable());
     assert_eq!(err.failure_kind(), FailureKind::Transient);
     assert_eq!(client.stats().retries(), 0);
+}
+
+#[test]
+fn request_counters_keep_the_real_status_code() {
+    let mut server = mockito::Server::new();
+    let missing = server
+        .mock("GET", format!("{TI}/SigmaRule/gone/").as_str())
+        .with_status(404)
+        .with_body(r#"{"detail": "Not found."}"#)
+        .expect(1)
+        .create();
+    let throttled = server
+        .mock("GET", format!("{TI}/SigmaRule/busy/").as_str())
+        .with_status(429)
+        .with_body(r#"{"detail": "Request was throttled."}"#)
+        .expect(1)
+        .create();
+    let unavailable = server
+        .mock("GET", format!("{TI}/SigmaRule/busy/").as_str())
+        .with_status(503)
+        .with_body("down")
+        .expect(3)
+        .create();
+    let (client, _tx) = client(&server);
+    assert_eq!(client.get_rule(RuleKind::Sigma, "gone").unwrap(), None);
+    // Each failing call is one request: the client does not retry a status.
+    for _ in 0..4 {
+        assert!(client.get_rule(RuleKind::Sigma, "busy").is_err());
+    }
+    missing.assert();
+    throttled.assert();
+    unavailable.assert();
+    assert_eq!(
+        client.stats().snapshot(),
+        vec![
+            ("get_rule", "404", 1),
+            ("get_rule", "429", 1),
+            ("get_rule", "503", 3)
+        ]
+    );
 }
 
 /// A 429's `Retry-After`, parsed when the answer came, returned at once with the error.
@@ -730,12 +767,7 @@ fn connection_refused_is_unreachable_after_retries() {
     );
     assert!(err.is_retryable());
     assert_eq!(client.stats().retries(), 3);
-    assert_eq!(
-        client
-            .stats()
-            .requests(Op::DeleteIoc, StatusClass::Transport),
-        4
-    );
+    assert_eq!(client.stats().requests(Op::DeleteIoc, None), 4);
 }
 
 #[test]

@@ -645,7 +645,7 @@ fn demo_stream_decodes_without_errors_and_has_the_promised_content() {
             Decoded::Event(e) => match e.payload {
                 Payload::Indicator(d) => {
                     ind += 1;
-                    types.insert(d.pattern_type);
+                    types.insert(d.indicator.pattern_type);
                 }
                 Payload::BasedOn(_) => rel += 1,
                 Payload::Other { .. } => other += 1,

@@ -229,15 +229,22 @@ fn based_on_create_adds_the_observable_even_when_the_indicator_is_gone() {
     assert!(matches!(o, Outcome::Skipped(_)), "{o:?}");
 }
 
-#[test]
-fn pattern_update_releases_the_former_values() {
+/// The indicator created with pattern 1.2.3.4, then its pattern update (STIX, 1.2.3.4 →
+/// 5.6.7.8) applied while the GraphQL read answers `read`.
+fn after_pattern_update(read: String) -> Fx {
     let mut fx = setup();
     let m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4']", &[]));
     applied(&fx.handle(&work(&fixture("indicator-create.json"))));
     assert_eq!(fx.values(), ["1.2.3.4"]);
     m.remove();
-    let _m = fx.answer(gql_indicator("[ipv4-addr:value = '5.6.7.8']", &[]));
+    let _m = fx.answer(read);
     applied(&fx.handle(&work(&fixture("indicator-update-pattern.json"))));
+    fx
+}
+
+#[test]
+fn pattern_update_releases_the_former_values() {
+    let fx = after_pattern_update(gql_indicator("[ipv4-addr:value = '5.6.7.8']", &[]));
     assert_eq!(fx.values(), ["5.6.7.8"]);
 }
 
@@ -307,6 +314,16 @@ fn pattern_type_change_releases_what_the_former_type_produced() {
     let o = fx.handle(&type_change("stix", "[ipv4-addr:value = '1.2.3.4']"));
     assert!(matches!(o, Outcome::Skipped(_)), "{o:?}");
     assert!(fx.values().is_empty(), "{:?}", fx.values());
+}
+
+/// The former pattern is read with the type the event states, not the type of a read that is
+/// already ahead of it: the pattern changed and, before the worker got to it, the type changed
+/// too (the read answers Sigma). 1.2.3.4 still goes.
+#[test]
+fn former_iocs_follow_the_event_not_a_read_that_is_ahead() {
+    let fx = after_pattern_update(gql_typed("sigma", SIGMA));
+    assert!(fx.values().is_empty(), "{:?}", fx.values());
+    assert_eq!(fx.mem.rules(RuleKind::Sigma).len(), 1);
 }
 
 #[test]

@@ -8,8 +8,7 @@ mod service_support;
 
 use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim};
 use harfanglab_intel::sim::opencti::OpenCtiSim;
-use harfanglab_intel::state::compare_event_ids;
-use service_support::{demo_scenario, start_sims, state_dir};
+use service_support::{at_or_after, demo_scenario, start_sims, state_dir, wait_exit};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,10 +98,6 @@ fn checkpoint(dir: &Path) -> Option<String> {
     v["start_from"].as_str().map(str::to_owned)
 }
 
-fn at_or_after(pos: Option<&str>, id: &str) -> bool {
-    pos.is_some_and(|p| compare_event_ids(p, id) != std::cmp::Ordering::Less)
-}
-
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -110,20 +105,6 @@ fn signal(child: &Child, sig: &str) {
         .expect("kill")
         .success();
     assert!(ok, "kill {sig} failed");
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("the process did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Run to the end of the stream, then stop with SIGTERM (exit 0 expected).

@@ -22,8 +22,10 @@ use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig};
 use harfanglab_intel::sync::comment::{Origin, RuleComment};
 use harfanglab_intel::sync::dry_run::DryRunApi;
 use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
-use harfanglab_intel::sync::{Former, SyncSettings, Syncer};
-use harfanglab_intel::translate::{Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec};
+use harfanglab_intel::sync::{SyncSettings, Syncer};
+use harfanglab_intel::translate::{
+    FormerState, Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec,
+};
 
 // ---- fixtures -------------------------------------------------------------------------------
 
@@ -88,8 +90,8 @@ fn one(key: &IocKey) -> Translation {
     iocs(std::slice::from_ref(key))
 }
 
-fn none() -> Former {
-    Former::default()
+fn none() -> FormerState {
+    FormerState::default()
 }
 
 const SIGMA_ID: &str = "6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11";
@@ -232,10 +234,10 @@ fn pattern_change_releases_the_old_values<A: ThreatIntelApi>(new_api: fn() -> (A
 
     let mut a2 = a.clone();
     a2.standard_id = Some("indicator--a-v2".into());
-    let former = Former {
-        name: None,
+    let former = FormerState {
         iocs: Some(old.to_vec()),
         ids: vec!["indicator--a".into()],
+        ..FormerState::default()
     };
     let report = s
         .upsert(&a2, &iocs(&[ip("10.0.0.3"), ip("10.0.0.1")]), &former)
@@ -247,10 +249,9 @@ fn pattern_change_releases_the_old_values<A: ThreatIntelApi>(new_api: fn() -> (A
     assert_eq!(holders(&s, &ip("10.0.0.3")), ["internal-a"]);
 
     // The pattern changes again: .1 had only A, so it goes.
-    let former = Former {
-        name: None,
+    let former = FormerState {
         iocs: Some(vec![ip("10.0.0.3"), ip("10.0.0.1")]),
-        ids: Vec::new(),
+        ..FormerState::default()
     };
     s.upsert(&a2, &iocs(&[ip("10.0.0.3")]), &former).unwrap();
     assert!(find(&s, &ip("10.0.0.1")).is_none());
@@ -265,9 +266,9 @@ fn sigma_rename_updates_the_same_rule<A: ThreatIntelApi>(new_api: fn() -> (A, So
     assert_eq!(report.sigma.created, 1);
     let mut renamed = a.clone();
     renamed.name = "New name".into();
-    let former = Former {
+    let former = FormerState {
         name: Some("Old name".into()),
-        ..Former::default()
+        ..FormerState::default()
     };
     let report = s
         .upsert(&renamed, &sigma("New name", Some(SIGMA_ID), "cmd"), &former)
@@ -306,9 +307,9 @@ fn sigma_without_id_is_identified_by_name<A: ThreatIntelApi>(new_api: fn() -> (A
         .upsert(&a, &sigma("No id", None, "wmic"), &none())
         .unwrap();
     assert_eq!(report.sigma.updated, 1);
-    let former = Former {
+    let former = FormerState {
         name: Some("No id".into()),
-        ..Former::default()
+        ..FormerState::default()
     };
     let report = s
         .upsert(&a, &sigma("Still no id", None, "wmic"), &former)
@@ -385,9 +386,9 @@ fn yara_rename_updates_the_same_file<A: ThreatIntelApi>(new_api: fn() -> (A, Sou
         .unwrap();
     let mut renamed = a.clone();
     renamed.name = "Indicator a (v2)".into();
-    let former = Former {
+    let former = FormerState {
         name: Some("Indicator a".into()),
-        ..Former::default()
+        ..FormerState::default()
     };
     let report = s
         .upsert(&renamed, &yara("Indicator a (v2)", "Stealer", "y"), &former)

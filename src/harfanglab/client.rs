@@ -181,51 +181,63 @@ impl Op {
     }
 }
 
-/// What one HTTP exchange ended with, for the request counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StatusClass {
-    Success,
-    Redirect,
-    ClientError,
-    ServerError,
-    /// No HTTP answer: connection, TLS or timeout failure.
-    Transport,
+/// The status codes counted one by one: what HarfangLab (and the proxies and load balancers in
+/// front of it) answer in practice. Any other code is counted under its class (`4xx`, ...), an
+/// exchange without an answer under `error`. A fixed table keeps the counters' memory bounded
+/// whatever a server answers.
+const COUNTED_STATUSES: [(u16, &str); 18] = [
+    (200, "200"),
+    (201, "201"),
+    (204, "204"),
+    (301, "301"),
+    (302, "302"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (409, "409"),
+    (413, "413"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+];
+
+/// Labels of the slots after the counted codes: one per class, then codes outside 100-599, then
+/// no answer at all.
+const OTHER_SLOTS: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other", "error"];
+
+/// Counter slots per operation.
+const SLOTS: usize = COUNTED_STATUSES.len() + OTHER_SLOTS.len();
+
+/// The counter slot of an exchange that ended with `status` (`None`: no HTTP answer).
+fn status_slot(status: Option<u16>) -> usize {
+    let table = COUNTED_STATUSES.len();
+    match status {
+        None => SLOTS - 1,
+        Some(code) => match COUNTED_STATUSES.iter().position(|&(c, _)| c == code) {
+            Some(i) => i,
+            None if (100..600).contains(&code) => table + usize::from(code / 100 - 1),
+            None => SLOTS - 2,
+        },
+    }
 }
 
-impl StatusClass {
-    pub const ALL: [StatusClass; 5] = [
-        StatusClass::Success,
-        StatusClass::Redirect,
-        StatusClass::ClientError,
-        StatusClass::ServerError,
-        StatusClass::Transport,
-    ];
-
-    /// Metric label: `2xx`, `3xx`, `4xx`, `5xx`, `error`.
-    pub fn name(self) -> &'static str {
-        match self {
-            StatusClass::Success => "2xx",
-            StatusClass::Redirect => "3xx",
-            StatusClass::ClientError => "4xx",
-            StatusClass::ServerError => "5xx",
-            StatusClass::Transport => "error",
-        }
-    }
-
-    pub fn of(status: u16) -> StatusClass {
-        match status {
-            300..=399 => StatusClass::Redirect,
-            400..=499 => StatusClass::ClientError,
-            500.. => StatusClass::ServerError,
-            _ => StatusClass::Success,
-        }
-    }
+/// The metric label of a slot: the code itself, its class (`4xx`), `other` or `error`.
+fn slot_label(slot: usize) -> &'static str {
+    COUNTED_STATUSES
+        .get(slot)
+        .map(|&(_, label)| label)
+        .unwrap_or_else(|| OTHER_SLOTS[slot - COUNTED_STATUSES.len()])
 }
 
 /// Request counters for metrics, shared by every clone of a [`Client`].
 #[derive(Debug)]
 pub struct ClientStats {
-    requests: [[AtomicU64; 5]; 12],
+    requests: [[AtomicU64; SLOTS]; 12],
     retries: [AtomicU64; 12],
     /// Threads inside a quick resend wait (at most 150 ms each).
     waiting: AtomicU64,
@@ -242,9 +254,10 @@ impl Default for ClientStats {
 }
 
 impl ClientStats {
-    /// HTTP exchanges of `op` that ended in `class` (each retry attempt counts).
-    pub fn requests(&self, op: Op, class: StatusClass) -> u64 {
-        self.requests[op.index()][class as usize].load(Ordering::Relaxed)
+    /// HTTP exchanges of `op` counted with `status` (`None`: no answer), each retry attempt
+    /// included. A code outside the counted table shares its class's counter.
+    pub fn requests(&self, op: Op, status: Option<u16>) -> u64 {
+        self.requests[op.index()][status_slot(status)].load(Ordering::Relaxed)
     }
 
     /// All HTTP exchanges.
@@ -271,22 +284,25 @@ impl ClientStats {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Non-zero request counters as `(op, class, count)`, for a metrics exporter.
+    /// Non-zero request counters as `(op, status label, count)`, for a metrics exporter: the
+    /// label is the real code (`404`), its class (`4xx`) for a code outside the counted table,
+    /// `other` for one outside 100-599, `error` for no answer.
     pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
         let mut out = Vec::new();
         for op in Op::ALL {
-            for class in StatusClass::ALL {
-                let n = self.requests(op, class);
+            for (slot, counter) in self.requests[op.index()].iter().enumerate() {
+                let n = counter.load(Ordering::Relaxed);
                 if n > 0 {
-                    out.push((op.name(), class.name(), n));
+                    out.push((op.name(), slot_label(slot), n));
                 }
             }
         }
         out
     }
 
-    fn record(&self, op: Op, class: StatusClass) {
-        self.requests[op.index()][class as usize].fetch_add(1, Ordering::Relaxed);
+    /// Count one exchange of `op` that ended with `status` (`None`: no answer).
+    pub(crate) fn record(&self, op: Op, status: Option<u16>) {
+        self.requests[op.index()][status_slot(status)].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -602,7 +618,7 @@ impl Client {
             let ms = started.elapsed().as_millis();
             let err = match result {
                 Ok(ans) => {
-                    inner.stats.record(call.op, StatusClass::of(ans.status));
+                    inner.stats.record(call.op, Some(ans.status));
                     debug!(
                         "{} {} -> {} ({ms} ms)",
                         call.method.as_str(),
@@ -613,7 +629,7 @@ impl Client {
                     return Ok(ans);
                 }
                 Err(e) => {
-                    inner.stats.record(call.op, StatusClass::Transport);
+                    inner.stats.record(call.op, None);
                     let err = transport_error(&call.label, inner.https, e);
                     debug!(
                         "{} {} -> failed ({ms} ms): {err}",
@@ -1223,22 +1239,53 @@ mod tests {
     }
 
     #[test]
-    fn stats_count_by_op_and_class() {
+    fn stats_count_by_op_and_real_status() {
         let s = ClientStats::default();
-        s.record(Op::CreateIoc, StatusClass::of(201));
-        s.record(Op::CreateIoc, StatusClass::of(503));
-        s.record(Op::DeleteIoc, StatusClass::Transport);
-        assert_eq!(s.requests(Op::CreateIoc, StatusClass::Success), 1);
-        assert_eq!(s.requests(Op::CreateIoc, StatusClass::ServerError), 1);
-        assert_eq!(s.total_requests(), 3);
+        for status in [
+            Some(201),
+            Some(404),
+            Some(404),
+            Some(429),
+            Some(503),
+            Some(418),
+        ] {
+            s.record(Op::CreateIoc, status);
+        }
+        s.record(Op::CreateIoc, Some(999));
+        s.record(Op::DeleteIoc, None);
+        assert_eq!(s.requests(Op::CreateIoc, Some(201)), 1);
+        assert_eq!(s.requests(Op::CreateIoc, Some(404)), 2);
+        // 400 is its own counter: the 404s, 429 and 418 are not in it.
+        assert_eq!(s.requests(Op::CreateIoc, Some(400)), 0);
+        assert_eq!(s.total_requests(), 8);
         assert_eq!(
             s.snapshot(),
             vec![
-                ("create_ioc", "2xx", 1),
-                ("create_ioc", "5xx", 1),
+                ("create_ioc", "201", 1),
+                ("create_ioc", "404", 2),
+                ("create_ioc", "429", 1),
+                ("create_ioc", "503", 1),
+                ("create_ioc", "4xx", 1),
+                ("create_ioc", "other", 1),
                 ("delete_ioc", "error", 1)
             ]
         );
+    }
+
+    #[test]
+    fn every_status_has_one_slot_and_a_label() {
+        for code in 0..=u16::MAX {
+            let slot = status_slot(Some(code));
+            assert!(slot < SLOTS - 1, "{code}");
+            let label = slot_label(slot);
+            let expected = match COUNTED_STATUSES.iter().find(|(c, _)| *c == code) {
+                Some((_, l)) => l.to_string(),
+                None if (100..600).contains(&code) => format!("{}xx", code / 100),
+                None => "other".to_owned(),
+            };
+            assert_eq!(label, expected, "{code}");
+        }
+        assert_eq!(slot_label(status_slot(None)), "error");
     }
 
     #[test]

@@ -3,16 +3,26 @@
 //! Owns the meaning of the event names (`create`/`update`/`delete`, `connected`, `heartbeat`,
 //! `no-recover`, `consumer_metrics`, `merge`, unknown ones) and of the JSON envelope
 //! (opencti-protocol.md §2.2-§2.7): which STIX objects matter (Indicators and `based-on`
-//! relationships), where OpenCTI hides the internal id, score and platforms (extensions, §2.3), and
-//! what an update changed (the `reverse_patch` of its context, §2.5).
+//! relationships), where OpenCTI hides the internal id, score, platforms and observable values
+//! (extensions, §2.3), and what an update changed (the indicator's [`FormerState`], replayed from
+//! the `reverse_patch` of its context by [`reverse_patch`](super::reverse_patch), §2.5).
+//!
+//! An event is decoded once, here, on the reader thread: an indicator event carries the
+//! translation input ([`translate::Indicator`]) and its [`FormerState`], and the worker never reads
+//! the JSON again. The STIX object as sent is kept only for the dead-letter excerpt.
 //!
 //! Every field is optional on the wire (§2.2: empty properties are omitted), so decoding reads a
 //! `serde_json::Value` by hand and only fails (an [`EventError`] naming the event id) when the
 //! object cannot be identified at all. Dispatch follows the SSE event name, not the payload `type`
 //! (an update leaving the stream filters arrives as `event: delete`, §2.2 caveat).
+//!
+//! `merge` is [`Decoded::Ignored`] today. Its payload is an update's plus `context.sources` (the
+//! absorbed objects, §2.2): it fits as one more [`EventKind`] whose [`IndicatorEvent`] also lists
+//! the absorbed indicators, each read by the same per-object decoding as the target.
 
+use super::reverse_patch::{former_state, patch_ops};
 use super::sse::Frame;
-use crate::translate;
+use crate::translate::{self, FormerState, LinkedObservable};
 use serde_json::Value;
 use std::fmt;
 
@@ -39,55 +49,18 @@ impl EventKind {
     }
 }
 
-/// One JSON Patch operation of an update's `context`.
+/// An event about a STIX Indicator, decoded once.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PatchOp {
-    pub op: String,
-    pub path: String,
-    /// Absent for `remove` ops.
-    pub value: Option<Value>,
-}
-
-/// The value a field had before an update, read from `reverse_patch`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Former {
-    /// The update did not touch the field.
-    #[default]
-    Unchanged,
-    /// The field did not exist before (reverse op is `remove` without value).
-    Absent,
-    /// The former value (non-string JSON values are rendered as JSON text).
-    Value(String),
-}
-
-impl Former {
-    /// The former value if the field changed and existed before.
-    pub fn value(&self) -> Option<&str> {
-        match self {
-            Former::Value(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-/// The STIX Indicator carried by an event, with the OpenCTI extension fields extracted.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct IndicatorData {
-    /// OpenCTI internal id (OCTI extension `id`), stable across pattern changes.
-    pub internal_id: Option<String>,
-    /// STIX standard id (`data.id`).
-    pub standard_id: String,
-    /// Other STIX ids the platform knows this indicator by (OCTI extension `stix_ids`).
-    pub stix_ids: Vec<String>,
-    pub name: String,
-    pub description: Option<String>,
-    pub pattern: String,
-    pub pattern_type: String,
-    /// OCTI extension `score` (= `x_opencti_score`).
-    pub score: Option<i64>,
-    /// MITRE extension `platforms` (= `x_mitre_platforms`).
-    pub platforms: Vec<String>,
-    pub revoked: bool,
+pub struct IndicatorEvent {
+    /// The indicator as the payload states it, as a translation input: the OpenCTI internal id
+    /// (else the STIX id) as `id`, score and platforms from the extensions, and the OpenCTI
+    /// extension's `observable_values` as linked observables (so a delete releases the values
+    /// held through observables). Also the pipeline key. The worker prefers a fresh GraphQL read
+    /// and falls back on this one.
+    pub indicator: translate::Indicator,
+    /// What the indicator was before: former name / pattern type / pattern / IOCs (update events,
+    /// from the reverse patch) and the other ids its holder may be recorded under (any event).
+    pub former: FormerState,
 }
 
 /// A `based-on` relationship: indicator → observable.
@@ -95,8 +68,6 @@ pub struct IndicatorData {
 pub struct BasedOn {
     /// Relationship STIX id.
     pub id: String,
-    /// Relationship internal id (OCTI extension `id`).
-    pub internal_id: Option<String>,
     /// Indicator STIX id (`source_ref`).
     pub source_ref: String,
     /// Indicator internal id (OCTI extension `source_ref`).
@@ -114,7 +85,7 @@ pub struct BasedOn {
 /// The object an event is about.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Payload {
-    Indicator(IndicatorData),
+    Indicator(IndicatorEvent),
     BasedOn(BasedOn),
     /// Any other STIX type or relationship type (ignored by the connector, counted by the caller).
     Other {
@@ -122,37 +93,16 @@ pub enum Payload {
     },
 }
 
-/// Former values of the fields the connector cares about (update events only).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FormerValues {
-    pub name: Former,
-    pub pattern: Former,
-    pub pattern_type: Former,
-    /// The former STIX standard id (a `/id` op: the platform may regenerate it on pattern change).
-    pub standard_id: Former,
-    pub revoked: Former,
-}
-
 /// A create/update/delete event of the live stream.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamEvent {
     /// SSE id (`<ms>-<seq>`); not unique per frame (dependencies reuse it, §2.1).
     pub id: String,
-    /// From the SSE event name.
+    /// From the SSE event name (the payload `type` may differ, §2.2 caveat).
     pub kind: EventKind,
-    /// Payload `type` (may differ from `kind`, §2.2 caveat).
-    pub payload_type: Option<String>,
-    pub version: Option<String>,
-    pub scope: Option<String>,
-    pub message: Option<String>,
-    pub origin: Value,
-    /// Payload `event_id` (6.x), when present.
-    pub event_id: Option<String>,
-    pub patch: Vec<PatchOp>,
-    pub reverse_patch: Vec<PatchOp>,
-    pub former: FormerValues,
     pub payload: Payload,
-    /// The STIX object as sent (`data.data`), for [`indicator_from_stix`] and debugging.
+    /// The STIX object as sent (`data.data`). Kept only for the dead-letter excerpt, so that an
+    /// operator sees a failed event as the platform sent it; nothing decodes it again.
     pub stix: Value,
 }
 
@@ -244,33 +194,22 @@ pub fn decode(frame: &Frame) -> Result<Decoded, EventError> {
     if !stix.is_object() {
         return Err(err("envelope has no `data` object".into()));
     }
-    let payload = payload_of(&stix).map_err(err)?;
-    let context = obj.get("context");
-    let patch = patch_ops(context.and_then(|c| c.get("patch")));
-    let reverse_patch = patch_ops(context.and_then(|c| c.get("reverse_patch")));
-    let former = FormerValues {
-        name: former(&reverse_patch, "/name"),
-        pattern: former(&reverse_patch, "/pattern"),
-        pattern_type: former(&reverse_patch, "/pattern_type"),
-        standard_id: former(&reverse_patch, "/id"),
-        revoked: former(&reverse_patch, "/revoked"),
+    let payload = match str_field(&stix, "type").as_deref() {
+        Some("indicator") => {
+            let (indicator, stix_ids) = indicator_of(&stix).map_err(err)?;
+            let reverse = patch_ops(env.pointer("/context/reverse_patch"));
+            let former = former_state(&id, &stix, &reverse, &indicator, stix_ids);
+            Payload::Indicator(IndicatorEvent { indicator, former })
+        }
+        Some("relationship") => relationship(&stix).map_err(err)?,
+        Some(other) => Payload::Other {
+            stix_type: other.to_owned(),
+        },
+        None => return Err(err("STIX object has no `type`".into())),
     };
     Ok(Decoded::Event(Box::new(StreamEvent {
         id,
         kind,
-        payload_type: str_field(&env, "type"),
-        version: match env.get("version") {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        },
-        scope: str_field(&env, "scope"),
-        message: str_field(&env, "message"),
-        origin: env.get("origin").cloned().unwrap_or(Value::Null),
-        event_id: str_field(&env, "event_id"),
-        patch,
-        reverse_patch,
-        former,
         payload,
         stix,
     })))
@@ -290,46 +229,43 @@ fn connected_info(data: &str) -> ConnectedInfo {
     }
 }
 
-fn payload_of(stix: &Value) -> Result<Payload, String> {
-    let stix_type = str_field(stix, "type").ok_or("STIX object has no `type`")?;
-    match stix_type.as_str() {
-        "indicator" => Ok(Payload::Indicator(indicator_data(stix)?)),
-        "relationship" if str_field(stix, "relationship_type").as_deref() == Some("based-on") => {
-            let ext = stix.get("extensions").and_then(|e| e.get(OCTI_EXT));
-            let ext_str = |k: &str| ext.and_then(|e| str_field(e, k));
-            Ok(Payload::BasedOn(BasedOn {
-                id: str_field(stix, "id").ok_or("relationship has no `id`")?,
-                internal_id: ext_str("id"),
-                source_ref: str_field(stix, "source_ref").ok_or("based-on has no `source_ref`")?,
-                source_internal_id: ext_str("source_ref"),
-                target_ref: str_field(stix, "target_ref").unwrap_or_default(),
-                target_internal_id: ext_str("target_ref"),
-                target_value: ext_str("target_value"),
-                target_type: ext_str("target_type"),
-            }))
-        }
-        "relationship" => Ok(Payload::Other {
-            stix_type: format!(
-                "relationship/{}",
-                str_field(stix, "relationship_type").unwrap_or_default()
-            ),
-        }),
-        _ => Ok(Payload::Other { stix_type }),
+/// A relationship: `based-on` matters, any other type is [`Payload::Other`].
+fn relationship(stix: &Value) -> Result<Payload, String> {
+    let relationship_type = str_field(stix, "relationship_type").unwrap_or_default();
+    if relationship_type != "based-on" {
+        return Ok(Payload::Other {
+            stix_type: format!("relationship/{relationship_type}"),
+        });
     }
+    let ext = stix.get("extensions").and_then(|e| e.get(OCTI_EXT));
+    let ext_str = |k: &str| ext.and_then(|e| str_field(e, k));
+    Ok(Payload::BasedOn(BasedOn {
+        id: str_field(stix, "id").ok_or("relationship has no `id`")?,
+        source_ref: str_field(stix, "source_ref").ok_or("based-on has no `source_ref`")?,
+        source_internal_id: ext_str("source_ref"),
+        target_ref: str_field(stix, "target_ref").unwrap_or_default(),
+        target_internal_id: ext_str("target_ref"),
+        target_value: ext_str("target_value"),
+        target_type: ext_str("target_type"),
+    }))
 }
 
-fn indicator_data(stix: &Value) -> Result<IndicatorData, String> {
+/// One STIX indicator object as a translation input, and the other standard ids the platform
+/// knows it by (OCTI extension `stix_ids`).
+fn indicator_of(stix: &Value) -> Result<(translate::Indicator, Vec<String>), String> {
     let standard_id = str_field(stix, "id").ok_or("indicator has no `id`")?;
     let ext = stix.get("extensions").and_then(|e| e.get(OCTI_EXT));
     let mitre = stix.get("extensions").and_then(|e| e.get(MITRE_EXT));
-    Ok(IndicatorData {
-        internal_id: ext.and_then(|e| str_field(e, "id")),
-        standard_id,
-        stix_ids: strings(ext.and_then(|e| e.get("stix_ids"))),
+    let indicator = translate::Indicator {
+        // The internal id is stable across pattern changes; the standard id is not.
+        id: ext
+            .and_then(|e| str_field(e, "id"))
+            .unwrap_or_else(|| standard_id.clone()),
+        standard_id: (!standard_id.is_empty()).then_some(standard_id),
         name: str_field(stix, "name").unwrap_or_default(),
         description: str_field(stix, "description"),
-        pattern: str_field(stix, "pattern").unwrap_or_default(),
         pattern_type: str_field(stix, "pattern_type").unwrap_or_default(),
+        pattern: str_field(stix, "pattern").unwrap_or_default(),
         score: ext
             .and_then(|e| e.get("score"))
             .or_else(|| stix.get("x_opencti_score"))
@@ -342,7 +278,28 @@ fn indicator_data(stix: &Value) -> Result<IndicatorData, String> {
             .get("revoked")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-    })
+        observables: observable_values(ext),
+    };
+    Ok((indicator, strings(ext.and_then(|e| e.get("stix_ids")))))
+}
+
+/// The OCTI extension's `observable_values` (`{"type", "value"}`; entries without both, such as
+/// hash-only files, are left out) as linked observables without ids.
+fn observable_values(ext: Option<&Value>) -> Vec<LinkedObservable> {
+    let values = ext
+        .and_then(|e| e.get("observable_values"))
+        .and_then(Value::as_array);
+    values
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            Some(LinkedObservable {
+                entity_type: str_field(v, "type")?,
+                value: str_field(v, "value")?,
+                ..LinkedObservable::default()
+            })
+        })
+        .collect()
 }
 
 /// Integers may arrive as floats (`80.0`) from some writers.
@@ -362,66 +319,10 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn patch_ops(v: Option<&Value>) -> Vec<PatchOp> {
-    v.and_then(Value::as_array)
-        .map(|ops| {
-            ops.iter()
-                .filter_map(|op| {
-                    Some(PatchOp {
-                        op: str_field(op, "op")?,
-                        path: str_field(op, "path")?,
-                        value: op.get("value").cloned(),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The former value of `path` from a reverse patch (§2.5). Last op for the path wins.
-pub fn former(reverse_patch: &[PatchOp], path: &str) -> Former {
-    match reverse_patch.iter().rev().find(|op| op.path == path) {
-        None => Former::Unchanged,
-        Some(op) => match (&op.op[..], &op.value) {
-            ("remove", _) | (_, None) => Former::Absent,
-            (_, Some(Value::String(s))) => Former::Value(s.clone()),
-            (_, Some(v)) => Former::Value(v.to_string()),
-        },
-    }
-}
-
-/// The translation input built from a stream STIX indicator (used when the GraphQL read returns
-/// null, e.g. after a delete). `observables` stay empty: the stream payload does not carry the
-/// `based-on` targets; the caller adds those it tracked.
-pub fn indicator_from_stix(stix: &Value) -> translate::Indicator {
-    let d = indicator_data(stix).unwrap_or_else(|_| IndicatorData {
-        name: str_field(stix, "name").unwrap_or_default(),
-        pattern: str_field(stix, "pattern").unwrap_or_default(),
-        pattern_type: str_field(stix, "pattern_type").unwrap_or_default(),
-        ..IndicatorData::default()
-    });
-    let standard_id = (!d.standard_id.is_empty()).then(|| d.standard_id.clone());
-    translate::Indicator {
-        id: d
-            .internal_id
-            .clone()
-            .or_else(|| standard_id.clone())
-            .unwrap_or_default(),
-        standard_id,
-        name: d.name,
-        description: d.description,
-        pattern_type: d.pattern_type,
-        pattern: d.pattern,
-        score: d.score,
-        platforms: d.platforms,
-        revoked: d.revoked,
-        observables: Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::{IocKey, IocType};
     use serde_json::json;
 
     fn frame(id: Option<&str>, event: &str, data: Value) -> Frame {
@@ -436,7 +337,9 @@ mod tests {
     fn indicator() -> Value {
         json!({"id":"indicator--0f4a","type":"indicator","spec_version":"2.1",
             "extensions":{
-                OCTI_EXT:{"id":"3d2b","score":80,"stix_ids":["indicator--old"]},
+                OCTI_EXT:{"id":"3d2b","score":80,"stix_ids":["indicator--old"],
+                    "observable_values":[{"type":"Domain-Name","value":"a.example"},
+                        {"type":"StixFile","hashes":{"MD5":"x"}}]},
                 MITRE_EXT:{"platforms":["windows","linux"]}},
             "name":"1.2.3.4","pattern":"[ipv4-addr:value = '1.2.3.4']","pattern_type":"stix",
             "revoked":false})
@@ -449,8 +352,15 @@ mod tests {
         }
     }
 
+    fn indicator_event(e: StreamEvent) -> IndicatorEvent {
+        match e.payload {
+            Payload::Indicator(i) => i,
+            other => panic!("not an indicator: {other:?}"),
+        }
+    }
+
     #[test]
-    fn indicator_create_extracts_extensions() {
+    fn indicator_create_is_the_translation_input() {
         let f = frame(
             Some("1-0"),
             "create",
@@ -458,13 +368,56 @@ mod tests {
         );
         let e = event(decode(&f).unwrap());
         assert_eq!(e.kind, EventKind::Create);
-        let Payload::Indicator(d) = e.payload else {
-            panic!()
-        };
-        assert_eq!(d.internal_id.as_deref(), Some("3d2b"));
-        assert_eq!(d.score, Some(80));
-        assert_eq!(d.platforms, ["windows", "linux"]);
-        assert_eq!(d.stix_ids, ["indicator--old"]);
+        assert_eq!(
+            e.stix,
+            indicator(),
+            "kept as sent for the dead-letter excerpt"
+        );
+        let IndicatorEvent { indicator, former } = indicator_event(e);
+        assert_eq!(
+            indicator,
+            translate::Indicator {
+                id: "3d2b".into(),
+                standard_id: Some("indicator--0f4a".into()),
+                name: "1.2.3.4".into(),
+                description: None,
+                pattern_type: "stix".into(),
+                pattern: "[ipv4-addr:value = '1.2.3.4']".into(),
+                score: Some(80),
+                platforms: vec!["windows".into(), "linux".into()],
+                revoked: false,
+                // A value-less entry (hashes only) is left out.
+                observables: vec![LinkedObservable {
+                    entity_type: "Domain-Name".into(),
+                    value: "a.example".into(),
+                    ..LinkedObservable::default()
+                }],
+            }
+        );
+        // A create changed nothing; the older standard ids still name the holder.
+        assert_eq!(
+            former,
+            FormerState {
+                ids: vec!["indicator--old".into()],
+                ..FormerState::default()
+            }
+        );
+    }
+
+    #[test]
+    fn without_extensions_the_standard_id_is_the_identity() {
+        let mut stix = indicator();
+        stix.as_object_mut().unwrap().remove("extensions");
+        stix["x_opencti_score"] = json!(55.0);
+        stix["x_mitre_platforms"] = json!(["macos"]);
+        let i = indicator_event(event(
+            decode(&frame(Some("1-0"), "create", json!({"data": stix}))).unwrap(),
+        ))
+        .indicator;
+        assert_eq!(i.id, "indicator--0f4a");
+        assert_eq!(i.score, Some(55), "a float score is an integer");
+        assert_eq!(i.platforms, ["macos"]);
+        assert!(i.observables.is_empty());
     }
 
     #[test]
@@ -474,60 +427,70 @@ mod tests {
             "delete",
             json!({"type":"update","data":indicator()}),
         );
-        let e = event(decode(&f).unwrap());
-        assert_eq!(e.kind, EventKind::Delete);
-        assert_eq!(e.payload_type.as_deref(), Some("update"));
+        assert_eq!(event(decode(&f).unwrap()).kind, EventKind::Delete);
     }
 
     #[test]
-    fn reverse_patch_gives_former_values() {
+    fn an_update_carries_the_former_state() {
         let f = frame(
             Some("2-0"),
             "update",
             json!({"type":"update","data":indicator(),"context":{"patch":[],"reverse_patch":[
             {"op":"replace","path":"/pattern","value":"[ipv4-addr:value = '9.9.9.9']"},
             {"op":"remove","path":"/description"},
-            {"op":"remove","path":"/name"},
+            {"op":"replace","path":"/name","value":"before"},
             {"op":"replace","path":"/id","value":"indicator--before"}]}}),
         );
-        let e = event(decode(&f).unwrap());
+        let former = indicator_event(event(decode(&f).unwrap())).former;
         assert_eq!(
-            e.former.pattern,
-            Former::Value("[ipv4-addr:value = '9.9.9.9']".into())
+            former,
+            FormerState {
+                name: Some("before".into()),
+                pattern_type: None,
+                pattern: Some("[ipv4-addr:value = '9.9.9.9']".into()),
+                iocs: Some(vec![IocKey {
+                    ioc_type: IocType::IpBoth,
+                    value: "9.9.9.9".into()
+                }]),
+                ids: vec!["indicator--before".into(), "indicator--old".into()],
+            }
         );
-        assert_eq!(e.former.name, Former::Absent);
-        assert_eq!(e.former.standard_id.value(), Some("indicator--before"));
-        assert_eq!(e.former.revoked, Former::Unchanged);
     }
 
     #[test]
     fn based_on_relationship_is_recognised() {
         let rel = json!({"id":"relationship--7c1d","type":"relationship","relationship_type":"based-on",
             "source_ref":"indicator--0f4a","target_ref":"ipv4-addr--a3c5",
-            "extensions":{OCTI_EXT:{"id":"r1","source_ref":"3d2b","target_value":"1.2.3.4","target_type":"IPv4-Addr"}}});
+            "extensions":{OCTI_EXT:{"id":"r1","source_ref":"3d2b","target_ref":"o1",
+                "target_value":"1.2.3.4","target_type":"IPv4-Addr"}}});
         let e = event(decode(&frame(Some("3-0"), "create", json!({"data":rel}))).unwrap());
-        let Payload::BasedOn(b) = e.payload else {
-            panic!()
-        };
-        assert_eq!(b.source_ref, "indicator--0f4a");
-        assert_eq!(b.target_value.as_deref(), Some("1.2.3.4"));
-        assert_eq!(b.target_type.as_deref(), Some("IPv4-Addr"));
+        assert_eq!(
+            e.payload,
+            Payload::BasedOn(BasedOn {
+                id: "relationship--7c1d".into(),
+                source_ref: "indicator--0f4a".into(),
+                source_internal_id: Some("3d2b".into()),
+                target_ref: "ipv4-addr--a3c5".into(),
+                target_internal_id: Some("o1".into()),
+                target_value: Some("1.2.3.4".into()),
+                target_type: Some("IPv4-Addr".into()),
+            })
+        );
     }
 
     #[test]
     fn other_types_are_payload_other() {
-        let e = event(
-            decode(&frame(
-                Some("4-0"),
-                "create",
-                json!({"data":{"type":"malware","id":"malware--1"}}),
-            ))
-            .unwrap(),
-        );
+        let other = |data: Value| event(decode(&frame(Some("4-0"), "create", data)).unwrap());
         assert_eq!(
-            e.payload,
+            other(json!({"data":{"type":"malware","id":"malware--1"}})).payload,
             Payload::Other {
                 stix_type: "malware".into()
+            }
+        );
+        assert_eq!(
+            other(json!({"data":{"type":"relationship","relationship_type":"uses"}})).payload,
+            Payload::Other {
+                stix_type: "relationship/uses".into()
             }
         );
     }
@@ -580,24 +543,15 @@ mod tests {
                 "create",
                 json!({"data":{"type":"indicator","name":"n"}}),
             ),
+            frame(
+                Some("7-0"),
+                "create",
+                json!({"data":{"type":"relationship","relationship_type":"based-on","id":"r"}}),
+            ),
         ];
         for f in bad {
             let e = decode(&f).unwrap_err();
             assert!(e.to_string().contains("7-0"), "{e}");
         }
-    }
-
-    #[test]
-    fn indicator_from_stix_prefers_internal_id() {
-        let i = indicator_from_stix(&indicator());
-        assert_eq!(i.id, "3d2b");
-        assert_eq!(i.standard_id.as_deref(), Some("indicator--0f4a"));
-        assert_eq!(i.score, Some(80));
-        assert_eq!(i.platforms, ["windows", "linux"]);
-        let mut no_ext = indicator();
-        no_ext.as_object_mut().unwrap().remove("extensions");
-        let i = indicator_from_stix(&no_ext);
-        assert_eq!(i.id, "indicator--0f4a");
-        assert_eq!(i.score, None);
     }
 }

@@ -1,11 +1,12 @@
 //! The OpenCTI side of the connector: the live stream (SSE framing, typed events, the reader
 //! thread) and the GraphQL API (about, register, ping, indicator read).
 //!
-//! `sse` and `events` are pure; `stream` and `api` hold the ureq agents. The wire contract is
-//! `/work/shared/docs/opencti-protocol.md` (section numbers in comments refer to it).
+//! `sse`, `events` and `reverse_patch` are pure; `stream` and `api` hold the ureq agents. The wire
+//! contract is `/work/shared/docs/opencti-protocol.md` (section numbers in comments refer to it).
 
 pub mod api;
 pub mod events;
+pub mod reverse_patch;
 pub mod sse;
 pub mod stream;
 

@@ -111,6 +111,12 @@ pub enum ServiceError {
     Pipeline(PipelineError),
     /// A thread could not be started.
     Thread(std::io::Error),
+    /// The metrics server cannot listen on `addr` (the port is taken, or the address is not
+    /// this host's).
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for ServiceError {
@@ -123,6 +129,15 @@ impl fmt::Display for ServiceError {
             ServiceError::State(m) => write!(f, "state directory: {m}"),
             ServiceError::Pipeline(e) => write!(f, "{e}"),
             ServiceError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            // `source` names the address ("metrics server cannot listen on ...: Address in use").
+            ServiceError::Metrics { addr, source } => write!(
+                f,
+                "{source}: port {} is taken or {} is not an address of this host; choose a free \
+                 CONNECTOR_METRICS_PORT (or CONNECTOR_METRICS_HOST), or set \
+                 CONNECTOR_EXPOSE_METRICS=false",
+                addr.port(),
+                addr.ip()
+            ),
         }
     }
 }
@@ -390,7 +405,7 @@ impl Ctx<'_> {
         let _server = match c.metrics_addr {
             Some(addr) => {
                 let s = MetricsServer::start(&addr.to_string(), metrics.clone(), health.clone())
-                    .map_err(ServiceError::Thread)?;
+                    .map_err(|source| ServiceError::Metrics { addr, source })?;
                 log::info!("metrics and /healthz served on http://{}", s.local_addr());
                 Some(s)
             }
@@ -596,22 +611,10 @@ pub fn dead_letter_name(file_id: &str) -> String {
 fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats) {
     let cs = client.stats();
     metrics.add_collector(move |m| {
-        use crate::harfanglab::client::{Op, StatusClass};
-        for op in Op::ALL {
-            for class in StatusClass::ALL {
-                let n = cs.requests(op, class);
-                if n > 0 {
-                    // The client counts by status class; label it with the class's first code.
-                    let status = match class {
-                        StatusClass::Success => Some(200),
-                        StatusClass::Redirect => Some(300),
-                        StatusClass::ClientError => Some(400),
-                        StatusClass::ServerError => Some(500),
-                        StatusClass::Transport => None,
-                    };
-                    m.set_harfanglab_requests(op.name(), status, n);
-                }
-            }
+        for (op, status, n) in cs.snapshot() {
+            m.set_harfanglab_requests(op, status, n);
+        }
+        for op in crate::harfanglab::client::Op::ALL {
             let r = cs.retries_of(op);
             if r > 0 {
                 m.set_retries(op.name(), r);
@@ -746,6 +749,36 @@ fn client_options(config: &Config) -> ClientOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn harfanglab_request_metrics_carry_the_real_status_code() {
+        use crate::harfanglab::client::Op;
+        use crate::secret::Secret;
+        let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let client = Client::new(
+            ClientOptions::new("http://127.0.0.1:1", Secret::new("t")),
+            rx,
+        )
+        .unwrap();
+        let stats = client.stats();
+        for status in [Some(404), Some(404), Some(429), Some(503), None] {
+            stats.record(Op::GetRule, status);
+        }
+        let metrics = Metrics::new();
+        register_collectors(&metrics, &client, &PipelineStats::new());
+        let text = metrics.render();
+        let line = |status: &str| {
+            format!(
+                "harfanglab_intel_harfanglab_requests_total{{op=\"get_rule\",status=\"{status}\"}}"
+            )
+        };
+        for (status, n) in [("404", 2), ("429", 1), ("503", 1), ("error", 1)] {
+            assert!(text.contains(&format!("{} {n}\n", line(status))), "{text}");
+        }
+        for wrong in ["400", "500"] {
+            assert!(!text.contains(&line(wrong)), "{text}");
+        }
+    }
 
     #[test]
     fn dead_letter_file_is_per_connector() {

@@ -1,7 +1,9 @@
 //! The sync layer: turns "indicator X wants these HarfangLab objects" (a [`Translation`]) into
 //! the minimal set of HarfangLab calls, with reference counting of shared IOCs.
 //!
-//! What it owns and how it differs from the Python connector (`docs/peers.md` §2):
+//! What it owns, and how it differs from the Python connector (whose IOC comment names one
+//! indicator, so the last writer wins, and whose delete removes every IOC of the pattern with no
+//! reference check):
 //! - **IOC ownership.** An IOC rule's `comment` lists every indicator that wants it
 //!   ([`comment`]); release removes one holder and the rule is deleted (or disabled) only when
 //!   no holder is left. Python-connector comments are adopted; an unchanged rule is not patched.
@@ -35,7 +37,9 @@ use crate::harfanglab::model::{
     IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
 };
 use crate::retry::{FailureKind, Retryable};
-use crate::translate::{Indicator, IocKey, SigmaSpec, Translation, YaraSpec, truncate_name};
+use crate::translate::{
+    FormerState, Indicator, IocKey, SigmaSpec, Translation, YaraSpec, truncate_name,
+};
 use comment::{Holder, Origin, RuleComment};
 use locks::StripedLocks;
 use log::{debug, info, warn};
@@ -52,18 +56,6 @@ pub struct SyncSettings {
     pub remove_indicator: bool,
     /// `HARFANGLAB_INTEL_RULE_MATURITY`, sent as `hl_status` (`stable`, `testing`).
     pub rule_maturity: String,
-}
-
-/// What an update event says about the indicator before the change (from `reverse_patch`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Former {
-    /// The former name, when the update renamed the indicator.
-    pub name: Option<String>,
-    /// IOCs of the former pattern, when the update changed the pattern. `None`: unchanged or
-    /// unknown (a warning is logged when `ids` shows the pattern changed).
-    pub iocs: Option<Vec<IocKey>>,
-    /// Former STIX standard ids (they change with the pattern): still identify the holder.
-    pub ids: Vec<String>,
 }
 
 /// Per object family: what one upsert/release did.
@@ -277,7 +269,7 @@ impl<A: ThreatIntelApi> Syncer<A> {
         &self,
         indicator: &Indicator,
         translation: &Translation,
-        former: &Former,
+        former: &FormerState,
     ) -> Result<SyncReport, SyncError> {
         if indicator.revoked {
             debug!("indicator={}: revoked, releasing its objects", indicator.id);
@@ -320,7 +312,7 @@ impl<A: ThreatIntelApi> Syncer<A> {
         &self,
         indicator: &Indicator,
         translation: &Translation,
-        former: &Former,
+        former: &FormerState,
     ) -> Result<SyncReport, SyncError> {
         let mut run = Run::new(self, indicator, former);
         let mut keys: BTreeSet<&IocKey> = translation.iocs.iter().collect();
@@ -390,7 +382,7 @@ struct Failure {
 struct Run<'s, A: ThreatIntelApi> {
     syncer: &'s Syncer<A>,
     indicator: &'s Indicator,
-    former: &'s Former,
+    former: &'s FormerState,
     /// Every id the indicator's holder entry may carry: internal id, standard id, former ids.
     aliases: Vec<String>,
     report: SyncReport,
@@ -416,7 +408,7 @@ fn is_duplicate(e: &HarfangLabError) -> bool {
 }
 
 impl<'s, A: ThreatIntelApi> Run<'s, A> {
-    fn new(syncer: &'s Syncer<A>, indicator: &'s Indicator, former: &'s Former) -> Self {
+    fn new(syncer: &'s Syncer<A>, indicator: &'s Indicator, former: &'s FormerState) -> Self {
         let mut aliases: Vec<String> = std::iter::once(indicator.id.clone())
             .chain(indicator.standard_id.clone())
             .chain(former.ids.iter().cloned())
@@ -1056,9 +1048,9 @@ mod tests {
             }),
             ..Translation::default()
         };
-        s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
         api.reset_calls();
-        let report = s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        let report = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
         assert_eq!(report.sigma.unchanged, 1);
         assert_eq!(api.calls_to("get_rule"), 0);
         assert_eq!(api.calls_to("find_rules"), 1);
@@ -1081,18 +1073,18 @@ mod tests {
             }),
             ..Translation::default()
         };
-        s.upsert(&indicator(), &spec("One", None), &Former::default())
+        s.upsert(&indicator(), &spec("One", None), &FormerState::default())
             .unwrap();
         // Found by name although the probe with the upper-case id misses.
         let report = s
-            .upsert(&indicator(), &spec("One", None), &Former::default())
+            .upsert(&indicator(), &spec("One", None), &FormerState::default())
             .unwrap();
         assert_eq!(report.sigma.unchanged, 1);
         // The canonical lower-case id (as `rules::sigma` gives it) finds it directly.
         let lower = Some("6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11");
-        let former = Former {
+        let former = FormerState {
             name: Some("One".into()),
-            ..Former::default()
+            ..FormerState::default()
         };
         let report = s
             .upsert(&indicator(), &spec("Two", lower), &former)
@@ -1113,7 +1105,7 @@ mod tests {
             iocs: vec![hash(&"ab".repeat(16))],
             ..Translation::default()
         };
-        let report = s.upsert(&anonymous, &t, &Former::default()).unwrap();
+        let report = s.upsert(&anonymous, &t, &FormerState::default()).unwrap();
         assert_eq!(report.iocs.skipped, 1);
         assert_eq!(report.api_calls, 0);
         assert!(api.iocs().is_empty());
@@ -1131,12 +1123,16 @@ mod tests {
             }),
             ..Translation::default()
         };
-        s.upsert(&indicator(), &t, &Former::default()).unwrap();
-        let report = s.release(&indicator(), &t, &Former::default()).unwrap();
+        s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        let report = s
+            .release(&indicator(), &t, &FormerState::default())
+            .unwrap();
         assert_eq!(report.yara.disabled, 1);
-        let again = s.release(&indicator(), &t, &Former::default()).unwrap();
+        let again = s
+            .release(&indicator(), &t, &FormerState::default())
+            .unwrap();
         assert_eq!((again.yara.unchanged, again.yara.writes()), (1, 0));
-        let report = s.upsert(&indicator(), &t, &Former::default()).unwrap();
+        let report = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
         assert_eq!(report.yara.re_enabled, 1);
         let files = api.rules(RuleKind::Yara);
         assert!(files[0].enabled);
@@ -1158,7 +1154,9 @@ mod tests {
             iocs: vec![hash(&"aa".repeat(16)), hash(&"bb".repeat(16))],
             ..Translation::default()
         };
-        let err = s.upsert(&indicator(), &t, &Former::default()).unwrap_err();
+        let err = s
+            .upsert(&indicator(), &t, &FormerState::default())
+            .unwrap_err();
         assert!(err.is_retryable() && !err.is_fatal());
         assert_eq!((err.failed, err.report.api_calls), (1, 1));
         assert!(api.iocs().is_empty(), "nothing after the shutdown");
@@ -1177,11 +1175,13 @@ mod tests {
             ..Translation::default()
         };
         syncer(api.clone(), true)
-            .upsert(&indicator(), &t, &Former::default())
+            .upsert(&indicator(), &t, &FormerState::default())
             .unwrap();
         let mut stable = syncer(api.clone(), true);
         stable.settings.rule_maturity = "stable".into();
-        let report = stable.upsert(&indicator(), &t, &Former::default()).unwrap();
+        let report = stable
+            .upsert(&indicator(), &t, &FormerState::default())
+            .unwrap();
         assert_eq!(report.iocs.updated, 1);
         assert_eq!(api.iocs()[0].hl_status.as_deref(), Some("stable"));
     }

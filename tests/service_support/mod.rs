@@ -11,8 +11,10 @@ use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, HarfangLabSim, Si
 use harfanglab_intel::sim::opencti::{
     self as octisim, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent,
 };
+use harfanglab_intel::state::compare_event_ids;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// The demo scenario the service tests replay.
 pub fn demo_scenario() -> Vec<ScenarioEvent> {
@@ -63,5 +65,25 @@ pub fn run_options(stats: &PipelineStats) -> RunOptions {
         tick_every: Duration::from_millis(200),
         startup_backoff_max: Duration::from_millis(200),
         stream_backoff: Duration::from_millis(50),
+    }
+}
+
+/// Whether a saved stream position is at or past the event id `id`.
+pub fn at_or_after(pos: Option<&str>, id: &str) -> bool {
+    pos.is_some_and(|p| compare_event_ids(p, id) != std::cmp::Ordering::Less)
+}
+
+/// Wait for a child process to exit; kill it and fail the test after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
