@@ -5,6 +5,7 @@
 
 mod pipeline_support;
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,6 +13,14 @@ use std::time::Duration;
 use harfanglab_intel::pipeline::{self, DeadLetterLog, Input, Outcome, PipelineError, Shutdown};
 use harfanglab_intel::retry::RetryPolicy;
 use pipeline_support::*;
+
+/// A fresh directory with a dead-letter log `file` in it, and the log's path.
+fn dead_letter_log(tag: &str, file: &str) -> (PathBuf, DeadLetterLog, PathBuf) {
+    let dir = temp_dir(tag);
+    let log = DeadLetterLog::open(&dir, file).expect("open");
+    let path = log.path().expect("path").to_owned();
+    (dir, log, path)
+}
 
 /// The records of a dead-letter file that may not exist (nothing written).
 fn read_dead_letters_or_none(path: &std::path::Path) -> Vec<serde_json::Value> {
@@ -32,9 +41,7 @@ fn read_dead_letters(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn permanent_failure_is_dead_lettered_and_the_stream_continues() {
-    let dir = temp_dir("permanent");
-    let log = DeadLetterLog::open(&dir, "connector-a.jsonl").expect("open");
-    let path = log.path().expect("path").to_owned();
+    let (dir, log, path) = dead_letter_log("permanent", "connector-a.jsonl");
     let items: Vec<Input<Ev>> = (0..20)
         .map(|n| event(n, &format!("k{}", n % 5), "create"))
         .collect();
@@ -128,9 +135,7 @@ fn retryable_failure_is_retried_then_applied_without_blocking_other_keys() {
 
 #[test]
 fn exhausted_retries_are_dead_lettered() {
-    let dir = temp_dir("exhausted");
-    let log = DeadLetterLog::open(&dir, "c.jsonl").expect("open");
-    let path = log.path().expect("path").to_owned();
+    let (dir, log, path) = dead_letter_log("exhausted", "c.jsonl");
     let attempts = AtomicUsize::new(0);
     let handler = FnHandler(|_: &str, _: &str, _: &Ev| {
         attempts.fetch_add(1, Ordering::SeqCst);
@@ -234,9 +239,7 @@ fn panicking_handler_stops_the_pipeline_instead_of_wedging_it() {
 /// however long it lasts past the attempt budget, and everything applies after it.
 #[test]
 fn an_outage_spends_no_attempt_budget() {
-    let dir = temp_dir("outage");
-    let log = DeadLetterLog::open(&dir, "c.jsonl").expect("open");
-    let path = log.path().expect("path").to_owned();
+    let (dir, log, path) = dead_letter_log("outage", "c.jsonl");
     let up = AtomicBool::new(false);
     let attempts = AtomicUsize::new(0);
     let handler = FnHandler(|_: &str, _: &str, _: &Ev| {
@@ -277,9 +280,7 @@ fn an_outage_spends_no_attempt_budget() {
 /// failures count, and it is dead-lettered once the budget is spent.
 #[test]
 fn a_lone_unavailable_event_among_applied_ones_spends_its_budget() {
-    let dir = temp_dir("lone");
-    let log = DeadLetterLog::open(&dir, "c.jsonl").expect("open");
-    let path = log.path().expect("path").to_owned();
+    let (dir, log, path) = dead_letter_log("lone", "c.jsonl");
     let stuck = AtomicUsize::new(0);
     let handler = FnHandler(|_: &str, key: &str, _: &Ev| {
         if key == "stuck" {

@@ -17,8 +17,8 @@
 //! attempt budget spent, see `budget.rs`) or keeps it in its timer heap until its backoff is over
 //! (`crate::retry::RetryPolicy`, at least the server's `Retry-After`, at most `retry.cap`). A
 //! waiting event holds no worker, other keys keep flowing, and the wait ends at once on shutdown.
-//! This is the only long wait in the process; the HTTP clients below resend at most a dropped
-//! connection (`RetryPolicy::quick`).
+//! This is the only long wait an event ever makes; the HTTP clients below resend at most a
+//! dropped connection (`RetryPolicy::quick`). Rules and numbers: README "Failures and retries".
 //!
 //! Shutdown: `Shutdown::trigger` → the owner stops reading the source → buffered events drain
 //! until `shutdown_deadline` → the rest is abandoned (not checkpointed) → workers join → final
