@@ -13,11 +13,11 @@ use crate::config::{self, Config, ConfigError, RawConfig, TlsVerify};
 use crate::harfanglab::HarfangLabError;
 use crate::harfanglab::client::{Client, ClientOptions};
 use crate::harfanglab::model::SourceKind;
-use crate::harfanglab::retry::RetryPolicy;
 use crate::indicator_file::{IndicatorReader, InputItem};
 use crate::opencti::TlsOptions;
 use crate::opencti::api::{ApiError, ApiOptions, OpenCtiApi, PlatformVersion};
 use crate::opencti::stream::{self, ProbeError, StreamOptions};
+use crate::retry::RetryPolicy;
 use crate::translate::{Indicator, TranslateError, Translation};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -477,7 +477,7 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
     let mut opts = ApiOptions::new(config.opencti.url.clone(), config.opencti.token.clone());
     opts.tls = opencti_tls(config);
     opts.timeout = config.opencti.request_timeout.min(PROBE_TIMEOUT);
-    opts.max_retries = 0;
+    opts.retry.max_retries = 0;
     opts.custom_headers = config.opencti.custom_headers.clone();
     let about = OpenCtiApi::new(opts).and_then(|api| api.about());
     let token_ok = match about {
@@ -587,9 +587,7 @@ fn check_harfanglab(config: &Config, report: &mut CheckReport) {
     // One quick retry: a check reports, it does not ride out an outage.
     opts.retry = RetryPolicy {
         max_retries: 1,
-        base: Duration::from_millis(200),
-        cap: Duration::from_secs(1),
-        max_retry_after: Duration::from_secs(2),
+        ..RetryPolicy::quick()
     };
     // Kept alive until the end of the check: a disconnected channel would cut retry waits short.
     let (_shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);

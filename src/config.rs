@@ -9,6 +9,7 @@
 //! touch the process environment. This module does no network I/O and never logs: warnings are
 //! returned for `main` to log once the logger exists.
 
+use crate::retry::RetryPolicy;
 use crate::secret::{Secret, redact_url};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -151,9 +152,9 @@ settings! {
     HARFANGLAB_INTEL_REQUEST_TIMEOUT = "HARFANGLAB_INTEL_REQUEST_TIMEOUT", HarfangLabIntel."request_timeout", Some("30"), false, false,
         "Timeout of one HarfangLab request, seconds.";
     HARFANGLAB_INTEL_MAX_RETRIES = "HARFANGLAB_INTEL_MAX_RETRIES", HarfangLabIntel."max_retries", Some("8"), false, false,
-        "Retries of a retryable HarfangLab failure (I/O, timeout, 429, 5xx) before the event is recorded as failed.";
+        "Retries of an event that keeps failing for a reason of its own (a 500, an OpenCTI GraphQL error, a timeout while other events get through) before it is dead-lettered. Failures while HarfangLab or OpenCTI is unavailable for every event (unreachable, timeouts, 429, 502-504) do not count: an outage waits, it does not dead-letter (README: Failures and retries).";
     HARFANGLAB_INTEL_RETRY_BACKOFF_MAX = "HARFANGLAB_INTEL_RETRY_BACKOFF_MAX", HarfangLabIntel."retry_backoff_max", Some("60"), false, false,
-        "Cap of the exponential retry backoff, seconds (a `Retry-After` header is honoured up to this).";
+        "Longest wait before an event's retry, seconds: the wait doubles from 1 s (with jitter) up to this, and a `Retry-After` header is honoured up to this. A waiting event holds no worker.";
     HARFANGLAB_INTEL_DRY_RUN = "HARFANGLAB_INTEL_DRY_RUN", HarfangLabIntel."dry_run", Some("false"), false, false,
         "Log the HarfangLab writes instead of doing them (reads still happen). `--dry-run` sets it.";
     HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT = "HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", HarfangLabIntel."shutdown_timeout", Some("30"), false, false,
@@ -860,12 +861,26 @@ pub struct HarfangLabConfig {
     pub connect_timeout: Duration,
     /// Whole-request timeout of one REST call.
     pub request_timeout: Duration,
-    /// Retries of a retryable failure before the event is recorded as failed.
+    /// Counted failures an event may retry before it is dead-lettered (the pipeline's budget;
+    /// availability failures during an outage do not count, `pipeline/budget.rs`).
     pub max_retries: u32,
-    /// Cap of the exponential backoff (and of an honoured `Retry-After`).
+    /// Longest wait before an event's retry (backoff cap, and cap of an honoured `Retry-After`).
     pub retry_backoff_max: Duration,
     /// Log writes instead of doing them.
     pub dry_run: bool,
+}
+
+impl HarfangLabConfig {
+    /// The retry policy of failed events, the one place the two retry settings mean something:
+    /// `max_retries` counted failures, waits doubling from 1 s up to `retry_backoff_max`. (The
+    /// HTTP clients only resend a dropped connection, `RetryPolicy::quick`.)
+    pub fn event_retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            base: Duration::from_secs(1),
+            cap: self.retry_backoff_max,
+        }
+    }
 }
 
 /// Process-level settings.

@@ -1,15 +1,21 @@
 //! The blocking HarfangLab REST client: one shared ureq `Agent` (connection reuse across worker
-//! threads), `Authorization: Token`, retries with backoff, and every threat-intel call the
-//! connector makes (startup probe, source lists, IOC rules, Sigma rules, Yara files).
+//! threads), `Authorization: Token`, a quick resend of a dropped connection, and every
+//! threat-intel call the connector makes (startup probe, source lists, IOC rules, Sigma rules,
+//! Yara files).
 //!
 //! Owns the wire: paths (always with the trailing `/`, except `/api/version`), status handling,
 //! error classification and request statistics. It does not decide what to create or delete;
 //! that is `sync`, which calls it through [`ThreatIntelApi`]. See `docs/harfanglab-api.md` §9.
 //!
+//! Retries: a call is resent only after a dropped connection, at most [`RetryPolicy::quick`]
+//! (150 ms of waits in all, see [`Client::send`]). Timeouts, 429 and 5xx are returned at once,
+//! classified by [`HarfangLabError::failure_kind`] with the server's `Retry-After`: the pipeline
+//! owner waits for them without holding a worker (`crate::retry`, README "Failures and retries").
+//!
 //! Shutdown: `Client::new` takes a `crossbeam_channel::Receiver<()>`. A message on it, or its
-//! disconnection (every `Sender` dropped, the usual way to broadcast shutdown), ends any retry wait
-//! at once with [`HarfangLabError::ShuttingDown`]; waits are `recv_timeout` on that receiver.
-//! Requests already on the wire finish (bounded by `request_timeout`).
+//! disconnection (every `Sender` dropped, the usual way to broadcast shutdown), ends a resend wait
+//! at once with [`HarfangLabError::ShuttingDown`] (`retry::wait`). Requests already on the wire
+//! finish (bounded by `request_timeout`).
 
 use super::api::ThreatIntelApi;
 use super::error::HarfangLabError;
@@ -17,7 +23,7 @@ use super::model::{
     ImportAnswer, IocRule, IocRuleBody, Page, ProbeReport, RemoteRule, RuleBody, RuleFilter,
     RuleKind, SourceKind, SourceList, SourceLists,
 };
-use super::retry::{self, RetryPolicy};
+use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::translate::{IocKey, IocType};
 use crossbeam_channel::Receiver;
@@ -54,7 +60,7 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Whole-request timeout (connect, send, receive, body).
     pub request_timeout: Duration,
-    /// Retries of network errors, timeouts, 429 and 5xx.
+    /// Resends of a request whose connection dropped (keep it short: a worker waits).
     pub retry: RetryPolicy,
     pub user_agent: String,
     /// `limit` of each list page.
@@ -74,8 +80,8 @@ const INPUT_BUFFER: usize = 32 * 1024;
 const OUTPUT_BUFFER: usize = 16 * 1024;
 
 impl ClientOptions {
-    /// Options with the defaults: TLS verified, 10 s connect, 60 s request, 8 retries
-    /// (200 ms base, 30 s cap), pages of 500, lists capped at 100 000 objects.
+    /// Options with the defaults: TLS verified, 10 s connect, 60 s request, quick resends only
+    /// ([`RetryPolicy::quick`]), pages of 500, lists capped at 100 000 objects.
     pub fn new(base_url: impl Into<String>, token: Secret) -> Self {
         ClientOptions {
             base_url: base_url.into(),
@@ -84,7 +90,7 @@ impl ClientOptions {
             ca_file: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::quick(),
             user_agent: format!("harfanglab-intel/{}", env!("CARGO_PKG_VERSION")),
             page_size: 500,
             max_list_items: 100_000,
@@ -233,7 +239,7 @@ fn slot_label(slot: usize) -> &'static str {
 pub struct ClientStats {
     requests: [[AtomicU64; SLOTS]; 12],
     retries: [AtomicU64; 12],
-    /// Threads currently waiting before a retry (an outage, not a wedged worker).
+    /// Threads inside a quick resend wait (at most 150 ms each).
     waiting: AtomicU64,
 }
 
@@ -263,7 +269,7 @@ impl ClientStats {
             .sum()
     }
 
-    /// Retries of `op` (attempts after the first).
+    /// Quick resends of `op` after a dropped connection (event retries are the pipeline's).
     pub fn retries_of(&self, op: Op) -> u64 {
         self.retries[op.index()].load(Ordering::Relaxed)
     }
@@ -273,7 +279,7 @@ impl ClientStats {
         self.retries.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    /// Threads inside a retry wait right now.
+    /// Threads inside a resend wait right now.
     pub fn waiting_to_retry(&self) -> u64 {
         self.waiting.load(Ordering::Relaxed)
     }
@@ -324,7 +330,8 @@ impl Method {
 struct Answer {
     status: u16,
     body: String,
-    retry_after: Option<String>,
+    /// `Retry-After`, parsed when the answer came.
+    retry_after: Option<Duration>,
     location: Option<String>,
 }
 
@@ -591,18 +598,25 @@ impl Client {
         Ok(out)
     }
 
-    /// Send a call, retrying transient failures; returns the final answer whatever its status
-    /// (callers decide what a status means), or the final transport error.
+    /// Send a call; returns the answer whatever its status (callers decide what a status means,
+    /// [`status_error`] classifies it), or the final transport error. The only retry here is
+    /// [`RetryPolicy::quick`]-sized: a request whose connection dropped ([`HarfangLabError::
+    /// Unreachable`]: a stale keep-alive connection, a reset) is sent again at once. Every
+    /// request is safe to resend: reads and deletes are idempotent, and a create that did land
+    /// meets "already exists", which the sync layer resolves. A timeout is not resent (the server
+    /// may still be working on it, and it already held the worker for the whole request
+    /// timeout), nor is any status: 429, 5xx and longer outages go back to the pipeline, which
+    /// waits in its timer heap without holding a worker.
     fn send(&self, call: &Call<'_>) -> Result<Answer, HarfangLabError> {
         let inner = &*self.inner;
         let url = format!("{}{}", inner.base, call.path);
         let mut rng = fastrand::Rng::new();
-        let mut attempt: u32 = 0;
+        let mut retries: u32 = 0;
         loop {
             let started = Instant::now();
             let result = self.exchange(call.method, &url, &call.query, call.body.as_deref());
             let ms = started.elapsed().as_millis();
-            let (retry_after, failure) = match result {
+            let err = match result {
                 Ok(ans) => {
                     inner.stats.record(call.op, Some(ans.status));
                     debug!(
@@ -612,15 +626,7 @@ impl Client {
                         ans.status
                     );
                     trace!("{} body: {}", call.label, excerpt(&ans.body));
-                    let transient = ans.status == 429 || ans.status >= 500;
-                    if !transient || attempt >= inner.retry.max_retries {
-                        return Ok(ans);
-                    }
-                    let after = ans
-                        .retry_after
-                        .as_deref()
-                        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-                    (after, format!("answered {}", ans.status))
+                    return Ok(ans);
                 }
                 Err(e) => {
                     inner.stats.record(call.op, None);
@@ -630,17 +636,18 @@ impl Client {
                         call.method.as_str(),
                         call.path
                     );
-                    if !err.is_retryable() || attempt >= inner.retry.max_retries {
-                        return Err(err);
-                    }
-                    (None, err.to_string())
+                    err
                 }
             };
-            let delay = inner.retry.delay(attempt, retry_after, &mut rng);
-            attempt += 1;
+            let dropped = matches!(err, HarfangLabError::Unreachable { .. });
+            if !dropped || !inner.retry.allows(retries) {
+                return Err(err);
+            }
+            let delay = inner.retry.backoff(retries, &mut rng);
+            retries += 1;
             inner.stats.retries[call.op.index()].fetch_add(1, Ordering::Relaxed);
-            warn!(
-                "{}: HarfangLab {failure}; retry {attempt}/{} in {} ms",
+            debug!(
+                "{}: {err}; resending ({retries}/{}) in {} ms",
                 call.label,
                 inner.retry.max_retries,
                 delay.as_millis()
@@ -711,7 +718,8 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let retry_after = header("retry-after");
+        let retry_after =
+            header("retry-after").and_then(|v| retry::parse_retry_after(&v, SystemTime::now()));
         let location = header("location");
         let status = resp.status().as_u16();
         let bytes = resp
@@ -1099,11 +1107,13 @@ fn status_error(label: &str, ans: &Answer) -> HarfangLabError {
                 "redirect to {} not followed (the client sends canonical paths; check the base URL)",
                 crate::secret::redact_url(ans.location.as_deref().unwrap_or("?"))
             ),
+            retry_after: None,
         },
         status => HarfangLabError::Status {
             op,
             status,
             body: summary,
+            retry_after: ans.retry_after,
         },
     }
 }
@@ -1147,6 +1157,7 @@ fn encode<T: Serialize>(label: &str, body: &T) -> Result<String, HarfangLabError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Retryable;
 
     fn answer(status: u16, body: &str) -> Answer {
         Answer {
@@ -1213,7 +1224,8 @@ mod tests {
             HarfangLabError::Status {
                 op: "x".into(),
                 status: 400,
-                body: r#"{"value":["bad hash"]}"#.into()
+                body: r#"{"value":["bad hash"]}"#.into(),
+                retry_after: None,
             }
         );
         assert!(!e.is_retryable());

@@ -36,6 +36,7 @@ use crate::harfanglab::api::ThreatIntelApi;
 use crate::harfanglab::model::{
     IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
 };
+use crate::retry::{FailureKind, Retryable};
 use crate::translate::{
     FormerState, Indicator, IocKey, SigmaSpec, Translation, YaraSpec, truncate_name,
 };
@@ -44,6 +45,7 @@ use locks::StripedLocks;
 use log::{debug, info, warn};
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
 
 /// What the sync layer needs from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +157,11 @@ pub struct SyncFailure {
     pub failed: u32,
     /// How many of those failures are worth retrying.
     pub retryable: u32,
+    /// How many of the retryable ones are about HarfangLab's availability (unreachable,
+    /// timeout, 429, 502-504, shutdown) rather than transient (another 5xx).
+    pub unavailable: u32,
+    /// The longest `Retry-After` HarfangLab sent with those failures.
+    pub retry_after: Option<Duration>,
     /// What was done despite the failures.
     pub report: SyncReport,
 }
@@ -164,14 +171,28 @@ impl SyncError {
         SyncError(Box::new(failure))
     }
 
-    /// Worth retrying the whole upsert/release later.
-    pub fn is_retryable(&self) -> bool {
-        !self.is_fatal() && self.0.retryable > 0
-    }
-
     /// The process should stop (HarfangLab rejects the credentials).
     pub fn is_fatal(&self) -> bool {
         self.0.error.is_fatal()
+    }
+}
+
+/// What retrying the whole means: permanent when nothing failed for a retryable reason (or a
+/// failure is fatal); unavailable when every retryable failure was about HarfangLab's
+/// availability (with the longest `Retry-After`); transient otherwise. A permanent failure next
+/// to retryable ones does not make the whole permanent (see the type's doc).
+impl Retryable for SyncError {
+    fn failure_kind(&self) -> FailureKind {
+        let f = &self.0;
+        if self.is_fatal() || f.retryable == 0 {
+            FailureKind::Permanent
+        } else if f.retryable > f.unavailable {
+            FailureKind::Transient
+        } else {
+            FailureKind::Unavailable {
+                retry_after: f.retry_after,
+            }
+        }
     }
 }
 
@@ -429,17 +450,25 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
     }
 
     fn finish(self) -> Result<SyncReport, SyncError> {
-        let retryable_of = |e: &HarfangLabError| e.is_retryable() || is_shutdown(e);
-        let retryable = self
-            .failures
-            .iter()
-            .filter(|f| retryable_of(&f.error))
-            .count() as u32;
+        let mut retryable = 0;
+        let mut unavailable = 0;
+        let mut retry_after: Option<Duration> = None;
+        for f in &self.failures {
+            match f.error.failure_kind() {
+                FailureKind::Permanent => {}
+                FailureKind::Transient => retryable += 1,
+                FailureKind::Unavailable { retry_after: asked } => {
+                    retryable += 1;
+                    unavailable += 1;
+                    retry_after = retry_after.max(asked);
+                }
+            }
+        }
         let kept = self
             .failures
             .iter()
             .find(|f| f.error.is_fatal())
-            .or_else(|| self.failures.iter().find(|f| !retryable_of(&f.error)))
+            .or_else(|| self.failures.iter().find(|f| !f.error.is_retryable()))
             .or(self.failures.first());
         match kept {
             None => Ok(self.report),
@@ -449,6 +478,8 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                 error: f.error.clone(),
                 failed: self.failures.len() as u32,
                 retryable,
+                unavailable,
+                retry_after,
                 report: self.report,
             })),
         }
