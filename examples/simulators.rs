@@ -5,60 +5,21 @@
 //! cargo run --example simulators -- [--opencti 127.0.0.1:4000] [--harfanglab 127.0.0.1:8443]
 //!                                    [--scenario fixtures/demo-stream.jsonl] [--strict]
 //!                                    [--opencti-version 6.5.0]
+//! cargo run --example simulators -- --help
 //! curl -H 'Authorization: Token sim-token' http://127.0.0.1:8443/api/data/threat_intelligence/IOCRule/
 //! ```
 //!
 //! Both bind to loopback unless told otherwise; Ctrl-C stops them. Not part of the product.
 
+use clap::Parser;
 use harfanglab_intel::sim::harfanglab::{self as hl, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octi, OpenCtiSimConfig};
-use std::path::PathBuf;
+use harfanglab_intel::sim::standalone::StandaloneArgs;
 use std::process::ExitCode;
 
-struct Args {
-    opencti: String,
-    harfanglab: String,
-    scenario: Option<PathBuf>,
-    strict: bool,
-    /// The OpenCTI release to answer as (`about` and the GraphQL schema).
-    opencti_version: Option<String>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        opencti: "127.0.0.1:4000".into(),
-        harfanglab: "127.0.0.1:8443".into(),
-        scenario: None,
-        strict: false,
-        opencti_version: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--opencti" => args.opencti = value()?,
-            "--harfanglab" => args.harfanglab = value()?,
-            "--scenario" => args.scenario = Some(PathBuf::from(value()?)),
-            "--strict" => args.strict = true,
-            "--opencti-version" => args.opencti_version = Some(value()?),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(args)
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("simulators: {e}");
-            eprintln!(
-                "usage: simulators [--opencti ADDR] [--harfanglab ADDR] [--scenario FILE] [--strict] \
-                 [--opencti-version VERSION]"
-            );
-            return ExitCode::from(2);
-        }
-    };
+    // `--help` prints the options and exits 0; a bad argument is a usage error (exit 2).
+    let args = StandaloneArgs::parse();
     let scenario = match &args.scenario {
         Some(path) => match octi::load_scenario(path) {
             Ok(events) => events,

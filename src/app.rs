@@ -13,16 +13,16 @@ use crate::config::{self, Config, ConfigError, RawConfig, TlsVerify};
 use crate::harfanglab::HarfangLabError;
 use crate::harfanglab::client::{Client, ClientOptions};
 use crate::harfanglab::model::SourceKind;
-use crate::harfanglab::retry::RetryPolicy;
-use crate::indicator_file::{InputItem, read_indicators};
+use crate::indicator_file::{IndicatorReader, InputItem};
 use crate::opencti::TlsOptions;
 use crate::opencti::api::{ApiError, ApiOptions, OpenCtiApi, PlatformVersion};
 use crate::opencti::stream::{self, ProbeError, StreamOptions};
+use crate::retry::RetryPolicy;
 use crate::translate::{Indicator, TranslateError, Translation};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -90,10 +90,14 @@ pub fn run(config: &Config, shutdown: &crate::pipeline::Shutdown) -> Result<(), 
     Ok(())
 }
 
-/// Run the self-contained demo (simulated OpenCTI and HarfangLab) and print its report.
-pub fn demo(out: &mut dyn Write) -> Result<(), AppError> {
-    let result =
-        crate::demo::run_demo(&crate::demo::DemoOptions::default()).map_err(AppError::Demo)?;
+/// Run the self-contained demo (simulated OpenCTI and HarfangLab) and print its report;
+/// `stop` (the signal handler's) ends it early.
+pub fn demo(out: &mut dyn Write, stop: &crate::pipeline::Shutdown) -> Result<(), AppError> {
+    let opts = crate::demo::DemoOptions {
+        stop: stop.clone(),
+        ..crate::demo::DemoOptions::default()
+    };
+    let result = crate::demo::run_demo(&opts).map_err(AppError::Demo)?;
     out.write_all(result.render().as_bytes())
         .and_then(|()| out.flush())
         .map_err(AppError::Output)
@@ -187,13 +191,14 @@ pub fn check_command(
 }
 
 /// The `translate` command: translate `file` (standard input for `None` or `-`) to `out`, log
-/// the counts. Exit 0, or 1 when the input or output fails, or (`strict`) any item failed.
+/// the counts. Exit 0, or 1 when the input or output fails, or (`strict`) any item failed. A
+/// closed output pipe (`| head`) stops it quietly with 0.
 pub fn translate_command(file: Option<&Path>, strict: bool, out: &mut dyn Write) -> u8 {
-    let input = match read_input(file) {
-        Ok(i) => i,
-        Err(e) => return exit_code(Err(e)),
+    let result = match open_input(file) {
+        Ok((name, input)) => translate(input, &name, out),
+        Err(e) => Err(e),
     };
-    match translate(&input, out) {
+    match result {
         Ok(s) => {
             log::info!("translated {} item(s), {} with an error", s.items, s.failed);
             if strict && s.failed > 0 {
@@ -225,9 +230,10 @@ pub enum HealthcheckError {
 impl fmt::Display for HealthcheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HealthcheckError::NotEnabled => write!(
-                f,
-                "metrics endpoint not enabled (CONNECTOR_EXPOSE_METRICS=true)"
+            HealthcheckError::NotEnabled => f.write_str(
+                "metrics are not exposed (CONNECTOR_EXPOSE_METRICS is false), so there is no \
+                 /healthz to ask: set CONNECTOR_EXPOSE_METRICS=true for the connector and for \
+                 this command",
             ),
             HealthcheckError::Unreachable { url, detail } => {
                 write!(f, "cannot reach {url}: {detail}")
@@ -466,11 +472,12 @@ fn opencti_tls(config: &Config) -> TlsOptions {
 
 /// `about { version }` proves reachability and the token; then the stream is opened.
 fn check_opencti(config: &Config, report: &mut CheckReport) {
+    // Connect to the configured URL; print it without its userinfo.
     let url = &crate::secret::redact_url(&config.opencti.url);
-    let mut opts = ApiOptions::new(url.clone(), config.opencti.token.clone());
+    let mut opts = ApiOptions::new(config.opencti.url.clone(), config.opencti.token.clone());
     opts.tls = opencti_tls(config);
     opts.timeout = config.opencti.request_timeout.min(PROBE_TIMEOUT);
-    opts.max_retries = 0;
+    opts.retry.max_retries = 0;
     opts.custom_headers = config.opencti.custom_headers.clone();
     let about = OpenCtiApi::new(opts).and_then(|api| api.about());
     let token_ok = match about {
@@ -495,10 +502,19 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
         }
         Err(e) => {
             let detail = match &e {
-                ApiError::Auth { status, .. } => format!(
-                    "{url} refused OPENCTI_TOKEN (HTTP {status} or AUTH_REQUIRED): set the token \
-                     of the connector's OpenCTI user"
-                ),
+                ApiError::Auth { status, .. } => {
+                    // 401/403 come from the HTTP layer; OpenCTI itself answers a bad token with
+                    // HTTP 200 and a GraphQL AUTH_REQUIRED / FORBIDDEN_ACCESS error.
+                    let how = if (200..300).contains(status) {
+                        format!("GraphQL authentication error, HTTP {status}")
+                    } else {
+                        format!("HTTP {status}")
+                    };
+                    format!(
+                        "{url} refused OPENCTI_TOKEN ({how}): set the token of the connector's \
+                         OpenCTI user"
+                    )
+                }
                 ApiError::Transport { message, .. } => format!(
                     "cannot reach {url}/graphql: {message}; check OPENCTI_URL, the network and \
                      HTTPS_PROXY/NO_PROXY"
@@ -523,7 +539,7 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
         return;
     }
     let mut opts = StreamOptions::new(
-        url.clone(),
+        config.opencti.url.clone(),
         config.opencti.token.clone(),
         c.live_stream_id.clone(),
     );
@@ -532,7 +548,7 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
     opts.with_inferences = c.with_inferences;
     opts.tls = opencti_tls(config);
     opts.connect_timeout = config.harfanglab.connect_timeout.min(PROBE_TIMEOUT);
-    let stream_url = opts.request_url(None);
+    let stream_url = crate::secret::redact_url(&opts.request_url(None));
     match stream::probe(&opts, PROBE_TIMEOUT) {
         Ok(info) => {
             let mut detail = format!("{stream_url} open");
@@ -571,9 +587,7 @@ fn check_harfanglab(config: &Config, report: &mut CheckReport) {
     // One quick retry: a check reports, it does not ride out an outage.
     opts.retry = RetryPolicy {
         max_retries: 1,
-        base: Duration::from_millis(200),
-        cap: Duration::from_secs(1),
-        max_retry_after: Duration::from_secs(2),
+        ..RetryPolicy::quick()
     };
     // Kept alive until the end of the check: a disconnected channel would cut retry waits short.
     let (_shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
@@ -675,6 +689,15 @@ pub fn settings_report(raw: &RawConfig) -> String {
             e.display_value(),
         ));
     }
+    if !raw.proxies().is_empty() {
+        out.push_str(
+            "proxies (environment; the first valid one of ALL_PROXY, HTTPS_PROXY, HTTP_PROXY \
+             serves both ends, except NO_PROXY hosts):\n",
+        );
+        for (name, value) in raw.proxies() {
+            out.push_str(&format!("  {name:width$}  {value}\n"));
+        }
+    }
     out
 }
 
@@ -687,54 +710,80 @@ pub struct TranslateSummary {
     pub failed: usize,
 }
 
-/// Read the whole input: a file, or standard input for `None` / `-`.
-pub fn read_input(file: Option<&Path>) -> Result<Vec<u8>, AppError> {
-    let mut buf = Vec::new();
+/// The input of `translate` and its name for messages: a file, or standard input for `None` /
+/// `-`.
+pub fn open_input(file: Option<&Path>) -> Result<(String, Box<dyn BufRead>), AppError> {
     match file {
-        None => io::stdin().lock().read_to_end(&mut buf).map(|_| buf),
-        Some(p) if p == Path::new("-") => io::stdin().lock().read_to_end(&mut buf).map(|_| buf),
-        Some(p) => std::fs::read(p),
+        Some(p) if p != Path::new("-") => {
+            let name = p.display().to_string();
+            match std::fs::File::open(p) {
+                Ok(f) => Ok((name, Box::new(io::BufReader::new(f)))),
+                Err(source) => Err(AppError::Input { path: name, source }),
+            }
+        }
+        _ => Ok((
+            "standard input".to_owned(),
+            Box::new(io::BufReader::new(io::stdin())),
+        )),
     }
-    .map_err(|source| AppError::Input {
-        path: file
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "standard input".to_owned()),
-        source,
-    })
 }
 
-/// Translate every indicator of `input` with [`crate::translate::translate`] and write one JSON
-/// line per item to `out`, in input order.
-pub fn translate(input: &[u8], out: &mut dyn Write) -> Result<TranslateSummary, AppError> {
-    translate_with(input, out, crate::translate::translate)
+/// Items translated together, in parallel: what `translate` holds in memory at once (with the
+/// lines of a multi-line document, which is read whole).
+pub const TRANSLATE_BATCH: usize = 1024;
+
+/// Translate every indicator of `input` (named `name` in messages) with
+/// [`crate::translate::translate`] and write one JSON line per item to `out`, in input order.
+pub fn translate(
+    input: impl BufRead,
+    name: &str,
+    out: &mut dyn Write,
+) -> Result<TranslateSummary, AppError> {
+    translate_with(input, name, out, crate::translate::translate)
 }
 
-/// [`translate`] with the translation function given (tests use a fake one).
+/// [`translate`] with the translation function given (tests use a fake one). The input is
+/// streamed [`TRANSLATE_BATCH`] items at a time; each batch is written and flushed before the
+/// next is read, so a closed output stops the run within one batch.
 pub fn translate_with<F>(
-    input: &[u8],
+    input: impl BufRead,
+    name: &str,
     out: &mut dyn Write,
     f: F,
 ) -> Result<TranslateSummary, AppError>
 where
     F: Fn(&Indicator) -> Result<Translation, TranslateError> + Sync,
 {
-    let items = read_indicators(input);
-    // Translation is pure and CPU-bound: rayon keeps the output in input order.
-    let results: Vec<Result<Translation, String>> = items
-        .par_iter()
-        .map(|item| translate_item(item, &f))
-        .collect();
+    let mut reader = IndicatorReader::new(input);
     let mut summary = TranslateSummary::default();
-    for (item, result) in items.iter().zip(&results) {
-        let line = output_line(item, result);
-        serde_json::to_writer(&mut *out, &line).map_err(|e| AppError::Output(e.into()))?;
-        out.write_all(b"\n").map_err(AppError::Output)?;
-        summary.items += 1;
-        if result.is_err() {
-            summary.failed += 1;
+    let mut batch = Vec::with_capacity(TRANSLATE_BATCH);
+    let mut more = true;
+    while more {
+        batch.clear();
+        while more && batch.len() < TRANSLATE_BATCH {
+            more = reader
+                .read_next(&mut batch)
+                .map_err(|source| AppError::Input {
+                    path: name.to_owned(),
+                    source,
+                })?;
         }
+        // Translation is pure and CPU-bound: rayon keeps the output in input order.
+        let results: Vec<Result<Translation, String>> = batch
+            .par_iter()
+            .map(|item| translate_item(item, &f))
+            .collect();
+        for (item, result) in batch.iter().zip(&results) {
+            let line = output_line(item, result);
+            serde_json::to_writer(&mut *out, &line).map_err(|e| AppError::Output(e.into()))?;
+            out.write_all(b"\n").map_err(AppError::Output)?;
+            summary.items += 1;
+            if result.is_err() {
+                summary.failed += 1;
+            }
+        }
+        out.flush().map_err(AppError::Output)?;
     }
-    out.flush().map_err(AppError::Output)?;
     Ok(summary)
 }
 
@@ -746,6 +795,11 @@ where
     // A panic in translation is a bug, but it must cost one line, not the whole file.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(indicator))) {
         Ok(Ok(t)) => Ok(t),
+        // A pattern type this connector does not handle is skipped, as `run` skips it.
+        Ok(Err(e)) if e.is_unsupported() => Ok(Translation {
+            skipped: vec![e.skipped_indicator(indicator)],
+            ..Translation::default()
+        }),
         Ok(Err(e)) => Err(format!("{}: {e}", item.position)),
         Err(_) => Err(format!(
             "{}: internal error: translation panicked",
@@ -757,7 +811,8 @@ where
 /// One output line of `translate`.
 #[derive(Serialize)]
 struct OutputLine<'a> {
-    /// The indicator's id, else its name; `null` when the input item is not an indicator.
+    /// The indicator's id, else its name (also when it could not be read); `null` when the
+    /// input item names neither.
     indicator: Option<&'a str>,
     line: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -770,13 +825,7 @@ struct OutputLine<'a> {
 }
 
 fn output_line<'a>(item: &'a InputItem, result: &'a Result<Translation, String>) -> OutputLine<'a> {
-    let indicator = item.indicator.as_ref().ok().map(|i| {
-        if i.id.is_empty() {
-            i.name.as_str()
-        } else {
-            i.id.as_str()
-        }
-    });
+    let indicator = item.label.as_deref();
     match result {
         Ok(t) => OutputLine {
             indicator,
@@ -831,7 +880,7 @@ mod tests {
 
     fn lines(input: &str) -> (TranslateSummary, Vec<Value>) {
         let mut out = Vec::new();
-        let summary = translate_with(input.as_bytes(), &mut out, fake).unwrap();
+        let summary = translate_with(input.as_bytes(), "test input", &mut out, fake).unwrap();
         let text = String::from_utf8(out).unwrap();
         (
             summary,

@@ -9,7 +9,8 @@
 //! touch the process environment. This module does no network I/O and never logs: warnings are
 //! returned for `main` to log once the logger exists.
 
-use crate::secret::Secret;
+use crate::retry::RetryPolicy;
+use crate::secret::{Secret, redact_url};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -151,9 +152,9 @@ settings! {
     HARFANGLAB_INTEL_REQUEST_TIMEOUT = "HARFANGLAB_INTEL_REQUEST_TIMEOUT", HarfangLabIntel."request_timeout", Some("30"), false, false,
         "Timeout of one HarfangLab request, seconds.";
     HARFANGLAB_INTEL_MAX_RETRIES = "HARFANGLAB_INTEL_MAX_RETRIES", HarfangLabIntel."max_retries", Some("8"), false, false,
-        "Retries of a retryable HarfangLab failure (I/O, timeout, 429, 5xx) before the event is recorded as failed.";
+        "Retries of an event that keeps failing for a reason of its own (a 500, an OpenCTI GraphQL error, a timeout while other events get through) before it is dead-lettered. Failures while HarfangLab or OpenCTI is unavailable for every event (unreachable, timeouts, 429, 502-504) do not count: an outage waits, it does not dead-letter (README: Failures and retries).";
     HARFANGLAB_INTEL_RETRY_BACKOFF_MAX = "HARFANGLAB_INTEL_RETRY_BACKOFF_MAX", HarfangLabIntel."retry_backoff_max", Some("60"), false, false,
-        "Cap of the exponential retry backoff, seconds (a `Retry-After` header is honoured up to this).";
+        "Longest wait before an event's retry, seconds: the wait doubles from 1 s (with jitter) up to this, and a `Retry-After` header is honoured up to this. A waiting event holds no worker.";
     HARFANGLAB_INTEL_DRY_RUN = "HARFANGLAB_INTEL_DRY_RUN", HarfangLabIntel."dry_run", Some("false"), false, false,
         "Log the HarfangLab writes instead of doing them (reads still happen). `--dry-run` sets it.";
     HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT = "HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", HarfangLabIntel."shutdown_timeout", Some("30"), false, false,
@@ -208,11 +209,13 @@ impl RawEntry {
         !matches!(self.provided.as_deref(), Some(v) if !v.is_empty())
     }
 
-    /// The value for people: tokens are shown as `[REDACTED]`.
+    /// The value for people: tokens are shown as `[REDACTED]`, the `user:password@` of a URL
+    /// as `***@`.
     pub fn display_value(&self) -> String {
         match self.effective() {
             None => "(unset)".to_owned(),
             Some(_) if self.setting.secret => Secret::new("").to_string(),
+            Some(v) if v.contains("://") => redact_url(v),
             Some(v) => v.to_owned(),
         }
     }
@@ -364,7 +367,23 @@ pub struct RawConfig {
     warnings: Vec<String>,
     /// Problems found while reading (a YAML value that is a list or a map).
     problems: Vec<Problem>,
+    /// The proxy variables set in the environment, userinfo already redacted.
+    proxies: Vec<(&'static str, String)>,
 }
+
+/// The proxy variables the HTTP clients read: ureq takes the first of `ALL_PROXY`,
+/// `HTTPS_PROXY`, `HTTP_PROXY` (upper then lower case) that holds a valid proxy URL for both
+/// ends, minus the hosts in `NO_PROXY`.
+pub const PROXY_VARIABLES: [&str; 8] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
 
 impl RawConfig {
     /// Locate and read the config file, then resolve every setting.
@@ -472,18 +491,31 @@ impl RawConfig {
                 .find(|s| !s.is_empty())
                 .map(str::to_owned)
         });
+        // Redacted on the way in: a proxy URL may carry credentials, and nothing reads the
+        // originals from here (the HTTP clients read the environment themselves).
+        let proxies = PROXY_VARIABLES
+            .iter()
+            .filter_map(|&name| Some((name, redact_url(env(name)?.trim()))))
+            .collect();
         Ok(RawConfig {
             entries,
             file: file.map(|(p, _)| p.to_path_buf()),
             state_directory,
             warnings,
             problems,
+            proxies,
         })
     }
 
     /// The resolved settings, in [`SETTINGS`] order.
     pub fn entries(&self) -> &[RawEntry] {
         &self.entries
+    }
+
+    /// The proxy variables set in the environment ([`PROXY_VARIABLES`] order), with any
+    /// `user:password@` replaced by `***@`.
+    pub fn proxies(&self) -> &[(&'static str, String)] {
+        &self.proxies
     }
 
     /// The config file that was read, if any.
@@ -694,7 +726,11 @@ impl TlsVerify {
         }
     }
 
-    fn describe(&self) -> String {
+    /// For the summary line: what verification means for `url` (none at all over plain http).
+    fn describe_for(&self, url: &str) -> String {
+        if url.starts_with("http://") {
+            return "none (http)".to_owned();
+        }
         match self {
             TlsVerify::Disabled => "off".to_owned(),
             TlsVerify::SystemRoots => "on".to_owned(),
@@ -825,12 +861,26 @@ pub struct HarfangLabConfig {
     pub connect_timeout: Duration,
     /// Whole-request timeout of one REST call.
     pub request_timeout: Duration,
-    /// Retries of a retryable failure before the event is recorded as failed.
+    /// Counted failures an event may retry before it is dead-lettered (the pipeline's budget;
+    /// availability failures during an outage do not count, `pipeline/budget.rs`).
     pub max_retries: u32,
-    /// Cap of the exponential backoff (and of an honoured `Retry-After`).
+    /// Longest wait before an event's retry (backoff cap, and cap of an honoured `Retry-After`).
     pub retry_backoff_max: Duration,
     /// Log writes instead of doing them.
     pub dry_run: bool,
+}
+
+impl HarfangLabConfig {
+    /// The retry policy of failed events, the one place the two retry settings mean something:
+    /// `max_retries` counted failures, waits doubling from 1 s up to `retry_backoff_max`. (The
+    /// HTTP clients only resend a dropped connection, `RetryPolicy::quick`.)
+    pub fn event_retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            base: Duration::from_secs(1),
+            cap: self.retry_backoff_max,
+        }
+    }
 }
 
 /// Process-level settings.
@@ -985,13 +1035,13 @@ impl Config {
         format!(
             "opencti={} tls={} stream={} connector={} ({:?}) harfanglab={} tls={} list={:?} \
              maturity={} remove_indicator={} dry_run={} workers={} state_dir={} metrics={} log={}",
-            crate::secret::redact_url(&self.opencti.url),
-            self.opencti.tls.describe(),
+            redact_url(&self.opencti.url),
+            self.opencti.tls.describe_for(&self.opencti.url),
             c.live_stream_id,
             c.id,
             c.name,
-            crate::secret::redact_url(&h.url),
-            h.tls.describe(),
+            redact_url(&h.url),
+            h.tls.describe_for(&h.url),
             h.source_list_name,
             h.rule_maturity.as_str(),
             h.remove_indicator,
@@ -1231,7 +1281,17 @@ impl Validator<'_> {
         };
         // Only the hyphenated form: it is what OpenCTI shows and stores.
         match uuid::Uuid::try_parse(&value) {
-            Ok(id) if value.len() == 36 && !id.is_nil() => id,
+            Ok(id) if value.len() == 36 && id.is_nil() => {
+                self.problem(
+                    setting,
+                    format!(
+                        "is the nil UUID {value}, which cannot identify a connector: generate one \
+                         with `uuidgen` and keep it"
+                    ),
+                );
+                id
+            }
+            Ok(id) if value.len() == 36 => id,
             _ => {
                 self.problem(
                     setting,

@@ -5,8 +5,9 @@
 //! state directory, short ping interval, 8 workers), runs the REAL [`service::run_with`] over
 //! real HTTP on a thread, waits until the checkpoint reaches the scenario's last event id, stops
 //! it like a signal would, and returns the resulting HarfangLab lists and counters
-//! ([`DemoResult`]), which [`DemoResult::render`] prints as tables. Tests use the same entry
-//! point with faults switched on ([`DemoOptions`]).
+//! ([`DemoResult`]), which [`DemoResult::render`] tells as a story (`story`): what the scenario
+//! exercises, a summary, then the lists. Tests use the same entry point with faults switched on
+//! ([`DemoOptions`]); Ctrl-C ends it early through [`DemoOptions::stop`].
 
 use crate::config::{Config, Recover, TlsVerify};
 use crate::harfanglab::model::{IocRule, RemoteRule};
@@ -21,9 +22,12 @@ use crate::state::compare_event_ids;
 use crate::sync::comment::RuleComment;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::{self, Write as _};
+use std::fmt;
+
+mod story;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+pub use story::{PatternChange, ScenarioFacts};
 
 /// The demo scenario (see `fixtures/README.md`).
 pub const DEMO_SCENARIO: &str = include_str!("../fixtures/demo-stream.jsonl");
@@ -45,6 +49,8 @@ pub struct DemoOptions {
     pub drop_stream_every: Option<usize>,
     /// State directory (a fresh temporary one when `None`; removed afterwards).
     pub state_dir: Option<PathBuf>,
+    /// Stops the demo early (`main` passes the one its Ctrl-C / SIGTERM handler triggers).
+    pub stop: Shutdown,
 }
 
 impl Default for DemoOptions {
@@ -56,6 +62,7 @@ impl Default for DemoOptions {
             harfanglab_faults: Faults::default(),
             drop_stream_every: None,
             state_dir: None,
+            stop: Shutdown::new(),
         }
     }
 }
@@ -74,6 +81,11 @@ pub enum DemoError {
         reached: Option<String>,
         last: String,
     },
+    /// [`DemoOptions::stop`] fired (Ctrl-C) before the checkpoint reached the last event.
+    Interrupted {
+        reached: Option<String>,
+        last: String,
+    },
     /// The service thread panicked.
     Panicked,
 }
@@ -87,6 +99,11 @@ impl fmt::Display for DemoError {
             DemoError::Timeout { reached, last } => write!(
                 f,
                 "the connector did not reach the last event {last} in time (checkpoint: {})",
+                reached.as_deref().unwrap_or("none")
+            ),
+            DemoError::Interrupted { reached, last } => write!(
+                f,
+                "demo interrupted before the last event {last} (checkpoint: {}): no report",
                 reached.as_deref().unwrap_or("none")
             ),
             DemoError::Panicked => f.write_str("the connector thread panicked"),
@@ -131,6 +148,8 @@ pub struct DemoResult {
     pub names: HashMap<String, String>,
     pub summary: RunSummary,
     pub last_event_id: String,
+    /// What the scenario asks for, read from its events (the report's story).
+    pub scenario: ScenarioFacts,
 }
 
 impl DemoResult {
@@ -146,93 +165,6 @@ impl DemoResult {
             .into_iter()
             .map(|id| self.names.get(&id).cloned().unwrap_or(id))
             .collect()
-    }
-
-    /// The human-readable report the `demo` command prints.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut iocs = self.iocs.clone();
-        iocs.sort_by(|a, b| (&a.ioc_type, &a.value).cmp(&(&b.ioc_type, &b.value)));
-        let _ = writeln!(out, "HarfangLab IOC rules ({}):", iocs.len());
-        let _ = writeln!(
-            out,
-            "  {:<12} {:<8} {:<72} holders",
-            "type", "enabled", "value"
-        );
-        for r in &iocs {
-            let _ = writeln!(
-                out,
-                "  {:<12} {:<8} {:<72} {}",
-                r.ioc_type,
-                if r.enabled { "yes" } else { "no" },
-                r.value,
-                self.holder_names(r).join(", ")
-            );
-        }
-        let _ = writeln!(out, "\nHarfangLab Sigma rules ({}):", self.sigma.len());
-        let mut sigma = self.sigma.clone();
-        sigma.sort_by(|a, b| a.name.cmp(&b.name));
-        for r in &sigma {
-            let _ = writeln!(
-                out,
-                "  {:<40} id {}{}",
-                r.name,
-                r.id,
-                if r.enabled { "" } else { " (disabled)" }
-            );
-        }
-        let _ = writeln!(out, "\nHarfangLab Yara files ({}):", self.yara.len());
-        let mut yara = self.yara.clone();
-        yara.sort_by(|a, b| a.name.cmp(&b.name));
-        for r in &yara {
-            let _ = writeln!(
-                out,
-                "  {:<40} rules {}{}",
-                r.name,
-                r.rule_names.join(", "),
-                if r.enabled { "" } else { " (disabled)" }
-            );
-        }
-        let c = &self.counters;
-        let _ = writeln!(out, "\nCounters:");
-        let _ = writeln!(
-            out,
-            "  events {}: applied {}, skipped {}, failed {} (dead letters {}), ignored {}, retries {}",
-            c.events, c.applied, c.skipped, c.failed, c.dead_letters, c.ignored, c.retries
-        );
-        let _ = writeln!(out, "  HarfangLab requests: {}", c.harfanglab_total);
-        for ((method, resource), n) in &c.harfanglab_requests {
-            let _ = writeln!(out, "    {method:<6} {resource:<12} {n}");
-        }
-        let handled = (c.applied + c.skipped + c.failed).max(1);
-        let _ = writeln!(
-            out,
-            "  requests per handled event: {:.2}",
-            c.harfanglab_total as f64 / handled as f64
-        );
-        let _ = writeln!(
-            out,
-            "  elapsed: {:.2} s, last event {}",
-            c.elapsed.as_secs_f64(),
-            self.last_event_id
-        );
-        if !self.dead_letters.is_empty() {
-            let _ = writeln!(out, "\nDead letters:");
-            for l in &self.dead_letters {
-                let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
-                let _ = writeln!(
-                    out,
-                    "  event {} indicator {}: {}",
-                    v["event_id"].as_str().unwrap_or("?"),
-                    v["key"]
-                        .as_str()
-                        .map(|k| self.names.get(k).map_or(k, String::as_str))
-                        .unwrap_or("?"),
-                    v["reason"].as_str().unwrap_or("?")
-                );
-            }
-        }
-        out
     }
 }
 
@@ -259,6 +191,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
     let started = Instant::now();
     let scenario = parse_scenario(&opts.scenario).map_err(DemoError::Scenario)?;
     let names = scenario_names(&scenario);
+    let facts = ScenarioFacts::read(&scenario);
     let n_events = scenario.len();
     let mut octi = octisim::serve(
         "127.0.0.1:0",
@@ -325,8 +258,13 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
                     last: last.clone(),
                 });
             }
-            // Not a shutdown wait: `shutdown` only fires below; this is a 20 ms poll.
-            shutdown.wait_timeout(Duration::from_millis(20));
+            // A 20 ms poll of the checkpoint that a stop request (Ctrl-C) ends at once.
+            if opts.stop.wait_timeout(Duration::from_millis(20)) {
+                break Err(DemoError::Interrupted {
+                    reached: stats.snapshot().watermark,
+                    last: last.clone(),
+                });
+            }
         };
         shutdown.trigger();
         let result = service.join().map_err(|_| DemoError::Panicked)?;
@@ -373,6 +311,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
         names,
         summary,
         last_event_id: last,
+        scenario: facts,
     };
     hl.shutdown();
     octi.shutdown();

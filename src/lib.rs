@@ -29,6 +29,7 @@ pub mod notify;
 pub mod opencti;
 pub mod pipeline;
 pub mod resolver;
+pub mod retry;
 pub mod rules;
 pub mod secret;
 pub mod service;

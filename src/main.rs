@@ -2,7 +2,7 @@
 //! failure, 2 configuration or usage error). Reading the configuration, reports and the choice
 //! of exit code live in `app`; logging in `logging`; signals in `pipeline::Shutdown`.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use harfanglab_intel::app;
 use harfanglab_intel::logging;
 use harfanglab_intel::pipeline::Shutdown;
@@ -22,7 +22,8 @@ struct Cli {
         env = "HARFANGLAB_INTEL_CONFIG"
     )]
     config: Option<PathBuf>,
-    /// Log HarfangLab writes instead of doing them (same as HARFANGLAB_INTEL_DRY_RUN=true).
+    /// Log HarfangLab writes instead of doing them (same as HARFANGLAB_INTEL_DRY_RUN=true);
+    /// for `run` and `check` only.
     #[arg(long, global = true)]
     dry_run: bool,
     #[command(subcommand)]
@@ -35,7 +36,8 @@ enum Command {
     Run,
     /// Validate the configuration and print a report.
     Check,
-    /// Translate indicators (JSON Lines or a STIX bundle) offline; one JSON line out per indicator.
+    /// Translate indicators (JSON Lines or pretty-printed documents, streamed) offline; one JSON
+    /// line out per indicator.
     Translate {
         /// Input file; `-` or nothing reads standard input.
         file: Option<PathBuf>,
@@ -50,10 +52,32 @@ enum Command {
     Healthcheck,
 }
 
+impl Command {
+    /// Why `--dry-run` means nothing for this command, `None` where it applies.
+    fn ignores_dry_run(&self) -> Option<&'static str> {
+        match self {
+            Command::Run | Command::Check => None,
+            Command::Translate { .. } => Some("`translate` is offline and never writes"),
+            Command::Demo => Some("`demo` only writes to its own built-in HarfangLab simulator"),
+            Command::Healthcheck => Some("`healthcheck` only reads /healthz"),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = cli.config.as_deref();
-    let code = match cli.command.as_ref().unwrap_or(&Command::Run) {
+    let command = cli.command.as_ref().unwrap_or(&Command::Run);
+    if let (true, Some(why)) = (cli.dry_run, command.ignores_dry_run()) {
+        // A flag that is silently ignored would let `--dry-run demo` look like a safe try-out.
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("--dry-run applies to `run` and `check` only: {why}"),
+            )
+            .exit();
+    }
+    let code = match command {
         Command::Run => match app::load_config(config, cli.dry_run, &mut io::stderr()) {
             Ok(c) => app::exit_code(app::run(&c, &Shutdown::install_signal_handler())),
             Err(code) => code,
@@ -63,8 +87,8 @@ fn main() -> ExitCode {
         }
         Command::Demo => {
             logging::init(logging::env_level());
-            let _ = Shutdown::install_signal_handler();
-            app::exit_code(app::demo(&mut io::stdout()))
+            let stop = Shutdown::install_signal_handler();
+            app::exit_code(app::demo(&mut io::stdout(), &stop))
         }
         Command::Translate { file, strict } => {
             logging::init(logging::env_level());

@@ -189,6 +189,17 @@ impl TranslateError {
     pub fn is_unsupported(&self) -> bool {
         matches!(self, TranslateError::UnsupportedPatternType(_))
     }
+
+    /// How `translate` lists an indicator that is skipped as a whole (an unsupported pattern
+    /// type): path `pattern_type`, its value, and this error as the reason (the one `run`
+    /// records).
+    pub fn skipped_indicator(&self, indicator: &Indicator) -> Skipped {
+        Skipped {
+            path: "pattern_type".to_owned(),
+            value: indicator.pattern_type.clone(),
+            reason: self.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for TranslateError {

@@ -68,6 +68,40 @@ fn unknown_argument_is_a_usage_error() {
 }
 
 #[test]
+fn dry_run_is_a_usage_error_where_it_means_nothing() {
+    let dir = scratch_dir("cli");
+    for args in [
+        &["--dry-run", "demo"][..],
+        &["demo", "--dry-run"],
+        &["--dry-run", "translate", "-"],
+        &["translate", "--dry-run"],
+        &["--dry-run", "healthcheck"],
+    ] {
+        let (code, out, err) = run(&dir, &[], args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(out.is_empty(), "{args:?} did something: {out}");
+        assert!(
+            err.contains("--dry-run applies to `run` and `check` only"),
+            "{args:?}: {err}"
+        );
+    }
+    // Where it means something it is accepted (here the configuration is what is missing).
+    for args in [
+        &["--dry-run"][..],
+        &["--dry-run", "run"],
+        &["run", "--dry-run"],
+    ] {
+        let (code, _, err) = run(&dir, &[], args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("OPENCTI_URL"), "{args:?}: {err}");
+        assert!(!err.contains("--dry-run applies"), "{args:?}: {err}");
+    }
+    let (code, out, err) = run(&dir, &[], &["--dry-run", "check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.contains("HARFANGLAB_INTEL_DRY_RUN"), "{out}");
+}
+
+#[test]
 fn bad_config_exits_2_and_lists_every_problem() {
     let env = [
         ("OPENCTI_URL", "opencti:8080"),
@@ -170,6 +204,46 @@ fn check_prints_settings_and_report_without_tokens() {
 }
 
 #[test]
+fn check_never_prints_the_userinfo_of_a_server_or_proxy_url() {
+    let dir = scratch_dir("cli");
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mut env: Vec<(&str, &str)> = GOOD_ENV
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.ends_with("_URL"))
+        .collect();
+    env.extend([
+        ("OPENCTI_URL", "http://octi-user:OctiPass1@127.0.0.1:1"),
+        (
+            "HARFANGLAB_INTEL_URL",
+            "http://hl-user:HlPass2@127.0.0.1:1/",
+        ),
+        ("HTTPS_PROXY", "http://proxy-user:ProxyPass3@127.0.0.1:1"),
+        ("http_proxy", "proxy-user:ProxyPass4@127.0.0.1:1"),
+        ("NO_PROXY", "localhost,.internal"),
+        ("HARFANGLAB_INTEL_STATE_DIR", state.to_str().unwrap()),
+    ]);
+    let (code, out, err) = run(&dir, &env, &["check"]);
+    assert_eq!(code, 1, "nothing listens:\n{out}\n{err}");
+    for secret in ["OctiPass1", "HlPass2", "ProxyPass3", "ProxyPass4"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} printed:\n{out}\n{err}"
+        );
+    }
+    // The settings table shows the redacted URLs, and which proxies the HTTP clients will use.
+    assert!(
+        out.contains("http://***@127.0.0.1:1  (environment)"),
+        "{out}"
+    );
+    assert!(out.contains("HTTPS_PROXY"), "{out}");
+    assert!(out.contains("http://***@127.0.0.1:1"), "{out}");
+    assert!(out.contains("***@127.0.0.1:1"), "{out}");
+    assert!(out.contains("localhost,.internal"), "{out}");
+}
+
+#[test]
 fn check_fails_with_exit_1_when_the_state_dir_is_unusable() {
     let dir = scratch_dir("cli");
     let file = dir.join("not-a-dir");
@@ -213,4 +287,44 @@ fn logs_go_to_stderr_with_utc_timestamps_and_no_colours_when_piped() {
         &["translate", "in.jsonl"],
     );
     assert!(!err.contains("translated"), "{err}");
+}
+
+#[test]
+fn ctrl_c_stops_the_demo() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = scratch_dir("cli");
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .env_clear()
+        .env("CONNECTOR_LOG_LEVEL", "info")
+        .current_dir(&dir.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt as soon as the connector inside the demo has its stream open.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains("live stream: connected") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(seen.contains("live stream: connected"), "{seen}");
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{rest}");
+    assert!(rest.contains("demo interrupted"), "{rest}");
+    assert!(stdout.is_empty(), "a report after Ctrl-C: {stdout}");
 }

@@ -253,7 +253,14 @@ fn bad_opencti_token_fails_and_skips_the_stream() {
         &[("OPENCTI_TOKEN", "wrong-octi-token")],
     );
     assert_eq!(r.code, 1, "{}", r.out);
-    assert!(r.fail("opencti").contains("refused OPENCTI_TOKEN"));
+    // The platform answers a bad token with HTTP 200 and a GraphQL AUTH_REQUIRED error: the
+    // message says that, not an "HTTP 200" that reads like success.
+    let line = r.fail("opencti");
+    assert!(
+        line.contains("refused OPENCTI_TOKEN (GraphQL authentication error, HTTP 200)"),
+        "{line}"
+    );
+    assert!(!line.contains(" or AUTH_REQUIRED"), "{line}");
     assert!(r.fail("opencti live stream").contains("not checked"));
     assert!(e.octi.stream_requests().is_empty());
 }

@@ -112,8 +112,14 @@ fn nothing_listening_exits_1_with_the_url() {
 fn metrics_not_exposed_exits_1_and_says_how_to_enable_them() {
     let (code, _, err) = healthcheck(&[("CONNECTOR_EXPOSE_METRICS", "false")]);
     assert_eq!(code, 1, "{err}");
+    // The switch is off; the message says so, and what to set (not a `=true` that reads as
+    // if it were already on).
     assert!(
-        err.contains("metrics endpoint not enabled (CONNECTOR_EXPOSE_METRICS=true)"),
+        err.contains(
+            "metrics are not exposed (CONNECTOR_EXPOSE_METRICS is false), so there is no \
+             /healthz to ask: set CONNECTOR_EXPOSE_METRICS=true for the connector and for \
+             this command"
+        ),
         "{err}"
     );
 }

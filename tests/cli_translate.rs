@@ -10,23 +10,28 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 mod corpora;
-use corpora::corpora_dir;
+use corpora::{full_corpora, sample_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
 
-/// Run `translate` with `args`, feeding `stdin`; returns (exit code, parsed stdout lines, stderr).
-fn translate(args: &[&str], stdin: &[u8]) -> (i32, Vec<Value>, String) {
-    let mut child = Command::new(BIN)
+/// `translate` with `args` and its log level, every standard stream piped.
+fn spawn_translate(args: &[&str], log_level: &str) -> std::process::Child {
+    Command::new(BIN)
         .arg("translate")
         .args(args)
         .env_clear()
-        .env("CONNECTOR_LOG_LEVEL", "error")
+        .env("CONNECTOR_LOG_LEVEL", log_level)
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Run `translate` with `args`, feeding `stdin`; returns (exit code, parsed stdout lines, stderr).
+fn translate(args: &[&str], stdin: &[u8]) -> (i32, Vec<Value>, String) {
+    let mut child = spawn_translate(args, "error");
     let mut input = child.stdin.take().unwrap();
     let data = stdin.to_vec();
     // Write from another thread so a large input cannot deadlock against a full stdout pipe.
@@ -130,8 +135,21 @@ fn bundle_indicators_are_translated_in_order() {
 }
 
 #[test]
+fn every_sample_pattern_translates_without_error_in_input_order() {
+    every_real_pattern_translates_without_error_in_input_order(&sample_dir());
+}
+
+#[test]
 fn every_real_corpus_pattern_translates_without_error_in_input_order() {
-    let path = corpora_dir().join("stix-patterns/real-patterns.jsonl");
+    if let Some(dir) = full_corpora(
+        "cli_translate::every_real_corpus_pattern_translates_without_error_in_input_order",
+    ) {
+        every_real_pattern_translates_without_error_in_input_order(&dir);
+    }
+}
+
+fn every_real_pattern_translates_without_error_in_input_order(corpora: &std::path::Path) {
+    let path = corpora.join("stix-patterns/real-patterns.jsonl");
     let input = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let expected = input
         .split(|b| *b == b'\n')
@@ -150,5 +168,220 @@ fn every_real_corpus_pattern_translates_without_error_in_input_order() {
     assert_eq!(
         lines[0]["iocs"][0]["value"],
         "3cb8174becb3c89318ed01ccd76e71cbeb8bc9e0fcbce8e110d40cd71af20fa2"
+    );
+}
+
+/// Three valid indicators, one IOC each.
+const THREE: &str = "{\"id\":\"ind-1\",\"pattern\":\"[domain-name:value = 'one.example']\"}\n\
+{\"id\":\"ind-2\",\"pattern\":\"[domain-name:value = 'two.example']\"}\n\
+{\"id\":\"ind-3\",\"pattern\":\"[domain-name:value = 'three.example']\"}\n";
+
+#[test]
+fn a_bad_first_line_costs_that_line_only() {
+    for first in [
+        &b"{\"id\": broken"[..],
+        b"# indicators exported on Monday",
+        b"\xff\xfe not text",
+        b"{\"id\": \"cut\",",
+    ] {
+        let mut input = first.to_vec();
+        input.push(b'\n');
+        input.extend_from_slice(THREE.as_bytes());
+        let (code, lines, err) = translate(&[], &input);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(lines.len(), 4, "{first:?}: {lines:?}");
+        assert!(
+            lines[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("line 1, column ")),
+            "{}",
+            lines[0]
+        );
+        for (i, l) in lines[1..].iter().enumerate() {
+            assert_eq!(l["indicator"], format!("ind-{}", i + 1), "{first:?}");
+            assert_eq!(l["line"], i + 2);
+            assert!(l["error"].is_null(), "{l}");
+            assert_eq!(l["iocs"][0]["type"], "domain_name");
+        }
+    }
+}
+
+#[test]
+fn errors_in_a_pretty_printed_bundle_name_their_real_line() {
+    let bundle = br#"{
+  "type": "bundle",
+  "id": "bundle--1",
+  "objects": [
+    {
+      "type": "indicator",
+      "id": "indicator--a",
+      "pattern": "[ipv4-addr:value = '198.51.100.7']"
+    },
+    {
+      "type": "indicator",
+      "id": "indicator--b",
+      "pattern": "[ipv4-addr:value = '198.51.100.8'"
+    },
+    {
+      "type": "indicator",
+      "id": "indicator--c",
+      "x_opencti_score": "high",
+      "pattern": "[ipv4-addr:value = '198.51.100.9']"
+    }
+  ]
+}"#;
+    let (code, lines, err) = translate(&[], bundle);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["error"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(got[0], (5, ""));
+    assert_eq!(got[1].0, 10);
+    assert!(
+        got[1]
+            .1
+            .starts_with("line 10, object 1: invalid STIX pattern"),
+        "{}",
+        got[1].1
+    );
+    assert_eq!(
+        got[2],
+        (
+            15,
+            "line 15, object 2: field `x_opencti_score` must be a number, found a string"
+        )
+    );
+    // A syntax error names the line it is on.
+    let broken = String::from_utf8_lossy(bundle)
+        .replace("\"id\": \"indicator--c\",", "\"id\": \"indicator--c\"");
+    let (_, lines, _) = translate(&[], broken.as_bytes());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["line"], 18);
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 18, column 7: invalid JSON: expected `,` or `}`"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn an_indicator_without_pattern_keeps_its_id() {
+    let (_, lines, _) = translate(
+        &[],
+        b"{\"type\":\"indicator\",\"id\":\"indicator--4f2b\",\"name\":\"no pattern\"}\n",
+    );
+    assert_eq!(lines[0]["indicator"], "indicator--4f2b");
+    assert_eq!(lines[0]["error"], "line 1: missing field `pattern`");
+}
+
+#[test]
+fn unhandled_pattern_types_are_skipped_not_failed() {
+    let (code, lines, err) = translate(
+        &["--strict"],
+        b"{\"id\":\"snort-1\",\"pattern_type\":\"snort\",\"pattern\":\"alert tcp any any -> any 80\"}\n",
+    );
+    assert_eq!(
+        code, 0,
+        "skipped is not an error, even with --strict: {err}"
+    );
+    assert!(lines[0]["error"].is_null(), "{}", lines[0]);
+    assert_eq!(lines[0]["iocs"], Value::Array(vec![]));
+    assert_eq!(lines[0]["skipped"][0]["path"], "pattern_type");
+    assert_eq!(lines[0]["skipped"][0]["value"], "snort");
+    assert_eq!(
+        lines[0]["skipped"][0]["reason"],
+        "pattern_type \"snort\" is not handled (stix, sigma, yara)"
+    );
+}
+
+/// `n` JSON lines of distinct domain indicators.
+fn many(n: usize) -> Vec<u8> {
+    let mut input = Vec::new();
+    for i in 0..n {
+        input.extend_from_slice(
+            format!("{{\"id\":\"i{i}\",\"pattern\":\"[domain-name:value = 'd{i}.example']\"}}\n")
+                .as_bytes(),
+        );
+    }
+    input
+}
+
+#[test]
+fn output_starts_before_the_input_ends() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    let mut child = spawn_translate(&[], "error");
+    // Read the output as it comes (all of it, so the child never blocks on a full pipe),
+    // reporting the first line at once.
+    let stdout = child.stdout.take().unwrap();
+    let (first_tx, first_rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = first_tx.send(first);
+        }
+        lines.count()
+    });
+    // More than one batch, then the input stays open until the first line has come out.
+    let mut stdin = child.stdin.take().unwrap();
+    let (close_tx, close_rx) = mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&many(3000)).unwrap();
+        stdin.flush().unwrap();
+        let _ = close_rx.recv_timeout(std::time::Duration::from_secs(30));
+    });
+    let first = first_rx.recv_timeout(std::time::Duration::from_secs(30));
+    drop(close_tx);
+    writer.join().unwrap();
+    let rest = reader.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    let first = first.expect("no output while the input was still open: the input is not streamed");
+    assert!(first.contains("\"indicator\":\"i0\""), "{first}");
+    assert_eq!(rest, 2999);
+}
+
+#[test]
+fn a_closed_output_pipe_stops_translate_quietly() {
+    use std::io::{BufRead, BufReader};
+    let mut child = spawn_translate(&[], "info");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = many(400_000); // ~30 MB: far more than the pipes hold
+    let total = input.len();
+    let writer = std::thread::spawn(move || {
+        let mut written = 0;
+        for chunk in input.chunks(64 * 1024) {
+            if stdin.write_all(chunk).is_err() {
+                break; // the process stopped reading: exactly what `| head -1` expects
+            }
+            written += chunk.len();
+        }
+        written
+    });
+    // `| head -1`: read one line, then close the pipe.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    drop(stdout);
+    let written = writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.contains("\"indicator\":\"i0\""), "{first}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("ERROR") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    assert!(
+        written < total,
+        "translate read all {total} bytes after its output was closed"
     );
 }

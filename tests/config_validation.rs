@@ -135,7 +135,6 @@ fn every_problem_is_reported_at_once_with_env_and_yaml_names() {
 fn connector_id_must_be_a_hyphenated_uuid() {
     for bad in [
         "0b8a3c1e5f2d4e6a9b7c1d2e3f4a5b6c",
-        "00000000-0000-0000-0000-000000000000",
         "{0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c}",
         "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6",
     ] {
@@ -156,6 +155,47 @@ fn connector_id_must_be_a_hyphenated_uuid() {
     assert_eq!(
         c.connector.id.to_string(),
         "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c"
+    );
+}
+
+#[test]
+fn the_nil_uuid_is_refused_as_nil_not_as_malformed() {
+    let mut env = GOOD.to_vec();
+    env.retain(|(k, _)| *k != "CONNECTOR_ID");
+    env.push(("CONNECTOR_ID", "00000000-0000-0000-0000-000000000000"));
+    let err = Config::from_sources(None, lookup(&env))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "CONNECTOR_ID (YAML connector.id, set in the environment): is the nil UUID \
+             00000000-0000-0000-0000-000000000000, which cannot identify a connector"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("must be a UUID"), "{err}");
+}
+
+#[test]
+fn summary_says_there_is_no_tls_on_a_plain_http_url() {
+    let mut env = GOOD.to_vec();
+    env.retain(|(k, _)| !k.ends_with("_URL"));
+    env.push(("OPENCTI_URL", "http://opencti.example"));
+    env.push(("HARFANGLAB_INTEL_URL", "http://hl.example:8080"));
+    let summary = Config::from_sources(None, lookup(&env)).unwrap().summary();
+    assert!(
+        summary.contains("opencti=http://opencti.example tls=none (http) "),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("harfanglab=http://hl.example:8080 tls=none (http) "),
+        "{summary}"
+    );
+    let summary = Config::from_sources(None, lookup(GOOD)).unwrap().summary();
+    assert!(
+        summary.contains("opencti=https://opencti.example tls=off ")
+            && summary.contains("harfanglab=https://hl.example:8443 tls=on "),
+        "{summary}"
     );
 }
 

@@ -1,17 +1,22 @@
 //! The HarfangLab client against mockito: exact requests (paths, headers, bodies) and every
-//! error path (auth, duplicates, envelopes, retries, shutdown, pagination, transport failures).
+//! error path (auth, duplicates, envelopes, failure kinds and `Retry-After`, the quick resend of a
+//! dropped connection, shutdown, pagination, transport failures).
+
+mod net_support;
 
 use crossbeam_channel::Sender;
-use harfanglab_intel::harfanglab::client::{Client, ClientOptions, Op, StatusClass};
+use harfanglab_intel::harfanglab::client::{Client, ClientOptions, Op};
 use harfanglab_intel::harfanglab::model::{
     IocRuleBody, RuleBody, RuleFilter, RuleKind, SourceKind,
 };
-use harfanglab_intel::harfanglab::retry::RetryPolicy;
 use harfanglab_intel::harfanglab::{HarfangLabError, ThreatIntelApi};
+use harfanglab_intel::retry::{FailureKind, RetryPolicy, Retryable};
 use harfanglab_intel::secret::Secret;
 use harfanglab_intel::translate::{IocKey, IocType};
 use mockito::Matcher;
+use net_support::{dropping_server, silent_server};
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -60,7 +65,6 @@ fn options(url: &str) -> ClientOptions {
         max_retries: 3,
         base: Duration::from_millis(1),
         cap: Duration::from_millis(5),
-        max_retry_after: Duration::from_secs(5),
     };
     opts
 }
@@ -127,10 +131,7 @@ fn create_ioc_sends_the_exact_request_and_reads_201() {
     mock.assert();
     assert_eq!(rule.id, "rule-1");
     assert_eq!(rule.ioc_type, "ip_both");
-    assert_eq!(
-        client.stats().requests(Op::CreateIoc, StatusClass::Success),
-        1
-    );
+    assert_eq!(client.stats().requests(Op::CreateIoc, Some(201)), 1);
 }
 
 #[test]
@@ -186,7 +187,8 @@ fn validation_errors_are_permanent_with_the_server_message() {
         HarfangLabError::Status {
             op: "create IOCRule".into(),
             status: 400,
-            body: r#"{"value":["Enter a valid IPv4 or IPv6 address."]}"#.into()
+            body: r#"{"value":["Enter a valid IPv4 or IPv6 address."]}"#.into(),
+            retry_after: None,
         }
     );
     assert!(!err.is_retryable() && !err.is_fatal());
@@ -525,41 +527,43 @@ fn get_rule_is_none_on_404() {
     );
 }
 
+/// Statuses are never waited for inside the client (a worker would be parked): they come back at
+/// once, classified, for the pipeline to retry the event from its timer heap.
 #[test]
-fn server_errors_are_retried_then_succeed() {
+fn unavailable_statuses_come_back_at_once_without_a_resend() {
     let mut server = mockito::Server::new();
-    let fail = server
+    let busy = server
         .mock("POST", format!("{TI}/IOCRule/").as_str())
         .with_status(503)
         .with_body(r#"{"detail": "busy"}"#)
-        .expect(2)
-        .create();
-    let ok = server
-        .mock("POST", format!("{TI}/IOCRule/").as_str())
-        .with_status(201)
-        .with_body(ioc_json("rule-1").to_string())
         .expect(1)
         .create();
     let (client, _tx) = client(&server);
+    let err = client.create_ioc(&ioc_body()).unwrap_err();
+    busy.assert();
     assert_eq!(
-        client.create_ioc(&ioc_body()).expect("created").id,
-        "rule-1"
+        err,
+        HarfangLabError::Status {
+            op: "create IOCRule".into(),
+            status: 503,
+            body: "busy".into(),
+            retry_after: None,
+        }
     );
-    fail.assert();
-    ok.assert();
+    assert_eq!(err.failure_kind(), FailureKind::UNAVAILABLE);
     let stats = client.stats();
-    assert_eq!(stats.retries_of(Op::CreateIoc), 2);
-    assert_eq!(stats.requests(Op::CreateIoc, StatusClass::ServerError), 2);
+    assert_eq!(stats.retries_of(Op::CreateIoc), 0);
+    assert_eq!(stats.requests(Op::CreateIoc, Some(503)), 1);
 }
 
 #[test]
-fn retries_exhausted_give_the_last_status() {
+fn a_500_is_transient_and_not_resent() {
     let mut server = mockito::Server::new();
     let mock = server
         .mock("GET", format!("{TI}/SigmaRule/x/").as_str())
         .with_status(500)
         .with_body(r#"{"detail": "Internal Server Error"}"#)
-        .expect(4)
+        .expect(1)
         .create();
     let (client, _tx) = client(&server);
     let err = client.get_rule(RuleKind::Sigma, "x").unwrap_err();
@@ -569,14 +573,57 @@ fn retries_exhausted_give_the_last_status() {
         HarfangLabError::Status {
             op: "get SigmaRule".into(),
             status: 500,
-            body: "Internal Server Error".into()
+            body: "Internal Server Error".into(),
+            retry_after: None,
         }
     );
     assert!(err.is_retryable());
-    assert_eq!(client.stats().retries(), 3);
+    assert_eq!(err.failure_kind(), FailureKind::Transient);
+    assert_eq!(client.stats().retries(), 0);
 }
 
-fn throttled_then_ok(retry_after: &str) -> Duration {
+#[test]
+fn request_counters_keep_the_real_status_code() {
+    let mut server = mockito::Server::new();
+    let missing = server
+        .mock("GET", format!("{TI}/SigmaRule/gone/").as_str())
+        .with_status(404)
+        .with_body(r#"{"detail": "Not found."}"#)
+        .expect(1)
+        .create();
+    let throttled = server
+        .mock("GET", format!("{TI}/SigmaRule/busy/").as_str())
+        .with_status(429)
+        .with_body(r#"{"detail": "Request was throttled."}"#)
+        .expect(1)
+        .create();
+    let unavailable = server
+        .mock("GET", format!("{TI}/SigmaRule/busy/").as_str())
+        .with_status(503)
+        .with_body("down")
+        .expect(3)
+        .create();
+    let (client, _tx) = client(&server);
+    assert_eq!(client.get_rule(RuleKind::Sigma, "gone").unwrap(), None);
+    // Each failing call is one request: the client does not retry a status.
+    for _ in 0..4 {
+        assert!(client.get_rule(RuleKind::Sigma, "busy").is_err());
+    }
+    missing.assert();
+    throttled.assert();
+    unavailable.assert();
+    assert_eq!(
+        client.stats().snapshot(),
+        vec![
+            ("get_rule", "404", 1),
+            ("get_rule", "429", 1),
+            ("get_rule", "503", 3)
+        ]
+    );
+}
+
+/// A 429's `Retry-After`, parsed when the answer came, returned at once with the error.
+fn throttled(retry_after: &str) -> (Option<Duration>, Duration) {
     let mut server = mockito::Server::new();
     let throttled = server
         .mock("DELETE", format!("{TI}/IOCRule/r/").as_str())
@@ -585,54 +632,102 @@ fn throttled_then_ok(retry_after: &str) -> Duration {
         .with_body(r#"{"detail": "Request was throttled."}"#)
         .expect(1)
         .create();
-    let ok = server
-        .mock("DELETE", format!("{TI}/IOCRule/r/").as_str())
-        .with_status(204)
-        .expect(1)
-        .create();
     let (client, _tx) = client(&server);
     let start = Instant::now();
-    client.delete_ioc("r").expect("deleted after the wait");
+    let err = client.delete_ioc("r").unwrap_err();
+    let took = start.elapsed();
     throttled.assert();
-    ok.assert();
-    start.elapsed()
-}
-
-/// The backoff is at most 5 ms here, so a wait of about a second can only be `Retry-After`.
-#[test]
-fn throttling_honours_retry_after_in_seconds() {
-    let waited = throttled_then_ok("1");
-    assert!(waited >= Duration::from_millis(900), "{waited:?}");
-    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let FailureKind::Unavailable { retry_after } = err.failure_kind() else {
+        panic!("a 429 is unavailable: {err:?}");
+    };
+    (retry_after, took)
 }
 
 #[test]
-fn throttling_honours_retry_after_as_an_http_date() {
+fn throttling_carries_retry_after_in_seconds() {
+    let (retry_after, took) = throttled("120");
+    assert_eq!(retry_after, Some(Duration::from_secs(120)));
+    assert!(
+        took < Duration::from_secs(5),
+        "waited in the client: {took:?}"
+    );
+}
+
+#[test]
+fn throttling_carries_retry_after_as_an_http_date() {
     let when = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
-    let waited = throttled_then_ok(&when);
-    // HTTP dates have one-second resolution: the wait is between 1 and 2 s.
-    assert!(waited >= Duration::from_millis(500), "{waited:?}");
-    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let (retry_after, took) = throttled(&when);
+    // HTTP dates have one-second resolution: between 1 and 2 s.
+    let asked = retry_after.expect("a retry-after");
+    assert!(
+        asked >= Duration::from_secs(1) && asked <= Duration::from_secs(2),
+        "{asked:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "waited in the client: {took:?}"
+    );
+}
+
+/// A dropped connection (a stale keep-alive connection) is resent at once, within the policy.
+#[test]
+fn a_dropped_connection_is_resent_quickly() {
+    let (url, accepted) = dropping_server(
+        2,
+        r#"{"count": 0, "next": null, "previous": null, "results": []}"#,
+    );
+    let (client, _tx) = client_with(options(&url));
+    let key = IocKey {
+        ioc_type: IocType::DomainName,
+        value: "a.example".into(),
+    };
+    let start = Instant::now();
+    assert_eq!(
+        client
+            .find_ioc("src", &key)
+            .expect("found nothing after two drops"),
+        None
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(client.stats().retries_of(Op::FindIoc), 2);
+}
+
+/// A timeout is not resent: it already held the worker for the whole request timeout, and the
+/// server may still be working on it.
+#[test]
+fn a_timeout_is_not_resent() {
+    let (url, accepted) = silent_server();
+    let mut opts = options(&url);
+    opts.request_timeout = Duration::from_millis(300);
+    let (client, _tx) = client_with(opts);
+    let err = client.delete_ioc("x").unwrap_err();
+    assert!(matches!(err, HarfangLabError::Timeout { .. }), "{err:?}");
+    assert_eq!(err.failure_kind(), FailureKind::UNAVAILABLE);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(client.stats().retries(), 0);
 }
 
 #[test]
-fn shutdown_interrupts_a_backoff_promptly() {
-    let mut server = mockito::Server::new();
-    server
-        .mock("POST", format!("{TI}/IOCRule/").as_str())
-        .with_status(429)
-        .with_header("retry-after", "60")
-        .expect_at_least(1)
-        .create();
-    let mut opts = options(&server.url());
-    opts.retry.max_retry_after = Duration::from_secs(60);
+fn shutdown_interrupts_a_resend_wait_promptly() {
+    let (url, _accepted) = dropping_server(usize::MAX, "{}");
+    let mut opts = options(&url);
+    // A long wait between resends: only the shutdown can end it early.
+    opts.retry = RetryPolicy {
+        max_retries: 5,
+        base: Duration::from_secs(60),
+        cap: Duration::from_secs(60),
+    };
     let (client, tx) = client_with(opts);
     let worker = {
         let client = client.clone();
         std::thread::spawn(move || client.create_ioc(&ioc_body()))
     };
-    std::thread::sleep(Duration::from_millis(200));
-    // The worker sits in the Retry-After wait: the gauge the watchdog reads shows it.
+    // The worker sits in the resend wait: the gauge the watchdog reads shows it.
     let deadline = Instant::now() + Duration::from_secs(5);
     while client.stats().waiting_to_retry() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -653,7 +748,7 @@ fn shutdown_interrupts_a_backoff_promptly() {
             op: "create IOCRule".into()
         }
     );
-    // Later retries give up at once too.
+    // Later resends give up at once too.
     let err = client.create_ioc(&ioc_body()).unwrap_err();
     assert!(matches!(err, HarfangLabError::ShuttingDown { .. }));
 }
@@ -672,12 +767,7 @@ fn connection_refused_is_unreachable_after_retries() {
     );
     assert!(err.is_retryable());
     assert_eq!(client.stats().retries(), 3);
-    assert_eq!(
-        client
-            .stats()
-            .requests(Op::DeleteIoc, StatusClass::Transport),
-        4
-    );
+    assert_eq!(client.stats().requests(Op::DeleteIoc, None), 4);
 }
 
 #[test]

@@ -1,22 +1,33 @@
 //! The GraphQL client against mockito: exact request bodies, version-dependent inputs (gated at
 //! the exact patch release), dropping what the platform says it does not know, the ping state
-//! format, reset detection, null indicators, errors and retries.
+//! format, reset detection, null indicators, errors, their classification and the quick resend.
+
+mod net_support;
 
 use harfanglab_intel::opencti::api::{
     ABOUT_QUERY, ApiError, ApiOptions, INDICATOR_QUERY, OpenCtiApi, PING_MUTATION,
     PING_MUTATION_WITH_INFO, PingOutcome, PlatformVersion, REGISTER_MUTATION, Registration,
 };
+use harfanglab_intel::retry::{FailureKind, RetryPolicy, Retryable};
 use harfanglab_intel::secret::Secret;
 use harfanglab_intel::state::Checkpoint;
 use mockito::Matcher;
+use net_support::{dropping_server, silent_server};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn api(server: &mockito::Server) -> OpenCtiApi {
-    let mut o = ApiOptions::new(format!("{}/", server.url()), Secret::new("tok-123"));
-    o.backoff = Duration::from_millis(5);
-    o.max_retries = 2;
+    api_at(&format!("{}/", server.url()))
+}
+
+fn api_at(url: &str) -> OpenCtiApi {
+    let mut o = ApiOptions::new(url, Secret::new("tok-123"));
+    o.retry = RetryPolicy {
+        max_retries: 2,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(5),
+    };
     o.timeout = Duration::from_secs(5);
     OpenCtiApi::new(o).unwrap()
 }
@@ -331,35 +342,82 @@ fn auth_errors_are_fatal_and_do_not_leak_the_token() {
     assert!(api(&server).about().unwrap_err().is_fatal());
 }
 
+/// Statuses are not retried by the client: the caller waits (the pipeline's timer heap, startup,
+/// the next ping) without the client holding a thread. A 503's `Retry-After` travels with it.
 #[test]
-fn server_errors_are_retried_with_backoff() {
+fn unavailable_statuses_come_back_at_once_with_their_retry_after() {
     let mut server = mockito::Server::new();
     let fail = server
         .mock("POST", "/graphql")
         .with_status(503)
-        .expect(2)
-        .create();
-    let ok = server
-        .mock("POST", "/graphql")
-        .with_body(r#"{"data":{"about":{"version":"6.0.0"}}}"#)
+        .with_header("retry-after", "7")
         .expect(1)
         .create();
-    assert_eq!(api(&server).about().unwrap(), "6.0.0");
+    let e = api(&server).about().unwrap_err();
     fail.assert();
-    ok.assert();
+    assert!(
+        matches!(e, ApiError::Status { status: 503, retry_after: Some(d), .. } if d == Duration::from_secs(7)),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.failure_kind(),
+        FailureKind::Unavailable {
+            retry_after: Some(Duration::from_secs(7))
+        }
+    );
 }
 
 #[test]
-fn retries_give_up_after_the_limit() {
+fn server_errors_are_transient_and_not_retried_by_the_client() {
     let mut server = mockito::Server::new();
     let fail = server
         .mock("POST", "/graphql")
         .with_status(500)
-        .expect(3)
+        .expect(1)
         .create();
     let e = api(&server).about().unwrap_err();
     assert!(matches!(e, ApiError::Status { status: 500, .. }));
+    assert_eq!(e.failure_kind(), FailureKind::Transient);
     fail.assert();
+}
+
+/// A dropped connection (a stale keep-alive connection) is resent at once, at most
+/// `retry.max_retries` times.
+#[test]
+fn a_dropped_connection_is_resent_quickly() {
+    let (url, accepted) = dropping_server(2, r#"{"data":{"about":{"version":"6.4.0"}}}"#);
+    let api = api_at(&url);
+    let activity = api.retry_activity();
+    let t0 = std::time::Instant::now();
+    assert_eq!(api.about().unwrap(), "6.4.0");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(activity.retries.load(Ordering::Relaxed), 2);
+
+    // Three drops with two resends allowed: the transport error comes back, unavailable.
+    let (url, accepted) = dropping_server(3, "{}");
+    let e = api_at(&url).about().unwrap_err();
+    assert!(
+        matches!(e, ApiError::Transport { timeout: false, .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.failure_kind(), FailureKind::UNAVAILABLE);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+/// A timeout is not resent: the platform may still be working on it, and it already held the
+/// thread for the whole timeout.
+#[test]
+fn a_timeout_is_not_resent() {
+    let (url, accepted) = silent_server();
+    let mut o = ApiOptions::new(url, Secret::new("tok-123"));
+    o.timeout = Duration::from_millis(300);
+    let e = OpenCtiApi::new(o).unwrap().about().unwrap_err();
+    assert!(
+        matches!(e, ApiError::Transport { timeout: true, .. }),
+        "{e:?}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[test]
@@ -378,17 +436,20 @@ fn custom_headers_are_sent() {
 }
 
 #[test]
-fn shutdown_interrupts_a_retry_backoff() {
-    let mut server = mockito::Server::new();
-    let _m = server.mock("POST", "/graphql").with_status(503).create();
-    let mut o = ApiOptions::new(server.url(), Secret::new("tok-123"));
-    o.backoff = Duration::from_secs(30);
+fn shutdown_interrupts_a_resend_wait() {
+    let (url, accepted) = dropping_server(usize::MAX, "{}");
+    let mut o = ApiOptions::new(url, Secret::new("tok-123"));
+    // A long resend wait: only the shutdown can end it early.
+    o.retry = RetryPolicy {
+        max_retries: 5,
+        base: Duration::from_secs(30),
+        cap: Duration::from_secs(30),
+    };
     let (tx, rx) = crossbeam_channel::bounded::<()>(0);
     let api = OpenCtiApi::new(o).unwrap().with_shutdown(rx);
     let activity = api.retry_activity();
     let t = std::thread::spawn(move || api.about());
-    std::thread::park_timeout(Duration::from_millis(200));
-    // The service watchdog sees the thread inside the retry wait.
+    // The thread sits in the resend wait: the gauge the watchdog reads shows it.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while activity.waiting.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -400,4 +461,5 @@ fn shutdown_interrupts_a_retry_backoff() {
     assert_eq!(t.join().unwrap().unwrap_err(), ApiError::Shutdown);
     assert!(t0.elapsed() < Duration::from_secs(2));
     assert_eq!(activity.waiting.load(Ordering::Relaxed), 0);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }

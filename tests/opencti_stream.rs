@@ -1,5 +1,5 @@
 //! The live-stream reader against the OpenCTI simulator: resume after drops, dead-stream detection,
-//! status policy, headers, gzip, restart and shutdown.
+//! status policy (a 429's `Retry-After` honoured), headers, gzip, restart and shutdown.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use harfanglab_intel::opencti::events::Payload;
@@ -159,6 +159,38 @@ fn stopped_stream_410_and_5xx_are_retried_until_it_works() {
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(reasons[0].contains("410") && reasons[0].contains("stopped"));
     assert!(reasons[1].contains("503"));
+    drop(r.shutdown);
+    r.reader.join().unwrap();
+}
+
+/// A throttled stream waits the server's `Retry-After` before reconnecting (the backoff here is
+/// 10 ms, so a wait of a second can only be the hint), then streams.
+#[test]
+fn a_throttled_stream_reconnects_after_its_retry_after() {
+    let sim = sim(2);
+    sim.push_faults([ConnFault::Throttled(1)]);
+    let t0 = Instant::now();
+    let r = run(opts(&sim), start("0-0"), 16);
+    let mut others = Vec::new();
+    assert_eq!(events(&r.rx, 2, &mut others), sim.event_ids());
+    let waits: Vec<Duration> = others
+        .iter()
+        .filter_map(|i| match i {
+            StreamItem::Disconnected { reason, retry_in } => {
+                assert!(reason.contains("429"), "{reason}");
+                Some(*retry_in)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits.len(), 1, "{others:?}");
+    assert!(
+        waits[0] >= Duration::from_secs(1) && waits[0] <= Duration::from_secs(2),
+        "{waits:?}"
+    );
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    let statuses: Vec<u16> = sim.stream_requests().iter().map(|q| q.status).collect();
+    assert_eq!(statuses, [429, 200]);
     drop(r.shutdown);
     r.reader.join().unwrap();
 }

@@ -113,16 +113,12 @@ fn a_slow_key_does_not_block_other_keys() {
         }
         Outcome::Applied(String::new())
     });
-    let summary = pipeline::run(
+    let summary = run_to_end(
         feed(items, 8),
         &handler,
-        &mut RecordingSink::default(),
-        &mut (),
         &pipeline_support::fast_opts(2),
-        &Shutdown::new(),
         DeadLetterLog::disabled(),
-    )
-    .expect("run");
+    );
     assert_eq!(summary.stats.applied, 200);
 }
 

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use harfanglab_intel::pipeline::{
-    self, DeadLetterLog, Input, Outcome, PipelineHooks, RetryPolicy, Shutdown, StatsSnapshot,
-    StopReason,
+    self, DeadLetterLog, Input, Outcome, PipelineHooks, Shutdown, StatsSnapshot, StopReason,
 };
+use harfanglab_intel::retry::RetryPolicy;
 use pipeline_support::*;
 
 /// An endless source: sends events (10 keys) until the receiver is dropped or `stop` fires.
@@ -152,9 +152,9 @@ fn retry_wait_ends_at_once_on_shutdown() {
     };
     let mut opts = fast_opts(1);
     opts.retry = RetryPolicy {
-        max_attempts: 10,
-        initial_backoff: Duration::from_secs(600),
-        max_backoff: Duration::from_secs(600),
+        max_retries: 9,
+        base: Duration::from_secs(600),
+        cap: Duration::from_secs(600),
     };
     let (tx, source) = crossbeam_channel::bounded(4);
     tx.send(event(0, "a", "create")).unwrap();
@@ -191,16 +191,12 @@ fn closed_source_drains_everything_including_pending_retries() {
     let items: Vec<Input<Ev>> = (0..10)
         .map(|n| event(n, &format!("k{n}"), "create"))
         .collect();
-    let summary = pipeline::run(
+    let summary = run_to_end(
         feed(items, 4),
         &handler,
-        &mut RecordingSink::default(),
-        &mut (),
         &fast_opts(2),
-        &Shutdown::new(),
         DeadLetterLog::disabled(),
-    )
-    .expect("run");
+    );
     assert_eq!(summary.reason, StopReason::SourceClosed);
     assert_eq!(summary.stats.applied, 10);
     assert_eq!(summary.stats.retries, 1);

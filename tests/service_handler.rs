@@ -3,6 +3,7 @@
 //! stream reader decodes them. Checks what each kind of event does to HarfangLab, and how
 //! failures are classified (retry / dead letter / fatal).
 
+use harfanglab_intel::harfanglab::HarfangLabError;
 use harfanglab_intel::harfanglab::model::{IocRule, RuleKind, SourceLists};
 use harfanglab_intel::metrics::{Health, Metrics};
 use harfanglab_intel::notify::{Notifier, WatchdogGate};
@@ -10,10 +11,11 @@ use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
 use harfanglab_intel::opencti::events::{self, Decoded, EventError};
 use harfanglab_intel::opencti::sse::Frame;
 use harfanglab_intel::pipeline::{EventHandler, Outcome};
+use harfanglab_intel::retry::FailureKind;
 use harfanglab_intel::secret::Secret;
 use harfanglab_intel::service::{self, Handler, Work, event_key};
 use harfanglab_intel::sync::comment::RuleComment;
-use harfanglab_intel::sync::memory::MemoryApi;
+use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
 use harfanglab_intel::sync::{SyncSettings, Syncer};
 use mockito::Matcher;
 use serde_json::{Value, json};
@@ -56,7 +58,7 @@ struct Fx {
 fn setup() -> Fx {
     let server = mockito::Server::new();
     let mut o = ApiOptions::new(server.url(), Secret::new("tok"));
-    o.max_retries = 0;
+    o.retry.max_retries = 0;
     o.timeout = Duration::from_secs(5);
     let api = OpenCtiApi::new(o).unwrap();
     let mem = MemoryApi::new();
@@ -364,22 +366,73 @@ fn indicator_delete_uses_the_payload_and_its_observable_values() {
     assert!(fx.values().is_empty(), "{:?}", fx.values());
 }
 
+fn kind(o: &Outcome) -> FailureKind {
+    match o {
+        Outcome::Failed { kind, .. } => *kind,
+        o => panic!("not a failure: {o:?}"),
+    }
+}
+
 #[test]
 fn failures_are_classified_retry_dead_letter_or_fatal() {
     let mut fx = setup();
     let create = work(&fixture("indicator-create.json"));
-    let m = fx.server.mock("POST", "/graphql").with_status(503).create();
+    // OpenCTI unavailable: retried as such, with its `Retry-After` for the owner's wait.
+    let m = fx
+        .server
+        .mock("POST", "/graphql")
+        .with_status(503)
+        .with_header("retry-after", "4")
+        .create();
     let o = fx.handle(&create);
-    assert!(
-        matches!(
-            o,
-            Outcome::Failed {
-                retryable: true,
-                ..
-            }
-        ),
+    assert_eq!(
+        kind(&o),
+        FailureKind::Unavailable {
+            retry_after: Some(Duration::from_secs(4))
+        },
         "OpenCTI 503 is retried: {o:?}"
     );
+    m.remove();
+    // An OpenCTI 500 or a GraphQL error may be about this indicator: retried, and counted.
+    let m = fx.server.mock("POST", "/graphql").with_status(500).create();
+    assert_eq!(kind(&fx.handle(&create)), FailureKind::Transient);
+    m.remove();
+    let m = fx
+        .server
+        .mock("POST", "/graphql")
+        .with_body(r#"{"errors":[{"message":"boom"}],"data":null}"#)
+        .create();
+    assert_eq!(kind(&fx.handle(&create)), FailureKind::Transient);
+    m.remove();
+    // HarfangLab throttling: unavailable with its `Retry-After`; a HarfangLab 500: transient.
+    {
+        let _m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4']", &[]));
+        let throttled = HarfangLabError::Status {
+            op: "find IOCRule".into(),
+            status: 429,
+            body: "slow down".into(),
+            retry_after: Some(Duration::from_secs(9)),
+        };
+        fx.mem.inject(Target::Any, Fault::Fail(throttled), Some(1));
+        assert_eq!(
+            kind(&fx.handle(&create)),
+            FailureKind::Unavailable {
+                retry_after: Some(Duration::from_secs(9))
+            }
+        );
+        let broken = HarfangLabError::Status {
+            op: "find IOCRule".into(),
+            status: 500,
+            body: "oops".into(),
+            retry_after: None,
+        };
+        fx.mem.inject(Target::Any, Fault::Fail(broken), Some(1));
+        assert_eq!(kind(&fx.handle(&create)), FailureKind::Transient);
+        fx.mem.clear_faults();
+        assert!(fx.values().is_empty(), "the failed attempts wrote nothing");
+    }
+    let m = fx.server.mock("POST", "/graphql").with_status(401).create();
+    assert!(matches!(fx.handle(&create), Outcome::Fatal(_)));
     m.remove();
     let m = fx.server.mock("POST", "/graphql").with_status(401).create();
     assert!(matches!(fx.handle(&create), Outcome::Fatal(_)));
@@ -388,7 +441,7 @@ fn failures_are_classified_retry_dead_letter_or_fatal() {
     let _m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4'", &[]));
     match fx.handle(&create) {
         Outcome::Failed {
-            retryable: false,
+            kind: FailureKind::Permanent,
             reason,
         } => assert!(reason.contains("invalid STIX pattern"), "{reason}"),
         o => panic!("{o:?}"),
@@ -402,7 +455,7 @@ fn failures_are_classified_retry_dead_letter_or_fatal() {
     let o = fx.handler.handle("1718445600000-0", "malformed:x", &bad);
     match o {
         Outcome::Failed {
-            retryable: false,
+            kind: FailureKind::Permanent,
             reason,
         } => assert!(reason.contains("1718445600000-0"), "{reason}"),
         o => panic!("{o:?}"),

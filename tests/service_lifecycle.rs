@@ -307,3 +307,24 @@ fn unknown_stream_is_a_clear_fatal_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_taken_metrics_port_is_named_as_such() {
+    let e = env("metrics-port");
+    let mut config = e.config.clone();
+    // Held for the whole test: the service cannot bind it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    config.connector.metrics_addr = Some(addr);
+    let err = run_alone(&config).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ServiceError::Metrics { .. }), "{err:?}");
+    assert!(
+        text.contains(&format!("metrics server cannot listen on {addr}"))
+            && text.contains("CONNECTOR_METRICS_PORT")
+            && text.contains("CONNECTOR_EXPOSE_METRICS=false"),
+        "{text}"
+    );
+    assert!(!text.contains("thread"), "{text}");
+    drop(taken);
+}

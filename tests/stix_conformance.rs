@@ -12,9 +12,10 @@ use harfanglab_intel::stix::{
 };
 use serde_json::{Value as Json, json};
 use std::collections::BTreeSet;
+use std::path::Path;
 
 mod corpora;
-use corpora::read_jsonl;
+use corpora::{full_corpora, read_jsonl, sample_dir};
 
 /// Cases where we knowingly differ from the oracle: (pattern, reason). Empty: we agree on all.
 const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[];
@@ -118,18 +119,35 @@ fn oracle_error_column(row: &Json) -> Option<usize> {
 }
 
 #[test]
-fn agrees_with_reference_validator() {
-    let cases = read_jsonl::<Json>("stix-patterns/validator-cases.jsonl");
-    let reals = read_jsonl::<Json>("stix-patterns/real-patterns.jsonl");
-    let oracle = read_jsonl::<Json>("stix-patterns/oracle-expected.jsonl");
+fn sample_agrees_with_reference_validator() {
+    agrees_with_reference_validator(&sample_dir(), "sample");
+}
+
+#[test]
+fn full_corpus_agrees_with_reference_validator() {
+    if let Some(dir) = full_corpora("stix_conformance::full_corpus_agrees_with_reference_validator")
+    {
+        agrees_with_reference_validator(&dir, "full corpus");
+    }
+}
+
+fn agrees_with_reference_validator(dir: &Path, which: &str) {
+    let cases = read_jsonl::<Json>(dir, "stix-patterns/validator-cases.jsonl");
+    let reals = read_jsonl::<Json>(dir, "stix-patterns/real-patterns.jsonl");
+    let oracle = read_jsonl::<Json>(dir, "stix-patterns/oracle-expected.jsonl");
     assert_eq!(
         cases.len() + reals.len(),
         oracle.len(),
         "oracle rows = cases + real patterns"
     );
+    let (min_cases, min_reals) = if which == "sample" {
+        (20, 20)
+    } else {
+        (200, 8000)
+    };
     assert!(
-        cases.len() > 200 && reals.len() > 8000,
-        "corpus unexpectedly small"
+        cases.len() > min_cases && reals.len() > min_reals,
+        "{which} unexpectedly small"
     );
 
     let mut failures = Vec::new();
@@ -215,7 +233,7 @@ fn agrees_with_reference_validator() {
         }
     }
     println!(
-        "stix conformance: {checked} STIX 2.1 patterns checked; valid agrees {valid_agree}/{checked}, \
+        "stix conformance ({which}): {checked} STIX 2.1 patterns checked; valid agrees {valid_agree}/{checked}, \
          parse_ok agrees {syntax_agree}/{checked}; syntax error offset agrees \
          {position_agree}/{error_positions}; comparisons agree on {cmp_agree}/{cmp_checked} valid \
          patterns ({comparisons_seen} comparisons); {} deliberate differences",
@@ -226,5 +244,10 @@ fn agrees_with_reference_validator() {
         "{} disagreements:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+    // Every path of the comparison ran: invalid patterns with a position, valid ones extracted.
+    assert!(
+        error_positions > 0 && cmp_checked > 0 && comparisons_seen > cmp_checked,
+        "{which}: too few kinds of case to exercise every check"
     );
 }

@@ -14,7 +14,7 @@ use harfanglab_intel::harfanglab::client::{Client, ClientOptions};
 use harfanglab_intel::harfanglab::model::{
     IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
 };
-use harfanglab_intel::harfanglab::retry::RetryPolicy;
+use harfanglab_intel::retry::Retryable;
 use harfanglab_intel::rules::sigma::SigmaMeta;
 use harfanglab_intel::rules::yara::YaraMeta;
 use harfanglab_intel::secret::Secret;
@@ -28,7 +28,6 @@ use harfanglab_intel::translate::{
     FormerState, Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec,
 };
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 // ---- fixtures -------------------------------------------------------------------------------
 
@@ -1201,17 +1200,12 @@ impl ThreatIntelApi for SimBackend {
     }
 }
 
-/// A client for `sim` with fast retries (the storm test needs many of them) and no proxy.
+/// A client for `sim` with no proxy (and the default quick resend only: the storm test retries
+/// whole upserts, as the pipeline does).
 fn sim_client(sim: &HarfangLabSim) -> (Client, crossbeam_channel::Sender<()>) {
     let mut opts = ClientOptions::new(sim.base_url(), Secret::new(sim.token()));
     opts.proxy_from_env = false;
     opts.page_size = 5; // small pages: lookups and listings cross page boundaries
-    opts.retry = RetryPolicy {
-        max_retries: 30,
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(10),
-        max_retry_after: Duration::from_millis(20),
-    };
     let (tx, rx) = crossbeam_channel::unbounded();
     (Client::new(opts, rx).expect("client"), tx)
 }
@@ -1263,6 +1257,7 @@ mod memory_only {
             op: "create IOCRule".into(),
             status: code,
             body: "{}".into(),
+            retry_after: None,
         }
     }
 
@@ -1454,7 +1449,9 @@ mod memory_only {
 
 mod simulator_only {
     use super::*;
+    use harfanglab_intel::sync::{SyncError, SyncReport};
     use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
     /// A simulator that also refuses a second file declaring an existing rule identifier (an
     /// opt-in guess, `SimConfig::unique_yara_rule_names`).
@@ -1504,8 +1501,28 @@ mod simulator_only {
         want
     }
 
-    /// Run the workload on `THREADS` threads through the real client; return the simulator's
-    /// IOC rules as value → sorted holders, and the client's retry count.
+    /// Run `step` until it succeeds, as the pipeline retries a whole event (the client itself
+    /// only resends a dropped connection); counts the retries in `retries`.
+    fn until_applied(
+        retries: &AtomicU64,
+        what: &str,
+        mut step: impl FnMut() -> Result<SyncReport, SyncError>,
+    ) {
+        for _ in 0..200 {
+            match step() {
+                Ok(_) => return,
+                Err(e) if e.is_retryable() => {
+                    retries.fetch_add(1, AtomicOrdering::Relaxed);
+                }
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
+        panic!("{what}: still failing after 200 attempts");
+    }
+
+    /// Run the workload on `THREADS` threads through the real client, retrying each upsert and
+    /// release as a whole while it fails for a retryable reason (what the pipeline does); return
+    /// the simulator's IOC rules as value → sorted holders, and the number of those retries.
     fn run_workload(faults: Faults) -> (BTreeMap<String, Vec<String>>, u64) {
         let sim = harfanglab_intel::sim::harfanglab::serve(
             "127.0.0.1:0",
@@ -1520,7 +1537,7 @@ mod simulator_only {
         let lists = client
             .ensure_source_lists("OpenCTI Intel")
             .expect("source lists");
-        let stats = client.stats();
+        let retries = AtomicU64::new(0);
         sim.set_faults(faults);
         let s = Syncer::new(
             client,
@@ -1533,15 +1550,18 @@ mod simulator_only {
         std::thread::scope(|scope| {
             for t in 0..THREADS {
                 let s = &s;
+                let retries = &retries;
                 scope.spawn(move || {
                     for i in (t..INDICATORS).step_by(THREADS) {
                         let (ind, keys, released) = workload(i);
                         let tr = iocs(&keys);
-                        s.upsert(&ind, &tr, &none())
-                            .expect("upsert through the storm");
+                        until_applied(retries, "upsert through the storm", || {
+                            s.upsert(&ind, &tr, &none())
+                        });
                         if released {
-                            s.release(&ind, &tr, &none())
-                                .expect("release through the storm");
+                            until_applied(retries, "release through the storm", || {
+                                s.release(&ind, &tr, &none())
+                            });
                         }
                     }
                 });
@@ -1558,7 +1578,7 @@ mod simulator_only {
             let previous = state.insert(rule.value.clone(), holders);
             assert!(previous.is_none(), "two rules for {}", rule.value);
         }
-        (state, stats.retries())
+        (state, retries.into_inner())
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! The blocking HarfangLab REST client: one shared ureq `Agent` (connection reuse across worker
-//! threads), `Authorization: Token`, retries with backoff, and every threat-intel call the
-//! connector makes (startup probe, source lists, IOC rules, Sigma rules, Yara files).
+//! threads), `Authorization: Token`, a quick resend of a dropped connection, and every
+//! threat-intel call the connector makes (startup probe, source lists, IOC rules, Sigma rules,
+//! Yara files).
 //!
 //! Owns the wire: paths (always with the trailing `/`, except `/api/version`), status handling,
 //! error classification and request statistics. It does not decide what to create or delete;
 //! that is `sync`, which calls it through [`ThreatIntelApi`]. See `docs/harfanglab-api.md` §9.
 //!
+//! Retries: a call is resent only after a dropped connection, at most [`RetryPolicy::quick`]
+//! (150 ms of waits in all, see [`Client::send`]). Timeouts, 429 and 5xx are returned at once,
+//! classified by [`HarfangLabError::failure_kind`] with the server's `Retry-After`: the pipeline
+//! owner waits for them without holding a worker (`crate::retry`, README "Failures and retries").
+//!
 //! Shutdown: `Client::new` takes a `crossbeam_channel::Receiver<()>`. A message on it, or its
-//! disconnection (every `Sender` dropped, the usual way to broadcast shutdown), ends any retry wait
-//! at once with [`HarfangLabError::ShuttingDown`]; waits are `recv_timeout` on that receiver.
-//! Requests already on the wire finish (bounded by `request_timeout`).
+//! disconnection (every `Sender` dropped, the usual way to broadcast shutdown), ends a resend wait
+//! at once with [`HarfangLabError::ShuttingDown`] (`retry::wait`). Requests already on the wire
+//! finish (bounded by `request_timeout`).
 
 use super::api::ThreatIntelApi;
 use super::error::HarfangLabError;
@@ -17,7 +23,7 @@ use super::model::{
     ImportAnswer, IocRule, IocRuleBody, Page, ProbeReport, RemoteRule, RuleBody, RuleFilter,
     RuleKind, SourceKind, SourceList, SourceLists,
 };
-use super::retry::{self, RetryPolicy};
+use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::translate::{IocKey, IocType};
 use crossbeam_channel::Receiver;
@@ -54,7 +60,7 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Whole-request timeout (connect, send, receive, body).
     pub request_timeout: Duration,
-    /// Retries of network errors, timeouts, 429 and 5xx.
+    /// Resends of a request whose connection dropped (keep it short: a worker waits).
     pub retry: RetryPolicy,
     pub user_agent: String,
     /// `limit` of each list page.
@@ -74,8 +80,8 @@ const INPUT_BUFFER: usize = 32 * 1024;
 const OUTPUT_BUFFER: usize = 16 * 1024;
 
 impl ClientOptions {
-    /// Options with the defaults: TLS verified, 10 s connect, 60 s request, 8 retries
-    /// (200 ms base, 30 s cap), pages of 500, lists capped at 100 000 objects.
+    /// Options with the defaults: TLS verified, 10 s connect, 60 s request, quick resends only
+    /// ([`RetryPolicy::quick`]), pages of 500, lists capped at 100 000 objects.
     pub fn new(base_url: impl Into<String>, token: Secret) -> Self {
         ClientOptions {
             base_url: base_url.into(),
@@ -84,7 +90,7 @@ impl ClientOptions {
             ca_file: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::quick(),
             user_agent: format!("harfanglab-intel/{}", env!("CARGO_PKG_VERSION")),
             page_size: 500,
             max_list_items: 100_000,
@@ -175,53 +181,65 @@ impl Op {
     }
 }
 
-/// What one HTTP exchange ended with, for the request counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StatusClass {
-    Success,
-    Redirect,
-    ClientError,
-    ServerError,
-    /// No HTTP answer: connection, TLS or timeout failure.
-    Transport,
+/// The status codes counted one by one: what HarfangLab (and the proxies and load balancers in
+/// front of it) answer in practice. Any other code is counted under its class (`4xx`, ...), an
+/// exchange without an answer under `error`. A fixed table keeps the counters' memory bounded
+/// whatever a server answers.
+const COUNTED_STATUSES: [(u16, &str); 18] = [
+    (200, "200"),
+    (201, "201"),
+    (204, "204"),
+    (301, "301"),
+    (302, "302"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (409, "409"),
+    (413, "413"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+];
+
+/// Labels of the slots after the counted codes: one per class, then codes outside 100-599, then
+/// no answer at all.
+const OTHER_SLOTS: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other", "error"];
+
+/// Counter slots per operation.
+const SLOTS: usize = COUNTED_STATUSES.len() + OTHER_SLOTS.len();
+
+/// The counter slot of an exchange that ended with `status` (`None`: no HTTP answer).
+fn status_slot(status: Option<u16>) -> usize {
+    let table = COUNTED_STATUSES.len();
+    match status {
+        None => SLOTS - 1,
+        Some(code) => match COUNTED_STATUSES.iter().position(|&(c, _)| c == code) {
+            Some(i) => i,
+            None if (100..600).contains(&code) => table + usize::from(code / 100 - 1),
+            None => SLOTS - 2,
+        },
+    }
 }
 
-impl StatusClass {
-    pub const ALL: [StatusClass; 5] = [
-        StatusClass::Success,
-        StatusClass::Redirect,
-        StatusClass::ClientError,
-        StatusClass::ServerError,
-        StatusClass::Transport,
-    ];
-
-    /// Metric label: `2xx`, `3xx`, `4xx`, `5xx`, `error`.
-    pub fn name(self) -> &'static str {
-        match self {
-            StatusClass::Success => "2xx",
-            StatusClass::Redirect => "3xx",
-            StatusClass::ClientError => "4xx",
-            StatusClass::ServerError => "5xx",
-            StatusClass::Transport => "error",
-        }
-    }
-
-    pub fn of(status: u16) -> StatusClass {
-        match status {
-            300..=399 => StatusClass::Redirect,
-            400..=499 => StatusClass::ClientError,
-            500.. => StatusClass::ServerError,
-            _ => StatusClass::Success,
-        }
-    }
+/// The metric label of a slot: the code itself, its class (`4xx`), `other` or `error`.
+fn slot_label(slot: usize) -> &'static str {
+    COUNTED_STATUSES
+        .get(slot)
+        .map(|&(_, label)| label)
+        .unwrap_or_else(|| OTHER_SLOTS[slot - COUNTED_STATUSES.len()])
 }
 
 /// Request counters for metrics, shared by every clone of a [`Client`].
 #[derive(Debug)]
 pub struct ClientStats {
-    requests: [[AtomicU64; 5]; 12],
+    requests: [[AtomicU64; SLOTS]; 12],
     retries: [AtomicU64; 12],
-    /// Threads currently waiting before a retry (an outage, not a wedged worker).
+    /// Threads inside a quick resend wait (at most 150 ms each).
     waiting: AtomicU64,
 }
 
@@ -236,9 +254,10 @@ impl Default for ClientStats {
 }
 
 impl ClientStats {
-    /// HTTP exchanges of `op` that ended in `class` (each retry attempt counts).
-    pub fn requests(&self, op: Op, class: StatusClass) -> u64 {
-        self.requests[op.index()][class as usize].load(Ordering::Relaxed)
+    /// HTTP exchanges of `op` counted with `status` (`None`: no answer), each retry attempt
+    /// included. A code outside the counted table shares its class's counter.
+    pub fn requests(&self, op: Op, status: Option<u16>) -> u64 {
+        self.requests[op.index()][status_slot(status)].load(Ordering::Relaxed)
     }
 
     /// All HTTP exchanges.
@@ -250,7 +269,7 @@ impl ClientStats {
             .sum()
     }
 
-    /// Retries of `op` (attempts after the first).
+    /// Quick resends of `op` after a dropped connection (event retries are the pipeline's).
     pub fn retries_of(&self, op: Op) -> u64 {
         self.retries[op.index()].load(Ordering::Relaxed)
     }
@@ -260,27 +279,30 @@ impl ClientStats {
         self.retries.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    /// Threads inside a retry wait right now.
+    /// Threads inside a resend wait right now.
     pub fn waiting_to_retry(&self) -> u64 {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Non-zero request counters as `(op, class, count)`, for a metrics exporter.
+    /// Non-zero request counters as `(op, status label, count)`, for a metrics exporter: the
+    /// label is the real code (`404`), its class (`4xx`) for a code outside the counted table,
+    /// `other` for one outside 100-599, `error` for no answer.
     pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
         let mut out = Vec::new();
         for op in Op::ALL {
-            for class in StatusClass::ALL {
-                let n = self.requests(op, class);
+            for (slot, counter) in self.requests[op.index()].iter().enumerate() {
+                let n = counter.load(Ordering::Relaxed);
                 if n > 0 {
-                    out.push((op.name(), class.name(), n));
+                    out.push((op.name(), slot_label(slot), n));
                 }
             }
         }
         out
     }
 
-    fn record(&self, op: Op, class: StatusClass) {
-        self.requests[op.index()][class as usize].fetch_add(1, Ordering::Relaxed);
+    /// Count one exchange of `op` that ended with `status` (`None`: no answer).
+    pub(crate) fn record(&self, op: Op, status: Option<u16>) {
+        self.requests[op.index()][status_slot(status)].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -308,7 +330,8 @@ impl Method {
 struct Answer {
     status: u16,
     body: String,
-    retry_after: Option<String>,
+    /// `Retry-After`, parsed when the answer came.
+    retry_after: Option<Duration>,
     location: Option<String>,
 }
 
@@ -575,20 +598,27 @@ impl Client {
         Ok(out)
     }
 
-    /// Send a call, retrying transient failures; returns the final answer whatever its status
-    /// (callers decide what a status means), or the final transport error.
+    /// Send a call; returns the answer whatever its status (callers decide what a status means,
+    /// [`status_error`] classifies it), or the final transport error. The only retry here is
+    /// [`RetryPolicy::quick`]-sized: a request whose connection dropped ([`HarfangLabError::
+    /// Unreachable`]: a stale keep-alive connection, a reset) is sent again at once. Every
+    /// request is safe to resend: reads and deletes are idempotent, and a create that did land
+    /// meets "already exists", which the sync layer resolves. A timeout is not resent (the server
+    /// may still be working on it, and it already held the worker for the whole request
+    /// timeout), nor is any status: 429, 5xx and longer outages go back to the pipeline, which
+    /// waits in its timer heap without holding a worker.
     fn send(&self, call: &Call<'_>) -> Result<Answer, HarfangLabError> {
         let inner = &*self.inner;
         let url = format!("{}{}", inner.base, call.path);
         let mut rng = fastrand::Rng::new();
-        let mut attempt: u32 = 0;
+        let mut retries: u32 = 0;
         loop {
             let started = Instant::now();
             let result = self.exchange(call.method, &url, &call.query, call.body.as_deref());
             let ms = started.elapsed().as_millis();
-            let (retry_after, failure) = match result {
+            let err = match result {
                 Ok(ans) => {
-                    inner.stats.record(call.op, StatusClass::of(ans.status));
+                    inner.stats.record(call.op, Some(ans.status));
                     debug!(
                         "{} {} -> {} ({ms} ms)",
                         call.method.as_str(),
@@ -596,35 +626,28 @@ impl Client {
                         ans.status
                     );
                     trace!("{} body: {}", call.label, excerpt(&ans.body));
-                    let transient = ans.status == 429 || ans.status >= 500;
-                    if !transient || attempt >= inner.retry.max_retries {
-                        return Ok(ans);
-                    }
-                    let after = ans
-                        .retry_after
-                        .as_deref()
-                        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-                    (after, format!("answered {}", ans.status))
+                    return Ok(ans);
                 }
                 Err(e) => {
-                    inner.stats.record(call.op, StatusClass::Transport);
+                    inner.stats.record(call.op, None);
                     let err = transport_error(&call.label, inner.https, e);
                     debug!(
                         "{} {} -> failed ({ms} ms): {err}",
                         call.method.as_str(),
                         call.path
                     );
-                    if !err.is_retryable() || attempt >= inner.retry.max_retries {
-                        return Err(err);
-                    }
-                    (None, err.to_string())
+                    err
                 }
             };
-            let delay = inner.retry.delay(attempt, retry_after, &mut rng);
-            attempt += 1;
+            let dropped = matches!(err, HarfangLabError::Unreachable { .. });
+            if !dropped || !inner.retry.allows(retries) {
+                return Err(err);
+            }
+            let delay = inner.retry.backoff(retries, &mut rng);
+            retries += 1;
             inner.stats.retries[call.op.index()].fetch_add(1, Ordering::Relaxed);
-            warn!(
-                "{}: HarfangLab {failure}; retry {attempt}/{} in {} ms",
+            debug!(
+                "{}: {err}; resending ({retries}/{}) in {} ms",
                 call.label,
                 inner.retry.max_retries,
                 delay.as_millis()
@@ -695,7 +718,8 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let retry_after = header("retry-after");
+        let retry_after =
+            header("retry-after").and_then(|v| retry::parse_retry_after(&v, SystemTime::now()));
         let location = header("location");
         let status = resp.status().as_u16();
         let bytes = resp
@@ -1083,11 +1107,13 @@ fn status_error(label: &str, ans: &Answer) -> HarfangLabError {
                 "redirect to {} not followed (the client sends canonical paths; check the base URL)",
                 crate::secret::redact_url(ans.location.as_deref().unwrap_or("?"))
             ),
+            retry_after: None,
         },
         status => HarfangLabError::Status {
             op,
             status,
             body: summary,
+            retry_after: ans.retry_after,
         },
     }
 }
@@ -1131,6 +1157,7 @@ fn encode<T: Serialize>(label: &str, body: &T) -> Result<String, HarfangLabError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Retryable;
 
     fn answer(status: u16, body: &str) -> Answer {
         Answer {
@@ -1197,7 +1224,8 @@ mod tests {
             HarfangLabError::Status {
                 op: "x".into(),
                 status: 400,
-                body: r#"{"value":["bad hash"]}"#.into()
+                body: r#"{"value":["bad hash"]}"#.into(),
+                retry_after: None,
             }
         );
         assert!(!e.is_retryable());
@@ -1211,22 +1239,53 @@ mod tests {
     }
 
     #[test]
-    fn stats_count_by_op_and_class() {
+    fn stats_count_by_op_and_real_status() {
         let s = ClientStats::default();
-        s.record(Op::CreateIoc, StatusClass::of(201));
-        s.record(Op::CreateIoc, StatusClass::of(503));
-        s.record(Op::DeleteIoc, StatusClass::Transport);
-        assert_eq!(s.requests(Op::CreateIoc, StatusClass::Success), 1);
-        assert_eq!(s.requests(Op::CreateIoc, StatusClass::ServerError), 1);
-        assert_eq!(s.total_requests(), 3);
+        for status in [
+            Some(201),
+            Some(404),
+            Some(404),
+            Some(429),
+            Some(503),
+            Some(418),
+        ] {
+            s.record(Op::CreateIoc, status);
+        }
+        s.record(Op::CreateIoc, Some(999));
+        s.record(Op::DeleteIoc, None);
+        assert_eq!(s.requests(Op::CreateIoc, Some(201)), 1);
+        assert_eq!(s.requests(Op::CreateIoc, Some(404)), 2);
+        // 400 is its own counter: the 404s, 429 and 418 are not in it.
+        assert_eq!(s.requests(Op::CreateIoc, Some(400)), 0);
+        assert_eq!(s.total_requests(), 8);
         assert_eq!(
             s.snapshot(),
             vec![
-                ("create_ioc", "2xx", 1),
-                ("create_ioc", "5xx", 1),
+                ("create_ioc", "201", 1),
+                ("create_ioc", "404", 2),
+                ("create_ioc", "429", 1),
+                ("create_ioc", "503", 1),
+                ("create_ioc", "4xx", 1),
+                ("create_ioc", "other", 1),
                 ("delete_ioc", "error", 1)
             ]
         );
+    }
+
+    #[test]
+    fn every_status_has_one_slot_and_a_label() {
+        for code in 0..=u16::MAX {
+            let slot = status_slot(Some(code));
+            assert!(slot < SLOTS - 1, "{code}");
+            let label = slot_label(slot);
+            let expected = match COUNTED_STATUSES.iter().find(|(c, _)| *c == code) {
+                Some((_, l)) => l.to_string(),
+                None if (100..600).contains(&code) => format!("{}xx", code / 100),
+                None => "other".to_owned(),
+            };
+            assert_eq!(label, expected, "{code}");
+        }
+        assert_eq!(slot_label(status_slot(None)), "error");
     }
 
     #[test]

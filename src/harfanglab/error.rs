@@ -1,15 +1,16 @@
-//! `HarfangLabError`: every way a HarfangLab call can fail, classified by what happens next.
-//!
-//! Owner: harfanglab helper (may add variants and context; keep the existing ones and `is_retryable`).
+//! `HarfangLabError`: every way a HarfangLab call can fail, classified by what happens next
+//! ([`HarfangLabError::failure_kind`], [`HarfangLabError::is_fatal`]).
 
+use crate::retry::{FailureKind, Retryable};
 use std::fmt;
+use std::time::Duration;
 
 /// A failed HarfangLab call. `op` names the operation (`create IOCRule`, `find SigmaRule`, ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HarfangLabError {
-    /// Connection refused / reset / DNS: retried with backoff.
+    /// Connection refused / reset / DNS (after the client's quick resends): unavailable.
     Unreachable { op: String, detail: String },
-    /// Connect or read timeout: retried with backoff.
+    /// Connect or read timeout: unavailable.
     Timeout { op: String },
     /// TLS handshake or certificate failure: fatal at startup, permanent otherwise.
     Tls { op: String, detail: String },
@@ -25,28 +26,39 @@ pub enum HarfangLabError {
         code: Option<u16>,
         message: String,
     },
-    /// 429 or 5xx that stayed after every retry, or any other unexpected status.
+    /// Any other unexpected status: 429 and 502-504 are unavailable (with the server's
+    /// `Retry-After`, if any), another 5xx transient, the rest permanent.
     Status {
         op: String,
         status: u16,
         body: String,
+        retry_after: Option<Duration>,
     },
     /// The answer was not the JSON we expect.
     Decode { op: String, detail: String },
-    /// The process is shutting down; a retry wait was interrupted.
+    /// The process is shutting down; a resend wait was interrupted.
     ShuttingDown { op: String },
 }
 
-impl HarfangLabError {
-    /// Worth trying again later (network, timeout, 429, 5xx)?
-    pub fn is_retryable(&self) -> bool {
+/// What a retry means: unreachable, timeout, 429, 502-504 and shutdown are about HarfangLab's
+/// availability (or ours), another 5xx is transient, the rest permanent.
+impl Retryable for HarfangLabError {
+    fn failure_kind(&self) -> FailureKind {
         match self {
-            HarfangLabError::Unreachable { .. } | HarfangLabError::Timeout { .. } => true,
-            HarfangLabError::Status { status, .. } => *status == 429 || *status >= 500,
-            _ => false,
+            HarfangLabError::Unreachable { .. }
+            | HarfangLabError::Timeout { .. }
+            | HarfangLabError::ShuttingDown { .. } => FailureKind::UNAVAILABLE,
+            HarfangLabError::Status {
+                status,
+                retry_after,
+                ..
+            } => FailureKind::of_status(*status, *retry_after),
+            _ => FailureKind::Permanent,
         }
     }
+}
 
+impl HarfangLabError {
     /// Should the whole process stop (credentials or permissions are wrong)?
     pub fn is_fatal(&self) -> bool {
         matches!(
@@ -82,7 +94,9 @@ impl fmt::Display for HarfangLabError {
                 Some(c) => write!(f, "{op}: HarfangLab rejected the rule ({c}): {message}"),
                 None => write!(f, "{op}: HarfangLab rejected the rule: {message}"),
             },
-            HarfangLabError::Status { op, status, body } => {
+            HarfangLabError::Status {
+                op, status, body, ..
+            } => {
                 write!(f, "{op}: HarfangLab answered {status}: {body}")
             }
             HarfangLabError::Decode { op, detail } => {

@@ -116,12 +116,11 @@ impl Metrics {
             .add([op, &status_label(status)], 1);
     }
 
-    /// Mirrors a request total kept elsewhere (e.g. the HarfangLab client's own stats), for a
-    /// scrape-time collector. The caller keeps it monotonic.
-    pub fn set_harfanglab_requests(&self, op: &str, status: Option<u16>, total: u64) {
-        self.inner
-            .harfanglab_requests
-            .set([op, &status_label(status)], total);
+    /// Mirrors a request total kept elsewhere (the HarfangLab client's own stats), for a
+    /// scrape-time collector: `status` is the label as counted there (`404`, `4xx` for a code
+    /// the client does not count one by one, `error`). The caller keeps it monotonic.
+    pub fn set_harfanglab_requests(&self, op: &str, status: &str, total: u64) {
+        self.inner.harfanglab_requests.set([op, status], total);
     }
 
     /// One retry of a HarfangLab request (`op` as in [`Metrics::harfanglab_request`]).
@@ -197,7 +196,7 @@ impl Metrics {
         let n = name("harfanglab_requests_total");
         w.family(
             &n,
-            "HarfangLab API requests, by operation and HTTP status (error = no answer).",
+            "HarfangLab API requests, by operation and HTTP status code (a rare code under its class, e.g. 4xx; error = no answer).",
             Kind::Counter,
         );
         r.harfanglab_requests.write(&mut w, &n, ["op", "status"]);

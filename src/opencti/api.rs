@@ -11,13 +11,17 @@
 //! platform version, and the call is sent again. A platform that refuses even the required fields
 //! is [`ApiError::Unsupported`], quoting its message.
 //!
-//! Transport errors, timeouts, 429 and 5xx are retried with exponential backoff (the waits end at
-//! once on shutdown); a GraphQL `errors` array becomes [`ApiError::Graphql`] with its messages;
+//! A request whose connection dropped is resent at most [`RetryPolicy::quick`] (the waits end at
+//! once on shutdown); timeouts, 429 and 5xx are returned at once, classified by
+//! [`ApiError::failure_kind`] with the server's `Retry-After`, for the caller to wait without
+//! holding a worker (the pipeline's timer heap, startup's `until_up`, the next ping; README
+//! "Failures and retries"). A GraphQL `errors` array becomes [`ApiError::Graphql`] with its messages;
 //! 401/403 are [`ApiError::Auth`] (fatal: fix `OPENCTI_TOKEN`). The ping's state is the pycti
 //! JSON (`state::Checkpoint::to_state_json`), and a ping answering an empty state while ours is not
 //! is a reset from the UI ([`PingOutcome::Reset`], §3.4).
 
 use super::{TlsOptions, USER_AGENT, base_url, tls_config};
+use crate::retry::{self, FailureKind, RetryPolicy, Retryable};
 use crate::secret::Secret;
 use crate::state::Checkpoint;
 use crate::translate;
@@ -28,7 +32,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Settings of the GraphQL client (the integrator maps `Config` onto it).
 #[derive(Clone, Debug)]
@@ -40,10 +44,8 @@ pub struct ApiOptions {
     pub tls: TlsOptions,
     /// Whole-request timeout (pycti uses 300 s).
     pub timeout: Duration,
-    /// Retries after the first attempt for retryable failures.
-    pub max_retries: u32,
-    /// First backoff delay; doubles per retry, with jitter, capped at 60 s.
-    pub backoff: Duration,
+    /// Resends of a request whose connection dropped (keep it short: a worker waits).
+    pub retry: RetryPolicy,
     /// Extra headers (`OPENCTI_CUSTOM_HEADERS`), sent on GraphQL calls only (like pycti). Values
     /// may carry credentials, hence `Secret`.
     pub custom_headers: Vec<(String, Secret)>,
@@ -66,8 +68,7 @@ impl ApiOptions {
             token,
             tls: TlsOptions::default(),
             timeout: Duration::from_secs(60),
-            max_retries: 4,
-            backoff: Duration::from_secs(1),
+            retry: RetryPolicy::quick(),
             custom_headers: Vec::new(),
             max_idle_connections: 8,
         }
@@ -77,13 +78,20 @@ impl ApiOptions {
 /// A failed GraphQL call, classified by what happens next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiError {
-    /// Network error or timeout (retryable).
-    Transport { op: &'static str, message: String },
-    /// Non-2xx answer other than 401/403 (`retryable` for 429 and 5xx).
+    /// Network error or timeout: unavailable. Only a dropped connection (`timeout` false) is
+    /// resent by the client itself.
+    Transport {
+        op: &'static str,
+        message: String,
+        timeout: bool,
+    },
+    /// Non-2xx answer other than 401/403: 429 and 502-504 unavailable (with the server's
+    /// `Retry-After`, if any), another 5xx transient, the rest permanent.
     Status {
         op: &'static str,
         status: u16,
         body: String,
+        retry_after: Option<Duration>,
     },
     /// 401/403: the token is wrong or lacks a capability (fatal).
     Auth { op: &'static str, status: u16 },
@@ -112,20 +120,27 @@ pub enum ApiError {
     Decode { op: &'static str, message: String },
     /// Setup problem (TLS bundle, URL).
     Setup(String),
-    /// Shutdown was requested during a backoff wait.
+    /// Shutdown was requested during a resend wait.
     Shutdown,
 }
 
-impl ApiError {
-    /// Whether trying again later may succeed.
-    pub fn is_retryable(&self) -> bool {
+/// What a retry means: transport failures, 429, 502-504 and shutdown are about the platform's
+/// availability (or ours), another 5xx is transient, the rest permanent.
+impl Retryable for ApiError {
+    fn failure_kind(&self) -> FailureKind {
         match self {
-            ApiError::Transport { .. } => true,
-            ApiError::Status { status, .. } => *status == 429 || *status >= 500,
-            _ => false,
+            ApiError::Transport { .. } | ApiError::Shutdown => FailureKind::UNAVAILABLE,
+            ApiError::Status {
+                status,
+                retry_after,
+                ..
+            } => FailureKind::of_status(*status, *retry_after),
+            _ => FailureKind::Permanent,
         }
     }
+}
 
+impl ApiError {
     /// Whether the error needs operator action (token, capability, setup).
     pub fn is_fatal(&self) -> bool {
         matches!(
@@ -138,13 +153,15 @@ impl ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApiError::Transport { op, message } => {
+            ApiError::Transport { op, message, .. } => {
                 write!(
                     f,
                     "OpenCTI GraphQL {op}: cannot reach the platform: {message}"
                 )
             }
-            ApiError::Status { op, status, body } => {
+            ApiError::Status {
+                op, status, body, ..
+            } => {
                 write!(f, "OpenCTI GraphQL {op}: HTTP {status}: {body}")
             }
             ApiError::Auth { op, status } => write!(
@@ -550,13 +567,13 @@ pub struct OpenCtiApi {
     dropped: Arc<DroppedFields>,
 }
 
-/// Retry activity shared by every clone of an [`OpenCtiApi`] (the service watchdog reads it:
-/// a call sitting in retries during an outage is not a wedged worker).
+/// Resend activity shared by every clone of an [`OpenCtiApi`] (the service watchdog counts a
+/// resend as a sign of life).
 #[derive(Debug, Default)]
 pub struct RetryActivity {
-    /// Retries scheduled (attempts after the first).
+    /// Resends made after a dropped connection (attempts after the first).
     pub retries: AtomicU64,
-    /// Threads inside a retry wait right now.
+    /// Threads inside a resend wait right now (each at most [`RetryPolicy::quick`]).
     pub waiting: AtomicU64,
 }
 
@@ -617,7 +634,7 @@ impl OpenCtiApi {
         Arc::clone(&self.retries)
     }
 
-    /// Backoff waits end (with [`ApiError::Shutdown`]) when this receiver is disconnected.
+    /// Resend waits end (with [`ApiError::Shutdown`]) when this receiver is disconnected.
     pub fn with_shutdown(mut self, shutdown: Receiver<()>) -> Self {
         self.shutdown = Some(shutdown);
         self
@@ -790,27 +807,26 @@ impl OpenCtiApi {
         }
     }
 
-    /// POST with retries; returns the `data` object.
+    /// POST, resending after a dropped connection (at most `opts.retry`, a quick policy);
+    /// returns the `data` object.
     fn call(&self, op: &'static str, query: &str, variables: Value) -> Result<Value, ApiError> {
         let body = json!({ "query": query, "variables": variables }).to_string();
-        let mut attempt = 0u32;
+        let mut rng = fastrand::Rng::new();
+        let mut retries = 0u32;
         loop {
             match self.call_once(op, &body) {
-                Err(e) if e.is_retryable() && attempt < self.opts.max_retries => {
-                    let delay = backoff_delay(self.opts.backoff, attempt);
-                    log::warn!("{e}; retrying in {delay:?}");
-                    attempt += 1;
+                Err(e @ ApiError::Transport { timeout: false, .. })
+                    if self.opts.retry.allows(retries) =>
+                {
+                    let delay = self.opts.retry.backoff(retries, &mut rng);
+                    log::debug!("{e}; resending in {} ms", delay.as_millis());
+                    retries += 1;
                     let _waiting = self.retries.enter_wait();
-                    if let Some(rx) = &self.shutdown {
-                        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) | Ok(()) =
-                            rx.recv_timeout(delay)
-                        {
-                            return Err(ApiError::Shutdown);
-                        }
-                    } else {
-                        // No shutdown channel given: plain wait (tests, one-shot tools).
-                        let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
-                        let _ = rx.recv_timeout(delay);
+                    // No shutdown channel given (tests, one-shot tools): a wait nothing ends early.
+                    let never = crossbeam_channel::never();
+                    let shutdown = self.shutdown.as_ref().unwrap_or(&never);
+                    if retry::wait(shutdown, delay).is_err() {
+                        return Err(ApiError::Shutdown);
                     }
                 }
                 other => return other,
@@ -840,21 +856,20 @@ impl OpenCtiApi {
             | ureq::Error::TlsRequired => ApiError::Setup(format!(
                 "TLS failure talking to OpenCTI ({op}): {e}; check OPENCTI_SSL_VERIFY and OPENCTI_CA_FILE"
             )),
-            e => ApiError::Transport {
-                op,
-                message: e.to_string(),
-            },
+            e => transport_error(op, &e),
         })?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
         let text = resp
             .body_mut()
             .with_config()
             .limit(64 * 1024 * 1024)
             .read_to_string()
-            .map_err(|e| ApiError::Transport {
-                op,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| transport_error(op, &e))?;
         if status == 401 || status == 403 {
             return Err(ApiError::Auth { op, status });
         }
@@ -900,6 +915,7 @@ impl OpenCtiApi {
                 op,
                 status,
                 body: text.chars().take(500).collect(),
+                retry_after,
             });
         }
         match parsed.and_then(|mut v| v.get_mut("data").map(Value::take)) {
@@ -915,12 +931,21 @@ impl OpenCtiApi {
     }
 }
 
-/// Exponential backoff with ±25 % jitter, capped at 60 s.
-pub(crate) fn backoff_delay(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16));
-    let capped = exp.min(Duration::from_secs(60));
-    let jitter = 0.75 + fastrand::f64() * 0.5;
-    capped.mul_f64(jitter).min(Duration::from_secs(60))
+/// A request that got no answer: a timeout (not resent) or a dropped connection.
+fn transport_error(op: &'static str, e: &ureq::Error) -> ApiError {
+    let timeout = match e {
+        ureq::Error::Timeout(_) => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ),
+        _ => false,
+    };
+    ApiError::Transport {
+        op,
+        message: e.to_string(),
+        timeout,
+    }
 }
 
 #[cfg(test)]
@@ -1120,14 +1145,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let b = Duration::from_secs(1);
-        assert!(backoff_delay(b, 0) <= Duration::from_millis(1250));
-        assert!(backoff_delay(b, 3) >= Duration::from_secs(6));
-        assert!(backoff_delay(b, 30) <= Duration::from_secs(60));
-    }
-
-    #[test]
     fn errors_never_show_the_token_and_classify() {
         let e = ApiError::Auth {
             op: "about",
@@ -1139,7 +1156,22 @@ mod tests {
             op: "x",
             status: 503,
             body: String::new(),
+            retry_after: Some(Duration::from_secs(7)),
         };
         assert!(s.is_retryable());
+        assert_eq!(
+            s.failure_kind(),
+            FailureKind::Unavailable {
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        let s500 = ApiError::Status {
+            op: "x",
+            status: 500,
+            body: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(s500.failure_kind(), FailureKind::Transient);
+        assert_eq!(ApiError::Shutdown.failure_kind(), FailureKind::UNAVAILABLE);
     }
 }

@@ -2,7 +2,8 @@
 //! frames into [`StreamItem`]s on a caller-provided bounded channel.
 //!
 //! Owns the connection lifecycle (opencti-protocol.md §1): request headers and `recover` parameter,
-//! dead-stream detection, reconnects with exponential backoff + jitter resuming after the last id
+//! dead-stream detection, reconnects with the crate's backoff (`crate::retry`, no attempt limit,
+//! capped at `backoff_max`, at least the server's `Retry-After`) resuming after the last id
 //! received (heartbeats included), HTTP status policy, `no-recover`, and prompt shutdown/restart.
 //!
 //! Decisions:
@@ -12,14 +13,16 @@
 //! - **Shutdown / restart**: each connection gets its own `ureq::Agent`; a small watcher thread
 //!   waits on the shutdown receiver and calls `Agent::shutdown()`, which interrupts the blocked
 //!   read. [`StreamReader::restart_from`] does the same and the loop reconnects from the new
-//!   position (UI state reset). Backoff waits select on the shutdown and control channels.
+//!   position (UI state reset). Backoff waits select on the shutdown and control channels (not
+//!   `retry::wait`, which watches shutdown only: a restart must end the wait too).
 //! - **Backpressure**: items are sent with a blocking send on the bounded channel (the socket is
 //!   not read meanwhile); the send also ends on shutdown or restart.
 //! - **Status policy**: 200 streams. 401/403 and 404 are fatal on the *first* connection (a
 //!   configuration error: the message names `OPENCTI_TOKEN` and the capability, or
 //!   `CONNECTOR_LIVE_STREAM_ID`); on later connections they are logged as errors and retried with
 //!   backoff (a token rotation or a platform restart must not kill a long-running service).
-//!   410 (stream stopped), 429, 5xx and any other answer are retried with backoff.
+//!   410 (stream stopped), 429, 5xx and any other answer are retried with backoff (a 429 or
+//!   503's `Retry-After` is a minimum, still capped at `backoff_max`).
 //! - **Compression**: `Accept-Encoding: identity` by default: the platform's compression middleware
 //!   flushes per event, so gzip saves little on a live stream, and raw bytes keep the idle detection
 //!   exact. `compression: true` asks for gzip, which ureq decodes (tested against the simulator).
@@ -27,6 +30,7 @@
 use super::events::{self, ConnectedInfo, Decoded, EventError, Payload, StreamEvent};
 use super::sse::{DEFAULT_MAX_LINE, Frame, FrameReader};
 use super::{TlsOptions, USER_AGENT, base_url, tls_config};
+use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::state::Checkpoint;
 use crossbeam_channel::{Receiver, Sender, select};
@@ -35,7 +39,7 @@ use std::io::{self, BufReader};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Settings of the stream reader (the integrator maps `Config` onto it).
 #[derive(Clone, Debug)]
@@ -57,7 +61,7 @@ pub struct StreamOptions {
     pub response_timeout: Duration,
     /// No byte for this long = dead connection (default 15 s).
     pub idle_timeout: Duration,
-    /// First reconnect delay (doubles, with jitter).
+    /// Ceiling of the first reconnect delay (doubles per failed connection, with jitter).
     pub backoff_base: Duration,
     /// Reconnect delay cap (default 60 s).
     pub backoff_max: Duration,
@@ -281,6 +285,7 @@ impl StreamReader {
                         shared,
                         ever_connected: false,
                         attempt: 0,
+                        rng: fastrand::Rng::new(),
                     };
                     let res = r.run();
                     if let Err(e) = &res {
@@ -347,10 +352,12 @@ enum End {
     Stop,
     /// Restart from a new position: reconnect at once.
     Restart(Checkpoint),
-    /// Reconnect after a backoff; `reset_backoff` when the connection delivered frames.
+    /// Reconnect after a backoff; `reset_backoff` when the connection delivered frames;
+    /// `retry_after` when the server asked for a wait.
     Retry {
         reason: String,
         reset_backoff: bool,
+        retry_after: Option<Duration>,
     },
     Fatal(StreamError),
 }
@@ -364,6 +371,7 @@ struct Reader {
     shared: Arc<Shared>,
     ever_connected: bool,
     attempt: u32,
+    rng: fastrand::Rng,
 }
 
 impl Reader {
@@ -385,12 +393,14 @@ impl Reader {
                 End::Retry {
                     reason,
                     reset_backoff,
+                    retry_after,
                 } => {
                     if reset_backoff {
                         self.attempt = 0;
                     }
-                    let delay = super::api::backoff_delay(self.opts.backoff_base, self.attempt)
-                        .min(self.opts.backoff_max);
+                    let policy =
+                        RetryPolicy::until_stopped(self.opts.backoff_base, self.opts.backoff_max);
+                    let delay = policy.delay(self.attempt, retry_after, &mut self.rng);
                     self.attempt = self.attempt.saturating_add(1);
                     self.shared
                         .counters
@@ -533,13 +543,19 @@ impl Reader {
                 return self.control().unwrap_or(End::Retry {
                     reason: format!("cannot connect: {e}"),
                     reset_backoff: false,
+                    retry_after: None,
                 });
             }
         };
         let status = resp.status().as_u16();
         if status != 200 {
             let reason_phrase = resp.status().canonical_reason().unwrap_or("");
-            return self.status_end(status, reason_phrase, &url);
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+            return self.status_end(status, reason_phrase, &url, retry_after);
         }
         self.ever_connected = true;
         self.shared
@@ -565,6 +581,7 @@ impl Reader {
                                 e.to_string()
                             },
                             reset_backoff: delivered,
+                            retry_after: None,
                         }
                     });
                 }
@@ -579,10 +596,17 @@ impl Reader {
         self.control().unwrap_or(End::Retry {
             reason: "server closed the stream".into(),
             reset_backoff: delivered,
+            retry_after: None,
         })
     }
 
-    fn status_end(&self, status: u16, phrase: &str, url: &str) -> End {
+    fn status_end(
+        &self,
+        status: u16,
+        phrase: &str,
+        url: &str,
+        retry_after: Option<Duration>,
+    ) -> End {
         let first = !self.ever_connected;
         let stream_id = self.opts.stream_id.clone();
         match status {
@@ -605,6 +629,7 @@ impl Reader {
                 End::Retry {
                     reason: format!("HTTP {status}"),
                     reset_backoff: false,
+                    retry_after: None,
                 }
             }
             410 => End::Retry {
@@ -613,10 +638,12 @@ impl Reader {
                      Data sharing > Live streams)"
                 ),
                 reset_backoff: false,
+                retry_after: None,
             },
             s => End::Retry {
                 reason: format!("HTTP {s} {phrase}"),
                 reset_backoff: false,
+                retry_after,
             },
         }
     }

@@ -170,7 +170,7 @@ mod tests {
             event_id: Arc::from("1-0"),
             key: Arc::from(key),
             payload: (),
-            failures: 0,
+            attempts: Default::default(),
         }
     }
 

@@ -4,6 +4,10 @@
 //!
 //! The core is generic over the payload `T`, so it knows nothing about STIX or HarfangLab.
 
+use std::time::Duration;
+
+use crate::retry::FailureKind;
+
 /// One item from the stream reader, in stream order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input<T> {
@@ -31,29 +35,40 @@ pub enum Outcome {
     Applied(String),
     /// Deliberately not applied (unsupported pattern, below threshold, ...); the text says why.
     Skipped(String),
-    /// The event could not be applied. `retryable` failures (I/O, timeout, 429, 5xx) are retried
-    /// with exponential backoff; permanent ones (or retries exhausted) are logged, written to the
-    /// dead-letter file and counted; the stream goes on.
-    Failed { reason: String, retryable: bool },
+    /// The event could not be applied; `kind` says what a retry means. `Permanent`: logged,
+    /// written to the dead-letter file and counted, the stream goes on. `Transient` and
+    /// `Unavailable`: the owner tries the event again after a backoff (at least the
+    /// `Retry-After`) without holding a worker; only the failures that count (see the
+    /// `pipeline` module doc) spend its attempt budget, and once it is spent the event is
+    /// dead-lettered.
+    Failed { reason: String, kind: FailureKind },
     /// Continuing makes no sense (auth revoked, misconfiguration): the pipeline stops and
     /// `run` returns `PipelineError::Fatal`. The event is not checkpointed.
     Fatal(String),
 }
 
 impl Outcome {
-    /// A retryable failure.
+    /// A failure that may pass on another try and may be the event's own fault (counts).
     pub fn retry(reason: impl Into<String>) -> Self {
-        Outcome::Failed {
-            reason: reason.into(),
-            retryable: true,
-        }
+        Outcome::failed(reason, FailureKind::Transient)
+    }
+
+    /// The far end did not serve the event (outage, throttling): retried, counted only when
+    /// other events are getting through meanwhile. `retry_after`: the server's hint.
+    pub fn unavailable(reason: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Outcome::failed(reason, FailureKind::Unavailable { retry_after })
     }
 
     /// A permanent failure (goes to the dead-letter file).
     pub fn permanent(reason: impl Into<String>) -> Self {
+        Outcome::failed(reason, FailureKind::Permanent)
+    }
+
+    /// A failure of the given kind.
+    pub fn failed(reason: impl Into<String>, kind: FailureKind) -> Self {
         Outcome::Failed {
             reason: reason.into(),
-            retryable: false,
+            kind,
         }
     }
 }

@@ -13,17 +13,24 @@
 //! of mutable state (no locks shared by workers). Generic over the payload `T` and the handler, so
 //! it knows nothing about OpenCTI or HarfangLab; the real wiring lives in the caller.
 //!
+//! Retries: a failed event goes back to the owner, which dead-letters it (`Permanent`, or its
+//! attempt budget spent, see `budget.rs`) or keeps it in its timer heap until its backoff is over
+//! (`crate::retry::RetryPolicy`, at least the server's `Retry-After`, at most `retry.cap`). A
+//! waiting event holds no worker, other keys keep flowing, and the wait ends at once on shutdown.
+//! This is the only long wait an event ever makes; the HTTP clients below resend at most a
+//! dropped connection (`RetryPolicy::quick`). Rules and numbers: README "Failures and retries".
+//!
 //! Shutdown: `Shutdown::trigger` → the owner stops reading the source → buffered events drain
 //! until `shutdown_deadline` → the rest is abandoned (not checkpointed) → workers join → final
 //! checkpoint save. When the source closes (reader gone), everything drains, retries included.
 
+mod budget;
 mod checkpoint;
 mod dead_letter;
 mod dispatch;
 mod error;
 mod handler;
 mod owner;
-mod retry;
 mod shutdown;
 mod stats;
 mod worker;
@@ -33,11 +40,12 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use crate::retry::RetryPolicy;
+
 pub use checkpoint::{CheckpointSink, CheckpointTracker, Seq};
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterLog, EXCERPT_MAX};
 pub use error::PipelineError;
 pub use handler::{EventHandler, Input, Outcome, PayloadInfo};
-pub use retry::RetryPolicy;
 pub use shutdown::Shutdown;
 pub use stats::{PipelineStats, StatsSnapshot};
 
@@ -57,7 +65,8 @@ pub struct PipelineOptions {
     pub save_every: Duration,
     /// Period of [`PipelineHooks::tick`] (e.g. OpenCTI connector ping).
     pub tick_every: Duration,
-    /// Retries of retryable failures.
+    /// Retries of failed events: `max_retries` is the budget of counted failures
+    /// (`HARFANGLAB_INTEL_MAX_RETRIES`), `cap` the longest wait (`HARFANGLAB_INTEL_RETRY_BACKOFF_MAX`).
     pub retry: RetryPolicy,
     /// Where live counters are published (clone it before `run` to read them elsewhere).
     /// Counters accumulate across runs that share one handle.
@@ -148,7 +157,6 @@ where
     let abandon = AtomicBool::new(false);
     let ctx = worker::WorkerContext {
         handler,
-        retry: &opts.retry,
         shutdown,
         abandon: &abandon,
     };
@@ -184,7 +192,16 @@ where
             return Err(PipelineError::Spawn(e));
         }
 
-        let owner = owner::Owner::new(opts, sink, hooks, shutdown, dead_letters, job_tx, &abandon);
+        let owner = owner::Owner::new(
+            opts,
+            handler,
+            sink,
+            hooks,
+            shutdown,
+            dead_letters,
+            job_tx,
+            &abandon,
+        );
         let (summary, mut error) = owner.run(source, report_rx);
 
         let panicked: Vec<String> = handles

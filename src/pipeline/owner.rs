@@ -1,6 +1,7 @@
 //! The owner thread's loop: the single place that reads the source, decides which event runs
-//! next, receives completions, schedules retries, writes dead letters, moves the watermark and
-//! calls the checkpoint sink, the tick hook and the summary log.
+//! next, receives completions, decides retries (the attempt budget, `budget.rs`) and keeps the
+//! waiting ones in its timer heap, writes dead letters, moves the watermark and calls the
+//! checkpoint sink, the tick hook and the summary log.
 //!
 //! One `select!` over the source (only while under the in-flight cap), the workers' reports and
 //! the shutdown signal, with a timeout to the next timer (save, summary, tick, retry, deadline).
@@ -13,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendError, Sender};
 
-use super::checkpoint::{CheckpointSink, CheckpointTracker};
+use super::budget::Budget;
+use super::checkpoint::{CheckpointSink, CheckpointTracker, Seq};
 use super::dead_letter::{DeadLetter, DeadLetterLog};
 use super::dispatch::KeyQueues;
-use super::handler::{Input, Outcome};
-use super::stats::Counter;
-use super::worker::{Job, Report};
+use super::handler::{EventHandler, Input};
+use super::stats::{Counter, Gauges};
+use super::worker::{Final, Job, Report};
 use super::{PipelineError, PipelineHooks, PipelineOptions, PipelineSummary, Shutdown, StopReason};
+use crate::retry::FailureKind;
 
 /// Most source items taken per wake-up, so completions and timers are never starved.
 const SOURCE_BURST: usize = 64;
@@ -68,8 +71,10 @@ impl Drop for AbandonOnDrop<'_> {
     }
 }
 
-pub(crate) struct Owner<'a, T, S, K> {
+pub(crate) struct Owner<'a, T, H, S, K> {
     opts: &'a PipelineOptions,
+    /// Only for `describe` (a dead letter's excerpt); workers run `handle`.
+    handler: &'a H,
     sink: &'a mut S,
     hooks: &'a mut K,
     shutdown: &'a Shutdown,
@@ -81,6 +86,7 @@ pub(crate) struct Owner<'a, T, S, K> {
     tracker: CheckpointTracker,
     keys: KeyQueues<T>,
     delayed: BinaryHeap<Delayed<T>>,
+    budget: Budget,
     /// Jobs sent to workers whose report has not come back.
     outstanding: usize,
     phase: Phase,
@@ -95,9 +101,11 @@ pub(crate) struct Owner<'a, T, S, K> {
     last_summary: (Instant, u64),
 }
 
-impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
+impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, H, S, K> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         opts: &'a PipelineOptions,
+        handler: &'a H,
         sink: &'a mut S,
         hooks: &'a mut K,
         shutdown: &'a Shutdown,
@@ -110,6 +118,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
         let period = |d: Duration| d.max(Duration::from_millis(1));
         Owner {
             opts,
+            handler,
             sink,
             hooks,
             shutdown,
@@ -120,6 +129,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
             tracker: CheckpointTracker::new(),
             keys: KeyQueues::default(),
             delayed: BinaryHeap::new(),
+            budget: Budget::default(),
             outstanding: 0,
             phase: Phase::Running,
             error: None,
@@ -247,7 +257,10 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
             );
         }
         self.save();
-        self.opts.stats.set_gauges(abandoned, 0, 0);
+        self.opts.stats.set_gauges(Gauges {
+            in_flight: abandoned,
+            ..Gauges::default()
+        });
         let stats = self.opts.stats.snapshot();
         log::info!(
             "pipeline: stopped ({reason:?}) after {}: {}",
@@ -306,7 +319,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                     event_id: event_id.into(),
                     key: key.into(),
                     payload,
-                    failures: 0,
+                    attempts: self.budget.admit(),
                 };
                 let also = also_keys.into_iter().map(Into::into).collect();
                 if let Some(job) = self.keys.admit(job, also) {
@@ -334,37 +347,19 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                 event_id,
                 key,
                 outcome,
-                failures,
-                info,
             } => {
                 self.outstanding -= 1;
                 match outcome {
-                    Outcome::Applied(summary) => {
+                    Final::Applied(summary) => {
                         log::debug!("event={event_id} indicator={key}: applied: {summary}");
                         self.opts.stats.add(Counter::Applied, 1);
+                        self.budget.applied();
                     }
-                    Outcome::Skipped(reason) => {
+                    Final::Skipped(reason) => {
                         log::debug!("event={event_id} indicator={key}: skipped: {reason}");
                         self.opts.stats.add(Counter::Skipped, 1);
                     }
-                    Outcome::Failed { reason, .. } => {
-                        log::error!(
-                            "event={event_id} indicator={key}: failed (attempt {failures}), \
-                             dead-lettered: {reason}"
-                        );
-                        let info = info.unwrap_or_default();
-                        let record =
-                            DeadLetter::new(&event_id, &key, info.event, reason, info.excerpt);
-                        if let Err(e) = self.dead_letters.append(&record) {
-                            log::error!("pipeline: {e}; stopping");
-                            self.dead_letters_broken = true;
-                            self.fail(e.into());
-                            self.keys.abandon(seq);
-                            return;
-                        }
-                        self.opts.stats.add(Counter::Failed, 1);
-                    }
-                    Outcome::Fatal(reason) => {
+                    Final::Fatal(reason) => {
                         log::error!("event={event_id} indicator={key}: fatal: {reason}; stopping");
                         self.fail(PipelineError::Fatal {
                             event_id: event_id.to_string(),
@@ -375,35 +370,11 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                         return;
                     }
                 }
-                self.tracker.finish(seq);
-                for next in self.keys.finish(seq) {
-                    self.dispatch(next);
-                }
+                self.finished(seq);
             }
-            Report::Retry { job, reason } => {
+            Report::Failed { job, reason, kind } => {
                 self.outstanding -= 1;
-                if matches!(self.phase, Phase::Stopping { .. }) {
-                    log::info!(
-                        "event={} indicator={}: not retried (shutting down): {reason}",
-                        job.event_id,
-                        job.key
-                    );
-                    self.keys.abandon(job.seq);
-                    return;
-                }
-                let wait = self.opts.retry.backoff(job.failures, &mut self.rng);
-                log::warn!(
-                    "event={} indicator={}: attempt {} failed, retrying in {}: {reason}",
-                    job.event_id,
-                    job.key,
-                    job.failures,
-                    humantime::format_duration(round_millis(wait))
-                );
-                self.opts.stats.add(Counter::Retry, 1);
-                self.delayed.push(Delayed {
-                    due: Instant::now() + wait,
-                    job,
-                });
+                self.on_failure(job, reason, kind);
             }
             Report::Lost { worker, running } => {
                 if let Some((seq, _)) = running {
@@ -414,6 +385,95 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
                     workers: vec![worker],
                 });
             }
+        }
+    }
+
+    /// A failed attempt: dead-letter it (permanent, or its budget spent), give it up (shutting
+    /// down), or put it in the timer heap for its backoff.
+    fn on_failure(&mut self, mut job: Job<T>, reason: String, kind: FailureKind) {
+        let counts = self.budget.failed(&mut job.attempts, kind);
+        let a = job.attempts;
+        let retry = &self.opts.retry;
+        let spent = counts && !retry.allows(a.counted - 1);
+        if kind == FailureKind::Permanent || spent {
+            let reason = if kind == FailureKind::Permanent {
+                reason
+            } else if a.counted == a.failures {
+                format!("gave up after {} attempts: {reason}", a.failures)
+            } else {
+                format!(
+                    "gave up after {} attempts ({} counted): {reason}",
+                    a.failures, a.counted
+                )
+            };
+            self.dead_letter(job, reason);
+            return;
+        }
+        if matches!(self.phase, Phase::Stopping { .. }) {
+            log::info!(
+                "event={} indicator={}: not retried (shutting down): {reason}",
+                job.event_id,
+                job.key
+            );
+            self.keys.abandon(job.seq);
+            return;
+        }
+        let retry_after = match kind {
+            FailureKind::Unavailable { retry_after } => retry_after,
+            _ => None,
+        };
+        let wait = retry.delay(a.failures - 1, retry_after, &mut self.rng);
+        let budget = if counts {
+            format!("{}/{} retries used", a.counted, retry.max_retries)
+        } else {
+            "not counted: the far end is unavailable for other events too".to_owned()
+        };
+        let line = format!(
+            "event={} indicator={}: attempt {} failed ({budget}), retrying in {}: {reason}",
+            job.event_id,
+            job.key,
+            a.failures,
+            humantime::format_duration(round_millis(wait))
+        );
+        // During an outage every event lands here once per backoff: one warning per event (its
+        // first failure, or one that counts), the rest at debug; the summary line counts them.
+        if counts || a.failures == 1 {
+            log::warn!("{line}");
+        } else {
+            log::debug!("{line}");
+        }
+        self.opts.stats.add(Counter::Retry, 1);
+        self.delayed.push(Delayed {
+            due: Instant::now() + wait,
+            job,
+        });
+    }
+
+    fn dead_letter(&mut self, job: Job<T>, reason: String) {
+        let (event_id, key) = (&job.event_id, &job.key);
+        log::error!(
+            "event={event_id} indicator={key}: failed (attempt {}), dead-lettered: {reason}",
+            job.attempts.failures
+        );
+        let info = self.handler.describe(&job.payload);
+        let record = DeadLetter::new(event_id, key, info.event, reason, info.excerpt);
+        if let Err(e) = self.dead_letters.append(&record) {
+            log::error!("pipeline: {e}; stopping");
+            self.dead_letters_broken = true;
+            self.fail(e.into());
+            self.keys.abandon(job.seq);
+            return;
+        }
+        self.opts.stats.add(Counter::Failed, 1);
+        self.finished(job.seq);
+    }
+
+    /// `seq` is done (applied, skipped or recorded): move the watermark, run what was waiting
+    /// for it on its keys.
+    fn finished(&mut self, seq: Seq) {
+        self.tracker.finish(seq);
+        for next in self.keys.finish(seq) {
+            self.dispatch(next);
         }
     }
 
@@ -434,11 +494,12 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
     }
 
     fn periodic(&mut self, now: Instant, source: &Receiver<Input<T>>) {
-        self.opts.stats.set_gauges(
-            self.tracker.in_flight(),
-            source.len(),
-            self.outstanding.min(self.opts.workers.max(1)),
-        );
+        self.opts.stats.set_gauges(Gauges {
+            in_flight: self.tracker.in_flight(),
+            source_backlog: source.len(),
+            busy_workers: self.outstanding.min(self.opts.workers.max(1)),
+            retry_waiting: self.delayed.len(),
+        });
         if self.tracker.is_changed() && now >= self.next_save {
             self.save();
             self.next_save = now + self.opts.save_every;
@@ -511,7 +572,7 @@ impl<'a, T, S: CheckpointSink, K: PipelineHooks> Owner<'a, T, S, K> {
 fn summary_counts(s: &super::StatsSnapshot) -> String {
     format!(
         "received={} applied={} skipped={} ignored={} failed={} retries={} abandoned={} \
-         in_flight={} source_backlog={} watermark={}",
+         in_flight={} retry_waiting={} source_backlog={} watermark={}",
         s.received,
         s.applied,
         s.skipped,
@@ -520,6 +581,7 @@ fn summary_counts(s: &super::StatsSnapshot) -> String {
         s.retries,
         s.abandoned,
         s.in_flight,
+        s.retry_waiting,
         s.source_backlog,
         s.watermark.as_deref().unwrap_or("-")
     )

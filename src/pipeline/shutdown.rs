@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 
 /// A cheap-to-clone stop signal. All clones share one state.
 #[derive(Clone)]
@@ -105,10 +105,7 @@ impl Shutdown {
         if self.is_triggered() {
             return true;
         }
-        match self.inner.rx.recv_timeout(timeout) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
-            Err(RecvTimeoutError::Timeout) => self.is_triggered(),
-        }
+        crate::retry::wait(&self.inner.rx, timeout).is_err() || self.is_triggered()
     }
 
     /// A receiver that becomes ready (with `Err(RecvError)`) once shutdown is triggered; for use

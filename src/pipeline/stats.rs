@@ -27,6 +27,7 @@ struct Inner {
     in_flight: AtomicU64,
     busy_workers: AtomicU64,
     source_backlog: AtomicU64,
+    retry_waiting: AtomicU64,
     watermark: Mutex<Option<String>>,
 }
 
@@ -42,12 +43,14 @@ pub struct StatsSnapshot {
     pub skipped: u64,
     /// Dead-lettered (permanent failure or retries exhausted).
     pub failed: u64,
-    /// Retry attempts scheduled.
+    /// Retries scheduled (a failed event put back to wait in the owner's timer heap).
     pub retries: u64,
     /// Events given up at shutdown (not checkpointed; replayed after a restart).
     pub abandoned: u64,
     /// Events read and not finished (queued per key, running, or waiting for a retry).
     pub in_flight: u64,
+    /// Events waiting for their retry in the owner's timer heap (holding no worker).
+    pub retry_waiting: u64,
     /// Events handed to a worker and not reported back, capped at the worker count: the
     /// workers running a handler now (a job can sit briefly in the hand-off channel).
     pub busy_workers: u64,
@@ -55,6 +58,15 @@ pub struct StatsSnapshot {
     pub source_backlog: u64,
     /// Last watermark handed to the checkpoint sink.
     pub watermark: Option<String>,
+}
+
+/// The gauges the owner publishes at each turn of its loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Gauges {
+    pub in_flight: usize,
+    pub source_backlog: usize,
+    pub busy_workers: usize,
+    pub retry_waiting: usize,
 }
 
 /// Which counter to bump (keeps the owner's code free of field plumbing).
@@ -87,6 +99,7 @@ impl PipelineStats {
             retries: i.retries.load(Relaxed),
             abandoned: i.abandoned.load(Relaxed),
             in_flight: i.in_flight.load(Relaxed),
+            retry_waiting: i.retry_waiting.load(Relaxed),
             busy_workers: i.busy_workers.load(Relaxed),
             source_backlog: i.source_backlog.load(Relaxed),
             watermark: i
@@ -112,8 +125,17 @@ impl PipelineStats {
         c.fetch_add(n, Relaxed);
     }
 
-    pub(crate) fn set_gauges(&self, in_flight: usize, source_backlog: usize, busy_workers: usize) {
+    pub(crate) fn set_gauges(&self, gauges: Gauges) {
+        let Gauges {
+            in_flight,
+            source_backlog,
+            busy_workers,
+            retry_waiting,
+        } = gauges;
         self.inner.in_flight.store(in_flight as u64, Relaxed);
+        self.inner
+            .retry_waiting
+            .store(retry_waiting as u64, Relaxed);
         self.inner.busy_workers.store(busy_workers as u64, Relaxed);
         self.inner
             .source_backlog
@@ -146,7 +168,12 @@ mod tests {
         let b = a.clone();
         a.add(Counter::Applied, 2);
         a.add(Counter::Failed, 1);
-        a.set_gauges(5, 7, 3);
+        a.set_gauges(Gauges {
+            in_flight: 5,
+            source_backlog: 7,
+            busy_workers: 3,
+            retry_waiting: 2,
+        });
         a.set_watermark("3-0");
         let s = b.snapshot();
         assert_eq!(
@@ -155,9 +182,10 @@ mod tests {
                 s.failed,
                 s.in_flight,
                 s.source_backlog,
-                s.busy_workers
+                s.busy_workers,
+                s.retry_waiting
             ),
-            (2, 1, 5, 7, 3)
+            (2, 1, 5, 7, 3, 2)
         );
         assert_eq!(s.watermark.as_deref(), Some("3-0"));
     }

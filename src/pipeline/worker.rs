@@ -1,6 +1,6 @@
 //! Worker threads: take one ready job at a time from the shared job channel, call the handler,
-//! and report the result to the owner thread. Workers hold no pipeline state; the owner decides
-//! what a result means for ordering, retries and the checkpoint.
+//! and report the result to the owner thread. Workers hold no pipeline state and never wait: the
+//! owner decides what a result means for ordering, retries and the checkpoint.
 //!
 //! A [`PanicGuard`] on each worker's stack triggers shutdown and tells the owner when the handler
 //! panics, so a crashing worker never wedges the process (ripgrep `ignore`'s `Drop for Worker`).
@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::budget::Attempts;
 use super::checkpoint::Seq;
-use super::handler::{EventHandler, Outcome, PayloadInfo};
-use super::retry::RetryPolicy;
+use super::handler::{EventHandler, Outcome};
 use super::shutdown::Shutdown;
+use crate::retry::FailureKind;
 
 /// One event ready to run (the owner guarantees no other job with the same key is running).
 #[derive(Debug)]
@@ -22,26 +23,26 @@ pub(crate) struct Job<T> {
     pub event_id: Arc<str>,
     pub key: Arc<str>,
     pub payload: T,
-    /// Failed attempts so far.
-    pub failures: u32,
+    /// Its failed attempts so far.
+    pub attempts: Attempts,
 }
 
 /// What a worker tells the owner.
 #[derive(Debug)]
 pub(crate) enum Report<T> {
-    /// Final result: `Applied`, `Skipped`, `Fatal`, or a `Failed` that will not be retried
-    /// (`info` describes the payload for the dead-letter record).
+    /// A final result.
     Done {
         seq: Seq,
         event_id: Arc<str>,
         key: Arc<str>,
-        outcome: Outcome,
-        failures: u32,
-        info: Option<PayloadInfo>,
+        outcome: Final,
     },
-    /// A retryable failure with attempts left: the job comes back (with `failures` bumped) to be
-    /// scheduled after a backoff.
-    Retry { job: Job<T>, reason: String },
+    /// `Failed`: the job comes back; the owner retries it later or dead-letters it.
+    Failed {
+        job: Job<T>,
+        reason: String,
+        kind: FailureKind,
+    },
     /// The worker is unwinding from a panic while running `seq` (if any).
     Lost {
         worker: String,
@@ -49,10 +50,28 @@ pub(crate) enum Report<T> {
     },
 }
 
+impl<T> Report<T> {
+    fn done(job: Job<T>, outcome: Final) -> Self {
+        Report::Done {
+            seq: job.seq,
+            event_id: job.event_id,
+            key: job.key,
+            outcome,
+        }
+    }
+}
+
+/// The outcomes that end an event's run (a failure is a [`Report::Failed`]).
+#[derive(Debug)]
+pub(crate) enum Final {
+    Applied(String),
+    Skipped(String),
+    Fatal(String),
+}
+
 /// Everything a worker borrows from `pipeline::run`'s scope.
 pub(crate) struct WorkerContext<'a, H> {
     pub handler: &'a H,
-    pub retry: &'a RetryPolicy,
     pub shutdown: &'a Shutdown,
     /// Set by the owner at the end of the drain: drop remaining jobs unrun.
     pub abandon: &'a AtomicBool,
@@ -92,7 +111,7 @@ pub(crate) fn work<T, H: EventHandler<T>>(
         reports,
         shutdown: ctx.shutdown,
     };
-    for mut job in jobs.iter() {
+    for job in jobs.iter() {
         if ctx.abandon.load(Ordering::Acquire) {
             // Past the shutdown deadline: unrun jobs are not checkpointed and will be replayed.
             continue;
@@ -100,37 +119,10 @@ pub(crate) fn work<T, H: EventHandler<T>>(
         guard.running = Some((job.seq, job.key.clone()));
         let outcome = ctx.handler.handle(&job.event_id, &job.key, &job.payload);
         let report = match outcome {
-            Outcome::Failed {
-                reason,
-                retryable: true,
-            } if ctx.retry.allows_retry(job.failures + 1) => {
-                job.failures += 1;
-                Report::Retry { job, reason }
-            }
-            Outcome::Failed { reason, retryable } => {
-                let failures = job.failures + 1;
-                let reason = if retryable {
-                    format!("gave up after {failures} attempts: {reason}")
-                } else {
-                    reason
-                };
-                Report::Done {
-                    info: Some(ctx.handler.describe(&job.payload)),
-                    seq: job.seq,
-                    event_id: job.event_id,
-                    key: job.key,
-                    outcome: Outcome::Failed { reason, retryable },
-                    failures,
-                }
-            }
-            outcome => Report::Done {
-                seq: job.seq,
-                event_id: job.event_id,
-                key: job.key,
-                outcome,
-                failures: job.failures,
-                info: None,
-            },
+            Outcome::Applied(summary) => Report::done(job, Final::Applied(summary)),
+            Outcome::Skipped(reason) => Report::done(job, Final::Skipped(reason)),
+            Outcome::Fatal(reason) => Report::done(job, Final::Fatal(reason)),
+            Outcome::Failed { reason, kind } => Report::Failed { job, reason, kind },
         };
         guard.running = None;
         if reports.send(report).is_err() {

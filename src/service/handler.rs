@@ -19,8 +19,10 @@
 //! - `based-on` delete: re-read the indicator and release ONLY the removed observable's value
 //!   (unless the pattern still names it), not every IOC of the indicator (the Python bug).
 //!
-//! Classification: HarfangLab `is_fatal` → [`Outcome::Fatal`], retryable → retry, else a
-//! permanent failure (dead letter). OpenCTI read errors are retryable unless fatal.
+//! Classification: `is_fatal` → [`Outcome::Fatal`]; otherwise the error's `FailureKind` (for
+//! HarfangLab: unavailable, transient or permanent = dead letter; the pipeline's budget decides
+//! what counts). OpenCTI read errors are retried unless fatal: unavailable ones as such, the rest
+//! (GraphQL errors, odd answers) as transient.
 
 use crate::harfanglab::api::ThreatIntelApi;
 use crate::metrics::{Health, Metrics};
@@ -30,6 +32,7 @@ use crate::opencti::events::{
     BasedOn, EventError, EventKind, IndicatorEvent, Payload, StreamEvent,
 };
 use crate::pipeline::{EventHandler, Outcome, PayloadInfo};
+use crate::retry::{FailureKind, Retryable};
 use crate::sync::{Absorbed, SyncError, SyncReport, Syncer};
 use crate::translate::{self, FormerState, Indicator, IocKey, LinkedObservable, Translation};
 
@@ -349,11 +352,13 @@ impl<A: ThreatIntelApi> Handler<A> {
                 Outcome::Applied(summary(&report))
             }
             Err(e) if e.is_fatal() => Outcome::Fatal(e.to_string()),
-            Err(e) if e.is_retryable() => Outcome::retry(e.to_string()),
             Err(e) => {
-                // A permanent failure is still an answer from HarfangLab.
-                self.health.harfanglab_reachable();
-                Outcome::permanent(e.to_string())
+                let kind = e.failure_kind();
+                if kind == FailureKind::Permanent {
+                    // A permanent failure is still an answer from HarfangLab.
+                    self.health.harfanglab_reachable();
+                }
+                Outcome::failed(e.to_string(), kind)
             }
         }
     }
@@ -370,9 +375,10 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
             Outcome::Applied(_) => "applied",
             Outcome::Skipped(_) => "skipped",
             Outcome::Failed {
-                retryable: true, ..
-            } => "retried",
-            Outcome::Failed { .. } => "dead_letter",
+                kind: FailureKind::Permanent,
+                ..
+            } => "dead_letter",
+            Outcome::Failed { .. } => "retried",
             Outcome::Fatal(_) => "fatal",
         };
         self.metrics.event(kind, label);
@@ -403,9 +409,13 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
 
 fn api_outcome(e: &ApiError) -> Outcome {
     if e.is_fatal() {
-        Outcome::Fatal(e.to_string())
-    } else {
-        Outcome::retry(e.to_string())
+        return Outcome::Fatal(e.to_string());
+    }
+    match e.failure_kind() {
+        kind @ FailureKind::Unavailable { .. } => Outcome::failed(e.to_string(), kind),
+        // Kept retryable (as transient, so it counts): a GraphQL error or an odd answer about
+        // one indicator may pass later, and is dead-lettered once the budget is spent.
+        FailureKind::Transient | FailureKind::Permanent => Outcome::retry(e.to_string()),
     }
 }
 

@@ -225,9 +225,9 @@ pub struct Hooks<'a> {
     pub shared: &'a Shared,
     pub summary_every: Duration,
     pub last_summary: Instant,
-    /// The HarfangLab client's counters (attempts, threads waiting to retry).
+    /// The HarfangLab client's counters (attempts, quick resends).
     pub client: Arc<ClientStats>,
-    /// The OpenCTI API's retry counters (retries, threads waiting to retry).
+    /// The OpenCTI API's resend counters.
     pub opencti: Arc<RetryActivity>,
     /// What the previous tick saw.
     pub seen: Activity,
@@ -239,21 +239,36 @@ pub struct Activity {
     pub watermark: Option<String>,
     /// HarfangLab HTTP exchanges finished (each attempt counts).
     pub requests: u64,
-    /// HarfangLab and OpenCTI retries scheduled.
+    /// Event retries the pipeline scheduled, plus HarfangLab and OpenCTI quick resends.
     pub retries: u64,
 }
 
+/// What the pipeline is doing right now (from its gauges and the clients').
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Busy {
+    pub in_flight: u64,
+    /// Workers running a handler.
+    pub workers: u64,
+    /// Events parked in the owner's timer heap until their retry.
+    pub retry_waiting: u64,
+    /// Threads inside a client's quick resend wait.
+    pub resending: u64,
+}
+
 /// Whether a tick is progress for the systemd watchdog: nothing in flight (idle), the
-/// watermark moved, a client attempt or retry happened since `before`, or a thread is waiting
-/// to retry. A handler sitting in client retries during an outage (longer than `WatchdogSec`)
-/// is thus not a restart loop, while a wedged worker (no attempts, no waits, nothing
-/// finishing) still stops the pings.
-fn watchdog_progress(in_flight: u64, before: &Activity, now: &Activity, waiting: u64) -> bool {
-    in_flight == 0
+/// watermark moved, a HarfangLab attempt, an event retry or a resend happened since `before`,
+/// a thread is inside a resend wait, or every unfinished event is parked for its retry with no
+/// worker busy. During an outage the events wait in the owner's timer heap (this tick runs on
+/// the owner thread, so it is alive) and retry every backoff: not a restart loop. A wedged
+/// worker (busy, no attempts finishing, no retries) still stops the pings, even while other
+/// events wait for their retries.
+fn watchdog_progress(busy: Busy, before: &Activity, now: &Activity) -> bool {
+    busy.in_flight == 0
         || now.watermark != before.watermark
         || now.requests != before.requests
         || now.retries != before.retries
-        || waiting > 0
+        || busy.resending > 0
+        || (busy.retry_waiting > 0 && busy.workers == 0)
 }
 
 impl PipelineHooks for Hooks<'_> {
@@ -266,10 +281,18 @@ impl PipelineHooks for Hooks<'_> {
         let now = Activity {
             watermark: s.watermark.clone(),
             requests: self.client.total_requests(),
-            retries: self.client.retries() + self.opencti.retries.load(Ordering::Relaxed),
+            retries: s.retries
+                + self.client.retries()
+                + self.opencti.retries.load(Ordering::Relaxed),
         };
-        let waiting = self.client.waiting_to_retry() + self.opencti.waiting.load(Ordering::Relaxed);
-        if watchdog_progress(s.in_flight, &self.seen, &now, waiting) {
+        let busy = Busy {
+            in_flight: s.in_flight,
+            workers: s.busy_workers,
+            retry_waiting: s.retry_waiting,
+            resending: self.client.waiting_to_retry()
+                + self.opencti.waiting.load(Ordering::Relaxed),
+        };
+        if watchdog_progress(busy, &self.seen, &now) {
             sh.gate.progress();
         }
         self.seen = now;
@@ -413,29 +436,55 @@ mod tests {
             retries: 2,
         };
         let same = before.clone();
+        let working = Busy {
+            in_flight: 3,
+            workers: 3,
+            ..Busy::default()
+        };
         // Busy and nothing moved, nobody waiting: wedged, no progress.
-        assert!(!watchdog_progress(3, &before, &same, 0));
+        assert!(!watchdog_progress(working, &before, &same));
         // Idle is healthy.
-        assert!(watchdog_progress(0, &before, &same, 0));
+        assert!(watchdog_progress(Busy::default(), &before, &same));
         // Watermark moved.
         let moved = Activity {
             watermark: Some("2-0".into()),
             ..same.clone()
         };
-        assert!(watchdog_progress(3, &before, &moved, 0));
+        assert!(watchdog_progress(working, &before, &moved));
         // An attempt finished (e.g. a 10 s connect timeout) or a retry was scheduled.
         let attempt = Activity {
             requests: 11,
             ..same.clone()
         };
-        assert!(watchdog_progress(3, &before, &attempt, 0));
+        assert!(watchdog_progress(working, &before, &attempt));
         let retry = Activity {
             retries: 3,
             ..same.clone()
         };
-        assert!(watchdog_progress(3, &before, &retry, 0));
-        // Inside a long retry wait (429 Retry-After 120 s).
-        assert!(watchdog_progress(3, &before, &same, 1));
+        assert!(watchdog_progress(working, &before, &retry));
+        // Inside a client's quick resend wait.
+        let resending = Busy {
+            resending: 1,
+            ..working
+        };
+        assert!(watchdog_progress(resending, &before, &same));
+        // An outage: every event parked in the owner's timer heap (429 Retry-After 120 s),
+        // no worker busy: alive.
+        let parked = Busy {
+            in_flight: 3,
+            workers: 0,
+            retry_waiting: 3,
+            resending: 0,
+        };
+        assert!(watchdog_progress(parked, &before, &same));
+        // A worker wedged while others wait for their retries: not progress.
+        let wedged = Busy {
+            in_flight: 3,
+            workers: 1,
+            retry_waiting: 2,
+            resending: 0,
+        };
+        assert!(!watchdog_progress(wedged, &before, &same));
     }
 
     fn event(id: &str, data: serde_json::Value) -> StreamItem {

@@ -4,12 +4,13 @@
 //! Startup order: OpenCTI `about` (version) → `registerConnector` (skipped in dry-run) →
 //! reconcile the local checkpoint with the platform state → first `pingConnector` (as pycti,
 //! right after registration; skipped in dry-run) → HarfangLab `probe` →
-//! `ensure_source_lists` → metrics server (when enabled) → stream reader + pipeline.
+//! `ensure_source` for each of the three lists → metrics server (when enabled) → stream reader + pipeline.
 //!
 //! Decisions:
-//! - **Unreachable at startup** (network error, timeout, 429/5xx) is retried with exponential
-//!   backoff (1 s doubling to 60 s), each attempt logged, until it works or shutdown: a
-//!   supervisor restart loop would only add noise. **Fatal** answers (401/403, TLS, bad URL,
+//! - **Unreachable at startup** (network error, timeout, 429/5xx) is retried with the crate's
+//!   backoff (`crate::retry`: 1 s doubling to `startup_backoff_max`, 60 s, with jitter, at least
+//!   the server's `Retry-After`), each attempt logged, until it works or shutdown: a supervisor
+//!   restart loop would only add noise. **Fatal** answers (401/403, TLS, bad URL,
 //!   unknown stream, GraphQL errors at registration, a platform that refuses even the minimal
 //!   registration) end the run with a clear error (exit 1). Fields a platform does not know are
 //!   dropped by the GraphQL client itself (`opencti::api`), not here.
@@ -30,7 +31,6 @@ pub use handler::{Handler, Work, also_keys, event_key};
 use crate::config::{Config, Recover};
 use crate::harfanglab::client::ClientConfigError;
 use crate::harfanglab::model::{SourceKind, SourceLists};
-use crate::harfanglab::retry::RetryPolicy as HlRetry;
 use crate::harfanglab::{Client, ClientOptions, HarfangLabError, ThreatIntelApi};
 use crate::metrics::{DEFAULT_HEALTH_WINDOW, Health, Metrics, MetricsServer};
 use crate::notify::{Notifier, WatchdogGate};
@@ -40,6 +40,7 @@ use crate::opencti::stream::{StreamError, StreamOptions, StreamReader};
 use crate::pipeline::{
     self, DeadLetterLog, PipelineError, PipelineOptions, PipelineStats, Shutdown, StatsSnapshot,
 };
+use crate::retry::{FailureKind, RetryPolicy, Retryable};
 use crate::state::{self, CheckpointStore, CheckpointWriter, FirstRun, LocalCheckpoint};
 use crate::sync::dry_run::DryRunApi;
 use crate::sync::{SyncSettings, Syncer};
@@ -61,7 +62,7 @@ pub struct RunOptions {
     pub tick_every: Duration,
     /// Cap of the startup retry backoff.
     pub startup_backoff_max: Duration,
-    /// First stream reconnect delay (doubles with jitter up to 60 s).
+    /// Ceiling of the first stream reconnect delay (doubles with jitter up to 60 s).
     pub stream_backoff: Duration,
 }
 
@@ -110,6 +111,12 @@ pub enum ServiceError {
     Pipeline(PipelineError),
     /// A thread could not be started.
     Thread(std::io::Error),
+    /// The metrics server cannot listen on `addr` (the port is taken, or the address is not
+    /// this host's).
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for ServiceError {
@@ -122,6 +129,15 @@ impl fmt::Display for ServiceError {
             ServiceError::State(m) => write!(f, "state directory: {m}"),
             ServiceError::Pipeline(e) => write!(f, "{e}"),
             ServiceError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            // `source` names the address ("metrics server cannot listen on ...: Address in use").
+            ServiceError::Metrics { addr, source } => write!(
+                f,
+                "{source}: port {} is taken or {} is not an address of this host; choose a free \
+                 CONNECTOR_METRICS_PORT (or CONNECTOR_METRICS_HOST), or set \
+                 CONNECTOR_EXPOSE_METRICS=false",
+                addr.port(),
+                addr.ip()
+            ),
         }
     }
 }
@@ -148,7 +164,7 @@ pub fn run_with(
     let api = OpenCtiApi::new(api_options(config))
         .map_err(ServiceError::OpenCti)?
         .with_shutdown(shutdown.receiver().clone());
-    let Some(octi_version) = until_up("OpenCTI", shutdown, backoff_max, || api.about(), octi_retry)
+    let Some(octi_version) = until_up("OpenCTI", shutdown, backoff_max, || api.about())
         .map_err(ServiceError::OpenCti)?
     else {
         return Ok(stopped_early(started));
@@ -165,13 +181,9 @@ pub fn run_with(
             name: config.connector.name.clone(),
             scope: config.connector.scope.clone(),
         };
-        let registered = until_up(
-            "OpenCTI registration",
-            shutdown,
-            backoff_max,
-            || api.register_connector(&reg, version),
-            octi_retry,
-        )
+        let registered = until_up("OpenCTI registration", shutdown, backoff_max, || {
+            api.register_connector(&reg, version)
+        })
         .map_err(ServiceError::OpenCti)?;
         let Some(registered) = registered else {
             return Ok(stopped_early(started));
@@ -243,35 +255,38 @@ pub fn run_with(
     // HarfangLab: probe, then our three source lists.
     let client = Client::new(client_options(config), shutdown.receiver().clone())
         .map_err(ServiceError::ClientSetup)?;
-    let Some(probe) = until_up(
-        "HarfangLab",
-        shutdown,
-        backoff_max,
-        || client.probe(),
-        hl_retry,
-    )
-    .map_err(ServiceError::HarfangLab)?
+    let Some(probe) = until_up("HarfangLab", shutdown, backoff_max, || client.probe())
+        .map_err(ServiceError::HarfangLab)?
     else {
         return Ok(stopped_early(started));
     };
     let name = &config.harfanglab.source_list_name;
-    let Some(lists) = until_up(
-        "HarfangLab source lists",
-        shutdown,
-        backoff_max,
-        || {
-            if dry_run {
-                dry_run_source_lists(&client, name)
-            } else {
-                client.ensure_source_lists(name)
-            }
-        },
-        hl_retry,
-    )
-    .map_err(ServiceError::HarfangLab)?
-    else {
+    // One startup step per list: the client does not retry a 5xx or 429 itself, so a flaky
+    // answer redoes (and backs off) only the list it hit, not the ones already found. After a
+    // shutdown the later steps return `None` at once.
+    let source = |kind: SourceKind| {
+        until_up(
+            &format!("HarfangLab {} list", kind.resource()),
+            shutdown,
+            backoff_max,
+            || {
+                if dry_run {
+                    dry_run_source(&client, kind, name)
+                } else {
+                    client.ensure_source(kind, name).map(|list| list.id)
+                }
+            },
+        )
+        .map_err(ServiceError::HarfangLab)
+    };
+    let (Some(ioc), Some(sigma), Some(yara)) = (
+        source(SourceKind::Ioc)?,
+        source(SourceKind::Sigma)?,
+        source(SourceKind::Yara)?,
+    ) else {
         return Ok(stopped_early(started));
     };
+    let lists = SourceLists { ioc, sigma, yara };
 
     log::info!(
         "harfanglab-intel {} running{}: OpenCTI {octi_version}, stream {:?}, HarfangLab {}, \
@@ -390,7 +405,7 @@ impl Ctx<'_> {
         let _server = match c.metrics_addr {
             Some(addr) => {
                 let s = MetricsServer::start(&addr.to_string(), metrics.clone(), health.clone())
-                    .map_err(ServiceError::Thread)?;
+                    .map_err(|source| ServiceError::Metrics { addr, source })?;
                 log::info!("metrics and /healthz served on http://{}", s.local_addr());
                 Some(s)
             }
@@ -538,6 +553,7 @@ impl Ctx<'_> {
             shutdown_deadline: self.config.service.shutdown_timeout,
             summary_every: self.opts.summary_every,
             tick_every: self.opts.tick_every,
+            retry: self.config.harfanglab.event_retry(),
             stats: self.opts.stats.clone(),
             ..PipelineOptions::default()
         };
@@ -595,22 +611,10 @@ pub fn dead_letter_name(file_id: &str) -> String {
 fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats) {
     let cs = client.stats();
     metrics.add_collector(move |m| {
-        use crate::harfanglab::client::{Op, StatusClass};
-        for op in Op::ALL {
-            for class in StatusClass::ALL {
-                let n = cs.requests(op, class);
-                if n > 0 {
-                    // The client counts by status class; label it with the class's first code.
-                    let status = match class {
-                        StatusClass::Success => Some(200),
-                        StatusClass::Redirect => Some(300),
-                        StatusClass::ClientError => Some(400),
-                        StatusClass::ServerError => Some(500),
-                        StatusClass::Transport => None,
-                    };
-                    m.set_harfanglab_requests(op.name(), status, n);
-                }
-            }
+        for (op, status, n) in cs.snapshot() {
+            m.set_harfanglab_requests(op, status, n);
+        }
+        for op in crate::harfanglab::client::Op::ALL {
             let r = cs.retries_of(op);
             if r > 0 {
                 m.set_retries(op.name(), r);
@@ -625,16 +629,17 @@ fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats
     });
 }
 
-/// Retry at startup until up or shutdown. `Ok(None)`: shutdown came first.
-fn until_up<T, E: fmt::Display>(
+/// Retry at startup until up or shutdown. `Ok(None)`: shutdown came first. Transient and
+/// unavailable failures are retried, a permanent one is returned.
+fn until_up<T, E: fmt::Display + Retryable>(
     what: &str,
     shutdown: &Shutdown,
     backoff_max: Duration,
     mut call: impl FnMut() -> Result<T, E>,
-    retryable: fn(&E) -> bool,
 ) -> Result<Option<T>, E> {
-    let mut wait = Duration::from_secs(1).min(backoff_max);
-    for attempt in 1u32.. {
+    let policy = RetryPolicy::until_stopped(Duration::from_secs(1), backoff_max);
+    let mut rng = fastrand::Rng::new();
+    for retry in 0u32.. {
         if shutdown.is_triggered() {
             return Ok(None);
         }
@@ -644,50 +649,46 @@ fn until_up<T, E: fmt::Display>(
                 log::debug!("{what}: {e} (shutting down)");
                 return Ok(None);
             }
-            Err(e) if retryable(&e) => {
+            Err(e) => {
+                let retry_after = match e.failure_kind() {
+                    FailureKind::Permanent => return Err(e),
+                    FailureKind::Transient => None,
+                    FailureKind::Unavailable { retry_after } => retry_after,
+                };
+                let wait = policy.delay(retry, retry_after, &mut rng);
                 log::warn!(
-                    "{what} not reachable at startup (attempt {attempt}): {e}; retrying in {}",
-                    humantime::format_duration(wait)
+                    "{what} not reachable at startup (attempt {}): {e}; retrying in {}",
+                    retry + 1,
+                    humantime::format_duration(Duration::from_millis(
+                        u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+                    ))
                 );
                 if shutdown.wait_timeout(wait) {
                     return Ok(None);
                 }
-                wait = (wait * 2).min(backoff_max);
             }
-            Err(e) => return Err(e),
         }
     }
     Ok(None)
 }
 
-/// Dry-run: find the source lists, never create them (a missing one gets a placeholder id, so
-/// every lookup in it finds nothing and every write is logged as a creation).
-fn dry_run_source_lists(client: &Client, name: &str) -> Result<SourceLists, HarfangLabError> {
-    let find = |kind: SourceKind| -> Result<String, HarfangLabError> {
-        Ok(match client.find_source(kind, name)? {
-            Some(list) => list.id,
-            None => {
-                log::info!(
-                    "[dry-run] would create {} {name:?} (it does not exist yet)",
-                    kind.resource()
-                );
-                format!("dry-run-{}", kind.resource())
-            }
-        })
-    };
-    Ok(SourceLists {
-        ioc: find(SourceKind::Ioc)?,
-        sigma: find(SourceKind::Sigma)?,
-        yara: find(SourceKind::Yara)?,
+/// Dry-run: find a source list, never create it (a missing one gets a placeholder id, so every
+/// lookup in it finds nothing and every write is logged as a creation).
+fn dry_run_source(
+    client: &Client,
+    kind: SourceKind,
+    name: &str,
+) -> Result<String, HarfangLabError> {
+    Ok(match client.find_source(kind, name)? {
+        Some(list) => list.id,
+        None => {
+            log::info!(
+                "[dry-run] would create {} {name:?} (it does not exist yet)",
+                kind.resource()
+            );
+            format!("dry-run-{}", kind.resource())
+        }
     })
-}
-
-fn octi_retry(e: &ApiError) -> bool {
-    e.is_retryable()
-}
-
-fn hl_retry(e: &HarfangLabError) -> bool {
-    e.is_retryable()
 }
 
 fn first_run(config: &Config) -> FirstRun {
@@ -741,11 +742,6 @@ fn client_options(config: &Config) -> ClientOptions {
     o.ca_file = h.tls.ca_file().map(Into::into);
     o.connect_timeout = h.connect_timeout;
     o.request_timeout = h.request_timeout;
-    o.retry = HlRetry {
-        max_retries: h.max_retries,
-        cap: h.retry_backoff_max,
-        ..HlRetry::default()
-    };
     o.max_idle_connections = config.service.workers.max(1);
     o
 }
@@ -753,6 +749,36 @@ fn client_options(config: &Config) -> ClientOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn harfanglab_request_metrics_carry_the_real_status_code() {
+        use crate::harfanglab::client::Op;
+        use crate::secret::Secret;
+        let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let client = Client::new(
+            ClientOptions::new("http://127.0.0.1:1", Secret::new("t")),
+            rx,
+        )
+        .unwrap();
+        let stats = client.stats();
+        for status in [Some(404), Some(404), Some(429), Some(503), None] {
+            stats.record(Op::GetRule, status);
+        }
+        let metrics = Metrics::new();
+        register_collectors(&metrics, &client, &PipelineStats::new());
+        let text = metrics.render();
+        let line = |status: &str| {
+            format!(
+                "harfanglab_intel_harfanglab_requests_total{{op=\"get_rule\",status=\"{status}\"}}"
+            )
+        };
+        for (status, n) in [("404", 2), ("429", 1), ("503", 1), ("error", 1)] {
+            assert!(text.contains(&format!("{} {n}\n", line(status))), "{text}");
+        }
+        for wrong in ["400", "500"] {
+            assert!(!text.contains(&line(wrong)), "{text}");
+        }
+    }
 
     #[test]
     fn dead_letter_file_is_per_connector() {
@@ -788,11 +814,8 @@ mod tests {
     fn startup_retry_stops_on_fatal_and_on_shutdown() {
         let s = Shutdown::new();
         let mut n = 0;
-        let r: Result<Option<()>, HarfangLabError> = until_up(
-            "x",
-            &s,
-            Duration::from_millis(1),
-            || {
+        let r: Result<Option<()>, HarfangLabError> =
+            until_up("x", &s, Duration::from_millis(1), || {
                 n += 1;
                 if n < 3 {
                     Err(HarfangLabError::Timeout { op: "t".into() })
@@ -802,14 +825,12 @@ mod tests {
                         detail: "d".into(),
                     })
                 }
-            },
-            hl_retry,
-        );
+            });
         assert!(matches!(r, Err(HarfangLabError::Unauthorized { .. })));
         assert_eq!(n, 3);
         s.trigger();
         let r: Result<Option<()>, HarfangLabError> =
-            until_up("x", &s, Duration::from_millis(1), || Ok(()), hl_retry);
+            until_up("x", &s, Duration::from_millis(1), || Ok(()));
         assert_eq!(r, Ok(None));
     }
 }

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const TI_PREFIX: &str = "/api/data/threat_intelligence";
 
@@ -93,6 +93,10 @@ pub struct Faults {
     pub throttle_rate: f64,
     /// `Retry-After` seconds sent with a 429 (`None`: no header).
     pub retry_after_secs: Option<u64>,
+    /// Every request whose URL (path and query) or body contains this text is answered 429
+    /// (with `retry_after_secs`), the others normally: one object throttled while the rest
+    /// flows. Each such answer is timed ([`HarfangLabSim::throttled_at`]).
+    pub throttle_matching: Option<String>,
     /// Share of successful writes (POST/PATCH/PUT/DELETE) whose answer is lost: the change is
     /// applied, but the client gets a 502 (a proxy or load balancer timing out), so its retry
     /// meets the result of its first attempt ("already exists", 404 on delete).
@@ -209,6 +213,8 @@ struct State {
     ioc_unique: HashMap<(String, String, String), String>,
     requests: HashMap<(String, String), u64>,
     writes: u64,
+    /// When each `throttle_matching` 429 was answered.
+    throttled: Vec<Instant>,
 }
 
 impl State {
@@ -395,6 +401,11 @@ impl HarfangLabSim {
         lock(&self.shared.state).requests.values().sum()
     }
 
+    /// When each 429 of [`Faults::throttle_matching`] was answered, in order.
+    pub fn throttled_at(&self) -> Vec<Instant> {
+        lock(&self.shared.state).throttled.clone()
+    }
+
     /// Successful creates, updates and deletes.
     pub fn writes(&self) -> u64 {
         lock(&self.shared.state).writes
@@ -578,7 +589,7 @@ impl Shared {
                 .entry((method.to_owned(), resource_label.to_owned()))
                 .or_insert(0) += 1;
         }
-        if let Some(reply) = self.inject_faults() {
+        if let Some(reply) = self.inject_faults(url, body) {
             return reply;
         }
         if path == "/api/version" || path == "/api/version/" {
@@ -638,8 +649,15 @@ impl Shared {
         }
     }
 
-    fn inject_faults(&self) -> Option<Reply> {
+    fn inject_faults(&self, url: &str, body: &str) -> Option<Reply> {
         let faults = lock(&self.faults).clone();
+        let throttle = |faults: &Faults| {
+            let reply = Reply::detail(429, "Request was throttled.");
+            match faults.retry_after_secs {
+                Some(s) => reply.header("Retry-After", s.to_string()),
+                None => reply,
+            }
+        };
         if faults.hangup {
             return Some(Reply {
                 status: http::HANGUP,
@@ -661,16 +679,18 @@ impl Shared {
                 }
             }
         }
+        if let Some(text) = &faults.throttle_matching
+            && (url.contains(text.as_str()) || body.contains(text.as_str()))
+        {
+            lock(&self.state).throttled.push(Instant::now());
+            return Some(throttle(&faults));
+        }
         if faults.throttle_rate <= 0.0 && faults.error_rate <= 0.0 {
             return None;
         }
         let roll = lock(&self.dice).f64();
         if roll < faults.throttle_rate {
-            let reply = Reply::detail(429, "Request was throttled.");
-            return Some(match faults.retry_after_secs {
-                Some(s) => reply.header("Retry-After", s.to_string()),
-                None => reply,
-            });
+            return Some(throttle(&faults));
         }
         if roll < faults.throttle_rate + faults.error_rate {
             return Some(Reply::detail(500, "Internal Server Error (simulated)."));

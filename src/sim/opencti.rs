@@ -79,6 +79,8 @@ pub enum ConnFault {
     None,
     /// Answer this HTTP status (410, 401, 500, ...) instead of streaming.
     Status(u16),
+    /// Answer 429 with `Retry-After: <seconds>` instead of streaming.
+    Throttled(u64),
     /// Close the connection after this many events.
     DropAfter(usize),
     /// Stop sending any byte (heartbeats included) after this many events.
@@ -569,12 +571,14 @@ fn handle_stream(shared: &Shared, mut conn: TcpStream, req: &Request) -> io::Res
     let stream_id = req.path.strip_prefix("/stream").unwrap_or_default();
     let stream_id = stream_id.strip_prefix('/').unwrap_or(stream_id);
     let fault = shared.lock().faults.pop_front().unwrap_or(ConnFault::None);
-    let status = if !authorized(shared, req) || stream_id != shared.cfg.stream_id {
-        401
-    } else if let ConnFault::Status(s) = fault {
-        s
+    let (status, retry_after) = if !authorized(shared, req) || stream_id != shared.cfg.stream_id {
+        (401, None)
     } else {
-        200
+        match fault {
+            ConnFault::Status(s) => (s, None),
+            ConnFault::Throttled(secs) => (429, Some(secs)),
+            _ => (200, None),
+        }
     };
     shared.lock().requests.push(StreamRequest {
         path: req.path.clone(),
@@ -582,6 +586,14 @@ fn handle_stream(shared: &Shared, mut conn: TcpStream, req: &Request) -> io::Res
         headers: req.headers.clone(),
         status,
     });
+    if let Some(secs) = retry_after {
+        write!(
+            conn,
+            "HTTP/1.1 429 {}\r\nRetry-After: {secs}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            reason(429)
+        )?;
+        return conn.flush();
+    }
     if status != 200 {
         return respond(&mut conn, status, "text/plain", reason(status).as_bytes());
     }

@@ -253,6 +253,7 @@ fn not_found(op: String) -> HarfangLabError {
         op,
         status: 404,
         body: r#"{"detail": "Not found."}"#.to_owned(),
+        retry_after: None,
     }
 }
 
@@ -261,6 +262,7 @@ fn bad_request(op: String, field: &str, message: &str) -> HarfangLabError {
         op,
         status: 400,
         body: serde_json::json!({ field: [message] }).to_string(),
+        retry_after: None,
     }
 }
 

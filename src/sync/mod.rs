@@ -1,7 +1,9 @@
 //! The sync layer: turns "indicator X wants these HarfangLab objects" (a [`Translation`]) into
 //! the minimal set of HarfangLab calls, with reference counting of every object it writes.
 //!
-//! What it owns and how it differs from the Python connector (`docs/peers.md` §2):
+//! What it owns, and how it differs from the Python connector (whose IOC comment names one
+//! indicator, so the last writer wins, and whose delete removes every IOC of the pattern with no
+//! reference check):
 //! - **Holders.** Every object records which indicators want it: an IOC rule in its `comment`
 //!   ([`comment`]), a Sigma rule / Yara file in a comment line of its content
 //!   ([`rule_holders`]). Release removes one holder; the object is deleted (or disabled) only when
@@ -10,10 +12,11 @@
 //! - **Merges** ([`Syncer::merge`]): the absorbed indicators' holds move to the target in one write
 //!   per object; what only they wanted is released as their delete would.
 //! - **Pattern changes** release the former pattern's IOCs that the new one lacks.
-//! - **Sigma identity** is the rule's own `id`; **Yara identity** the indicator name (current
-//!   or former), then the file that already lists the indicator as a holder; duplicate
-//!   conflicts resolve by find-and-update. Holders that disagree on a rule's content: the newest
-//!   event's content is written and the conflict logged with the indicator ids.
+//! - **Sigma identity** is the rule's own `id`; **Yara identity** the indicator name (current,
+//!   then former: renaming one of several holders takes it out of their file), and on release
+//!   also the file that lists the indicator under another name; duplicate conflicts resolve by
+//!   find-and-update. Holders that disagree on a rule's content: the newest event's content is
+//!   written and the conflict logged with the indicator ids.
 //! - **Concurrency.** find → create/update runs under a striped lock per identity ([`locks`]),
 //!   and a create answered "already exists" (another process) re-finds and updates.
 //! - **Partial failure** of one object never stops the others ([`SyncError`]).
@@ -43,6 +46,7 @@ use crate::harfanglab::api::ThreatIntelApi;
 use crate::harfanglab::model::{
     IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
 };
+use crate::retry::{FailureKind, Retryable};
 use crate::translate::{FormerState, Indicator, IocKey, Translation, truncate_name};
 use comment::{Holder, Origin, RuleComment};
 use locks::StripedLocks;
@@ -50,6 +54,7 @@ use log::{debug, info, warn};
 use rule_holders::RuleHolders;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
 
 /// What the sync layer needs from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +166,11 @@ pub struct SyncFailure {
     pub failed: u32,
     /// How many of those failures are worth retrying.
     pub retryable: u32,
+    /// How many of the retryable ones are about HarfangLab's availability (unreachable,
+    /// timeout, 429, 502-504, shutdown) rather than transient (another 5xx).
+    pub unavailable: u32,
+    /// The longest `Retry-After` HarfangLab sent with those failures.
+    pub retry_after: Option<Duration>,
     /// What was done despite the failures.
     pub report: SyncReport,
 }
@@ -170,14 +180,28 @@ impl SyncError {
         SyncError(Box::new(failure))
     }
 
-    /// Worth retrying the whole upsert/release later.
-    pub fn is_retryable(&self) -> bool {
-        !self.is_fatal() && self.0.retryable > 0
-    }
-
     /// The process should stop (HarfangLab rejects the credentials).
     pub fn is_fatal(&self) -> bool {
         self.0.error.is_fatal()
+    }
+}
+
+/// What retrying the whole means: permanent when nothing failed for a retryable reason (or a
+/// failure is fatal); unavailable when every retryable failure was about HarfangLab's
+/// availability (with the longest `Retry-After`); transient otherwise. A permanent failure next
+/// to retryable ones does not make the whole permanent (see the type's doc).
+impl Retryable for SyncError {
+    fn failure_kind(&self) -> FailureKind {
+        let f = &self.0;
+        if self.is_fatal() || f.retryable == 0 {
+            FailureKind::Permanent
+        } else if f.retryable > f.unavailable {
+            FailureKind::Transient
+        } else {
+            FailureKind::Unavailable {
+                retry_after: f.retry_after,
+            }
+        }
     }
 }
 
@@ -738,17 +762,25 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
     }
 
     fn finish(self) -> Result<SyncReport, SyncError> {
-        let retryable_of = |e: &HarfangLabError| e.is_retryable() || is_shutdown(e);
-        let retryable = self
-            .failures
-            .iter()
-            .filter(|f| retryable_of(&f.error))
-            .count() as u32;
+        let mut retryable = 0;
+        let mut unavailable = 0;
+        let mut retry_after: Option<Duration> = None;
+        for f in &self.failures {
+            match f.error.failure_kind() {
+                FailureKind::Permanent => {}
+                FailureKind::Transient => retryable += 1,
+                FailureKind::Unavailable { retry_after: asked } => {
+                    retryable += 1;
+                    unavailable += 1;
+                    retry_after = retry_after.max(asked);
+                }
+            }
+        }
         let kept = self
             .failures
             .iter()
             .find(|f| f.error.is_fatal())
-            .or_else(|| self.failures.iter().find(|f| !retryable_of(&f.error)))
+            .or_else(|| self.failures.iter().find(|f| !f.error.is_retryable()))
             .or(self.failures.first());
         match kept {
             None => Ok(self.report),
@@ -758,6 +790,8 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                 error: f.error.clone(),
                 failed: self.failures.len() as u32,
                 retryable,
+                unavailable,
+                retry_after,
                 report: self.report,
             })),
         }

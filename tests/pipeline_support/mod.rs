@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use harfanglab_intel::pipeline::{
-    CheckpointSink, EventHandler, Input, Outcome, PayloadInfo, PipelineOptions, RetryPolicy,
+    self, CheckpointSink, DeadLetterLog, EventHandler, Input, Outcome, PayloadInfo,
+    PipelineOptions, PipelineSummary, Shutdown,
 };
+use harfanglab_intel::retry::RetryPolicy;
 
 /// Test payload: the position of the event in the stream and its operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,12 +116,32 @@ pub fn fast_opts(workers: usize) -> PipelineOptions {
         save_every: Duration::from_millis(1),
         tick_every: Duration::from_millis(50),
         retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
+            max_retries: 2,
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(100),
         },
         ..PipelineOptions::default()
     }
+}
+
+/// Run the pipeline over `source` until it closes and everything drained: no hooks, its own
+/// shutdown signal, a sink nobody reads.
+pub fn run_to_end<H: EventHandler<Ev>>(
+    source: Receiver<Input<Ev>>,
+    handler: &H,
+    opts: &PipelineOptions,
+    dead_letters: DeadLetterLog,
+) -> PipelineSummary {
+    pipeline::run(
+        source,
+        handler,
+        &mut RecordingSink::default(),
+        &mut (),
+        opts,
+        &Shutdown::new(),
+        dead_letters,
+    )
+    .expect("run")
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {

@@ -1,0 +1,78 @@
+//! The command line of the standalone simulators (`cargo run --example simulators -- --help`):
+//! where each simulator listens, which scenario the OpenCTI one replays, and whether the
+//! HarfangLab one insists on trailing slashes. Parsing only; the example starts the servers.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Starts the OpenCTI and HarfangLab simulators on loopback and prints their URLs and tokens,
+/// to poke at with curl or to point a real `harfanglab-intel run` at. Ctrl-C stops both.
+#[derive(Debug, Parser, PartialEq)]
+#[command(name = "simulators")]
+pub struct StandaloneArgs {
+    /// Address of the OpenCTI simulator (GraphQL and live stream).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4000")]
+    pub opencti: String,
+    /// Address of the HarfangLab simulator (threat-intel REST API).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    pub harfanglab: String,
+    /// JSON Lines scenario the OpenCTI live stream replays (e.g. fixtures/demo-stream.jsonl);
+    /// none: an empty stream.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Django mode: a HarfangLab path without its trailing `/` answers 301 to the slashed path,
+    /// as the real server does (default: served like the slashed path).
+    #[arg(long)]
+    pub strict: bool,
+    /// The OpenCTI release the simulator answers as (`about { version }` and the GraphQL schema
+    /// of that release: fields it lacks are refused as that release refuses them).
+    #[arg(long, value_name = "VERSION")]
+    pub opencti_version: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_is_an_answer_not_an_unknown_argument() {
+        let err = StandaloneArgs::try_parse_from(["simulators", "--help"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = err.to_string();
+        for option in [
+            "--opencti <ADDR>",
+            "--harfanglab <ADDR>",
+            "--scenario <FILE>",
+            "--strict",
+            "--opencti-version <VERSION>",
+        ] {
+            assert!(help.contains(option), "{help}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let args = StandaloneArgs::try_parse_from(["simulators"]).unwrap();
+        assert_eq!(
+            args,
+            StandaloneArgs {
+                opencti: "127.0.0.1:4000".into(),
+                harfanglab: "127.0.0.1:8443".into(),
+                scenario: None,
+                strict: false,
+                opencti_version: None,
+            }
+        );
+        let args = StandaloneArgs::try_parse_from([
+            "simulators",
+            "--scenario",
+            "fixtures/demo-stream.jsonl",
+            "--strict",
+        ])
+        .unwrap();
+        assert_eq!(args.scenario, Some("fixtures/demo-stream.jsonl".into()));
+        assert!(args.strict);
+        let err = StandaloneArgs::try_parse_from(["simulators", "--bogus"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+}
