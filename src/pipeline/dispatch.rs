@@ -14,6 +14,7 @@
 //! number of keys.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::checkpoint::Seq;
@@ -22,16 +23,43 @@ use super::worker::Job;
 /// One admitted event: its keys, and the job itself while it waits for its turn.
 #[derive(Debug)]
 struct Entry<T> {
-    keys: Vec<Arc<str>>,
+    key: Arc<str>,
+    /// Its other keys (sorted, without `key`); empty for most events.
+    also: Vec<Arc<str>>,
     /// `Some` while waiting; taken when dispatched.
     waiting: Option<Job<T>>,
+}
+
+impl<T> Entry<T> {
+    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        std::iter::once(&self.key).chain(&self.also)
+    }
+}
+
+/// Sequence numbers are distinct counters: a multiplication spreads them well enough, and is
+/// much cheaper than SipHash on the owner thread's hot path.
+#[derive(Default)]
+struct SeqHasher(u64);
+
+impl Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// The lines of the busy keys and the events in them. A key is busy iff it has a line.
 #[derive(Debug)]
 pub(crate) struct KeyQueues<T> {
     lines: HashMap<Arc<str>, VecDeque<Seq>>,
-    entries: HashMap<Seq, Entry<T>>,
+    entries: HashMap<Seq, Entry<T>, BuildHasherDefault<SeqHasher>>,
     waiting: usize,
 }
 
@@ -39,7 +67,7 @@ impl<T> Default for KeyQueues<T> {
     fn default() -> Self {
         KeyQueues {
             lines: HashMap::new(),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             waiting: 0,
         }
     }
@@ -49,22 +77,26 @@ impl<T> KeyQueues<T> {
     /// A new event arrives, about `job.key` and `also` (duplicates are fine): returns it if it
     /// is first in line for each of them (dispatch it now; its keys become busy), or keeps it
     /// until it is and returns `None`.
-    pub fn admit(&mut self, job: Job<T>, also: Vec<Arc<str>>) -> Option<Job<T>> {
-        let mut keys = also;
-        keys.push(job.key.clone());
-        keys.sort_unstable();
-        keys.dedup();
+    pub fn admit(&mut self, job: Job<T>, mut also: Vec<Arc<str>>) -> Option<Job<T>> {
+        also.retain(|k| *k != job.key);
+        also.sort_unstable();
+        also.dedup();
         let seq = job.seq;
-        for key in &keys {
-            self.lines.entry(key.clone()).or_default().push_back(seq);
+        let mut first_everywhere = true;
+        for key in std::iter::once(&job.key).chain(&also) {
+            let line = self.lines.entry(key.clone()).or_default();
+            first_everywhere &= line.is_empty();
+            line.push_back(seq);
         }
-        let entry = Entry {
-            keys,
-            waiting: Some(job),
+        let key = job.key.clone();
+        let (waiting, ready) = if first_everywhere {
+            (None, Some(job))
+        } else {
+            self.waiting += 1;
+            (Some(job), None)
         };
-        self.entries.insert(seq, entry);
-        self.waiting += 1;
-        self.take_if_ready(seq)
+        self.entries.insert(seq, Entry { key, also, waiting });
+        ready
     }
 
     /// Event `seq` has finished: it leaves its lines. Returns the events that are now first in
@@ -73,15 +105,11 @@ impl<T> KeyQueues<T> {
         let Some(entry) = self.remove(seq) else {
             return Vec::new();
         };
-        let fronts: Vec<Seq> = entry
-            .keys
-            .iter()
-            .filter_map(|k| self.lines.get(k).and_then(|line| line.front().copied()))
-            .collect();
         let mut ready = Vec::new();
-        for front in fronts {
+        for key in entry.keys() {
+            let front = self.lines.get(key).and_then(|line| line.front().copied());
             // `take_if_ready` takes each job once, even when it is the front of several lines.
-            ready.extend(self.take_if_ready(front));
+            ready.extend(front.and_then(|f| self.take_if_ready(f)));
         }
         ready
     }
@@ -93,24 +121,15 @@ impl<T> KeyQueues<T> {
         let mut dropped = 0;
         let mut doomed = vec![seq];
         while let Some(seq) = doomed.pop() {
-            for key in self
-                .entries
-                .get(&seq)
-                .map(|e| e.keys.clone())
-                .unwrap_or_default()
-            {
-                let behind = self.lines.get(&key).map_or(Vec::new(), |line| {
-                    line.iter()
-                        .skip_while(|s| **s != seq)
-                        .skip(1)
-                        .copied()
-                        .collect()
-                });
-                doomed.extend(behind);
+            let Some(entry) = self.entries.get(&seq) else {
+                continue;
+            };
+            for key in entry.keys() {
+                if let Some(line) = self.lines.get(key) {
+                    doomed.extend(line.iter().skip_while(|s| **s != seq).skip(1));
+                }
             }
-            if let Some(entry) = self.remove(seq)
-                && entry.waiting.is_some()
-            {
+            if self.remove(seq).is_some_and(|e| e.waiting.is_some()) {
                 dropped += 1;
             }
         }
@@ -130,10 +149,10 @@ impl<T> KeyQueues<T> {
     /// Dispatch `seq` if it is waiting and first in all its lines.
     fn take_if_ready(&mut self, seq: Seq) -> Option<Job<T>> {
         let entry = self.entries.get_mut(&seq)?;
-        let first_everywhere = entry
-            .keys
-            .iter()
-            .all(|k| self.lines.get(k).and_then(|line| line.front()) == Some(&seq));
+        let lines = &self.lines;
+        let first_everywhere = std::iter::once(&entry.key)
+            .chain(&entry.also)
+            .all(|k| lines.get(k).and_then(|line| line.front()) == Some(&seq));
         if !first_everywhere {
             return None;
         }
@@ -148,9 +167,14 @@ impl<T> KeyQueues<T> {
         if entry.waiting.is_some() {
             self.waiting -= 1;
         }
-        for key in &entry.keys {
+        for key in entry.keys() {
             if let Some(line) = self.lines.get_mut(key) {
-                line.retain(|s| *s != seq);
+                // Usually the front: it was running.
+                if line.front() == Some(&seq) {
+                    line.pop_front();
+                } else {
+                    line.retain(|s| *s != seq);
+                }
                 if line.is_empty() {
                     self.lines.remove(key);
                 }
