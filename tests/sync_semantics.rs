@@ -856,6 +856,99 @@ fn sigma_id_change_releases_the_former_rule<A: ThreatIntelApi>(new_api: fn() -> 
     );
 }
 
+/// The fake and the simulator enforce the same identity rules (harfanglab-api.md §6.3, INFERRED
+/// parts included): a Sigma UUID `id` is the object id, a second create of it is refused inside
+/// the import envelope, an update may not change it; a Yara `meta: id` is unique in a list, rule
+/// identifiers are not (by default).
+fn backends_agree_on_rule_identity<A: ThreatIntelApi>(new_api: fn() -> (A, SourceLists)) {
+    let s = syncer_on(new_api(), true);
+    let (api, lists) = (s.api(), &s.settings().lists);
+    let body = |source: &str, name: &str, content: String| RuleBody {
+        source_id: source.to_owned(),
+        name: name.to_owned(),
+        content,
+        hl_status: "stable".into(),
+        enabled: true,
+        overwrite: false,
+    };
+    let upper = sigma_content(Some(&SIGMA_ID.to_ascii_uppercase()), "cmd");
+    let created = api
+        .create_rule(RuleKind::Sigma, &body(&lists.sigma, "one", upper))
+        .unwrap();
+    assert_eq!(created.id, SIGMA_ID, "the canonical UUID is the object id");
+    let again = api
+        .create_rule(
+            RuleKind::Sigma,
+            &body(&lists.sigma, "two", sigma_content(Some(SIGMA_ID), "wmic")),
+        )
+        .unwrap_err();
+    // A duplicate, as the IOC one (`Syncer` finds and updates it).
+    assert!(
+        matches!(&again, HarfangLabError::AlreadyExists { body, .. } if body.contains("already exists")),
+        "{again:?}"
+    );
+    let moved = api
+        .update_rule(
+            RuleKind::Sigma,
+            SIGMA_ID,
+            &body(&lists.sigma, "one", sigma_content(Some(SIGMA_ID_2), "cmd")),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(moved, HarfangLabError::Status { status: 400, .. }),
+        "{moved:?}"
+    );
+    let not_uuid = sigma_content(Some("rule-7"), "cmd");
+    let a = api
+        .create_rule(RuleKind::Sigma, &body(&lists.sigma, "a", not_uuid.clone()))
+        .unwrap();
+    let b = api
+        .create_rule(RuleKind::Sigma, &body(&lists.sigma, "b", not_uuid))
+        .unwrap();
+    assert_ne!(a.id, b.id, "an id that is not a UUID identifies nothing");
+
+    let tagged = |rule: &str| {
+        format!("rule {rule}\n{{\n  meta:\n    id = \"m-77\"\n  condition:\n    true\n}}\n")
+    };
+    api.create_rule(RuleKind::Yara, &body(&lists.yara, "t1", tagged("Tagged_1")))
+        .unwrap();
+    let clash = api
+        .create_rule(RuleKind::Yara, &body(&lists.yara, "t2", tagged("Tagged_2")))
+        .unwrap_err();
+    assert!(
+        matches!(&clash, HarfangLabError::AlreadyExists { body, .. } if body.contains("Duplicate rule")),
+        "{clash:?}"
+    );
+    let file = |name: &str| {
+        api.find_rules(RuleKind::Yara, &lists.yara, &RuleFilter::Name(name.into()))
+            .unwrap()
+            .remove(0)
+    };
+    let t3 = api
+        .create_rule(
+            RuleKind::Yara,
+            &body(&lists.yara, "t3", yara_content("Tagged_3", "x")),
+        )
+        .unwrap();
+    let moved = api
+        .update_rule(
+            RuleKind::Yara,
+            &t3.id,
+            &body(&lists.yara, "t3", tagged("Tagged_3")),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(moved, HarfangLabError::AlreadyExists { .. }),
+        "{moved:?}"
+    );
+    assert_eq!(file("t1").rule_names, ["Tagged_1"]);
+    let twin = yara_content("Twin", "x");
+    api.create_rule(RuleKind::Yara, &body(&lists.yara, "w1", twin.clone()))
+        .unwrap();
+    api.create_rule(RuleKind::Yara, &body(&lists.yara, "w2", twin))
+        .expect("rule identifiers are not unique by default");
+}
+
 fn absorbed(indicator: &Indicator, translation: Translation) -> Absorbed {
     Absorbed {
         indicator: indicator.clone(),
@@ -1124,6 +1217,10 @@ macro_rules! scenarios {
             #[test]
             fn replayed_events_are_harmless() {
                 super::replayed_events_are_harmless($factory)
+            }
+            #[test]
+            fn backends_agree_on_rule_identity() {
+                super::backends_agree_on_rule_identity($factory)
             }
             #[test]
             fn sigma_id_change_releases_the_former_rule() {

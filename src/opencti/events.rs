@@ -20,8 +20,12 @@
 //! `context.sources`, the absorbed objects as they were: [`EventKind::Merge`], whose
 //! [`IndicatorEvent`] lists the absorbed indicators ([`IndicatorEvent::absorbed`]), each read by
 //! the same per-object decoding as the target. On a live stream OpenCTI sends nothing else for a
-//! merge: the sources are removed from the index without `delete` events (`mergeEntities` →
-//! `storeMergeEvent`, then `elDeleteElements`), and their relationships are moved to the target.
+//! merge (read in its source: `database/middleware` `mergeEntities` stores the one merge event,
+//! `database/redis` `storeMergeEvent`, after `mergeEntitiesRaw` moved the sources' relationships
+//! to the target and removed the sources with `elDeleteElements`, which streams nothing; the live
+//! stream handler in `graphql/sseMiddleware` forwards a merge like a create). A `delete` of an
+//! absorbed indicator can still reach us (a replay, or one sent before the merge): the consumer
+//! must handle both orders.
 
 use super::reverse_patch::{former_state, patch_ops};
 use super::sse::Frame;

@@ -4,10 +4,12 @@
 //! It follows what `docs/harfanglab-api.md` knows of the server, with the same rules as the HTTP
 //! simulator (`sim::harfanglab`) wherever the spec infers: IOC rules are unique per
 //! (source, type, value) and a duplicate create is `AlreadyExists` (§7); a Sigma rule's `id`, when
-//! a UUID, is its object id, a create of an existing id is a failed `status[]` entry unless
-//! `overwrite` and an update may not change it (§6.3); a YARA file sharing a `meta: id` with
-//! another file of its list (or, opt-in, a rule identifier) is rejected the same way
-//! (`content::yara_files_clash`); names are not unique; deleting a missing object is fine. It counts
+//! a UUID, is its object id, a create of an existing id is refused unless `overwrite` and an
+//! update may not change it (§6.3); a YARA file sharing a `meta: id` with another file of its list
+//! (or, opt-in, a rule identifier) is refused on create and on update
+//! (`content::yara_files_clash`). Refusals come out as the real client reports the simulator's
+//! answers (its "already exists" is `AlreadyExists`). Names are not unique; deleting a missing
+//! object is fine. It counts
 //! calls per operation and can inject failures or stale reads for chosen objects. The handle is
 //! a cheap `Clone` sharing one store, so several `Syncer`s can play several processes.
 
@@ -274,9 +276,15 @@ fn rejected(op: String, message: String) -> HarfangLabError {
     }
 }
 
-/// The simulator's answer to a YARA file clashing with `name`'s.
-fn yara_duplicate(name: &str) -> String {
-    format!("Duplicate rule: a yara rule of the file {name:?} already exists in this source.")
+/// What the client makes of the simulator's answer to a YARA file clashing with `name`'s (in the
+/// import envelope on create, a 400 on update): its "already exists" is a duplicate.
+fn yara_duplicate(op: String, name: &str) -> HarfangLabError {
+    HarfangLabError::AlreadyExists {
+        op,
+        body: format!(
+            "Duplicate rule: a yara rule of the file {name:?} already exists in this source."
+        ),
+    }
 }
 
 /// DRF-level checks shared by rule create and update (Swagger `_CreateSigmaRule`).
@@ -442,10 +450,11 @@ impl ThreatIntelApi for MemoryApi {
                 // A UUID `id` is the object id (as the simulator: `content::sigma_object_id`).
                 match content::sigma_object_id(&body.content) {
                     Some(sigma_id) if store.sigma.contains_key(&sigma_id) && !body.overwrite => {
-                        return Err(rejected(
+                        // The envelope's "already exists", as the client reports it.
+                        return Err(HarfangLabError::AlreadyExists {
                             op,
-                            format!("Sigma rule with this id ({sigma_id}) already exists."),
-                        ));
+                            body: format!("Sigma rule with this id ({sigma_id}) already exists."),
+                        });
                     }
                     Some(sigma_id) => sigma_id,
                     None => store.new_id(),
@@ -461,7 +470,7 @@ impl ThreatIntelApi for MemoryApi {
                 });
                 match clash {
                     Some(r) if !body.overwrite => {
-                        return Err(rejected(op, yara_duplicate(&r.name)));
+                        return Err(yara_duplicate(op, &r.name));
                     }
                     Some(r) => r.id.clone(),
                     None => store.new_id(),
@@ -523,7 +532,7 @@ impl ThreatIntelApi for MemoryApi {
                         && content::yara_files_clash(&body.content, &r.content, unique_names)
                 });
                 if let Some(r) = clash {
-                    return Err(bad_request(op, "content", &yara_duplicate(&r.name)));
+                    return Err(yara_duplicate(op, &r.name));
                 }
             }
         }
@@ -637,7 +646,7 @@ mod tests {
         let dup = api
             .create_rule(RuleKind::Sigma, &rule_body("b", SIGMA, false))
             .unwrap_err();
-        assert!(matches!(dup, HarfangLabError::RuleRejected { .. }));
+        assert!(matches!(dup, HarfangLabError::AlreadyExists { .. }));
         api.create_rule(RuleKind::Sigma, &rule_body("b", SIGMA, true))
             .unwrap();
         let all = api.rules(RuleKind::Sigma);
@@ -673,7 +682,7 @@ mod tests {
         let dup = api
             .create_rule(RuleKind::Yara, &rule_body("f2", yara, false))
             .unwrap_err();
-        assert!(matches!(dup, HarfangLabError::RuleRejected { .. }));
+        assert!(matches!(dup, HarfangLabError::AlreadyExists { .. }));
         api.set_unique_yara_rule_names(false);
         // A shared `meta: id` always clashes, on create and on update.
         let tagged = |rule: &str| format!("rule {rule} {{ meta: id = \"m-1\" condition: true }}");
@@ -694,7 +703,7 @@ mod tests {
                 &rule_body("f1", &tagged("F1"), false),
             )
             .unwrap_err();
-        assert!(matches!(err, HarfangLabError::Status { status: 400, .. }));
+        assert!(matches!(err, HarfangLabError::AlreadyExists { .. }));
         api.delete_rule(RuleKind::Yara, &t1.id).unwrap();
         let found = api
             .find_rules(RuleKind::Yara, "src", &RuleFilter::Search("evil".into()))
