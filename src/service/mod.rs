@@ -26,7 +26,7 @@
 mod handler;
 mod hooks;
 
-pub use handler::{Handler, Work, event_key};
+pub use handler::{Handler, Work, also_keys, event_key};
 
 use crate::config::{Config, Recover};
 use crate::harfanglab::client::ClientConfigError;
