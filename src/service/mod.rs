@@ -305,6 +305,7 @@ pub fn run_with(
         lists,
         remove_indicator: config.harfanglab.remove_indicator,
         rule_maturity: config.harfanglab.rule_maturity.as_str().to_owned(),
+        enforce_enabled: config.reconcile.enforce_enabled,
     };
     let ctx = Ctx {
         config,
