@@ -16,11 +16,13 @@ type Seen = Arc<Mutex<Vec<(String, &'static str)>>>;
 
 fn wait_for(seen: &Seen, key: &str, op: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !seen.lock().unwrap().iter().any(|(k, o)| k == key && *o == op) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{key}/{op} never ran"
-        );
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(k, o)| k == key && *o == op)
+    {
+        assert!(std::time::Instant::now() < deadline, "{key}/{op} never ran");
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -34,8 +36,7 @@ fn job(key: &str, op: &'static str) -> Side<Ev> {
 
 #[test]
 fn synthetic_jobs_neither_hold_nor_move_the_checkpoint_and_are_never_dead_lettered() {
-    let (src_tx, src_rx): (Sender<Input<Ev>>, Receiver<Input<Ev>>) =
-        crossbeam_channel::unbounded();
+    let (src_tx, src_rx): (Sender<Input<Ev>>, Receiver<Input<Ev>>) = crossbeam_channel::unbounded();
     let (side_tx, side_rx) = crossbeam_channel::unbounded();
     let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
     let seen: Seen = Arc::default();

@@ -459,7 +459,10 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
         let spent = counts && !retry.allows(a.counted - 1);
         if is_synthetic(job.seq) && (kind == FailureKind::Permanent || spent) {
             // Not an event: no dead letter; its handler reported the failure.
-            log::debug!("indicator={}: reconciliation job given up: {reason}", job.key);
+            log::debug!(
+                "indicator={}: reconciliation job given up: {reason}",
+                job.key
+            );
             self.finished(job.seq);
             return;
         }

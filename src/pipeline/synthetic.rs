@@ -93,7 +93,8 @@ impl<T> SideState<T> {
     pub fn saw(&mut self, key: &str, also: &[String]) {
         if self.watching {
             self.touched.insert(Arc::from(key));
-            self.touched.extend(also.iter().map(|k| Arc::from(k.as_str())));
+            self.touched
+                .extend(also.iter().map(|k| Arc::from(k.as_str())));
         }
     }
 
