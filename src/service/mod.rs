@@ -25,8 +25,10 @@
 
 mod handler;
 mod hooks;
+mod reconciling;
 
 pub use handler::{Handler, Work, also_keys, event_key};
+pub use reconciling::{SideSink, pass_options};
 
 use crate::config::{Config, Recover};
 use crate::harfanglab::client::ClientConfigError;
@@ -455,6 +457,17 @@ impl Ctx<'_> {
                 helpers.trigger(); // ends the signal watcher, so the scope can close
                 return Err(ServiceError::Thread(e));
             }
+            let syncer = handler.syncer();
+            let (client, inventory) = (self.client, syncer.inventory());
+            let lists = &syncer.settings().lists;
+            let inv = std::thread::Builder::new()
+                .name("inventory".into())
+                .spawn_scoped(scope, move || {
+                    reconciling::build_inventory(client, lists, inventory)
+                });
+            if let Err(e) = inv {
+                log::warn!("inventory thread not started: {e}");
+            }
             let watchdog = gate.spawn(helpers.receiver().clone());
             if let Err(e) = watchdog {
                 log::warn!("watchdog thread not started: {e}");
@@ -571,13 +584,33 @@ impl Ctx<'_> {
             opencti: self.api.retry_activity(),
             seen: hooks::Activity::default(),
         };
+        // Reconciliation jobs enter the pipeline here (`pipeline::synthetic`).
+        let (side_tx, side_rx) = crossbeam_channel::bounded(64);
+        let schedule = reconciling::Schedule {
+            config: self.config,
+            client: self.client,
+            lists: &handler.syncer().settings().lists,
+            inventory: handler.syncer().inventory(),
+            metrics: &shared.metrics,
+            stats: &self.opts.stats,
+        };
         let result = std::thread::scope(|scope| {
             let adapter = std::thread::Builder::new()
                 .name("stream-adapter".into())
                 .spawn_scoped(scope, move || hooks::forward(&item_rx, &input_tx, shared))
                 .map_err(ServiceError::Thread)?;
-            let r = pipeline::run(
+            let side = SideSink {
+                tx: side_tx,
+                stop: session.receiver().clone(),
+            };
+            let schedule = &schedule;
+            std::thread::Builder::new()
+                .name("reconcile".into())
+                .spawn_scoped(scope, move || schedule.run(side))
+                .map_err(ServiceError::Thread)?;
+            let r = pipeline::run_with_side(
                 input_rx,
+                side_rx,
                 handler,
                 &mut sink,
                 &mut hooks,
@@ -710,7 +743,7 @@ fn octi_tls(config: &Config) -> TlsOptions {
     }
 }
 
-fn api_options(config: &Config) -> ApiOptions {
+pub(crate) fn api_options(config: &Config) -> ApiOptions {
     let mut o = ApiOptions::new(config.opencti.url.clone(), config.opencti.token.clone());
     o.tls = octi_tls(config);
     o.timeout = config.opencti.request_timeout;
@@ -720,7 +753,7 @@ fn api_options(config: &Config) -> ApiOptions {
     o
 }
 
-fn stream_options(config: &Config) -> StreamOptions {
+pub(crate) fn stream_options(config: &Config) -> StreamOptions {
     let c = &config.connector;
     let mut o = StreamOptions::new(
         config.opencti.url.clone(),
@@ -736,7 +769,7 @@ fn stream_options(config: &Config) -> StreamOptions {
     o
 }
 
-fn client_options(config: &Config) -> ClientOptions {
+pub(crate) fn client_options(config: &Config) -> ClientOptions {
     let h = &config.harfanglab;
     let mut o = ClientOptions::new(h.url.clone(), h.token.clone());
     o.verify_tls = h.tls.verify();
