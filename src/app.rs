@@ -9,6 +9,9 @@
 //! translation of an indicator file, one JSON line out per indicator; `healthcheck` asks a running
 //! connector's `/healthz` on the loopback interface (the container `HEALTHCHECK`).
 
+mod reconcile;
+pub use reconcile::{ReconcileArgs, reconcile_command};
+
 use crate::config::{self, Config, ConfigError, RawConfig, TlsVerify};
 use crate::harfanglab::HarfangLabError;
 use crate::harfanglab::client::{Client, ClientOptions};

@@ -166,8 +166,8 @@ where
 }
 
 /// [`run`] with a channel of synthetic jobs (`synthetic.rs`: reconciliation repairs ordered with
-/// the stream events of their key, never checkpointed). When the source closes, the run also
-/// waits for the side channel to close and its jobs to finish.
+/// the stream events of their key, never checkpointed). The run ends as [`run`] does, with the
+/// source: a producer of synthetic work keeps the source open until its jobs have finished.
 #[allow(clippy::too_many_arguments)]
 pub fn run_with_side<T, H, S, K>(
     source: Receiver<Input<T>>,

@@ -185,12 +185,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                 }
                 break;
             }
-            let side_done = !self.side.open || matches!(self.phase, Phase::Stopping { .. });
-            if self.phase != Phase::Running
-                && side_done
-                && self.outstanding == 0
-                && self.delayed.is_empty()
-            {
+            if self.phase != Phase::Running && self.outstanding == 0 && self.delayed.is_empty() {
                 break;
             }
             if !reports_open {

@@ -172,7 +172,7 @@ impl World {
             .stdout(Stdio::null())
             .stderr(stderr);
         let workers = opts.workers.to_string();
-        let base: [(&str, &str); 20] = [
+        let base: [(&str, &str); 21] = [
             ("OPENCTI_URL", &self.octi.base_url()),
             ("OPENCTI_TOKEN", OCTI_TOKEN),
             ("CONNECTOR_ID", CONNECTOR_ID),
@@ -197,6 +197,8 @@ impl World {
             ("HARFANGLAB_INTEL_REQUEST_TIMEOUT", "10"),
             ("HARFANGLAB_INTEL_CONNECT_TIMEOUT", "5"),
             ("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", "10"),
+            // The live path's tests; the reconciliation tests turn it on (`e2e_reconcile`).
+            ("HARFANGLAB_INTEL_RECONCILE_INTERVAL", "0"),
             ("OPENCTI_REQUEST_TIMEOUT", "10"),
         ];
         for (k, v) in base {
