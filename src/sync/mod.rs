@@ -1583,6 +1583,110 @@ mod tests {
         assert_eq!(api.calls_to("find_rules"), 1);
     }
 
+    const SIGMA_NEW: &str = "title: t\nid: 6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11\nlogsource:\n  product: windows\ndetection:\n  x:\n    a: b\n  condition: x\n";
+
+    fn sigma_spec(name: &str) -> Translation {
+        Translation {
+            sigma: Some(SigmaSpec {
+                meta: crate::rules::sigma::parse_sigma(SIGMA_NEW).unwrap(),
+                name: name.into(),
+                content: SIGMA_NEW.into(),
+            }),
+            ..Translation::default()
+        }
+    }
+
+    #[test]
+    fn with_a_built_inventory_a_new_object_costs_one_request() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        s.inventory().mark_complete();
+        let t = Translation {
+            iocs: vec![hash(&"a".repeat(32))],
+            ..Translation::default()
+        };
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!((r.iocs.created, r.api_calls), (1, 1));
+        assert_eq!(api.calls_to("find_ioc"), 0);
+        // A new Sigma rule: no probe by id, no lookup by name.
+        let r = s
+            .upsert(&indicator(), &sigma_spec("One"), &FormerState::default())
+            .unwrap();
+        assert_eq!((r.sigma.created, r.api_calls), (1, 1));
+        assert_eq!(api.calls_to("get_rule") + api.calls_to("find_rules"), 0);
+        // Known now: the next upsert reads them first, as before.
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!((r.iocs.unchanged, r.api_calls), (1, 1));
+    }
+
+    #[test]
+    fn inventory_misses_fall_back_to_a_lookup_never_a_wrong_write() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        // Someone else created it after the listing: the create answers "already exists",
+        // then the rule is found and this indicator added to it.
+        api.insert_ioc(IocRule {
+            id: "r1".into(),
+            ioc_type: "hash".into(),
+            value: "b".repeat(32),
+            source_id: Some("i".into()),
+            description: None,
+            comment: None,
+            enabled: true,
+            hl_status: Some("testing".into()),
+        });
+        s.inventory().mark_complete();
+        let t = Translation {
+            iocs: vec![hash(&"b".repeat(32))],
+            ..Translation::default()
+        };
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!(r.iocs.updated, 1);
+        assert_eq!(api.iocs().len(), 1);
+        // Someone deleted it behind our back: the stale "present" costs a lookup, then a create.
+        api.delete_ioc("r1").unwrap();
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!((r.iocs.created, r.api_calls), (1, 2));
+        // Our own delete forgets it: the next create is direct.
+        s.release(&indicator(), &t, &FormerState::default())
+            .unwrap();
+        api.reset_calls();
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!((r.iocs.created, r.api_calls), (1, 1));
+    }
+
+    #[test]
+    fn a_rule_disabled_by_hand_stays_disabled_unless_enforced() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), false);
+        let t = Translation {
+            iocs: vec![hash(&"c".repeat(32))],
+            ..Translation::default()
+        };
+        s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        let mut rule = api.iocs()[0].clone();
+        rule.enabled = false;
+        api.insert_ioc(rule);
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!(r.iocs.kept_disabled, 1);
+        assert!(!api.iocs()[0].enabled);
+        // Released by us (nobody holds it), it comes back when wanted again.
+        s.release(&indicator(), &t, &FormerState::default())
+            .unwrap();
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!(r.iocs.re_enabled, 1);
+        let mut rule = api.iocs()[0].clone();
+        rule.enabled = false;
+        api.insert_ioc(rule);
+        let mut enforced = syncer(api.clone(), false);
+        enforced.settings.enforce_enabled = true;
+        let r = enforced
+            .upsert(&indicator(), &t, &FormerState::default())
+            .unwrap();
+        assert_eq!(r.iocs.re_enabled, 1);
+        assert!(api.iocs()[0].enabled);
+    }
+
     #[test]
     fn sigma_ids_match_regardless_of_case() {
         let api = MemoryApi::new();
