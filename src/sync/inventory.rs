@@ -5,8 +5,8 @@
 //! What it stores: a 64-bit fingerprint per IOC key (type + normalised value, exactly as
 //! `translate::normalised_key` reads a stored rule), per Sigma id (lower-cased) and, counted, per
 //! Sigma rule / Yara file name; nothing else (no ids, no comments, no contents: the live path still
-//! reads an existing object before changing it). About 9 bytes per fingerprint in the hash table,
-//! ~19-38 bytes per rule with the table's slack (`benches/sync.rs` measures it on 1,000,000 rules).
+//! reads an existing object before changing it). 9 bytes per fingerprint in the hash table, about
+//! 19 bytes per rule with the table's slack (`benches/reconcile.rs` measures 1,000,000 rules).
 //!
 //! Why it stays correct when others edit the lists:
 //! - "present" is only a hint: the live path then looks the object up as before, so a stale
@@ -61,13 +61,42 @@ impl Hasher for Identity {
 type FpSet = HashSet<u64, BuildHasherDefault<Identity>>;
 type FpCounts = HashMap<u64, u32, BuildHasherDefault<Identity>>;
 
+/// A counted set that costs a plain set's memory when (as usual) each name is on one rule.
+#[derive(Default)]
+struct Names {
+    present: FpSet,
+    /// Rules beyond the first that carry the name.
+    extra: FpCounts,
+}
+
+impl Names {
+    fn add(&mut self, fp: u64) {
+        if !self.present.insert(fp) {
+            *self.extra.entry(fp).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, fp: u64) {
+        match self.extra.get_mut(&fp) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                self.extra.remove(&fp);
+            }
+            None => {
+                self.present.remove(&fp);
+            }
+        }
+    }
+}
+
 /// The inventory of our source lists. Shared by every worker (`Sync`), cheap to query.
 #[derive(Default)]
 pub struct Inventory {
     /// IOC keys and Sigma ids: HarfangLab refuses duplicates of those itself.
     unique: Mutex<FpSet>,
-    /// Sigma rule and Yara file names, counted (names are not unique server side).
-    names: Mutex<FpCounts>,
+    /// Sigma rule and Yara file names (names are not unique server side, so they are counted:
+    /// `names` holds every name, `extra` how many more rules than one carry it).
+    names: Mutex<Names>,
     complete: AtomicBool,
 }
 
@@ -116,7 +145,7 @@ impl Inventory {
 
     /// Fingerprints held (IOC keys, Sigma ids and distinct names).
     pub fn len(&self) -> usize {
-        lock(&self.unique).len() + lock(&self.names).len()
+        lock(&self.unique).len() + lock(&self.names).present.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -128,7 +157,10 @@ impl Inventory {
         // hashbrown: one slot of the entry size plus one control byte per bucket; buckets are
         // about 8/7 of the capacity.
         let slots = |cap: usize, size: usize| cap * 8 / 7 * (size + 1);
-        slots(lock(&self.unique).capacity(), 8) + slots(lock(&self.names).capacity(), 16)
+        let names = lock(&self.names);
+        slots(lock(&self.unique).capacity(), 8)
+            + slots(names.present.capacity(), 8)
+            + slots(names.extra.capacity(), 16)
     }
 
     fn answer(&self, present: bool) -> Known {
@@ -152,10 +184,10 @@ impl Inventory {
             lock(&self.unique).contains(&fp)
         });
         let names_known = {
-            let counts = lock(&self.names);
+            let known = lock(&self.names);
             names
                 .iter()
-                .any(|n| counts.contains_key(&fingerprint(&Fp::Name(kind, n))))
+                .any(|n| known.present.contains(&fingerprint(&Fp::Name(kind, n))))
         };
         self.answer(id_known || names_known)
     }
@@ -175,9 +207,7 @@ impl Inventory {
         if let Some(id) = sigma_id {
             lock(&self.unique).insert(fingerprint(&Fp::SigmaId(&id.to_ascii_lowercase())));
         }
-        *lock(&self.names)
-            .entry(fingerprint(&Fp::Name(kind, name)))
-            .or_insert(0) += 1;
+        lock(&self.names).add(fingerprint(&Fp::Name(kind, name)));
     }
 
     /// We deleted the rule named `name` (Sigma id `sigma_id`).
@@ -185,14 +215,7 @@ impl Inventory {
         if let Some(id) = sigma_id {
             lock(&self.unique).remove(&fingerprint(&Fp::SigmaId(&id.to_ascii_lowercase())));
         }
-        let fp = fingerprint(&Fp::Name(kind, name));
-        let mut names = lock(&self.names);
-        if let Some(n) = names.get_mut(&fp) {
-            *n -= 1;
-            if *n == 0 {
-                names.remove(&fp);
-            }
-        }
+        lock(&self.names).remove(fingerprint(&Fp::Name(kind, name)));
     }
 
     /// Make room for `additional` more IOC fingerprints (before a big listing).
