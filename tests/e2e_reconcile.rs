@@ -274,10 +274,19 @@ fn run_reconciles_after_the_catch_up_and_a_live_update_racing_the_pass_wins() {
     // of them to new addresses.
     let scenario: Vec<ScenarioEvent> = (0..60).map(|n| create_ip(n, &ip_for(n), 50)).collect();
     let w = World::start_with(scenario, Faults::default(), 1, |c| c.recover_mode = true);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+        .to_string();
     let opts = w
         .opts()
         .workers(4)
-        .env("HARFANGLAB_INTEL_RECONCILE_INTERVAL", "3s");
+        .env("HARFANGLAB_INTEL_RECONCILE_INTERVAL", "3s")
+        .env("CONNECTOR_EXPOSE_METRICS", "true")
+        .env("CONNECTOR_METRICS_HOST", "127.0.0.1")
+        .env("CONNECTOR_METRICS_PORT", &port);
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
     let mut c = w.spawn(&opts);
     let last = w.last_event_id();
     w.wait_checkpoint(&mut c, &last, TIMEOUT);
@@ -300,9 +309,19 @@ fn run_reconciles_after_the_catch_up_and_a_live_update_racing_the_pass_wins() {
         w.octi
             .append_event("update", update_envelope(n, &ip_for(n), &ip_for(1000 + n)));
     }
+    // /healthz stays healthy while the pass runs.
+    let mut probes = 0;
     wait_until(&mut c, "the second pass to end", TIMEOUT, || {
+        let status = ureq::get(&healthz).call().map(|r| r.status().as_u16());
+        assert_eq!(
+            status.as_ref().ok(),
+            Some(&200),
+            "/healthz during a pass: {status:?}"
+        );
+        probes += 1;
         log_count(&log, "reconciliation: pass done") >= 2
     });
+    assert!(probes > 1, "the pass ended before /healthz was asked");
     let last = w.last_event_id();
     w.wait_checkpoint(&mut c, &last, TIMEOUT);
     c.terminate_ok(Duration::from_secs(15));

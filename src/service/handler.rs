@@ -374,6 +374,8 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
                 self.health.harfanglab_reachable();
             }
             log::debug!("indicator={key}: {}: {outcome:?}", job.describe());
+            self.gate.progress();
+            self.health.progress();
             return outcome;
         }
         let (kind, outcome) = match payload {

@@ -1168,6 +1168,44 @@ mod tests {
     }
 
     #[test]
+    fn recovery_sends_the_current_state_as_creates_in_update_order() {
+        let ind = |n: &str, ip: &str| {
+            json!({"type": "indicator", "id": format!("indicator--{n}"), "name": n,
+                "pattern": format!("[ipv4-addr:value = '{ip}']"), "pattern_type": "stix",
+                "extensions": {OCTI: {"id": format!("int-{n}")}}})
+        };
+        let ev = |id: &str, event: &str, data: Value| {
+            (
+                id.to_owned(),
+                ScenarioEvent {
+                    event: event.into(),
+                    data,
+                },
+            )
+        };
+        let events = vec![
+            ev("10-0", "create", json!({"data": ind("a", "1.1.1.1")})),
+            ev("11-0", "create", json!({"data": ind("b", "2.2.2.2")})),
+            ev("12-1", "update", json!({"data": ind("a", "3.3.3.3")})),
+            ev("13-0", "delete", json!({"data": ind("b", "2.2.2.2")})),
+            ev("14-0", "create", json!({"data": ind("c", "4.4.4.4")})),
+            ev(
+                "15-0",
+                "merge",
+                json!({"data": ind("a", "3.3.3.3"), "context": {"sources": [ind("c", "4.4.4.4")]}}),
+            ),
+        ];
+        let frames = recovery_frames(&events);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert!(
+            frames[0].starts_with("id: 15-0\nevent: create\n"),
+            "{}",
+            frames[0]
+        );
+        assert!(frames[0].contains("3.3.3.3") && frames[0].contains("init-create"));
+    }
+
+    #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("a%3Ab%2B"), "a:b+");
         assert_eq!(percent_decode("%zz%"), "%zz%");
