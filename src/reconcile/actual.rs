@@ -124,8 +124,11 @@ impl ActualIndex {
         inventory: Option<&Inventory>,
     ) -> Result<ActualIndex, HarfangLabError> {
         let mut index = ActualIndex::default();
+        // `source_id` is re-checked: a server that ignored the filter must not hand us other
+        // lists' rules to repair.
+        let ours = |s: &Option<String>, list: &str| s.as_deref().is_none_or(|s| s == list);
         client.visit_list("IOCRule", &lists.ioc, |page: Vec<IocRule>| {
-            for r in page {
+            for r in page.into_iter().filter(|r| ours(&r.source_id, &lists.ioc)) {
                 index.add_ioc(r);
             }
         })?;
@@ -134,7 +137,7 @@ impl ActualIndex {
             (RuleKind::Yara, &lists.yara),
         ] {
             client.visit_list(kind.resource(), source, |page: Vec<RemoteRule>| {
-                for r in page {
+                for r in page.into_iter().filter(|r| ours(&r.source_id, source)) {
                     index.add_rule(kind, r);
                 }
             })?;
