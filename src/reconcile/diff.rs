@@ -179,14 +179,7 @@ pub fn plan_indicator(
         wanted_iocs.extend(found.iter().map(|r| r.id.as_str()));
         let object = ioc_name(key);
         let Some(first) = found.first() else {
-            drift(
-                &mut plan,
-                Class::Missing,
-                object,
-                Action::Create,
-                "wanted and absent",
-            );
-            plan.upsert = true;
+            missing(&mut plan, object);
             continue;
         };
         let keeper = found
@@ -299,14 +292,7 @@ pub fn plan_indicator(
             })
             .or(found.first())
         else {
-            drift(
-                &mut plan,
-                Class::Missing,
-                object,
-                Action::Create,
-                "wanted and absent",
-            );
-            plan.upsert = true;
+            missing(&mut plan, object);
             continue;
         };
         wanted_rules.insert(rule.id.as_str());
@@ -379,6 +365,17 @@ pub fn plan_indicator(
         }
     }
     plan
+}
+
+/// Wanted and absent: created by the upsert.
+fn missing(plan: &mut IndicatorPlan, object: String) {
+    plan.upsert = true;
+    plan.drift.push(Drift {
+        class: Class::Missing,
+        object,
+        action: Action::Create,
+        reason: "wanted and absent".to_owned(),
+    });
 }
 
 fn disabled(plan: &mut IndicatorPlan, object: String, enforce: bool) {

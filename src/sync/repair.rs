@@ -77,18 +77,7 @@ impl<A: ThreatIntelApi> Syncer<A> {
                 merged.user_comment = theirs.user_comment;
             }
         }
-        let body = IocRuleBody {
-            source_id: source.clone(),
-            ioc_type: key.ioc_type,
-            value: key.value.clone(),
-            description: keeper.description.clone().unwrap_or_default(),
-            comment: merged.encode(),
-            hl_status: keeper
-                .hl_status
-                .clone()
-                .unwrap_or_else(|| self.settings.rule_maturity.clone()),
-            enabled: keeper.enabled,
-        };
+        let body = self.rewrite(&keeper, key, &merged, keeper.enabled);
         self.api.update_ioc(&keeper.id, &body)?;
         counts.updated += 1;
         for other in rules {
@@ -133,18 +122,8 @@ impl<A: ThreatIntelApi> Syncer<A> {
                 } else {
                     counts.updated += 1;
                 }
-                let body = IocRuleBody {
-                    source_id: source.clone(),
-                    ioc_type: stored.ioc_type,
-                    value: rule.value.clone(),
-                    description: rule.description.clone().unwrap_or_default(),
-                    comment: comment.encode(),
-                    hl_status: rule
-                        .hl_status
-                        .clone()
-                        .unwrap_or_else(|| self.settings.rule_maturity.clone()),
-                    enabled: rule.enabled && !comment.holders.is_empty(),
-                };
+                let enabled = rule.enabled && !comment.holders.is_empty();
+                let body = self.rewrite(&rule, stored, &comment, enabled);
                 self.api.update_ioc(&rule.id, &body)?;
             }
             HeldObject::Rule {
@@ -209,6 +188,29 @@ impl<A: ThreatIntelApi> Syncer<A> {
         Ok(counts)
     }
 
+    /// The full writable set of `rule` with `comment`, `enabled` and the value of `key`; the
+    /// rest as the rule has it.
+    fn rewrite(
+        &self,
+        rule: &IocRule,
+        key: &IocKey,
+        comment: &RuleComment,
+        enabled: bool,
+    ) -> IocRuleBody {
+        IocRuleBody {
+            source_id: self.settings.lists.ioc.clone(),
+            ioc_type: key.ioc_type,
+            value: key.value.clone(),
+            description: rule.description.clone().unwrap_or_default(),
+            comment: comment.encode(),
+            hl_status: rule
+                .hl_status
+                .clone()
+                .unwrap_or_else(|| self.settings.rule_maturity.clone()),
+            enabled,
+        }
+    }
+
     /// A duplicate given up: deleted, or disabled without holders (a person's comment, or
     /// `remove_indicator` false).
     fn retire_ioc(
@@ -227,18 +229,11 @@ impl<A: ThreatIntelApi> Syncer<A> {
         let Some(ioc_type) = crate::translate::IocType::parse(&rule.ioc_type) else {
             return Ok(());
         };
-        let body = IocRuleBody {
-            source_id: self.settings.lists.ioc.clone(),
+        let stored = IocKey {
             ioc_type,
             value: rule.value.clone(),
-            description: rule.description.clone().unwrap_or_default(),
-            comment: comment.encode(),
-            hl_status: rule
-                .hl_status
-                .clone()
-                .unwrap_or_else(|| self.settings.rule_maturity.clone()),
-            enabled: false,
         };
+        let body = self.rewrite(rule, &stored, &comment, false);
         self.api.update_ioc(&rule.id, &body)?;
         counts.disabled += 1;
         Ok(())
