@@ -46,7 +46,13 @@ fn ioc_seed(ty: &str, value: &str, comment: &str, enabled: bool) -> Value {
 /// A world whose OpenCTI simulator recovers (`recover=` gives the current state) and whose
 /// HarfangLab simulator holds `seed`.
 fn world(scenario: Vec<ScenarioEvent>, seed: &[Value]) -> World {
-    let w = World::start_with(scenario, Faults::default(), 1, |c| c.recover_mode = true);
+    world_with(scenario, seed, true)
+}
+
+fn world_with(scenario: Vec<ScenarioEvent>, seed: &[Value], recover_mode: bool) -> World {
+    let w = World::start_with(scenario, Faults::default(), 1, |c| {
+        c.recover_mode = recover_mode
+    });
     w.hl.seed(seed).expect("seed");
     w
 }
@@ -78,7 +84,7 @@ fn text(out: &Output) -> String {
 }
 
 /// The seeded drift, one of each class, and the indicators that want what is seeded.
-fn drift_world(remove: bool) -> (World, Vec<Value>) {
+fn drift_world(recover_mode: bool) -> (World, Vec<Value>) {
     let scenario = vec![
         create_ip(1, "10.0.0.1", 60),             // missing: its IOC is absent
         domain_create(2, "evil.com"),             // Python format, mixed case
@@ -118,8 +124,7 @@ fn drift_world(remove: bool) -> (World, Vec<Value>) {
         ioc_seed("domain_name", "keep1.com", &ours(&[internal_id(2)]), true),
         ioc_seed("domain_name", "keep2.com", &ours(&[internal_id(2)]), true),
     ];
-    let _ = remove;
-    let w = world(scenario, &seed);
+    let w = world_with(scenario, &seed, recover_mode);
     (w, seed)
 }
 
@@ -222,6 +227,23 @@ fn each_drift_class_is_repaired_from_a_seeded_state() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(snapshot(&w.hl).is_live("domain_name", "off.com"));
+}
+
+#[test]
+fn a_platform_that_replays_its_log_instead_of_recovering_is_folded_to_the_same_state() {
+    let (recovered, _) = drift_world(true);
+    let (replayed, _) = drift_world(false);
+    for w in [&recovered, &replayed] {
+        let out = reconcile(w, &[], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_same_state(
+        &snapshot(&recovered.hl),
+        &snapshot(&replayed.hl),
+        "log replay",
+    );
+    let q = |w: &World| w.octi.stream_requests()[0].query.clone();
+    assert!(q(&replayed).contains("recover="), "{}", q(&replayed));
 }
 
 #[test]
