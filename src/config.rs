@@ -1070,7 +1070,8 @@ impl Config {
         let h = &self.harfanglab;
         format!(
             "opencti={} tls={} stream={} connector={} ({:?}) harfanglab={} tls={} list={:?} \
-             maturity={} remove_indicator={} dry_run={} workers={} state_dir={} metrics={} log={}",
+             maturity={} remove_indicator={} dry_run={} workers={} state_dir={} metrics={} log={} \
+             reconcile={}",
             redact_url(&self.opencti.url),
             self.opencti.tls.describe_for(&self.opencti.url),
             c.live_stream_id,
@@ -1088,6 +1089,15 @@ impl Config {
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "off".to_owned()),
             c.log_level.as_str().to_ascii_lowercase(),
+            match self.reconcile.interval {
+                Some(i) => format!(
+                    "every {} (max_delete_ratio {}, enforce_enabled {})",
+                    humantime::format_duration(i),
+                    self.reconcile.max_delete_ratio,
+                    self.reconcile.enforce_enabled
+                ),
+                None => "off".to_owned(),
+            },
         )
     }
 

@@ -47,7 +47,8 @@ impl JobSink for SideSink {
     }
 
     fn unwatch(&self) {
-        let _ = self.tx.try_send(Side::Unwatch);
+        // Blocking (but ending on stop): a lost Unwatch would keep the owner remembering keys.
+        let _ = self.send(Side::Unwatch);
     }
 }
 
