@@ -11,12 +11,11 @@
 
 use crate::config::{self, Config, ConfigError, RawConfig, TlsVerify};
 use crate::harfanglab::HarfangLabError;
-use crate::harfanglab::client::{Client, ClientOptions};
+use crate::harfanglab::client::Client;
 use crate::harfanglab::model::SourceKind;
 use crate::indicator_file::{IndicatorReader, InputItem};
-use crate::opencti::TlsOptions;
-use crate::opencti::api::{ApiError, ApiOptions, OpenCtiApi, PlatformVersion};
-use crate::opencti::stream::{self, ProbeError, StreamOptions};
+use crate::opencti::api::{ApiError, OpenCtiApi, PlatformVersion};
+use crate::opencti::stream::{self, ProbeError};
 use crate::retry::RetryPolicy;
 use crate::translate::{Indicator, TranslateError, Translation};
 use rayon::prelude::*;
@@ -463,22 +462,14 @@ fn check_state_dir(dir: &Path, report: &mut CheckReport) {
 /// Upper bound of one probe in `check`: a hung server must not hang the command.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn opencti_tls(config: &Config) -> TlsOptions {
-    TlsOptions {
-        verify: config.opencti.tls.verify(),
-        ca_bundle: config.opencti.tls.ca_file().map(Path::to_path_buf),
-    }
-}
-
 /// `about { version }` proves reachability and the token; then the stream is opened.
 fn check_opencti(config: &Config, report: &mut CheckReport) {
     // Connect to the configured URL; print it without its userinfo.
     let url = &crate::secret::redact_url(&config.opencti.url);
-    let mut opts = ApiOptions::new(config.opencti.url.clone(), config.opencti.token.clone());
-    opts.tls = opencti_tls(config);
-    opts.timeout = config.opencti.request_timeout.min(PROBE_TIMEOUT);
+    let mut opts = config.opencti_api_options();
+    opts.timeout = opts.timeout.min(PROBE_TIMEOUT);
+    // No resend: a check reports, it does not ride out an outage.
     opts.retry.max_retries = 0;
-    opts.custom_headers = config.opencti.custom_headers.clone();
     let about = OpenCtiApi::new(opts).and_then(|api| api.about());
     let token_ok = match about {
         Ok(version) => {
@@ -538,16 +529,8 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
         );
         return;
     }
-    let mut opts = StreamOptions::new(
-        config.opencti.url.clone(),
-        config.opencti.token.clone(),
-        c.live_stream_id.clone(),
-    );
-    opts.listen_delete = c.listen_delete;
-    opts.no_dependencies = c.no_dependencies;
-    opts.with_inferences = c.with_inferences;
-    opts.tls = opencti_tls(config);
-    opts.connect_timeout = config.harfanglab.connect_timeout.min(PROBE_TIMEOUT);
+    // `probe` bounds the connect and the whole exchange by PROBE_TIMEOUT itself.
+    let opts = config.stream_options();
     let stream_url = crate::secret::redact_url(&opts.request_url(None));
     match stream::probe(&opts, PROBE_TIMEOUT) {
         Ok(info) => {
@@ -579,11 +562,9 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
 /// The HarfangLab probe (version, token, read permission), then a lookup of each source list.
 fn check_harfanglab(config: &Config, report: &mut CheckReport) {
     let h = &config.harfanglab;
-    let mut opts = ClientOptions::new(h.url.clone(), h.token.clone());
-    opts.verify_tls = h.tls.verify();
-    opts.ca_file = h.tls.ca_file().map(Path::to_path_buf);
-    opts.connect_timeout = h.connect_timeout.min(PROBE_TIMEOUT);
-    opts.request_timeout = h.request_timeout.min(PROBE_TIMEOUT);
+    let mut opts = config.harfanglab_client_options();
+    opts.connect_timeout = opts.connect_timeout.min(PROBE_TIMEOUT);
+    opts.request_timeout = opts.request_timeout.min(PROBE_TIMEOUT);
     // One quick retry: a check reports, it does not ride out an outage.
     opts.retry = RetryPolicy {
         max_retries: 1,

@@ -9,6 +9,8 @@
 //! touch the process environment. This module does no network I/O and never logs: warnings are
 //! returned for `main` to log once the logger exists.
 
+mod options;
+
 use crate::retry::RetryPolicy;
 use crate::secret::{Secret, redact_url};
 use std::fmt;

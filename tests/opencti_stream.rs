@@ -1,9 +1,12 @@
 //! The live-stream reader against the OpenCTI simulator: resume after drops, dead-stream detection,
-//! status policy (a 429's `Retry-After` honoured), headers, gzip, restart and shutdown.
+//! status policy (a 429's `Retry-After` honoured), headers (the reader's and `probe`'s), gzip,
+//! restart and shutdown.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use harfanglab_intel::opencti::events::Payload;
-use harfanglab_intel::opencti::stream::{StreamError, StreamItem, StreamOptions, StreamReader};
+use harfanglab_intel::opencti::stream::{
+    self, StreamError, StreamItem, StreamOptions, StreamReader,
+};
 use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::opencti::{
     ConnFault, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent, serve,
@@ -268,6 +271,36 @@ fn request_carries_pycti_headers_and_encoded_recover() {
     );
     drop(r.shutdown);
     r.reader.join().unwrap();
+}
+
+#[test]
+fn probe_sends_the_readers_request_without_a_resume_position() {
+    let sim = sim(1);
+    let mut o = opts(&sim);
+    o.listen_delete = false;
+    o.with_inferences = true;
+    let r = run(o.clone(), start("0-0"), 16);
+    events(&r.rx, 1, &mut Vec::new());
+    drop(r.shutdown);
+    r.reader.join().unwrap();
+    stream::probe(&o, Duration::from_secs(5)).unwrap();
+    let requests = sim.stream_requests();
+    let (reader, probe) = (&requests[0], &requests[1]);
+    for name in [
+        "authorization",
+        "accept",
+        "cache-control",
+        "listen-delete",
+        "no-dependencies",
+        "with-inferences",
+        "accept-encoding",
+    ] {
+        assert!(reader.header(name).is_some(), "{name}");
+        assert_eq!(probe.header(name), reader.header(name), "{name}");
+    }
+    assert_eq!(probe.path, reader.path);
+    // Live-only: a probe replays nothing.
+    assert_eq!(probe.header("last-event-id"), None);
 }
 
 #[test]

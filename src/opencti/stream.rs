@@ -104,6 +104,34 @@ impl StreamOptions {
         }
         u
     }
+
+    /// The SSE request (opencti-protocol.md §1.1), the one place its headers are written: the
+    /// reader and [`probe`] both send it. `last_event_id` is the resume position; a probe sends
+    /// none, so the platform starts live-only (§1.3) and replays nothing.
+    fn request(
+        &self,
+        agent: &ureq::Agent,
+        url: &str,
+        last_event_id: Option<&str>,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let tf = |b: bool| if b { "true" } else { "false" };
+        let req = agent
+            .get(url)
+            .header("Authorization", &format!("Bearer {}", self.token.expose()))
+            .header("Accept", "text/event-stream")
+            .header("Cache-Control", "no-cache")
+            .header("listen-delete", tf(self.listen_delete))
+            .header("no-dependencies", tf(self.no_dependencies))
+            .header("with-inferences", tf(self.with_inferences))
+            .header(
+                "Accept-Encoding",
+                if self.compression { "gzip" } else { "identity" },
+            );
+        match last_event_id {
+            Some(id) => req.header("Last-Event-ID", id),
+            None => req,
+        }
+    }
 }
 
 /// RFC 3986 unreserved characters kept, everything else `%XX` (a `+hh:mm` offset stays intact).
@@ -522,20 +550,7 @@ impl Reader {
             o.no_dependencies,
             o.with_inferences
         );
-        let tf = |b: bool| if b { "true" } else { "false" };
-        let req = agent
-            .get(&url)
-            .header("Authorization", &format!("Bearer {}", o.token.expose()))
-            .header("Accept", "text/event-stream")
-            .header("Cache-Control", "no-cache")
-            .header("listen-delete", tf(o.listen_delete))
-            .header("no-dependencies", tf(o.no_dependencies))
-            .header("with-inferences", tf(o.with_inferences))
-            .header("Last-Event-ID", &self.pos.start_from)
-            .header(
-                "Accept-Encoding",
-                if o.compression { "gzip" } else { "identity" },
-            );
+        let req = o.request(&agent, &url, Some(&self.pos.start_from));
         let resp = match req.call() {
             Ok(r) => r,
             Err(e) => {
@@ -773,16 +788,8 @@ pub fn probe(opts: &StreamOptions, timeout: Duration) -> Result<ConnectedInfo, P
         .build()
         .new_agent();
     let url = opts.request_url(None);
-    let tf = |b: bool| if b { "true" } else { "false" };
-    let resp = agent
-        .get(&url)
-        .header("Authorization", &format!("Bearer {}", opts.token.expose()))
-        .header("Accept", "text/event-stream")
-        .header("Cache-Control", "no-cache")
-        .header("listen-delete", tf(opts.listen_delete))
-        .header("no-dependencies", tf(opts.no_dependencies))
-        .header("with-inferences", tf(opts.with_inferences))
-        .header("Accept-Encoding", "identity")
+    let resp = opts
+        .request(&agent, &url, None)
         .call()
         .map_err(|e| ProbeError::Connect(e.to_string()))?;
     let stream_id = opts.stream_id.clone();

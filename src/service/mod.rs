@@ -28,14 +28,13 @@ mod hooks;
 
 pub use handler::{Handler, Work, event_key};
 
-use crate::config::{Config, Recover};
+use crate::config::Config;
 use crate::harfanglab::client::ClientConfigError;
 use crate::harfanglab::model::{SourceKind, SourceLists};
-use crate::harfanglab::{Client, ClientOptions, HarfangLabError, ThreatIntelApi};
+use crate::harfanglab::{Client, HarfangLabError, ThreatIntelApi};
 use crate::metrics::{DEFAULT_HEALTH_WINDOW, Health, Metrics, MetricsServer};
 use crate::notify::{Notifier, WatchdogGate};
-use crate::opencti::TlsOptions;
-use crate::opencti::api::{ApiError, ApiOptions, OpenCtiApi, PlatformVersion, Registration};
+use crate::opencti::api::{ApiError, OpenCtiApi, PlatformVersion, Registration};
 use crate::opencti::stream::{StreamError, StreamOptions, StreamReader};
 use crate::pipeline::{
     self, DeadLetterLog, PipelineError, PipelineOptions, PipelineStats, Shutdown, StatsSnapshot,
@@ -161,7 +160,7 @@ pub fn run_with(
     let backoff_max = opts.startup_backoff_max;
 
     // OpenCTI: version, registration (its answer carries the platform's copy of our state).
-    let api = OpenCtiApi::new(api_options(config))
+    let api = OpenCtiApi::new(config.opencti_api_options())
         .map_err(ServiceError::OpenCti)?
         .with_shutdown(shutdown.receiver().clone());
     let Some(octi_version) = until_up("OpenCTI", shutdown, backoff_max, || api.about())
@@ -208,7 +207,7 @@ pub fn run_with(
             None
         }
     };
-    let first_run = first_run(config);
+    let first_run = config.first_run();
     let reconciled = state::reconcile(
         local.as_ref(),
         platform_state.as_deref(),
@@ -253,8 +252,11 @@ pub fn run_with(
     };
 
     // HarfangLab: probe, then our three source lists.
-    let client = Client::new(client_options(config), shutdown.receiver().clone())
-        .map_err(ServiceError::ClientSetup)?;
+    let client = Client::new(
+        config.harfanglab_client_options(),
+        shutdown.receiver().clone(),
+    )
+    .map_err(ServiceError::ClientSetup)?;
     let Some(probe) = until_up("HarfangLab", shutdown, backoff_max, || client.probe())
         .map_err(ServiceError::HarfangLab)?
     else {
@@ -525,14 +527,13 @@ impl Ctx<'_> {
         session: &Shutdown,
         start: &state::Checkpoint,
     ) -> Result<(), ServiceError> {
-        let workers = self.config.service.workers.max(1);
         // Small channels: the pipeline's own in-flight window is the real buffer.
         let (item_tx, item_rx) = crossbeam_channel::bounded(64);
         let (input_tx, input_rx) = crossbeam_channel::bounded(64);
         let reader = StreamReader::spawn(
             StreamOptions {
                 backoff_base: self.opts.stream_backoff,
-                ..stream_options(self.config)
+                ..self.config.stream_options()
             },
             start.clone(),
             item_tx,
@@ -545,17 +546,10 @@ impl Ctx<'_> {
         )
         .map_err(|e| ServiceError::State(e.to_string()))?;
         let popts = PipelineOptions {
-            workers,
-            // About 512 events in flight whatever the worker count (at least 8 per worker):
-            // enough to keep every worker busy across keys, while memory stays bounded by
-            // the window (each event holds its STIX payload).
-            queue_per_worker: (512 / workers).clamp(8, 64),
-            shutdown_deadline: self.config.service.shutdown_timeout,
             summary_every: self.opts.summary_every,
             tick_every: self.opts.tick_every,
-            retry: self.config.harfanglab.event_retry(),
             stats: self.opts.stats.clone(),
-            ..PipelineOptions::default()
+            ..self.config.pipeline_options()
         };
         let mut sink = Sink {
             writer,
@@ -691,67 +685,13 @@ fn dry_run_source(
     })
 }
 
-fn first_run(config: &Config) -> FirstRun {
-    FirstRun {
-        start_timestamp: config.connector.start_timestamp_ms.map(|t| t.to_string()),
-        recover_iso_date: match &config.connector.recover {
-            Recover::UntilNow => None,
-            Recover::Disabled => Some("false".to_owned()),
-            Recover::Until(d) => Some(d.clone()),
-        },
-    }
-}
-
-fn octi_tls(config: &Config) -> TlsOptions {
-    TlsOptions {
-        verify: config.opencti.tls.verify(),
-        ca_bundle: config.opencti.tls.ca_file().map(Into::into),
-    }
-}
-
-fn api_options(config: &Config) -> ApiOptions {
-    let mut o = ApiOptions::new(config.opencti.url.clone(), config.opencti.token.clone());
-    o.tls = octi_tls(config);
-    o.timeout = config.opencti.request_timeout;
-    o.custom_headers = config.opencti.custom_headers.clone();
-    // Every worker reads indicators; the pinger and registration share the pool too.
-    o.max_idle_connections = config.service.workers.max(1) + 2;
-    o
-}
-
-fn stream_options(config: &Config) -> StreamOptions {
-    let c = &config.connector;
-    let mut o = StreamOptions::new(
-        config.opencti.url.clone(),
-        config.opencti.token.clone(),
-        c.live_stream_id.clone(),
-    );
-    o.listen_delete = c.listen_delete;
-    o.no_dependencies = c.no_dependencies;
-    o.with_inferences = c.with_inferences;
-    o.tls = octi_tls(config);
-    o.idle_timeout = c.stream_idle_timeout;
-    o.connect_timeout = config.harfanglab.connect_timeout;
-    o
-}
-
-fn client_options(config: &Config) -> ClientOptions {
-    let h = &config.harfanglab;
-    let mut o = ClientOptions::new(h.url.clone(), h.token.clone());
-    o.verify_tls = h.tls.verify();
-    o.ca_file = h.tls.ca_file().map(Into::into);
-    o.connect_timeout = h.connect_timeout;
-    o.request_timeout = h.request_timeout;
-    o.max_idle_connections = config.service.workers.max(1);
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn harfanglab_request_metrics_carry_the_real_status_code() {
+        use crate::harfanglab::ClientOptions;
         use crate::harfanglab::client::Op;
         use crate::secret::Secret;
         let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
@@ -789,24 +729,6 @@ mod tests {
         assert_eq!(
             dead_letter_name("a/b.dry-run"),
             "a_b.dry-run.dead-letters.jsonl"
-        );
-    }
-
-    #[test]
-    fn recover_setting_maps_to_first_run() {
-        let mut c = Config::default();
-        c.connector.recover = Recover::Disabled;
-        c.connector.start_timestamp_ms = Some(1718445600000);
-        let f = first_run(&c);
-        let cp = f.checkpoint(SystemTime::UNIX_EPOCH);
-        assert_eq!(cp.start_from, "1718445600000-0");
-        assert_eq!(cp.recover_until, None);
-        c.connector.recover = Recover::UntilNow;
-        assert!(
-            first_run(&c)
-                .checkpoint(SystemTime::now())
-                .recover_until
-                .is_some()
         );
     }
 
