@@ -235,8 +235,8 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
                          OpenCTI user"
                     )
                 }
-                ApiError::Transport { message, .. } => format!(
-                    "cannot reach {url}/graphql: {message}; check OPENCTI_URL, the network and \
+                ApiError::Transport { source, .. } => format!(
+                    "cannot reach {url}/graphql: {source}; check OPENCTI_URL, the network and \
                      HTTPS_PROXY/NO_PROXY"
                 ),
                 other => format!("{other} (OPENCTI_URL={url})"),
@@ -327,16 +327,16 @@ fn check_harfanglab(config: &Config, report: &mut CheckReport) {
         }
         Err(e) => {
             let detail = match &e {
-                HarfangLabError::Unreachable { detail, .. } => format!(
-                    "cannot reach {url}: {detail}; check HARFANGLAB_INTEL_URL, the network and \
+                HarfangLabError::Unreachable { source, .. } => format!(
+                    "cannot reach {url}: {source}; check HARFANGLAB_INTEL_URL, the network and \
                      HTTPS_PROXY/NO_PROXY"
                 ),
                 HarfangLabError::Timeout { .. } => format!(
                     "{url} did not answer within {:?}; check HARFANGLAB_INTEL_URL and the network",
                     h.request_timeout.min(PROBE_TIMEOUT)
                 ),
-                HarfangLabError::Tls { detail, .. } => format!(
-                    "TLS failure with {url}: {detail}; for a private CA set \
+                HarfangLabError::Tls { source, .. } => format!(
+                    "TLS failure with {url}: {source}; for a private CA set \
                      HARFANGLAB_INTEL_CA_FILE (HARFANGLAB_INTEL_SSL_VERIFY=false only for tests)"
                 ),
                 HarfangLabError::Unauthorized { .. } => format!(

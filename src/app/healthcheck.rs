@@ -33,7 +33,7 @@ pub enum HealthcheckError {
     /// `CONNECTOR_EXPOSE_METRICS` is off: there is no endpoint to ask.
     NotEnabled,
     /// Nothing answered at `url` (connection refused, timeout, reset).
-    Unreachable { url: String, detail: String },
+    Unreachable { url: String, source: ureq::Error },
     /// `/healthz` answered something other than 200; `body` is its (JSON) reasons.
     Unhealthy { status: u16, body: String },
 }
@@ -46,8 +46,8 @@ impl fmt::Display for HealthcheckError {
                  /healthz to ask: set CONNECTOR_EXPOSE_METRICS=true for the connector and for \
                  this command",
             ),
-            HealthcheckError::Unreachable { url, detail } => {
-                write!(f, "cannot reach {url}: {detail}")
+            HealthcheckError::Unreachable { url, source } => {
+                write!(f, "cannot reach {url}: {source}")
             }
             HealthcheckError::Unhealthy { status, body } => {
                 write!(f, "unhealthy (HTTP {status}): {body}")
@@ -56,7 +56,14 @@ impl fmt::Display for HealthcheckError {
     }
 }
 
-impl std::error::Error for HealthcheckError {}
+impl std::error::Error for HealthcheckError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HealthcheckError::Unreachable { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// Where `healthcheck` asks: the configured metrics port on the loopback interface. The probe
 /// runs inside the connector's own host or container, so loopback always reaches a server bound
@@ -87,9 +94,9 @@ pub fn probe_healthz(addr: SocketAddr, timeout: Duration) -> Result<(), Healthch
     let mut response = agent
         .get(&url)
         .call()
-        .map_err(|e| HealthcheckError::Unreachable {
+        .map_err(|source| HealthcheckError::Unreachable {
             url: url.clone(),
-            detail: e.to_string(),
+            source,
         })?;
     let status = response.status().as_u16();
     if status == 200 {

@@ -22,6 +22,7 @@ pub use translate::{
     TRANSLATE_BATCH, TranslateSummary, open_input, translate, translate_command, translate_with,
 };
 
+use crate::cause::Chain;
 use crate::config::{self, Config, ConfigError, RawConfig};
 use crate::pipeline::Shutdown;
 use std::fmt;
@@ -73,14 +74,15 @@ impl AppError {
         }
     }
 
-    /// Tell the operator, once. A configuration or healthcheck problem is written to `err`
-    /// directly (stderr in `main`): it must reach the operator even when logging is not set up.
-    /// A run-time failure goes to the log. A failed check or strict translation has said
-    /// everything in its output already, and a closed pipe is no news.
+    /// Tell the operator, once, with the chain of causes ([`Chain`]). A configuration or
+    /// healthcheck problem is written to `err` directly (stderr in `main`): it must reach the
+    /// operator even when logging is not set up. A run-time failure goes to the log. A failed
+    /// check or strict translation has said everything in its output already, and a closed pipe
+    /// is no news.
     pub fn report(&self, err: &mut dyn Write) {
         match self {
             AppError::Config(e) => {
-                let _ = writeln!(err, "harfanglab-intel: {e}");
+                let _ = writeln!(err, "harfanglab-intel: {}", Chain(e));
                 if matches!(e, ConfigError::Invalid(_)) {
                     let _ = writeln!(
                         err,
@@ -90,11 +92,11 @@ impl AppError {
                 }
             }
             AppError::Unhealthy(e) => {
-                let _ = writeln!(err, "harfanglab-intel: {e}");
+                let _ = writeln!(err, "harfanglab-intel: {}", Chain(e));
             }
             AppError::CheckFailed { .. } | AppError::Untranslated { .. } => {}
             e if e.is_broken_pipe() => {}
-            e => log::error!("{e}"),
+            e => log::error!("{}", Chain(e)),
         }
     }
 }
@@ -244,6 +246,22 @@ mod tests {
             text.starts_with("harfanglab-intel: metrics are not exposed"),
             "{text}"
         );
+        // A real chain (healthcheck → ureq → I/O): each cause once, on one line.
+        let unreachable = probe_healthz(
+            "127.0.0.1:1".parse().unwrap(),
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap_err();
+        let cause = std::error::Error::source(&unreachable).unwrap().to_string();
+        let mut err = Vec::new();
+        AppError::Unhealthy(unreachable).report(&mut err);
+        let text = String::from_utf8(err).unwrap();
+        assert!(
+            text.starts_with("harfanglab-intel: cannot reach http://127.0.0.1:1/healthz: "),
+            "{text}"
+        );
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
         for quiet in [
             AppError::CheckFailed { failed: 2 },
             AppError::Output(io::Error::from(io::ErrorKind::BrokenPipe)),

@@ -40,7 +40,8 @@ use crate::notify::{Notifier, WatchdogGate};
 use crate::opencti::api::{ApiError, OpenCtiApi, PlatformVersion};
 use crate::opencti::stream::{StreamError, StreamOptions, StreamReader};
 use crate::pipeline::{
-    self, DeadLetterLog, PipelineError, PipelineOptions, PipelineStats, Shutdown, StatsSnapshot,
+    self, DeadLetterError, DeadLetterLog, PipelineError, PipelineOptions, PipelineStats, Shutdown,
+    StatsSnapshot,
 };
 use crate::state::{self, CheckpointWriter, FirstRun, LocalCheckpoint};
 use crate::sync::dry_run::DryRunApi;
@@ -107,8 +108,13 @@ pub enum ServiceError {
     HarfangLab(HarfangLabError),
     /// The HarfangLab client cannot be built (URL, CA bundle).
     ClientSetup(ClientConfigError),
-    /// The state directory or a file in it cannot be used.
-    State(String),
+    /// The state directory cannot be created.
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The dead-letter file in the state directory cannot be opened.
+    DeadLetters(DeadLetterError),
     /// The pipeline stopped (fatal event outcome, dead-letter file, worker panic).
     Pipeline(PipelineError),
     /// A thread could not be started.
@@ -128,7 +134,14 @@ impl fmt::Display for ServiceError {
             ServiceError::Stream(e) => write!(f, "{e}"),
             ServiceError::HarfangLab(e) => write!(f, "{e}"),
             ServiceError::ClientSetup(e) => write!(f, "{e}"),
-            ServiceError::State(m) => write!(f, "state directory: {m}"),
+            ServiceError::StateDir { path, source } => {
+                write!(
+                    f,
+                    "state directory: cannot create {}: {source}",
+                    path.display()
+                )
+            }
+            ServiceError::DeadLetters(e) => write!(f, "state directory: {e}"),
             ServiceError::Pipeline(e) => write!(f, "{e}"),
             ServiceError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             // `source` names the address ("metrics server cannot listen on ...: Address in use").
@@ -144,7 +157,21 @@ impl fmt::Display for ServiceError {
     }
 }
 
-impl std::error::Error for ServiceError {}
+impl std::error::Error for ServiceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServiceError::OpenCti(e) => Some(e),
+            ServiceError::Stream(e) => Some(e),
+            ServiceError::HarfangLab(e) => Some(e),
+            ServiceError::ClientSetup(e) => Some(e),
+            ServiceError::DeadLetters(e) => Some(e),
+            ServiceError::Pipeline(e) => Some(e),
+            ServiceError::StateDir { source, .. }
+            | ServiceError::Thread(source)
+            | ServiceError::Metrics { source, .. } => Some(source),
+        }
+    }
+}
 
 /// Run the connector with production options until `shutdown` (or a fatal error).
 pub fn run(config: &Config, shutdown: &Shutdown) -> Result<RunSummary, ServiceError> {
@@ -406,7 +433,7 @@ impl Started<'_> {
             &self.config.service.state_dir,
             &dead_letter_name(&self.file_id),
         )
-        .map_err(|e| ServiceError::State(e.to_string()))?;
+        .map_err(ServiceError::DeadLetters)?;
         let popts = PipelineOptions {
             summary_every: self.opts.summary_every,
             tick_every: self.opts.tick_every,

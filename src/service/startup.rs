@@ -150,8 +150,9 @@ impl<'a> Startup<'a> {
             self.connector_id.clone()
         };
         let state_dir = &self.config.service.state_dir;
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            ServiceError::State(format!("cannot create {}: {e}", state_dir.display()))
+        std::fs::create_dir_all(state_dir).map_err(|source| ServiceError::StateDir {
+            path: state_dir.clone(),
+            source,
         })?;
         let store = CheckpointStore::new(state_dir, &file_id);
         let local = match store.load() {
