@@ -242,7 +242,7 @@ fn auth_failure_after_a_working_connection_is_retried() {
 }
 
 #[test]
-fn request_carries_pycti_headers_and_encoded_recover() {
+fn request_carries_pycti_headers_and_encoded_recover_and_probe_sends_the_same() {
     let sim = sim(1);
     let mut o = opts(&sim);
     o.listen_delete = false;
@@ -251,7 +251,7 @@ fn request_carries_pycti_headers_and_encoded_recover() {
         start_from: "0-0".into(),
         recover_until: Some("2024-06-15T09:00:00+02:00".into()),
     };
-    let r = run(o, from, 16);
+    let r = run(o.clone(), from, 16);
     let mut others = Vec::new();
     events(&r.rx, 1, &mut others);
     let req = &sim.stream_requests()[0];
@@ -271,21 +271,11 @@ fn request_carries_pycti_headers_and_encoded_recover() {
     );
     drop(r.shutdown);
     r.reader.join().unwrap();
-}
 
-#[test]
-fn probe_sends_the_readers_request_without_a_resume_position() {
-    let sim = sim(1);
-    let mut o = opts(&sim);
-    o.listen_delete = false;
-    o.with_inferences = true;
-    let r = run(o.clone(), start("0-0"), 16);
-    events(&r.rx, 1, &mut Vec::new());
-    drop(r.shutdown);
-    r.reader.join().unwrap();
+    // `check`'s probe sends the same request (one builder), live-only: no resume position.
     stream::probe(&o, Duration::from_secs(5)).unwrap();
-    let requests = sim.stream_requests();
-    let (reader, probe) = (&requests[0], &requests[1]);
+    let probe = &sim.stream_requests()[1];
+    assert_eq!(probe.path, req.path);
     for name in [
         "authorization",
         "accept",
@@ -295,11 +285,8 @@ fn probe_sends_the_readers_request_without_a_resume_position() {
         "with-inferences",
         "accept-encoding",
     ] {
-        assert!(reader.header(name).is_some(), "{name}");
-        assert_eq!(probe.header(name), reader.header(name), "{name}");
+        assert_eq!(probe.header(name), req.header(name), "{name}");
     }
-    assert_eq!(probe.path, reader.path);
-    // Live-only: a probe replays nothing.
     assert_eq!(probe.header("last-event-id"), None);
 }
 

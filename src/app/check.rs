@@ -124,23 +124,11 @@ pub fn check_local(config: &Config) -> CheckReport {
         ("opencti ca file", &config.opencti.tls),
         ("harfanglab ca file", &config.harfanglab.tls),
     ] {
+        // Read the way the clients will read it: what passes here loads at start.
         if let TlsVerify::CaFile(path) = tls {
-            match std::fs::read(path) {
-                Ok(bytes)
-                    if String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") =>
-                {
-                    report.push(name, CheckStatus::Ok, path.display().to_string())
-                }
-                Ok(_) => report.push(
-                    name,
-                    CheckStatus::Fail,
-                    format!("{} holds no PEM certificate", path.display()),
-                ),
-                Err(e) => report.push(
-                    name,
-                    CheckStatus::Fail,
-                    format!("cannot read {}: {e}", path.display()),
-                ),
+            match crate::tls::root_certs(path) {
+                Ok(_) => report.push(name, CheckStatus::Ok, path.display().to_string()),
+                Err(e) => report.push(name, CheckStatus::Fail, e.to_string()),
             }
         }
     }
@@ -415,6 +403,33 @@ pub fn settings_report(raw: &RawConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_reads_a_ca_file_as_the_clients_will() {
+        let dir = std::env::temp_dir().join(format!("hli-check-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = Config::default();
+        config.service.state_dir = std::env::temp_dir();
+        for (name, text, expected) in [
+            ("text.pem", "not a certificate", "holds no PEM certificate"),
+            // The marker alone is not a certificate: the clients would refuse it at start.
+            (
+                "broken.pem",
+                "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+                "CA bundle",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            config.opencti.tls = TlsVerify::CaFile(path);
+            let r = check_local(&config);
+            let line = r.to_string();
+            assert!(!r.passed(), "{line}");
+            assert!(line.contains("[FAIL] opencti ca file: CA bundle"), "{line}");
+            assert!(line.contains(expected), "{line}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn check_reports_state_dir_problems() {

@@ -104,13 +104,14 @@ impl AppError {
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AppError::Config(e) => write!(f, "{e}"),
-            AppError::Service(e) => write!(f, "{e}"),
-            AppError::Demo(e) => write!(f, "{e}"),
+            // These read as the error they carry.
+            AppError::Config(e) => fmt::Display::fmt(e, f),
+            AppError::Service(e) => fmt::Display::fmt(e, f),
+            AppError::Demo(e) => fmt::Display::fmt(e, f),
+            AppError::Unhealthy(e) => fmt::Display::fmt(e, f),
             AppError::Input { path, source } => write!(f, "cannot read {path}: {source}"),
             AppError::Output(e) => write!(f, "cannot write the output: {e}"),
             AppError::CheckFailed { failed } => write!(f, "{failed} check(s) failed"),
-            AppError::Unhealthy(e) => write!(f, "{e}"),
             AppError::Untranslated { items, failed } => {
                 write!(f, "{failed} of {items} item(s) could not be translated")
             }

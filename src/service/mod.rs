@@ -130,10 +130,12 @@ pub enum ServiceError {
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServiceError::OpenCti(e) => write!(f, "{e}"),
-            ServiceError::Stream(e) => write!(f, "{e}"),
-            ServiceError::HarfangLab(e) => write!(f, "{e}"),
-            ServiceError::ClientSetup(e) => write!(f, "{e}"),
+            // These read as the error they carry.
+            ServiceError::OpenCti(e) => fmt::Display::fmt(e, f),
+            ServiceError::Stream(e) => fmt::Display::fmt(e, f),
+            ServiceError::HarfangLab(e) => fmt::Display::fmt(e, f),
+            ServiceError::ClientSetup(e) => fmt::Display::fmt(e, f),
+            ServiceError::Pipeline(e) => fmt::Display::fmt(e, f),
             ServiceError::StateDir { path, source } => {
                 write!(
                     f,
@@ -142,7 +144,6 @@ impl fmt::Display for ServiceError {
                 )
             }
             ServiceError::DeadLetters(e) => write!(f, "state directory: {e}"),
-            ServiceError::Pipeline(e) => write!(f, "{e}"),
             ServiceError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             // `source` names the address ("metrics server cannot listen on ...: Address in use").
             ServiceError::Metrics { addr, source } => write!(
