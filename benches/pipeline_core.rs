@@ -42,6 +42,7 @@ fn measure<H: EventHandler<Vec<u8>>>(handler: &H, workers: usize, events: usize)
             let input = Input::Event {
                 event_id: format!("{}-0", 1_700_000_000_000u64 + n as u64),
                 key: Some(format!("indicator--{:08}", n % KEYS)),
+                also_keys: Vec::new(),
                 payload: vec![b'x'; PAYLOAD_BYTES],
             };
             if tx.send(input).is_err() {

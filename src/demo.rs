@@ -130,7 +130,7 @@ pub struct DemoCounters {
     pub skipped: u64,
     /// Dead-lettered (permanent failures).
     pub failed: u64,
-    /// Events with nothing to do (other STIX types, merge).
+    /// Events with nothing to do (other STIX types, unknown event names).
     pub ignored: u64,
     pub retries: u64,
     /// Lines in the dead-letter file.

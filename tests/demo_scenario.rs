@@ -105,7 +105,9 @@ fn check_report(text: &str) {
         "{invalid}"
     );
     assert!(item(text, "- skipped: demo-snort-rule").contains("\"snort\" is not handled"));
-    assert!(item(text, "- ignored:").contains("malware DemoRAT (create) and a merge event"));
+    assert!(
+        item(text, "- ignored:").contains("malware DemoRAT (create) and malware DemoRAT (merge)")
+    );
     // The words of the summary are defined where they are printed.
     assert!(item(text, "skipped      1  deliberately not applied").contains("nothing failed"));
     assert!(item(text, "ignored      2  nothing in them for HarfangLab").contains("merges"));

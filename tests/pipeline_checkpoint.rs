@@ -21,6 +21,7 @@ fn out_of_order_completions_never_let_the_watermark_pass_unfinished_work() {
             items.push(Input::Event {
                 event_id: id(n),
                 key: None,
+                also_keys: Vec::new(),
                 payload: Ev { n, op: "x" },
             });
         } else {

@@ -1,5 +1,5 @@
 //! Per-key ordering: events with the same key are applied one at a time in stream order, while
-//! different keys run in parallel.
+//! different keys run in parallel; an event with several keys (a merge) is ordered with each.
 
 mod pipeline_support;
 
@@ -120,4 +120,78 @@ fn a_slow_key_does_not_block_other_keys() {
         DeadLetterLog::disabled(),
     );
     assert_eq!(summary.stats.applied, 200);
+}
+
+#[test]
+fn a_multi_key_event_runs_after_and_before_the_events_of_each_of_its_keys() {
+    // A merge of s1 and s2 into t (event 3), between events of each, among unrelated events;
+    // its first attempt fails and is retried: it keeps all its keys meanwhile.
+    let mut items = vec![
+        event(0, "s1", "update"),
+        event(1, "t", "update"),
+        event(2, "s2", "update"),
+        multi_key_event(3, "t", &["s1", "s2"], "merge"),
+        event(4, "s2", "delete"),
+        event(5, "s1", "delete"),
+        event(6, "t", "update"),
+    ];
+    for n in 7..60 {
+        items.push(event(n, &format!("k{n}"), "create"));
+    }
+    let keys_of = |n: usize| -> Vec<&'static str> {
+        match n {
+            0 | 5 => vec!["s1"],
+            1 | 6 => vec!["t"],
+            2 | 4 => vec!["s2"],
+            3 => vec!["t", "s1", "s2"],
+            _ => vec![],
+        }
+    };
+    let order: Mutex<Vec<usize>> = Mutex::default();
+    let running: Mutex<HashSet<&'static str>> = Mutex::default();
+    let merge_attempts = AtomicUsize::new(0);
+    let handler = FnHandler(|_id: &str, _key: &str, ev: &Ev| {
+        for k in keys_of(ev.n) {
+            assert!(
+                running.lock().unwrap().insert(k),
+                "event {} ran while another event of {k} was running",
+                ev.n
+            );
+        }
+        // The events the merge waits for are slow, so it would overtake them if it could.
+        if ev.n < 3 {
+            work_for(Duration::from_millis(30));
+        }
+        let outcome = if ev.n == 3 && merge_attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+            Outcome::retry("HarfangLab 503")
+        } else {
+            order.lock().unwrap().push(ev.n);
+            Outcome::Applied(String::new())
+        };
+        for k in keys_of(ev.n) {
+            running.lock().unwrap().remove(k);
+        }
+        outcome
+    });
+    let summary = pipeline::run(
+        feed(items, 8),
+        &handler,
+        &mut RecordingSink::default(),
+        &mut (),
+        &fast_opts(4),
+        &Shutdown::new(),
+        DeadLetterLog::disabled(),
+    )
+    .expect("run");
+    assert_eq!(summary.stats.applied, 60);
+    assert_eq!(merge_attempts.load(Ordering::SeqCst), 2);
+    let order = order.into_inner().unwrap();
+    let at = |n: usize| order.iter().position(|&m| m == n).expect("applied");
+    for before in [0, 1, 2] {
+        assert!(at(before) < at(3), "{before} after the merge: {order:?}");
+    }
+    for after in [4, 5, 6] {
+        assert!(at(3) < at(after), "{after} before the merge: {order:?}");
+    }
+    assert_eq!(summary.watermark, Some(id(59)));
 }

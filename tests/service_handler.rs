@@ -13,7 +13,8 @@ use harfanglab_intel::opencti::sse::Frame;
 use harfanglab_intel::pipeline::{EventHandler, Outcome};
 use harfanglab_intel::retry::FailureKind;
 use harfanglab_intel::secret::Secret;
-use harfanglab_intel::service::{Handler, Work, event_key};
+use harfanglab_intel::service::{self, Handler, Work, event_key};
+use harfanglab_intel::sync::comment::RuleComment;
 use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
 use harfanglab_intel::sync::{SyncSettings, Syncer};
 use mockito::Matcher;
@@ -460,4 +461,105 @@ fn failures_are_classified_retry_dead_letter_or_fatal() {
         o => panic!("{o:?}"),
     }
     assert!(fx.values().is_empty());
+}
+
+const ABSORBED: &str = "00000001-0000-4000-8000-0000000abcde";
+
+/// A copy of the fixture indicator under the absorbed indicator's ids, with `pattern`.
+fn absorbed_stix(pattern: &str) -> Value {
+    let mut stix = fixture("indicator-create.json")["data"]["data"].clone();
+    stix["id"] = json!("indicator--00000002-0000-4000-8000-0000000abcde");
+    stix["name"] = json!("duplicate of 1.2.3.4");
+    stix["pattern"] = json!(pattern);
+    let ext = &mut stix["extensions"][events::OCTI_EXT];
+    ext["id"] = json!(ABSORBED);
+    ext["observable_values"] = json!([]);
+    stix
+}
+
+impl Fx {
+    /// Reads of the absorbed indicator answer "not found" until the mock is dropped.
+    fn absorbed_is_gone(&mut self) -> mockito::Mock {
+        self.server
+            .mock("POST", "/graphql")
+            .match_body(Matcher::PartialJson(json!({"variables": {"id": ABSORBED}})))
+            .with_body(json!({"data": {"indicator": null}}).to_string())
+            .create()
+    }
+}
+
+/// The `merge` of the absorbed indicator into the fixture indicator (`storeMergeEvent`: the
+/// target as merged, `context.sources` as they were).
+fn merge(sources: Vec<Value>) -> Work {
+    let mut line = fixture("indicator-create.json");
+    line["event"] = json!("merge");
+    line["data"]["type"] = json!("merge");
+    line["data"]["message"] = json!("merges Indicator `duplicate of 1.2.3.4` in `1.2.3.4`");
+    line["data"]["context"] = json!({"patch": [], "reverse_patch": [], "sources": sources, "deletions": [], "shifts": []});
+    work(&line)
+}
+
+#[test]
+fn merge_moves_the_absorbed_holds_to_the_target_and_releases_the_rest() {
+    let mut fx = setup();
+    let m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4']", &[]));
+    applied(&fx.handle(&work(&fixture("indicator-create.json"))));
+    m.remove();
+    // The absorbed indicator, created earlier: 1.2.3.4 (shared) and 7.7.7.7 (its own).
+    let pattern = "[ipv4-addr:value = '1.2.3.4'] OR [ipv4-addr:value = '7.7.7.7']";
+    let mut line = fixture("indicator-create.json");
+    line["data"]["data"] = absorbed_stix(pattern);
+    let created = work(&line);
+    let _gone = fx.absorbed_is_gone();
+    applied(&fx.handler.handle("1718445600001-0", ABSORBED, &created));
+    assert_eq!(fx.values(), ["1.2.3.4", "7.7.7.7"]);
+
+    let merged = merge(vec![absorbed_stix(pattern)]);
+    let Work::Event(ev) = &merged else { panic!() };
+    // Ordered after and before the absorbed indicator's own events too.
+    assert_eq!(key(&merged), INTERNAL);
+    assert_eq!(service::also_keys(ev), [ABSORBED]);
+    let _m = fx.answer(gql_indicator("[ipv4-addr:value = '1.2.3.4']", &[]));
+    applied(&fx.handle(&merged));
+    assert_eq!(
+        fx.values(),
+        ["1.2.3.4"],
+        "7.7.7.7 was only the absorbed one's"
+    );
+    let shared = &fx.mem.iocs()[0];
+    let (comment, _) = RuleComment::decode(shared.comment.as_deref());
+    let holders: Vec<&str> = comment.holders.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(holders, [INTERNAL]);
+    assert!(shared.enabled);
+    // The absorbed indicator's delete, if one ever comes: nothing to do.
+    fx.mem.reset_calls();
+    let mut delete = fixture("indicator-delete.json");
+    delete["data"]["data"] = absorbed_stix(pattern);
+    applied(
+        &fx.handler
+            .handle("1718445600003-0", ABSORBED, &work(&delete)),
+    );
+    assert_eq!(
+        fx.mem.calls_to("update_ioc") + fx.mem.calls_to("delete_ioc"),
+        0
+    );
+    assert_eq!(fx.values(), ["1.2.3.4"]);
+}
+
+#[test]
+fn merge_into_an_unhandled_target_still_releases_the_absorbed() {
+    let mut fx = setup();
+    let _gone = fx.absorbed_is_gone();
+    let mut line = fixture("indicator-create.json");
+    line["data"]["data"] = absorbed_stix("[ipv4-addr:value = '7.7.7.7']");
+    applied(&fx.handler.handle("1718445600001-0", ABSORBED, &work(&line)));
+    assert_eq!(fx.values(), ["7.7.7.7"]);
+    // The target is a snort indicator: it wants nothing here.
+    let _m = fx.answer(gql_typed(
+        "snort",
+        "alert tcp any any -> any any (msg:\"x\";)",
+    ));
+    let merged = merge(vec![absorbed_stix("[ipv4-addr:value = '7.7.7.7']")]);
+    applied(&fx.handle(&merged));
+    assert!(fx.values().is_empty(), "{:?}", fx.values());
 }

@@ -22,12 +22,45 @@ use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig};
 use harfanglab_intel::sync::comment::{Origin, RuleComment};
 use harfanglab_intel::sync::dry_run::DryRunApi;
 use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
-use harfanglab_intel::sync::{SyncSettings, Syncer};
+use harfanglab_intel::sync::rule_holders;
+use harfanglab_intel::sync::{Absorbed, Counts, SyncSettings, Syncer};
 use harfanglab_intel::translate::{
     FormerState, Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec,
 };
+use std::sync::{Mutex, OnceLock};
 
 // ---- fixtures -------------------------------------------------------------------------------
+
+/// Every log line of this test binary (tests run in parallel: look for ids of your own).
+struct Capture(Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(format!("{} {}", record.level(), record.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+impl Capture {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+fn logs() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        let _ = log::set_logger(capture);
+        log::set_max_level(log::LevelFilter::Info);
+        capture
+    })
+}
 
 fn lists() -> SourceLists {
     SourceLists {
@@ -555,24 +588,577 @@ fn replayed_events_are_harmless<A: ThreatIntelApi>(new_api: fn() -> (A, SourceLi
     assert!(all_rules(&s, RuleKind::Sigma).is_empty());
 }
 
-fn sigma_release_spares_a_rule_renamed_by_another_indicator<A: ThreatIntelApi>(
+// ---- holders on Sigma rules and Yara files, merges (each with remove_indicator true / false) --
+
+const SIGMA_ID_2: &str = "0c9f3a55-4b1e-4e0a-9d4c-7a2b6e1f8c32";
+
+/// The holder ids on a rule's holders line (which it must have).
+fn rule_holders_of(kind: RuleKind, rule: &RemoteRule) -> Vec<String> {
+    let (holders, _) = rule_holders::split(kind, &rule.content);
+    let holders = holders.unwrap_or_else(|| panic!("no holders line: {:?}", rule.content));
+    holders.ids().to_vec()
+}
+
+/// The one rule of `kind`; panics when there are none or several.
+fn only_rule<A: ThreatIntelApi>(s: &Syncer<A>, kind: RuleKind) -> RemoteRule {
+    let mut rules = all_rules(s, kind);
+    assert_eq!(rules.len(), 1, "{rules:#?}");
+    rules.remove(0)
+}
+
+/// After the last holder left: gone (`remove_indicator`) or disabled and held by nobody.
+fn assert_released_rule<A: ThreatIntelApi>(s: &Syncer<A>, kind: RuleKind, remove: bool) {
+    let rules = all_rules(s, kind);
+    if remove {
+        assert!(rules.is_empty(), "{rules:#?}");
+    } else {
+        assert_eq!(rules.len(), 1, "{rules:#?}");
+        assert!(!rules[0].enabled, "{:?}", rules[0]);
+        assert!(rule_holders_of(kind, &rules[0]).is_empty());
+    }
+}
+
+/// `deleted` when removing, `disabled` otherwise.
+fn gone(c: &Counts, remove: bool) -> u32 {
+    if remove { c.deleted } else { c.disabled }
+}
+
+fn shared_sigma_id_is_released_holder_by_holder<A: ThreatIntelApi>(
     new_api: fn() -> (A, SourceLists),
+    remove: bool,
 ) {
+    let s = syncer_on(new_api(), remove);
+    let (a, b) = (indicator("a"), indicator("b"));
+    let t = |i: &Indicator| sigma(&i.name, Some(SIGMA_ID), "cmd");
+    assert_eq!(s.upsert(&a, &t(&a), &none()).unwrap().sigma.created, 1);
+    let report = s.upsert(&b, &t(&b), &none()).unwrap();
+    assert_eq!((report.sigma.created, report.sigma.updated), (0, 1));
+    let rule = only_rule(&s, RuleKind::Sigma);
+    assert_eq!(
+        rule_holders_of(RuleKind::Sigma, &rule),
+        ["internal-a", "internal-b"]
+    );
+    // The holders line, then the rule exactly as the pattern has it.
+    assert_eq!(
+        rule.content,
+        format!(
+            "# harfanglab-intel holders: internal-a internal-b\n{}",
+            sigma_content(Some(SIGMA_ID), "cmd")
+        )
+    );
+    // Delete one: the other still wants it, enabled.
+    let report = s.release(&a, &t(&a), &none()).unwrap();
+    assert_eq!((report.sigma.updated, report.sigma.writes()), (1, 1));
+    let rule = only_rule(&s, RuleKind::Sigma);
+    assert!(rule.enabled);
+    assert_eq!(rule_holders_of(RuleKind::Sigma, &rule), ["internal-b"]);
+    assert_eq!(s.release(&a, &t(&a), &none()).unwrap().sigma.writes(), 0);
+    // Delete both: nobody wants it.
+    let report = s.release(&b, &t(&b), &none()).unwrap();
+    assert_eq!(gone(&report.sigma, remove), 1);
+    assert_released_rule(&s, RuleKind::Sigma, remove);
+    // Wanted again.
+    let report = s.upsert(&a, &t(&a), &none()).unwrap();
+    if remove {
+        assert_eq!(report.sigma.created, 1);
+    } else {
+        assert_eq!(report.sigma.re_enabled, 1);
+    }
+    let rule = only_rule(&s, RuleKind::Sigma);
+    assert!(rule.enabled);
+    assert_eq!(rule_holders_of(RuleKind::Sigma, &rule), ["internal-a"]);
+}
+
+fn shared_sigma_rule_follows_a_rename_of_one_holder<A: ThreatIntelApi>(
+    new_api: fn() -> (A, SourceLists),
+    remove: bool,
+) {
+    let s = syncer_on(new_api(), remove);
+    let (a, b) = (indicator("a"), indicator("b"));
+    s.upsert(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
+        .unwrap();
+    s.upsert(&b, &sigma("Indicator b", Some(SIGMA_ID), "cmd"), &none())
+        .unwrap();
+    let mut renamed = a.clone();
+    renamed.name = "A renamed".into();
+    let former = FormerState {
+        name: Some("Indicator a".into()),
+        ..FormerState::default()
+    };
+    let t = sigma("A renamed", Some(SIGMA_ID), "cmd");
+    let report = s.upsert(&renamed, &t, &former).unwrap();
+    assert_eq!((report.sigma.updated, report.sigma.created), (1, 0));
+    let rule = only_rule(&s, RuleKind::Sigma);
+    assert_eq!(rule.name, "A renamed");
+    assert_eq!(
+        rule_holders_of(RuleKind::Sigma, &rule),
+        ["internal-a", "internal-b"]
+    );
+    let report = s
+        .release(&b, &sigma("Indicator b", Some(SIGMA_ID), "cmd"), &none())
+        .unwrap();
+    assert_eq!(report.sigma.updated, 1);
+    let rule = only_rule(&s, RuleKind::Sigma);
+    assert!(rule.enabled);
+    assert_eq!(rule_holders_of(RuleKind::Sigma, &rule), ["internal-a"]);
+    let report = s.release(&renamed, &t, &none()).unwrap();
+    assert_eq!(gone(&report.sigma, remove), 1);
+    assert_released_rule(&s, RuleKind::Sigma, remove);
+}
+
+/// The same Yara file from two indicators: by name (both carry it), or by HarfangLab's identity
+/// (`meta: id`) under two names, where the file carries its last writer's name.
+fn shared_yara_file_is_released_holder_by_holder<A: ThreatIntelApi>(
+    new_api: fn() -> (A, SourceLists),
+    remove: bool,
+) {
+    let s = syncer_on(new_api(), remove);
+    let (mut a, mut b) = (indicator("a"), indicator("b"));
+    a.name = "Shared loader".into();
+    b.name = "Shared loader".into();
+    let t = yara("Shared loader", "Shared_Loader", "x");
+    s.upsert(&a, &t, &none()).unwrap();
+    assert_eq!(s.upsert(&b, &t, &none()).unwrap().yara.updated, 1);
+    let file = only_rule(&s, RuleKind::Yara);
+    assert_eq!(
+        rule_holders_of(RuleKind::Yara, &file),
+        ["internal-a", "internal-b"]
+    );
+    assert!(file.content.starts_with("// harfanglab-intel holders: "));
+    assert_eq!(file.rule_names, ["Shared_Loader"]);
+    assert_eq!(s.release(&a, &t, &none()).unwrap().yara.updated, 1);
+    let file = only_rule(&s, RuleKind::Yara);
+    assert!(file.enabled);
+    assert_eq!(rule_holders_of(RuleKind::Yara, &file), ["internal-b"]);
+    assert_eq!(gone(&s.release(&b, &t, &none()).unwrap().yara, remove), 1);
+    assert_released_rule(&s, RuleKind::Yara, remove);
+
+    let s = syncer_on(new_api(), remove);
+    let (c, d) = (indicator("c"), indicator("d"));
+    let tagged = |name: &str| {
+        let mut t = yara(name, "Tagged_Loader", "v1");
+        if let Some(spec) = t.yara.as_mut() {
+            spec.content = "rule Tagged_Loader\n{\n  meta:\n    id = \"5d0c1f7e-yara-0002\"\n  condition:\n    true\n}\n".into();
+            spec.meta.meta_ids = vec!["5d0c1f7e-yara-0002".into()];
+        }
+        t
+    };
+    s.upsert(&c, &tagged("Indicator c"), &none()).unwrap();
+    // HarfangLab refuses a second file with that `meta: id`: d joins c's.
+    let report = s.upsert(&d, &tagged("Indicator d"), &none()).unwrap();
+    assert_eq!((report.yara.created, report.yara.updated), (0, 1));
+    let file = only_rule(&s, RuleKind::Yara);
+    assert_eq!(file.name, "Indicator d");
+    assert_eq!(
+        rule_holders_of(RuleKind::Yara, &file),
+        ["internal-c", "internal-d"]
+    );
+    // c's file is found although it carries d's name.
+    assert_eq!(
+        s.release(&c, &tagged("Indicator c"), &none())
+            .unwrap()
+            .yara
+            .updated,
+        1
+    );
+    assert_eq!(
+        rule_holders_of(RuleKind::Yara, &only_rule(&s, RuleKind::Yara)),
+        ["internal-d"]
+    );
+    let report = s.release(&d, &tagged("Indicator d"), &none()).unwrap();
+    assert_eq!(gone(&report.yara, remove), 1);
+    assert_released_rule(&s, RuleKind::Yara, remove);
+}
+
+fn conflicting_sigma_content_takes_the_newest_and_is_logged<A: ThreatIntelApi>(
+    new_api: fn() -> (A, SourceLists),
+    remove: bool,
+) {
+    logs();
+    let s = syncer_on(new_api(), remove);
+    let (mut a, mut b) = (indicator("a"), indicator("b"));
+    // Ids of their own, to find this test's log line among the others'.
+    a.id = format!("conflict-a-{remove}");
+    b.id = format!("conflict-b-{remove}");
+    s.upsert(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
+        .unwrap();
+    s.upsert(&b, &sigma("Indicator b", Some(SIGMA_ID), "wmic"), &none())
+        .unwrap();
+    let rule = only_rule(&s, RuleKind::Sigma);
+    let (_, body) = rule_holders::split(RuleKind::Sigma, &rule.content);
+    assert_eq!(
+        body,
+        sigma_content(Some(SIGMA_ID), "wmic"),
+        "the newest event wins"
+    );
+    assert_eq!(
+        rule_holders_of(RuleKind::Sigma, &rule),
+        [a.id.clone(), b.id.clone()]
+    );
+    let logged = logs().lines().into_iter().any(|l| {
+        l.starts_with("WARN")
+            && l.contains("different content")
+            && l.contains(&format!("indicator={}", b.id))
+            && l.contains(&a.id)
+    });
+    assert!(
+        logged,
+        "the conflict is logged with both ids: {:#?}",
+        logs().lines()
+    );
+    // a's next event is the newest now.
+    s.upsert(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
+        .unwrap();
+    let rule = only_rule(&s, RuleKind::Sigma);
+    assert!(
+        rule.content
+            .ends_with(&sigma_content(Some(SIGMA_ID), "cmd"))
+    );
+    s.release(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
+        .unwrap();
+    assert_eq!(
+        rule_holders_of(RuleKind::Sigma, &only_rule(&s, RuleKind::Sigma)),
+        [b.id.clone()]
+    );
+    let report = s
+        .release(&b, &sigma("Indicator b", Some(SIGMA_ID), "wmic"), &none())
+        .unwrap();
+    assert_eq!(gone(&report.sigma, remove), 1);
+    assert_released_rule(&s, RuleKind::Sigma, remove);
+}
+
+/// An update that changes the Sigma rule's `id` (HarfangLab cannot change it in place): the new
+/// rule is written, the former id's rule loses the holder (and goes when it was the last one).
+fn sigma_id_change_releases_the_former_rule<A: ThreatIntelApi>(new_api: fn() -> (A, SourceLists)) {
     let s = syncer_on(new_api(), true);
     let (a, b) = (indicator("a"), indicator("b"));
     s.upsert(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
         .unwrap();
-    // Indicator b carries the very same Sigma rule and writes it last.
-    s.upsert(&b, &sigma("Indicator b", Some(SIGMA_ID), "cmd"), &none())
+    s.upsert(&b, &sigma("Indicator b", Some(SIGMA_ID_2), "cmd"), &none())
         .unwrap();
+    let former = FormerState {
+        pattern: Some(sigma_content(Some(SIGMA_ID), "cmd")),
+        ..FormerState::default()
+    };
     let report = s
-        .release(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
+        .upsert(&a, &sigma("Indicator a", Some(SIGMA_ID_2), "cmd"), &former)
         .unwrap();
-    assert_eq!(report.sigma.skipped, 1);
-    assert_eq!(all_rules(&s, RuleKind::Sigma).len(), 1);
+    assert_eq!(
+        (report.sigma.updated, report.sigma.deleted),
+        (1, 1),
+        "{report:?}"
+    );
+    let rule = only_rule(&s, RuleKind::Sigma);
+    assert_eq!(rule.id, SIGMA_ID_2);
+    assert_eq!(
+        rule_holders_of(RuleKind::Sigma, &rule),
+        ["internal-a", "internal-b"]
+    );
 }
 
-/// Instantiate every generic scenario as a `#[test]` against `$factory`.
+/// The fake and the simulator enforce the same identity rules (harfanglab-api.md §6.3, INFERRED
+/// parts included): a Sigma UUID `id` is the object id, a second create of it is refused inside
+/// the import envelope, an update may not change it; a Yara `meta: id` is unique in a list, rule
+/// identifiers are not (by default).
+fn backends_agree_on_rule_identity<A: ThreatIntelApi>(new_api: fn() -> (A, SourceLists)) {
+    let s = syncer_on(new_api(), true);
+    let (api, lists) = (s.api(), &s.settings().lists);
+    let body = |source: &str, name: &str, content: String| RuleBody {
+        source_id: source.to_owned(),
+        name: name.to_owned(),
+        content,
+        hl_status: "stable".into(),
+        enabled: true,
+        overwrite: false,
+    };
+    let upper = sigma_content(Some(&SIGMA_ID.to_ascii_uppercase()), "cmd");
+    let created = api
+        .create_rule(RuleKind::Sigma, &body(&lists.sigma, "one", upper))
+        .unwrap();
+    assert_eq!(created.id, SIGMA_ID, "the canonical UUID is the object id");
+    let again = api
+        .create_rule(
+            RuleKind::Sigma,
+            &body(&lists.sigma, "two", sigma_content(Some(SIGMA_ID), "wmic")),
+        )
+        .unwrap_err();
+    // A duplicate, as the IOC one (`Syncer` finds and updates it).
+    assert!(
+        matches!(&again, HarfangLabError::AlreadyExists { body, .. } if body.contains("already exists")),
+        "{again:?}"
+    );
+    let moved = api
+        .update_rule(
+            RuleKind::Sigma,
+            SIGMA_ID,
+            &body(&lists.sigma, "one", sigma_content(Some(SIGMA_ID_2), "cmd")),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(moved, HarfangLabError::Status { status: 400, .. }),
+        "{moved:?}"
+    );
+    let not_uuid = sigma_content(Some("rule-7"), "cmd");
+    let a = api
+        .create_rule(RuleKind::Sigma, &body(&lists.sigma, "a", not_uuid.clone()))
+        .unwrap();
+    let b = api
+        .create_rule(RuleKind::Sigma, &body(&lists.sigma, "b", not_uuid))
+        .unwrap();
+    assert_ne!(a.id, b.id, "an id that is not a UUID identifies nothing");
+
+    let tagged = |rule: &str| {
+        format!("rule {rule}\n{{\n  meta:\n    id = \"m-77\"\n  condition:\n    true\n}}\n")
+    };
+    api.create_rule(RuleKind::Yara, &body(&lists.yara, "t1", tagged("Tagged_1")))
+        .unwrap();
+    let clash = api
+        .create_rule(RuleKind::Yara, &body(&lists.yara, "t2", tagged("Tagged_2")))
+        .unwrap_err();
+    assert!(
+        matches!(&clash, HarfangLabError::AlreadyExists { body, .. } if body.contains("Duplicate rule")),
+        "{clash:?}"
+    );
+    let file = |name: &str| {
+        api.find_rules(RuleKind::Yara, &lists.yara, &RuleFilter::Name(name.into()))
+            .unwrap()
+            .remove(0)
+    };
+    let t3 = api
+        .create_rule(
+            RuleKind::Yara,
+            &body(&lists.yara, "t3", yara_content("Tagged_3", "x")),
+        )
+        .unwrap();
+    let moved = api
+        .update_rule(
+            RuleKind::Yara,
+            &t3.id,
+            &body(&lists.yara, "t3", tagged("Tagged_3")),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(moved, HarfangLabError::AlreadyExists { .. }),
+        "{moved:?}"
+    );
+    assert_eq!(file("t1").rule_names, ["Tagged_1"]);
+    let twin = yara_content("Twin", "x");
+    api.create_rule(RuleKind::Yara, &body(&lists.yara, "w1", twin.clone()))
+        .unwrap();
+    api.create_rule(RuleKind::Yara, &body(&lists.yara, "w2", twin))
+        .expect("rule identifiers are not unique by default");
+}
+
+fn absorbed(indicator: &Indicator, translation: Translation) -> Absorbed {
+    Absorbed {
+        indicator: indicator.clone(),
+        translation,
+        former: none(),
+    }
+}
+
+/// Two merges of three indicators: STIX ones sharing IOCs (t, s1, s2; o also holds s1's
+/// second value), Sigma ones sharing a rule (st, ss1; ss2 has a rule of its own). Returns the
+/// absorbed indicators and what they wanted.
+fn merged_world<A: ThreatIntelApi>(s: &Syncer<A>, remove: bool) -> Vec<Absorbed> {
+    let (x, y, z, w) = (
+        ip("10.5.0.1"),
+        ip("10.5.0.2"),
+        ip("10.5.0.3"),
+        ip("10.5.0.4"),
+    );
+    let (t, s1, s2, o) = (
+        indicator("t"),
+        indicator("s1"),
+        indicator("s2"),
+        indicator("o"),
+    );
+    let wants = [
+        (&t, iocs(&[x.clone(), z.clone()])),
+        (&s1, iocs(&[x.clone(), y.clone()])),
+        (&s2, iocs(&[x.clone(), w.clone()])),
+        (&o, one(&y)),
+    ];
+    for (i, tr) in &wants {
+        s.upsert(i, tr, &none()).unwrap();
+    }
+    assert_eq!(holders(s, &x), ["internal-s1", "internal-s2", "internal-t"]);
+    let merged = [
+        absorbed(&s1, wants[1].1.clone()),
+        absorbed(&s2, wants[2].1.clone()),
+    ];
+    let report = s.merge(&t, &wants[0].1, &none(), &merged).unwrap();
+    // x: the target added and the absorbed removed in one write; nothing deleted or re-created.
+    // y: s1 leaves, o keeps it. z: t's already. w: only s2 wanted it.
+    assert_eq!(
+        (
+            report.iocs.created,
+            report.iocs.updated,
+            report.iocs.unchanged
+        ),
+        (0, 2, 1),
+        "{report:?}"
+    );
+    assert_eq!(gone(&report.iocs, remove), 1);
+    assert_eq!(report.iocs.writes(), 3);
+    assert_eq!(holders(s, &x), ["internal-t"]);
+    assert!(find(s, &x).unwrap().enabled);
+    assert_eq!(holders(s, &y), ["internal-o"]);
+    assert_eq!(holders(s, &z), ["internal-t"]);
+    if remove {
+        assert!(find(s, &w).is_none());
+    } else {
+        assert!(!find(s, &w).unwrap().enabled);
+    }
+
+    let (st, ss1, ss2) = (indicator("st"), indicator("ss1"), indicator("ss2"));
+    let rule = |i: &Indicator, id: &str| sigma(&i.name, Some(id), "cmd");
+    s.upsert(&st, &rule(&st, SIGMA_ID), &none()).unwrap();
+    s.upsert(&ss1, &rule(&ss1, SIGMA_ID), &none()).unwrap();
+    s.upsert(&ss2, &rule(&ss2, SIGMA_ID_2), &none()).unwrap();
+    let sigma_merged = [
+        absorbed(&ss1, rule(&ss1, SIGMA_ID)),
+        absorbed(&ss2, rule(&ss2, SIGMA_ID_2)),
+    ];
+    let report = s
+        .merge(&st, &rule(&st, SIGMA_ID), &none(), &sigma_merged)
+        .unwrap();
+    assert_eq!(
+        (report.sigma.created, report.sigma.updated),
+        (0, 1),
+        "{report:?}"
+    );
+    assert_eq!(gone(&report.sigma, remove), 1);
+    let rules = all_rules(s, RuleKind::Sigma);
+    let shared = rules
+        .iter()
+        .find(|r| r.id == SIGMA_ID)
+        .expect("the shared rule");
+    assert!(shared.enabled);
+    assert_eq!(shared.name, "Indicator st");
+    assert_eq!(rule_holders_of(RuleKind::Sigma, shared), ["internal-st"]);
+    let own = rules.iter().find(|r| r.id == SIGMA_ID_2);
+    if remove {
+        assert!(own.is_none(), "{rules:#?}");
+    } else {
+        let own = own.expect("disabled, not deleted");
+        assert!(!own.enabled && rule_holders_of(RuleKind::Sigma, own).is_empty());
+    }
+    merged.into_iter().chain(sigma_merged).collect()
+}
+
+fn merge_of_three_moves_their_holds_to_the_target<A: ThreatIntelApi>(
+    new_api: fn() -> (A, SourceLists),
+    remove: bool,
+) {
+    let s = syncer_on(new_api(), remove);
+    merged_world(&s, remove);
+    // Replayed (a restart before the checkpoint moved past it): nothing to write.
+    let t = indicator("t");
+    let replay = s
+        .merge(
+            &t,
+            &iocs(&[ip("10.5.0.1"), ip("10.5.0.3")]),
+            &none(),
+            &[absorbed(
+                &indicator("s1"),
+                iocs(&[ip("10.5.0.1"), ip("10.5.0.2")]),
+            )],
+        )
+        .unwrap();
+    assert_eq!(replay.iocs.writes(), 0, "{replay:?}");
+}
+
+fn delete_of_an_absorbed_indicator_changes_nothing<A: ThreatIntelApi>(
+    new_api: fn() -> (A, SourceLists),
+    remove: bool,
+) {
+    let s = syncer_on(new_api(), remove);
+    let absorbed = merged_world(&s, remove);
+    let before = (
+        all_rules(&s, RuleKind::Sigma),
+        s.api()
+            .find_rules(RuleKind::Yara, &s.settings().lists.yara, &RuleFilter::All)
+            .unwrap(),
+    );
+    let iocs_before: Vec<Option<IocRule>> = ["10.5.0.1", "10.5.0.2", "10.5.0.3", "10.5.0.4"]
+        .iter()
+        .map(|v| find(&s, &ip(v)))
+        .collect();
+    for a in &absorbed {
+        let report = s.release(&a.indicator, &a.translation, &a.former).unwrap();
+        assert_eq!(
+            report.iocs.writes() + report.sigma.writes() + report.yara.writes(),
+            0,
+            "{}: {report:?}",
+            a.indicator.id
+        );
+    }
+    let after = (
+        all_rules(&s, RuleKind::Sigma),
+        s.api()
+            .find_rules(RuleKind::Yara, &s.settings().lists.yara, &RuleFilter::All)
+            .unwrap(),
+    );
+    assert_eq!(before, after);
+    let iocs_after: Vec<Option<IocRule>> = ["10.5.0.1", "10.5.0.2", "10.5.0.3", "10.5.0.4"]
+        .iter()
+        .map(|v| find(&s, &ip(v)))
+        .collect();
+    assert_eq!(iocs_before, iocs_after);
+
+    // The other order (a delete before the merge): the merge then finds nothing of it to move,
+    // and the target keeps what it wants.
+    let (u, v) = (indicator("u"), indicator("v"));
+    let (shared, own) = (ip("10.6.0.1"), ip("10.6.0.2"));
+    s.upsert(&u, &one(&shared), &none()).unwrap();
+    s.upsert(&v, &iocs(&[shared.clone(), own.clone()]), &none())
+        .unwrap();
+    s.release(&v, &iocs(&[shared.clone(), own.clone()]), &none())
+        .unwrap();
+    let report = s
+        .merge(
+            &u,
+            &one(&shared),
+            &none(),
+            &[absorbed_of(&v, &[shared.clone(), own.clone()])],
+        )
+        .unwrap();
+    // At most u's own description comes back (v wrote it last); nothing goes, nothing comes.
+    let c = report.iocs;
+    assert_eq!(
+        (c.created, c.deleted, c.disabled, c.re_enabled),
+        (0, 0, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(holders(&s, &shared), ["internal-u"]);
+    assert!(find(&s, &shared).unwrap().enabled);
+}
+
+fn absorbed_of(indicator: &Indicator, keys: &[IocKey]) -> Absorbed {
+    absorbed(indicator, iocs(keys))
+}
+
+/// One module per scenario taking `remove_indicator`, with a test for each value.
+macro_rules! two_modes {
+    ($factory:path; $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn removing() {
+                    crate::$name($factory, true)
+                }
+                #[test]
+                fn disabling() {
+                    crate::$name($factory, false)
+                }
+            }
+        )*
+    };
+}
+
+/// Instantiate every generic scenario as a `#[test]` against `$factory` (a path from the crate
+/// root).
 macro_rules! scenarios {
     ($module:ident, $factory:path) => {
         mod $module {
@@ -633,9 +1219,22 @@ macro_rules! scenarios {
                 super::replayed_events_are_harmless($factory)
             }
             #[test]
-            fn sigma_release_spares_a_rule_renamed_by_another_indicator() {
-                super::sigma_release_spares_a_rule_renamed_by_another_indicator($factory)
+            fn backends_agree_on_rule_identity() {
+                super::backends_agree_on_rule_identity($factory)
             }
+            #[test]
+            fn sigma_id_change_releases_the_former_rule() {
+                super::sigma_id_change_releases_the_former_rule($factory)
+            }
+            two_modes!(
+                $factory;
+                shared_sigma_id_is_released_holder_by_holder,
+                shared_sigma_rule_follows_a_rename_of_one_holder,
+                shared_yara_file_is_released_holder_by_holder,
+                conflicting_sigma_content_takes_the_newest_and_is_logged,
+                merge_of_three_moves_their_holds_to_the_target,
+                delete_of_an_absorbed_indicator_changes_nothing,
+            );
         }
     };
 }
@@ -647,7 +1246,7 @@ fn memory_api() -> (MemoryApi, SourceLists) {
     (api, lists())
 }
 
-scenarios!(memory, super::memory_api);
+scenarios!(memory, crate::memory_api);
 
 // ---- the same scenarios through the real client and the HTTP simulator ----------------------
 
@@ -731,18 +1330,23 @@ fn simulator() -> (SimBackend, SourceLists) {
     })
 }
 
-scenarios!(simulator, super::simulator);
+scenarios!(simulator, crate::simulator);
 
 // ---- MemoryApi-only: failure injection and call accounting ---------------------------------
 
 mod memory_only {
     use super::*;
 
-    /// Needs a server that rejects a second file declaring an existing rule identifier (an
-    /// INFERRED behaviour `MemoryApi` implements; harfanglab-api.md §6.3).
+    /// Needs a server that also rejects a second file declaring an existing rule identifier (an
+    /// opt-in guess of both fakes, `MemoryApi::set_unique_yara_rule_names`, harfanglab-api.md
+    /// §6.3): the create is refused, the clash found and updated.
     #[test]
     fn yara_duplicate_conflict_is_resolved_by_update() {
-        super::yara_duplicate_conflict_is_resolved_by_update(super::memory_api)
+        super::yara_duplicate_conflict_is_resolved_by_update(|| {
+            let (api, lists) = super::memory_api();
+            api.set_unique_yara_rule_names(true);
+            (api, lists)
+        })
     }
 
     fn status(code: u16) -> HarfangLabError {
@@ -1102,5 +1706,271 @@ mod simulator_only {
             "hardly any answer was lost: {retries} retries"
         );
         assert_eq!(state, expected());
+    }
+}
+
+// ---- random histories against the fake ------------------------------------------------------
+
+/// Seeded random histories of create / update (with renames) / delete / merge over a few
+/// indicators sharing IP values, names, Sigma ids and Yara rules, against the fake, with
+/// `remove_indicator` true and false. After every step: every object a live indicator wants
+/// exists, is enabled and lists it; every holder listed is a live indicator that wants that
+/// object; nothing nobody wants stays enabled (or exists at all, when removing).
+mod histories {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const SEEDS: u64 = 100;
+    const STEPS: usize = 40;
+    const NAMES: [&str; 3] = ["Shared 0", "Shared 1", "Shared 2"];
+    const SIGMA_IDS: [&str; 2] = [SIGMA_ID, SIGMA_ID_2];
+    const BODIES: [&str; 2] = ["cmd", "wmic"];
+    const YARA_RULES: [&str; 2] = ["History_A", "History_B"];
+
+    /// What an indicator's pattern names. Its kind is fixed at creation (a type change is the
+    /// handler's business, tested in `service_handler`).
+    #[derive(Clone, Debug)]
+    enum Pattern {
+        Ips(Vec<u8>),
+        Sigma { id: usize, body: usize },
+        Yara { rule: usize, body: usize },
+    }
+
+    #[derive(Clone, Debug)]
+    struct Live {
+        indicator: Indicator,
+        pattern: Pattern,
+    }
+
+    fn value(k: u8) -> IocKey {
+        ip(&format!("10.77.0.{k}"))
+    }
+
+    fn translation(name: &str, p: &Pattern) -> Translation {
+        match p {
+            Pattern::Ips(v) => iocs(&v.iter().map(|k| value(*k)).collect::<Vec<_>>()),
+            Pattern::Sigma { id, body } => sigma(name, Some(SIGMA_IDS[*id]), BODIES[*body]),
+            Pattern::Yara { rule, body } => yara(name, YARA_RULES[*rule], BODIES[*body]),
+        }
+    }
+
+    fn random_pattern(rng: &mut fastrand::Rng, kind: u8) -> Pattern {
+        match kind {
+            0 => {
+                let mut v: Vec<u8> = (0..rng.usize(1..=3)).map(|_| rng.u8(0..5)).collect();
+                v.sort_unstable();
+                v.dedup();
+                Pattern::Ips(v)
+            }
+            1 => Pattern::Sigma {
+                id: rng.usize(..2),
+                body: rng.usize(..2),
+            },
+            _ => Pattern::Yara {
+                rule: rng.usize(..2),
+                body: rng.usize(..2),
+            },
+        }
+    }
+
+    fn kind_of(p: &Pattern) -> u8 {
+        match p {
+            Pattern::Ips(_) => 0,
+            Pattern::Sigma { .. } => 1,
+            Pattern::Yara { .. } => 2,
+        }
+    }
+
+    fn named(n: usize, name: &str) -> Indicator {
+        Indicator {
+            id: format!("hist-{n}"),
+            standard_id: Some(format!("indicator--hist-{n}")),
+            name: name.to_owned(),
+            ..Indicator::default()
+        }
+    }
+
+    fn check(api: &MemoryApi, live: &[Live], remove: bool, history: &[String]) {
+        let context = || history.join("\n");
+        let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for l in live {
+            if let Pattern::Ips(v) = &l.pattern {
+                for k in v {
+                    wanted
+                        .entry(value(*k).value)
+                        .or_default()
+                        .insert(l.indicator.id.clone());
+                }
+            }
+        }
+        let rules = api.iocs();
+        for rule in &rules {
+            let (decoded, _) = RuleComment::decode(rule.comment.as_deref());
+            let holders: BTreeSet<String> = decoded.holders.into_iter().map(|h| h.id).collect();
+            let want = wanted.get(&rule.value).cloned().unwrap_or_default();
+            assert_eq!(holders, want, "IOC {} holders\n{}", rule.value, context());
+            assert_eq!(
+                rule.enabled,
+                !want.is_empty(),
+                "IOC {}\n{}",
+                rule.value,
+                context()
+            );
+            assert!(
+                !remove || !want.is_empty(),
+                "IOC {} left\n{}",
+                rule.value,
+                context()
+            );
+        }
+        for v in wanted.keys() {
+            assert!(
+                rules.iter().any(|r| r.value == *v),
+                "IOC {v} missing\n{}",
+                context()
+            );
+        }
+        for (kind, k) in [(RuleKind::Sigma, 1), (RuleKind::Yara, 2)] {
+            let mut held: BTreeMap<String, usize> = BTreeMap::new();
+            for rule in api.rules(kind) {
+                let holders = rule_holders_of(kind, &rule);
+                assert_eq!(rule.enabled, !holders.is_empty(), "{rule:?}\n{}", context());
+                assert!(
+                    !remove || !holders.is_empty(),
+                    "{rule:?} left\n{}",
+                    context()
+                );
+                for h in holders {
+                    let l = live
+                        .iter()
+                        .find(|l| l.indicator.id == h)
+                        .unwrap_or_else(|| panic!("{h} on {rule:?} is gone\n{}", context()));
+                    assert_eq!(kind_of(&l.pattern), k, "{h} on {rule:?}\n{}", context());
+                    if let Pattern::Sigma { id, .. } = l.pattern {
+                        assert_eq!(rule.id, SIGMA_IDS[id], "{h} on {rule:?}\n{}", context());
+                    }
+                    *held.entry(h).or_default() += 1;
+                }
+            }
+            for l in live.iter().filter(|l| kind_of(&l.pattern) == k) {
+                assert_eq!(
+                    held.get(&l.indicator.id),
+                    Some(&1),
+                    "{} must hold exactly one {kind:?} rule\n{}",
+                    l.indicator.id,
+                    context()
+                );
+            }
+        }
+    }
+
+    fn run(seed: u64, remove: bool) {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), remove);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut live: Vec<Live> = Vec::new();
+        let mut next = 0;
+        let mut history = vec![format!("seed {seed}, remove_indicator {remove}")];
+        for _ in 0..STEPS {
+            match rng.u8(0..10) {
+                0..=2 if live.len() >= 2 => {
+                    // Merge 1 or 2 of the others into one.
+                    let target = live.swap_remove(rng.usize(..live.len()));
+                    let n = rng.usize(1..=2.min(live.len()));
+                    let sources: Vec<Live> = (0..n)
+                        .map(|_| live.swap_remove(rng.usize(..live.len())))
+                        .collect();
+                    let absorbed: Vec<Absorbed> = sources
+                        .iter()
+                        .map(|l| Absorbed {
+                            indicator: l.indicator.clone(),
+                            translation: translation(&l.indicator.name, &l.pattern),
+                            former: none(),
+                        })
+                        .collect();
+                    history.push(format!(
+                        "merge {:?} into {} {:?}",
+                        sources
+                            .iter()
+                            .map(|l| format!(
+                                "{} {:?} {:?}",
+                                l.indicator.id, l.indicator.name, l.pattern
+                            ))
+                            .collect::<Vec<_>>(),
+                        target.indicator.id,
+                        target.pattern
+                    ));
+                    let t = translation(&target.indicator.name, &target.pattern);
+                    s.merge(&target.indicator, &t, &none(), &absorbed)
+                        .expect("merge");
+                    live.push(target);
+                }
+                3..=5 if !live.is_empty() => {
+                    let i = rng.usize(..live.len());
+                    let old = live[i].clone();
+                    let mut indicator = old.indicator.clone();
+                    let mut former = none();
+                    if rng.bool() {
+                        indicator.name = NAMES[rng.usize(..NAMES.len())].to_owned();
+                        if indicator.name != old.indicator.name {
+                            former.name = Some(old.indicator.name.clone());
+                        }
+                    }
+                    let pattern = random_pattern(&mut rng, kind_of(&old.pattern));
+                    // What the decoder reads from the reverse patch.
+                    match &old.pattern {
+                        Pattern::Ips(_) => {
+                            former.iocs = Some(translation("", &old.pattern).iocs);
+                        }
+                        Pattern::Sigma { id, body } => {
+                            former.pattern =
+                                Some(sigma_content(Some(SIGMA_IDS[*id]), BODIES[*body]));
+                        }
+                        Pattern::Yara { rule, body } => {
+                            former.pattern = Some(yara_content(YARA_RULES[*rule], BODIES[*body]));
+                        }
+                    }
+                    history.push(format!(
+                        "update {} {:?} {:?} -> {:?} {:?}",
+                        indicator.id, old.indicator.name, old.pattern, indicator.name, pattern
+                    ));
+                    s.upsert(&indicator, &translation(&indicator.name, &pattern), &former)
+                        .expect("update");
+                    live[i] = Live { indicator, pattern };
+                }
+                6..=7 if !live.is_empty() => {
+                    let l = live.swap_remove(rng.usize(..live.len()));
+                    history.push(format!("delete {} {:?}", l.indicator.id, l.pattern));
+                    s.release(
+                        &l.indicator,
+                        &translation(&l.indicator.name, &l.pattern),
+                        &none(),
+                    )
+                    .expect("delete");
+                }
+                _ => {
+                    let indicator = named(next, NAMES[rng.usize(..NAMES.len())]);
+                    next += 1;
+                    let kind = rng.u8(0..3);
+                    let pattern = random_pattern(&mut rng, kind);
+                    history.push(format!(
+                        "create {} {:?} {:?}",
+                        indicator.id, indicator.name, pattern
+                    ));
+                    s.upsert(&indicator, &translation(&indicator.name, &pattern), &none())
+                        .expect("create");
+                    live.push(Live { indicator, pattern });
+                }
+            }
+            check(&api, &live, remove, &history);
+        }
+    }
+
+    #[test]
+    fn random_histories_keep_exactly_what_live_indicators_want() {
+        for seed in 0..SEEDS {
+            run(seed, true);
+            run(seed, false);
+        }
     }
 }

@@ -16,9 +16,16 @@
 //! object cannot be identified at all. Dispatch follows the SSE event name, not the payload `type`
 //! (an update leaving the stream filters arrives as `event: delete`, §2.2 caveat).
 //!
-//! `merge` is [`Decoded::Ignored`] today. Its payload is an update's plus `context.sources` (the
-//! absorbed objects, §2.2): it fits as one more [`EventKind`] whose [`IndicatorEvent`] also lists
-//! the absorbed indicators, each read by the same per-object decoding as the target.
+//! A `merge` (§2.2) is an update of the target (same envelope, `context.reverse_patch`) plus
+//! `context.sources`, the absorbed objects as they were: [`EventKind::Merge`], whose
+//! [`IndicatorEvent`] lists the absorbed indicators ([`IndicatorEvent::absorbed`]), each read by
+//! the same per-object decoding as the target. On a live stream OpenCTI sends nothing else for a
+//! merge (read in its source: `database/middleware` `mergeEntities` stores the one merge event,
+//! `database/redis` `storeMergeEvent`, after `mergeEntitiesRaw` moved the sources' relationships
+//! to the target and removed the sources with `elDeleteElements`, which streams nothing; the live
+//! stream handler in `graphql/sseMiddleware` forwards a merge like a create). A `delete` of an
+//! absorbed indicator can still reach us (a replay, or one sent before the merge): the consumer
+//! must handle both orders.
 
 use super::reverse_patch::{former_state, patch_ops};
 use super::sse::Frame;
@@ -37,6 +44,8 @@ pub enum EventKind {
     Create,
     Update,
     Delete,
+    /// Other objects were merged into this one (`context.sources`).
+    Merge,
 }
 
 impl EventKind {
@@ -45,6 +54,7 @@ impl EventKind {
             EventKind::Create => "create",
             EventKind::Update => "update",
             EventKind::Delete => "delete",
+            EventKind::Merge => "merge",
         }
     }
 }
@@ -58,9 +68,13 @@ pub struct IndicatorEvent {
     /// held through observables). Also the pipeline key. The worker prefers a fresh GraphQL read
     /// and falls back on this one.
     pub indicator: translate::Indicator,
-    /// What the indicator was before: former name / pattern type / pattern / IOCs (update events,
-    /// from the reverse patch) and the other ids its holder may be recorded under (any event).
+    /// What the indicator was before: former name / pattern type / pattern / IOCs (update and
+    /// merge events, from the reverse patch) and the other ids its holder may be recorded under
+    /// (any event).
     pub former: FormerState,
+    /// A merge: the indicators absorbed into this one, as they were before (their `former` holds
+    /// only their other ids; their own `absorbed` is empty). Empty for any other event.
+    pub absorbed: Vec<IndicatorEvent>,
 }
 
 /// A `based-on` relationship: indicator → observable.
@@ -128,7 +142,7 @@ pub enum Decoded {
     NoRecover {
         id: Option<String>,
     },
-    /// `merge` or an unknown event name: understood and ignored.
+    /// An unknown event name: understood and ignored.
     Ignored {
         id: Option<String>,
         event: String,
@@ -158,6 +172,7 @@ pub fn decode(frame: &Frame) -> Result<Decoded, EventError> {
         "create" => EventKind::Create,
         "update" => EventKind::Update,
         "delete" => EventKind::Delete,
+        "merge" => EventKind::Merge,
         "heartbeat" | "consumer_metrics" => {
             return Ok(Decoded::Heartbeat {
                 id: frame.id.clone(),
@@ -199,7 +214,15 @@ pub fn decode(frame: &Frame) -> Result<Decoded, EventError> {
             let (indicator, stix_ids) = indicator_of(&stix).map_err(err)?;
             let reverse = patch_ops(env.pointer("/context/reverse_patch"));
             let former = former_state(&id, &stix, &reverse, &indicator, stix_ids);
-            Payload::Indicator(IndicatorEvent { indicator, former })
+            let absorbed = match kind {
+                EventKind::Merge => absorbed(&id, env.pointer("/context/sources")).map_err(err)?,
+                _ => Vec::new(),
+            };
+            Payload::Indicator(IndicatorEvent {
+                indicator,
+                former,
+                absorbed,
+            })
         }
         Some("relationship") => relationship(&stix).map_err(err)?,
         Some(other) => Payload::Other {
@@ -248,6 +271,36 @@ fn relationship(stix: &Value) -> Result<Payload, String> {
         target_value: ext_str("target_value"),
         target_type: ext_str("target_type"),
     }))
+}
+
+/// The indicators of a merge's `context.sources` (other types are left out: OpenCTI merges
+/// objects of one type). A source that is not an object, or an indicator without `id`, makes the
+/// event malformed: its holds could not be moved.
+fn absorbed(event_id: &str, sources: Option<&Value>) -> Result<Vec<IndicatorEvent>, String> {
+    let Some(sources) = sources else {
+        return Ok(Vec::new());
+    };
+    let list = sources
+        .as_array()
+        .ok_or("merge `context.sources` is not a list")?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, source) in list.iter().enumerate() {
+        if !source.is_object() {
+            return Err(format!("merge source {i} is not an object"));
+        }
+        if str_field(source, "type").as_deref() != Some("indicator") {
+            continue;
+        }
+        let (indicator, stix_ids) =
+            indicator_of(source).map_err(|e| format!("merge source {i}: {e}"))?;
+        let former = former_state(event_id, source, &[], &indicator, stix_ids);
+        out.push(IndicatorEvent {
+            indicator,
+            former,
+            absorbed: Vec::new(),
+        });
+    }
+    Ok(out)
 }
 
 /// One STIX indicator object as a translation input, and the other standard ids the platform
@@ -373,7 +426,12 @@ mod tests {
             indicator(),
             "kept as sent for the dead-letter excerpt"
         );
-        let IndicatorEvent { indicator, former } = indicator_event(e);
+        let IndicatorEvent {
+            indicator,
+            former,
+            absorbed,
+        } = indicator_event(e);
+        assert!(absorbed.is_empty());
         assert_eq!(
             indicator,
             translate::Indicator {
@@ -513,7 +571,7 @@ mod tests {
             matches!(c, Decoded::Connected(ConnectedInfo { last_event_id: Some(ref l), .. }) if l == "9-0")
         );
         assert!(matches!(
-            decode(&frame(Some("6-0"), "merge", json!({}))).unwrap(),
+            decode(&frame(Some("6-0"), "relocate", json!({}))).unwrap(),
             Decoded::Ignored { .. }
         ));
         assert!(matches!(
@@ -524,6 +582,59 @@ mod tests {
             decode(&frame(None, "consumer_metrics", json!({}))).unwrap(),
             Decoded::Heartbeat { .. }
         ));
+    }
+
+    #[test]
+    fn a_merge_lists_the_absorbed_indicators() {
+        let source = |n: &str| {
+            json!({"id": format!("indicator--s{n}"), "type": "indicator", "name": format!("s{n}"),
+                "pattern": "[ipv4-addr:value = '1.2.3.4']", "pattern_type": "stix",
+                "extensions": {OCTI_EXT: {"id": format!("int-s{n}"),
+                    "stix_ids": [format!("indicator--s{n}-old")]}}})
+        };
+        let f = frame(
+            Some("8-0"),
+            "merge",
+            json!({"type": "merge", "data": indicator(), "context": {
+                "patch": [], "reverse_patch": [{"op": "replace", "path": "/name", "value": "was"}],
+                "sources": [source("1"), {"type": "malware", "id": "malware--x"}, source("2")]}}),
+        );
+        let e = event(decode(&f).unwrap());
+        assert_eq!(e.kind, EventKind::Merge);
+        let target = indicator_event(e);
+        assert_eq!(target.indicator.id, "3d2b");
+        assert_eq!(target.former.name.as_deref(), Some("was"));
+        let ids: Vec<&str> = target
+            .absorbed
+            .iter()
+            .map(|a| a.indicator.id.as_str())
+            .collect();
+        assert_eq!(ids, ["int-s1", "int-s2"], "the malware source is left out");
+        assert_eq!(target.absorbed[0].former.ids, ["indicator--s1-old"]);
+        assert_eq!(
+            target.absorbed[1].indicator.standard_id.as_deref(),
+            Some("indicator--s2")
+        );
+        // No sources: a merge that moves nothing (still the target's update).
+        let bare = frame(Some("8-1"), "merge", json!({"data": indicator()}));
+        assert!(
+            indicator_event(event(decode(&bare).unwrap()))
+                .absorbed
+                .is_empty()
+        );
+        // A source that cannot be identified makes the event malformed, naming it.
+        for sources in [json!("x"), json!([1]), json!([{"type": "indicator"}])] {
+            let bad = frame(
+                Some("8-2"),
+                "merge",
+                json!({"data": indicator(), "context": {"sources": sources}}),
+            );
+            let e = decode(&bad).unwrap_err();
+            assert!(
+                e.to_string().contains("8-2") && e.to_string().contains("merge"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

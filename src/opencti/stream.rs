@@ -154,11 +154,12 @@ pub fn percent_encode(s: &str) -> String {
 pub enum StreamItem {
     /// A connection is open (the `connected` frame, §1.6).
     Connected(ConnectedInfo),
-    /// A create/update/delete of an Indicator or a `based-on` relationship.
+    /// A create/update/delete/merge of an Indicator, a create/delete of a `based-on`
+    /// relationship.
     Event(Box<StreamEvent>),
     /// A position-only frame (`heartbeat`, `consumer_metrics`).
     Heartbeat { id: String },
-    /// Understood and ignored: `merge`, unknown event names, other STIX types. Carries the id so
+    /// Understood and ignored: unknown event names, other STIX types. Carries the id so
     /// the checkpoint can advance past it.
     Ignored {
         id: Option<String>,

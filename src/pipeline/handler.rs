@@ -18,6 +18,10 @@ pub enum Input<T> {
         /// indicator). Events with the same key are applied in stream order. `None`: nothing to
         /// do (ignored types); it completes at once, still in order for the checkpoint.
         key: Option<String>,
+        /// Further keys the event is ordered with (a merge: the indicators it absorbs): it runs
+        /// only once every earlier event of `key` and of each of these has finished, and later
+        /// events of any of them wait for it. Ignored without `key`.
+        also_keys: Vec<String>,
         payload: T,
     },
     /// A heartbeat (or `connected`) carrying the server's last event id.
@@ -79,7 +83,8 @@ pub struct PayloadInfo {
 }
 
 /// Does the work for one event. Called concurrently from several worker threads (hence `Sync`);
-/// calls for the same key never overlap and come in stream order. Implementations must not panic
+/// calls sharing a key (`key` or `also_keys`) never overlap and come in stream order.
+/// Implementations must not panic
 /// on any input: a panic stops the pipeline (the event is not checkpointed).
 pub trait EventHandler<T>: Sync {
     /// Apply one event. `key` is the `Input::Event` key (never called for key-less events).

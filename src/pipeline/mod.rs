@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! reader thread ──Input<T> (bounded, caller's)──▶ owner thread (this module's `run`)
-//!                                                   │ per-key FIFOs (dispatch), retry timers,
+//!                                                   │ per-key lines (dispatch), retry timers,
 //!                                                   │ checkpoint tracker, dead letters, stats
 //!                       ┌──── Job (ready keys) ─────┘
 //!                       ▼                                 ▲

@@ -281,7 +281,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
         self.phase = Phase::Stopping { deadline };
         // A retry wait would outlast any reasonable deadline: give those keys up now.
         for delayed in std::mem::take(&mut self.delayed) {
-            self.keys.abandon(&delayed.job.key);
+            self.keys.abandon(delayed.job.seq);
         }
         log::info!(
             "pipeline: shutdown: stopped reading; {} events in flight, deadline {}",
@@ -309,6 +309,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
             Input::Event {
                 event_id,
                 key: Some(key),
+                also_keys,
                 payload,
             } => {
                 self.opts.stats.add(Counter::Received, 1);
@@ -320,7 +321,8 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                     payload,
                     attempts: self.budget.admit(),
                 };
-                if let Some(job) = self.keys.admit(job) {
+                let also = also_keys.into_iter().map(Into::into).collect();
+                if let Some(job) = self.keys.admit(job, also) {
                     self.dispatch(job);
                 }
             }
@@ -332,7 +334,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
             Ok(()) => self.outstanding += 1,
             Err(SendError(job)) => {
                 // No worker left to run it; the loop notices and stops.
-                self.keys.abandon(&job.key);
+                self.keys.abandon(job.seq);
                 self.shutdown.trigger();
             }
         }
@@ -364,20 +366,20 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                             key: key.to_string(),
                             reason,
                         });
-                        self.keys.abandon(&key);
+                        self.keys.abandon(seq);
                         return;
                     }
                 }
-                self.finished(seq, &key);
+                self.finished(seq);
             }
             Report::Failed { job, reason, kind } => {
                 self.outstanding -= 1;
                 self.on_failure(job, reason, kind);
             }
             Report::Lost { worker, running } => {
-                if let Some((_, key)) = running {
+                if let Some((seq, _)) = running {
                     self.outstanding -= 1;
-                    self.keys.abandon(&key);
+                    self.keys.abandon(seq);
                 }
                 self.fail(PipelineError::WorkerPanicked {
                     workers: vec![worker],
@@ -413,7 +415,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                 job.event_id,
                 job.key
             );
-            self.keys.abandon(&job.key);
+            self.keys.abandon(job.seq);
             return;
         }
         let retry_after = match kind {
@@ -459,17 +461,18 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
             log::error!("pipeline: {e}; stopping");
             self.dead_letters_broken = true;
             self.fail(e.into());
-            self.keys.abandon(&job.key);
+            self.keys.abandon(job.seq);
             return;
         }
         self.opts.stats.add(Counter::Failed, 1);
-        self.finished(job.seq, &job.key);
+        self.finished(job.seq);
     }
 
-    /// `seq` is done (applied, skipped or recorded): move the watermark, run the key's next.
-    fn finished(&mut self, seq: Seq, key: &str) {
+    /// `seq` is done (applied, skipped or recorded): move the watermark, run what was waiting
+    /// for it on its keys.
+    fn finished(&mut self, seq: Seq) {
         self.tracker.finish(seq);
-        if let Some(next) = self.keys.next(key) {
+        for next in self.keys.finish(seq) {
             self.dispatch(next);
         }
     }

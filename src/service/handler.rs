@@ -10,6 +10,11 @@
 //!   pattern type changed, what the former type produced is released first.
 //! - indicator delete: the decoded payload only (with the extension's `observable_values`) →
 //!   release.
+//! - indicator merge: the target is re-read (it now also has the absorbed indicators'
+//!   observables) and translated; each absorbed indicator is translated from the payload (it no
+//!   longer exists) → one merge in the sync layer: the absorbed holds move to the target, what
+//!   only they wanted is released. The event is ordered with the absorbed indicators' events too
+//!   ([`also_keys`]).
 //! - `based-on` create: re-read the indicator and upsert it (it now lists the observable).
 //! - `based-on` delete: re-read the indicator and release ONLY the removed observable's value
 //!   (unless the pattern still names it), not every IOC of the indicator (the Python bug).
@@ -28,7 +33,7 @@ use crate::opencti::events::{
 };
 use crate::pipeline::{EventHandler, Outcome, PayloadInfo};
 use crate::retry::{FailureKind, Retryable};
-use crate::sync::{SyncError, SyncReport, Syncer};
+use crate::sync::{Absorbed, SyncError, SyncReport, Syncer};
 use crate::translate::{self, FormerState, Indicator, IocKey, LinkedObservable, Translation};
 
 /// The pipeline payload: a decoded event, or one that could not be decoded (dead-lettered).
@@ -52,6 +57,15 @@ impl Work {
             )),
             Work::Ignored => None,
         }
+    }
+}
+
+/// The other pipeline keys of an event: a merge's absorbed indicators, whose own earlier events
+/// must be applied before their holds move, and whose later ones (a delete) after.
+pub fn also_keys(ev: &StreamEvent) -> Vec<String> {
+    match &ev.payload {
+        Payload::Indicator(i) => i.absorbed.iter().map(|a| a.indicator.id.clone()).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -102,7 +116,11 @@ impl<A: ThreatIntelApi> Handler<A> {
     fn apply(&self, ev: &StreamEvent, key: &str) -> Outcome {
         match (&ev.payload, ev.kind) {
             (Payload::Indicator(i), EventKind::Delete) => self.indicator_delete(i),
+            (Payload::Indicator(i), EventKind::Merge) => self.indicator_merge(&ev.id, i),
             (Payload::Indicator(i), _) => self.indicator_upsert(&ev.id, i),
+            (Payload::BasedOn(_), EventKind::Merge) => {
+                Outcome::Skipped("a relationship merge is not handled".to_owned())
+            }
             (Payload::BasedOn(b), EventKind::Delete) => self.based_on_delete(b, key),
             (Payload::BasedOn(b), _) => self.based_on_create(b, key),
             (Payload::Other { stix_type }, _) => {
@@ -122,11 +140,17 @@ impl<A: ThreatIntelApi> Handler<A> {
         }
     }
 
+    /// The indicator as OpenCTI has it now; when it is gone, as the payload states it (the best
+    /// we know: a later delete releases it). `Err`: the outcome to return.
+    fn current(&self, ev: &IndicatorEvent) -> Result<Indicator, Outcome> {
+        Ok(self
+            .read(&ev.indicator.id)?
+            .unwrap_or_else(|| ev.indicator.clone()))
+    }
+
     fn indicator_upsert(&self, event_id: &str, ev: &IndicatorEvent) -> Outcome {
-        let indicator = match self.read(&ev.indicator.id) {
-            Ok(Some(i)) => i,
-            // Deleted since: the payload is the best we know (a later delete releases it).
-            Ok(None) => ev.indicator.clone(),
+        let indicator = match self.current(ev) {
+            Ok(i) => i,
             Err(o) => return o,
         };
         let (translation, unsupported) = match translate::translate(&indicator) {
@@ -207,6 +231,50 @@ impl<A: ThreatIntelApi> Handler<A> {
             Err(_) => observables_only(&ev.indicator),
         };
         self.sync_outcome(self.syncer.release(&ev.indicator, &translation, &ev.former))
+    }
+
+    fn indicator_merge(&self, event_id: &str, ev: &IndicatorEvent) -> Outcome {
+        let target = match self.current(ev) {
+            Ok(i) => i,
+            Err(o) => return o,
+        };
+        let (translation, broken) = match translate::translate(&target) {
+            Ok(t) => (t, None),
+            // The absorbed holds must go wherever the target stands: it wants nothing (another
+            // pattern type) or only its observables' IOCs (a pattern that does not translate).
+            Err(e) if e.is_unsupported() => (Translation::default(), None),
+            Err(e) => (observables_only(&target), Some(e.to_string())),
+        };
+        if let Err(o) = self.release_former_type(event_id, &ev.former, &target, &translation) {
+            return o;
+        }
+        let absorbed: Vec<Absorbed> = ev
+            .absorbed
+            .iter()
+            .map(|a| Absorbed {
+                translation: match translate::translate(&a.indicator) {
+                    Ok(t) => t,
+                    Err(e) if e.is_unsupported() => Translation::default(),
+                    // As its delete would: observables, and the rule by name.
+                    Err(_) => observables_only(&a.indicator),
+                },
+                indicator: a.indicator.clone(),
+                former: a.former.clone(),
+            })
+            .collect();
+        let outcome =
+            self.sync_outcome(
+                self.syncer
+                    .merge(&target, &translation, &ev.former, &absorbed),
+            );
+        match (outcome, broken) {
+            // Applied for the absorbed indicators, but the target's own pattern is broken: the
+            // event is recorded as failed with the reason (replaying it is harmless).
+            (Outcome::Applied(summary), Some(reason)) => Outcome::permanent(format!(
+                "merge applied ({summary}), but the target's pattern cannot be translated: {reason}"
+            )),
+            (outcome, _) => outcome,
+        }
     }
 
     fn based_on_create(&self, b: &BasedOn, key: &str) -> Outcome {

@@ -135,6 +135,7 @@ pub fn forward(items: &Receiver<StreamItem>, out: &Sender<Input<Work>>, shared: 
                 Input::Event {
                     event_id: ev.id.clone(),
                     key,
+                    also_keys: super::handler::also_keys(&ev),
                     payload: Work::Event(ev),
                 }
             }
@@ -154,6 +155,7 @@ pub fn forward(items: &Receiver<StreamItem>, out: &Sender<Input<Work>>, shared: 
                         Input::Event {
                             event_id: id,
                             key: None,
+                            also_keys: Vec::new(),
                             payload: Work::Ignored,
                         }
                     }
@@ -167,6 +169,7 @@ pub fn forward(items: &Receiver<StreamItem>, out: &Sender<Input<Work>>, shared: 
                     Input::Event {
                         event_id: id,
                         key: work.key(),
+                        also_keys: Vec::new(),
                         payload: work,
                     }
                 }
@@ -522,8 +525,8 @@ mod tests {
             ),
             StreamItem::Ignored {
                 id: Some("6-1".into()),
-                event: "merge".into(),
-                reason: "merge".into(),
+                event: "relocate".into(),
+                reason: "event relocate".into(),
             },
             StreamItem::Ignored {
                 id: None,

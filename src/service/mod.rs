@@ -29,7 +29,7 @@ mod handler;
 mod hooks;
 mod startup;
 
-pub use handler::{Handler, Work, event_key};
+pub use handler::{Handler, Work, also_keys, event_key};
 
 use crate::config::Config;
 use crate::harfanglab::client::ClientConfigError;

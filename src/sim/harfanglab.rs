@@ -1051,15 +1051,6 @@ impl Shared {
         own_id: Option<&str>,
     ) -> Option<(String, String)> {
         let source_id = str_of(obj, "source_id");
-        let meta_ids = crate::sync::content::yara_meta_ids(content);
-        let names = if self.config.unique_yara_rule_names {
-            yara_rule_names(content)
-        } else {
-            Vec::new()
-        };
-        if meta_ids.is_empty() && names.is_empty() {
-            return None;
-        }
         state
             .table(Res::YaraFile)
             .rows
@@ -1067,11 +1058,13 @@ impl Shared {
             .filter(|other| {
                 Some(str_of(other, "id")) != own_id && str_of(other, "source_id") == source_id
             })
+            // The same rule as the in-memory fake's.
             .find(|other| {
-                rule_names(other).any(|n| names.iter().any(|m| m == n))
-                    || crate::sync::content::yara_meta_ids(str_of(other, "content"))
-                        .iter()
-                        .any(|m| meta_ids.contains(m))
+                crate::sync::content::yara_files_clash(
+                    content,
+                    str_of(other, "content"),
+                    self.config.unique_yara_rule_names,
+                )
             })
             .map(|other| {
                 (
@@ -1459,11 +1452,8 @@ fn parse_rule(res: Res, content: &str) -> Result<ParsedRule, String> {
             .and_then(serde_yaml::Value::as_str)
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| "Invalid Sigma rule: missing title".to_owned())?;
-        let id = map
-            .get("id")
-            .and_then(serde_yaml::Value::as_str)
-            .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
-            .map(|u| u.hyphenated().to_string());
+        // The same rule as the in-memory fake's.
+        let id = crate::sync::content::sigma_object_id(content);
         let tags = map
             .get("tags")
             .and_then(serde_yaml::Value::as_sequence)

@@ -6,9 +6,11 @@
 //! stall, per-event delay) plus runtime appends. It answers like the platform where it matters to
 //! the connector (opencti-protocol.md §1.2, §1.5, §1.6, §3, §4): `connected` first without id,
 //! resume strictly after `Last-Event-ID` / `from`, heartbeats carrying the last id, 401 for a bad
-//! token or an unknown stream id, gzip when asked, reset-on-next-ping exactly as §3.4. The GraphQL
-//! side takes a platform version and refuses what that release's schema lacks exactly as the real
-//! server does (HTTP 200, `errors` with `extensions.code`, no `data`; see `opencti_schema`).
+//! token or an unknown stream id, gzip when asked, reset-on-next-ping exactly as §3.4; a `merge`
+//! event deletes its sources and moves their relationships to the target for the GraphQL reads
+//! that follow (as `mergeEntities` does). The GraphQL side takes a platform version and refuses
+//! what that release's schema lacks exactly as the real server does (HTTP 200, `errors` with
+//! `extensions.code`, no `data`; see `opencti_schema`).
 //!
 //! It is a small hand-written HTTP/1.1 server on `std::net` (one request per connection,
 //! `Connection: close`), not tiny_http: an SSE body must be written unbuffered and the simulator
@@ -817,10 +819,17 @@ fn index_last(inner: &mut Inner) {
     let stix = &inner.events[i].1.data["data"];
     let ext = &stix["extensions"][OCTI];
     let keys: Vec<&str> = match stix["type"].as_str() {
-        Some("indicator") => vec![
-            stix["id"].as_str().unwrap_or(""),
-            ext["id"].as_str().unwrap_or(""),
-        ],
+        // A merge is also about its sources (they are gone after it).
+        Some("indicator") => [stix]
+            .into_iter()
+            .chain(merge_sources(&inner.events[i].1))
+            .flat_map(|o| {
+                [
+                    o["id"].as_str().unwrap_or(""),
+                    o["extensions"][OCTI]["id"].as_str().unwrap_or(""),
+                ]
+            })
+            .collect(),
         Some("relationship") => vec![
             stix["source_ref"].as_str().unwrap_or(""),
             ext["source_ref"].as_str().unwrap_or(""),
@@ -840,6 +849,15 @@ fn index_last(inner: &mut Inner) {
     }
 }
 
+/// The indicators a `merge` event absorbed (`context.sources`); none for any other event.
+fn merge_sources(ev: &ScenarioEvent) -> impl Iterator<Item = &Value> {
+    let sources = match ev.event.as_str() {
+        "merge" => ev.data["context"]["sources"].as_array(),
+        _ => None,
+    };
+    sources.into_iter().flatten()
+}
+
 /// The delivered events (index < `upto`) about indicator `id` under any of its ids, in order:
 /// those naming `id`, then everything naming the ids those indicator events carry.
 fn relevant_events<'a>(g: &'a Inner, upto: usize, id: &str) -> Vec<&'a (String, ScenarioEvent)> {
@@ -852,8 +870,9 @@ fn relevant_events<'a>(g: &'a Inner, upto: usize, id: &str) -> Vec<&'a (String, 
             }
             let stix = &g.events[i].1.data["data"];
             if stix["type"] == "indicator" {
-                for other in [stix["id"].as_str(), stix["extensions"][OCTI]["id"].as_str()]
-                    .into_iter()
+                let objects = std::iter::once(stix).chain(merge_sources(&g.events[i].1));
+                for other in objects
+                    .flat_map(|o| [o["id"].as_str(), o["extensions"][OCTI]["id"].as_str()])
                     .flatten()
                 {
                     if other != k {
@@ -867,7 +886,8 @@ fn relevant_events<'a>(g: &'a Inner, upto: usize, id: &str) -> Vec<&'a (String, 
 }
 
 /// The GraphQL `indicator` answer after applying `events` (latest version by internal or standard
-/// id, observables from live `based-on` relationships; null when deleted or unknown).
+/// id, observables from live `based-on` relationships; null when deleted or unknown). A `merge`
+/// deletes its sources and moves their relationships to the target, as the platform does.
 fn indicator_view<'a>(
     events: impl IntoIterator<Item = &'a (String, ScenarioEvent)>,
     id: &str,
@@ -876,6 +896,8 @@ fn indicator_view<'a>(
     let mut inds: HashMap<String, (Value, bool, Vec<String>)> = HashMap::new();
     // relationship id -> (indicator ref (std or internal), target)
     let mut rels: HashMap<String, (String, Option<String>, Value)> = HashMap::new();
+    // absorbed indicator id (std or internal) -> the internal id of the merge target
+    let mut merged_into: HashMap<String, String> = HashMap::new();
     for (_, ev) in events {
         let stix = &ev.data["data"];
         let ext = &stix["extensions"][OCTI];
@@ -883,6 +905,17 @@ fn indicator_view<'a>(
         match stix["type"].as_str() {
             Some("indicator") => {
                 let iid = ext["id"].as_str().map(str::to_owned).unwrap_or(sid.clone());
+                for source in merge_sources(ev) {
+                    let source_sid = source["id"].as_str().unwrap_or("").to_owned();
+                    let source_iid = source["extensions"][OCTI]["id"]
+                        .as_str()
+                        .map_or(source_sid.clone(), str::to_owned);
+                    if let Some(gone) = inds.get_mut(&source_iid) {
+                        gone.1 = true;
+                    }
+                    merged_into.insert(source_sid, iid.clone());
+                    merged_into.insert(source_iid, iid.clone());
+                }
                 let entry = inds
                     .entry(iid)
                     .or_insert_with(|| (Value::Null, false, Vec::new()));
@@ -923,7 +956,11 @@ fn indicator_view<'a>(
     let mut observables: Vec<Value> = rels
         .values()
         .filter(|(src, src_internal, _)| {
-            sids.contains(src) || src_internal.as_deref() == Some(iid.as_str())
+            let moved = [Some(src), src_internal.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|s| merged_into.get(s) == Some(iid));
+            sids.contains(src) || src_internal.as_deref() == Some(iid.as_str()) || moved
         })
         .map(|(_, _, node)| json!({"node": node}))
         .collect();
@@ -977,6 +1014,48 @@ mod tests {
         assert_eq!(start_index(&events, Some("5-1")), 2);
         assert_eq!(start_index(&events, Some("9-0")), 3);
         assert_eq!(start_index(&events, None), 0);
+    }
+
+    #[test]
+    fn a_merge_deletes_its_sources_and_moves_their_relationships() {
+        let ind = |n: &str| {
+            json!({"type": "indicator", "id": format!("indicator--{n}"), "name": n,
+                "pattern": "[ipv4-addr:value = '1.2.3.4']", "pattern_type": "stix",
+                "extensions": {OCTI: {"id": format!("int-{n}")}}})
+        };
+        let ev = |event: &str, data: Value| {
+            (
+                "1-0".to_owned(),
+                ScenarioEvent {
+                    event: event.into(),
+                    data,
+                },
+            )
+        };
+        let rel = json!({"type": "relationship", "relationship_type": "based-on",
+            "id": "relationship--r", "source_ref": "indicator--s",
+            "extensions": {OCTI: {"source_ref": "int-s", "target_ref": "obs-1",
+                "target_type": "IPv4-Addr", "target_value": "7.7.7.7"}}});
+        let events = vec![
+            ev("create", json!({"data": ind("t")})),
+            ev("create", json!({"data": ind("s")})),
+            ev("create", json!({"data": rel})),
+            ev(
+                "merge",
+                json!({"data": ind("t"), "context": {"sources": [ind("s")]}}),
+            ),
+        ];
+        let target = indicator_view(&events, "int-t");
+        let edges = target["observables"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), 1, "{target}");
+        assert_eq!(edges[0]["node"]["observable_value"], "7.7.7.7");
+        assert_eq!(indicator_view(&events, "int-s"), Value::Null);
+        assert_eq!(indicator_view(&events, "indicator--s"), Value::Null);
+        // Before the merge, the relationship is the source's.
+        assert_eq!(
+            indicator_view(&events[..3], "int-t")["observables"]["edges"],
+            json!([])
+        );
     }
 
     #[test]

@@ -37,6 +37,32 @@ fn sigma_field(content: &str, field: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// The object id HarfangLab gives a Sigma rule: its `id` when that is a UUID (hyphenated, lower
+/// case), else none (the server picks one). The in-memory fake and the simulator both use it, so
+/// they agree on which creates clash (harfanglab-api.md §6.3, INFERRED).
+pub fn sigma_object_id(content: &str) -> Option<String> {
+    let id = sigma_id(content)?;
+    uuid::Uuid::parse_str(&id)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
+/// Do two YARA files of one source list clash on HarfangLab: a shared `meta: id` (the inferred
+/// identity, harfanglab-api.md §6.3), or, where rule identifiers are unique too
+/// (`unique_rule_names`, a guess both fakes make opt-in), a shared rule identifier? The
+/// in-memory fake and the simulator refuse a file that clashes with another (unless
+/// `overwrite`), through this one rule.
+pub fn yara_files_clash(a: &str, b: &str, unique_rule_names: bool) -> bool {
+    let ids = yara_meta_ids(a);
+    if !ids.is_empty() && yara_meta_ids(b).iter().any(|i| ids.contains(i)) {
+        return true;
+    }
+    unique_rule_names && {
+        let names = yara_rule_names(a);
+        yara_rule_names(b).iter().any(|n| names.contains(n))
+    }
+}
+
 /// Identifiers of the `rule` declarations of a YARA source, in order.
 pub fn yara_rule_names(content: &str) -> Vec<String> {
     match parse_yara(content) {
@@ -141,6 +167,34 @@ mod tests {
         assert_eq!(sigma_id("id: ''\n"), None);
         assert_eq!(sigma_id("- not a mapping"), None);
         assert_eq!(sigma_id(": : :"), None);
+    }
+
+    #[test]
+    fn sigma_object_ids_are_canonical_uuids_only() {
+        let rule = |id: &str| format!("title: t\nid: {id}\n");
+        assert_eq!(
+            sigma_object_id(&rule("6B1E9EF4-1B59-4D3A-9B8C-2F5C0E2A7D11")).as_deref(),
+            Some("6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11")
+        );
+        assert_eq!(sigma_object_id(&rule("not-a-uuid")), None);
+        assert_eq!(sigma_object_id("title: t\n"), None);
+    }
+
+    #[test]
+    fn yara_clash_is_a_shared_meta_id_or_opt_in_rule_name() {
+        let file = |rule: &str, id: Option<&str>| match id {
+            Some(id) => format!("rule {rule} {{ meta: id = \"{id}\" condition: true }}"),
+            None => format!("rule {rule} {{ condition: true }}"),
+        };
+        let (a, b) = (file("A", Some("m-1")), file("B", Some("m-1")));
+        assert!(yara_files_clash(&a, &b, false));
+        assert!(!yara_files_clash(&file("A", None), &file("A", None), false));
+        assert!(yara_files_clash(&file("A", None), &file("A", None), true));
+        assert!(!yara_files_clash(
+            &file("A", Some("m-1")),
+            &file("B", Some("m-2")),
+            true
+        ));
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! `MemoryApi`: an in-memory HarfangLab threat-intel store implementing [`ThreatIntelApi`], for
 //! tests of `sync` and of the modules that drive it (no threads, sockets or server needed).
 //!
-//! It follows what `docs/harfanglab-api.md` knows of the server: IOC rules are unique per
-//! (source, type, value) and a duplicate create is `AlreadyExists` (§7); a Sigma rule's `id`
-//! is its object id and a create of an existing id is a failed `status[]` entry unless
-//! `overwrite` (§6.3); a YARA file clashing with another file's rule identifier or meta id is
-//! rejected the same way; names are not unique; deleting a missing object is fine. It counts
+//! It follows what `docs/harfanglab-api.md` knows of the server, with the same rules as the HTTP
+//! simulator (`sim::harfanglab`) wherever the spec infers: IOC rules are unique per
+//! (source, type, value) and a duplicate create is `AlreadyExists` (§7); a Sigma rule's `id`, when
+//! a UUID, is its object id, a create of an existing id is refused unless `overwrite` and an
+//! update may not change it (§6.3); a YARA file sharing a `meta: id` with another file of its list
+//! (or, opt-in, a rule identifier) is refused on create and on update
+//! (`content::yara_files_clash`). Refusals come out as the real client reports the simulator's
+//! answers (its "already exists" is `AlreadyExists`). Names are not unique; deleting a missing
+//! object is fine. It counts
 //! calls per operation and can inject failures or stale reads for chosen objects. The handle is
 //! a cheap `Clone` sharing one store, so several `Syncer`s can play several processes.
 
@@ -111,6 +115,7 @@ struct Inner {
     calls: Mutex<BTreeMap<&'static str, u64>>,
     faults: Mutex<Vec<Injection>>,
     interleave: AtomicBool,
+    unique_yara_rule_names: AtomicBool,
 }
 
 /// An in-memory HarfangLab; clones share the same store.
@@ -134,6 +139,14 @@ impl MemoryApi {
     /// the create that follows it (makes races likely in tests without sleeping).
     pub fn set_interleave(&self, on: bool) {
         self.inner.interleave.store(on, Ordering::Relaxed);
+    }
+
+    /// Also refuse a YARA file declaring a rule identifier another file of its source list
+    /// declares (the simulator's `SimConfig::unique_yara_rule_names`; off by default, as there).
+    pub fn set_unique_yara_rule_names(&self, on: bool) {
+        self.inner
+            .unique_yara_rule_names
+            .store(on, Ordering::Relaxed);
     }
 
     /// Inject `fault` into the next `times` matching calls (`None`: all of them).
@@ -260,6 +273,17 @@ fn rejected(op: String, message: String) -> HarfangLabError {
         op,
         code: Some(400),
         message,
+    }
+}
+
+/// What the client makes of the simulator's answer to a YARA file clashing with `name`'s (in the
+/// import envelope on create, a 400 on update): its "already exists" is a duplicate.
+fn yara_duplicate(op: String, name: &str) -> HarfangLabError {
+    HarfangLabError::AlreadyExists {
+        op,
+        body: format!(
+            "Duplicate rule: a yara rule of the file {name:?} already exists in this source."
+        ),
     }
 }
 
@@ -416,43 +440,37 @@ impl ThreatIntelApi for MemoryApi {
         }
         let op = op_name("create", kind);
         check_rule_body(&op, body)?;
+        let unique_names = self.inner.unique_yara_rule_names.load(Ordering::Relaxed);
         let mut store = locked(&self.inner.store);
         let id = match kind {
             RuleKind::Sigma => {
                 if content::sigma_title(&body.content).is_none() {
-                    return Err(rejected(op, "invalid sigma rule: no title".to_owned()));
+                    return Err(rejected(op, "Invalid Sigma rule: missing title".to_owned()));
                 }
-                // Sigma ids are UUIDs; the object id is their canonical lowercase form.
-                match content::sigma_id(&body.content).map(|i| i.to_ascii_lowercase()) {
+                // A UUID `id` is the object id (as the simulator: `content::sigma_object_id`).
+                match content::sigma_object_id(&body.content) {
                     Some(sigma_id) if store.sigma.contains_key(&sigma_id) && !body.overwrite => {
-                        return Err(rejected(
+                        // The envelope's "already exists", as the client reports it.
+                        return Err(HarfangLabError::AlreadyExists {
                             op,
-                            format!("Sigma rule with id {sigma_id} already exists"),
-                        ));
+                            body: format!("Sigma rule with this id ({sigma_id}) already exists."),
+                        });
                     }
                     Some(sigma_id) => sigma_id,
                     None => store.new_id(),
                 }
             }
             RuleKind::Yara => {
-                let names = content::yara_rule_names(&body.content);
-                if names.is_empty() {
-                    return Err(rejected(op, "invalid yara file: no rule".to_owned()));
+                if content::yara_rule_names(&body.content).is_empty() {
+                    return Err(rejected(op, "Invalid YARA file: no rule found".to_owned()));
                 }
-                let ids = content::yara_meta_ids(&body.content);
                 let clash = store.yara.values().find(|r| {
                     r.source_id.as_deref() == Some(body.source_id.as_str())
-                        && (r.rule_names.iter().any(|n| names.contains(n))
-                            || content::yara_meta_ids(&r.content)
-                                .iter()
-                                .any(|i| ids.contains(i)))
+                        && content::yara_files_clash(&body.content, &r.content, unique_names)
                 });
                 match clash {
                     Some(r) if !body.overwrite => {
-                        return Err(rejected(
-                            op,
-                            format!("duplicate rule: a yara rule of {:?} already exists", r.name),
-                        ));
+                        return Err(yara_duplicate(op, &r.name));
                     }
                     Some(r) => r.id.clone(),
                     None => store.new_id(),
@@ -477,39 +495,44 @@ impl ThreatIntelApi for MemoryApi {
         let op = op_name("update", kind);
         check_rule_body(&op, body)?;
         let mut store = locked(&self.inner.store);
-        let Some(old) = store.rules(kind).get(id).cloned() else {
+        if !store.rules(kind).contains_key(id) {
             return Err(not_found(op));
-        };
+        }
+        let unique_names = self.inner.unique_yara_rule_names.load(Ordering::Relaxed);
         match kind {
             RuleKind::Sigma => {
-                // "The ID of a Sigma rule has to be unique and cannot be modified once the rule
-                // has been created" (HarfangLab doc, harfanglab-api.md §6.3).
-                if let Some(old_id) = content::sigma_id(&old.content)
-                    && content::sigma_id(&body.content)
-                        .is_some_and(|new| !new.eq_ignore_ascii_case(&old_id))
-                {
+                if content::sigma_title(&body.content).is_none() {
                     return Err(bad_request(
                         op,
                         "content",
-                        "The Sigma rule id cannot be modified.",
+                        "Invalid Sigma rule: missing title",
                     ));
                 }
-                if content::sigma_title(&body.content).is_none() {
-                    return Err(bad_request(op, "content", "invalid sigma rule: no title"));
+                // "The ID of a Sigma rule has to be unique and cannot be modified once the rule
+                // has been created" (HarfangLab doc, harfanglab-api.md §6.3).
+                if content::sigma_object_id(&body.content).is_some_and(|new| new != id) {
+                    return Err(bad_request(
+                        op,
+                        "content",
+                        "The id of a Sigma rule cannot be modified once the rule has been created.",
+                    ));
                 }
             }
             RuleKind::Yara => {
-                let names = content::yara_rule_names(&body.content);
-                if names.is_empty() {
-                    return Err(bad_request(op, "content", "invalid yara file: no rule"));
+                if content::yara_rule_names(&body.content).is_empty() {
+                    return Err(bad_request(
+                        op,
+                        "content",
+                        "Invalid YARA file: no rule found",
+                    ));
                 }
-                let clash = store.yara.values().any(|r| {
+                let clash = store.yara.values().find(|r| {
                     r.id != id
                         && r.source_id.as_deref() == Some(body.source_id.as_str())
-                        && r.rule_names.iter().any(|n| names.contains(n))
+                        && content::yara_files_clash(&body.content, &r.content, unique_names)
                 });
-                if clash {
-                    return Err(bad_request(op, "content", "duplicate rule name"));
+                if let Some(r) = clash {
+                    return Err(yara_duplicate(op, &r.name));
                 }
             }
         }
@@ -623,7 +646,7 @@ mod tests {
         let dup = api
             .create_rule(RuleKind::Sigma, &rule_body("b", SIGMA, false))
             .unwrap_err();
-        assert!(matches!(dup, HarfangLabError::RuleRejected { .. }));
+        assert!(matches!(dup, HarfangLabError::AlreadyExists { .. }));
         api.create_rule(RuleKind::Sigma, &rule_body("b", SIGMA, true))
             .unwrap();
         let all = api.rules(RuleKind::Sigma);
@@ -645,15 +668,43 @@ mod tests {
     }
 
     #[test]
-    fn yara_rule_name_clash_is_rejected_and_search_matches_rule_names() {
+    fn yara_clashes_follow_the_simulator_and_search_matches_rule_names() {
         let api = MemoryApi::new();
         let yara = "rule Evil { condition: true }";
         api.create_rule(RuleKind::Yara, &rule_body("f1", yara, false))
             .unwrap();
+        // Rule identifiers are not unique by default (as `SimConfig::unique_yara_rule_names`).
+        let twin = api
+            .create_rule(RuleKind::Yara, &rule_body("f1-twin", yara, false))
+            .unwrap();
+        api.delete_rule(RuleKind::Yara, &twin.id).unwrap();
+        api.set_unique_yara_rule_names(true);
         let dup = api
             .create_rule(RuleKind::Yara, &rule_body("f2", yara, false))
             .unwrap_err();
-        assert!(matches!(dup, HarfangLabError::RuleRejected { .. }));
+        assert!(matches!(dup, HarfangLabError::AlreadyExists { .. }));
+        api.set_unique_yara_rule_names(false);
+        // A shared `meta: id` always clashes, on create and on update.
+        let tagged = |rule: &str| format!("rule {rule} {{ meta: id = \"m-1\" condition: true }}");
+        let t1 = api
+            .create_rule(RuleKind::Yara, &rule_body("t1", &tagged("T1"), false))
+            .unwrap();
+        let dup = api
+            .create_rule(RuleKind::Yara, &rule_body("t2", &tagged("T2"), false))
+            .unwrap_err();
+        assert!(dup.to_string().contains("Duplicate rule"), "{dup}");
+        let f1 = api
+            .find_rules(RuleKind::Yara, "src", &RuleFilter::Name("f1".into()))
+            .unwrap();
+        let err = api
+            .update_rule(
+                RuleKind::Yara,
+                &f1[0].id,
+                &rule_body("f1", &tagged("F1"), false),
+            )
+            .unwrap_err();
+        assert!(matches!(err, HarfangLabError::AlreadyExists { .. }));
+        api.delete_rule(RuleKind::Yara, &t1.id).unwrap();
         let found = api
             .find_rules(RuleKind::Yara, "src", &RuleFilter::Search("evil".into()))
             .unwrap();

@@ -1,15 +1,22 @@
 //! The sync layer: turns "indicator X wants these HarfangLab objects" (a [`Translation`]) into
-//! the minimal set of HarfangLab calls, with reference counting of shared IOCs.
+//! the minimal set of HarfangLab calls, with reference counting of every object it writes.
 //!
 //! What it owns, and how it differs from the Python connector (whose IOC comment names one
 //! indicator, so the last writer wins, and whose delete removes every IOC of the pattern with no
 //! reference check):
-//! - **IOC ownership.** An IOC rule's `comment` lists every indicator that wants it
-//!   ([`comment`]); release removes one holder and the rule is deleted (or disabled) only when
-//!   no holder is left. Python-connector comments are adopted; an unchanged rule is not patched.
+//! - **Holders.** Every object records which indicators want it: an IOC rule in its `comment`
+//!   ([`comment`]), a Sigma rule / Yara file in a comment line of its content
+//!   ([`rule_holders`]). Release removes one holder; the object is deleted (or disabled) only when
+//!   no holder is left, and re-enabled when one comes back. Rules written without holders (Python
+//!   connector, earlier versions) are adopted; an unchanged object is not patched.
+//! - **Merges** ([`Syncer::merge`]): the absorbed indicators' holds move to the target in one write
+//!   per object; what only they wanted is released as their delete would.
 //! - **Pattern changes** release the former pattern's IOCs that the new one lacks.
-//! - **Sigma identity** is the rule's own `id`; **Yara identity** the indicator name (current
-//!   or former); duplicate conflicts resolve by find-and-update.
+//! - **Sigma identity** is the rule's own `id`; **Yara identity** the indicator name (current,
+//!   then former: renaming one of several holders takes it out of their file), and on release
+//!   also the file that lists the indicator under another name; duplicate conflicts resolve by
+//!   find-and-update. Holders that disagree on a rule's content: the newest event's content is
+//!   written and the conflict logged with the indicator ids.
 //! - **Concurrency.** find → create/update runs under a striped lock per identity ([`locks`]),
 //!   and a create answered "already exists" (another process) re-finds and updates.
 //! - **Partial failure** of one object never stops the others ([`SyncError`]).
@@ -18,11 +25,13 @@
 //! ordering and retries of whole events (`pipeline`). One `Syncer` must be shared by all
 //! workers (it is `Sync`): the striped locks only serialise callers of the same instance.
 //!
-//! Decisions on rules this connector did not write (to be stated in the README too):
+//! Decisions on objects this connector did not write (to be stated in the README too):
 //! - an IOC rule in our list with an **empty** comment, or a **foreign** one (free text, other
 //!   JSON), is adopted by the first indicator that upserts it; foreign text is kept as
 //!   `user_comment`, and a rule carrying it is only ever disabled, never deleted;
-//! - release never touches a rule that does not name the released indicator as a holder;
+//! - a Sigma rule / Yara file without a holders line is adopted by the indicator that upserts it
+//!   (it becomes the holder), and released by the indicator whose name it carries;
+//! - release never touches an object that does not name the released indicator as a holder;
 //! - a Sigma rule found by id in another source list is left alone (skipped, warned).
 
 pub mod comment;
@@ -30,6 +39,7 @@ pub mod content;
 pub mod dry_run;
 pub mod locks;
 pub mod memory;
+pub mod rule_holders;
 
 use crate::harfanglab::HarfangLabError;
 use crate::harfanglab::api::ThreatIntelApi;
@@ -37,12 +47,11 @@ use crate::harfanglab::model::{
     IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
 };
 use crate::retry::{FailureKind, Retryable};
-use crate::translate::{
-    FormerState, Indicator, IocKey, SigmaSpec, Translation, YaraSpec, truncate_name,
-};
+use crate::translate::{FormerState, Indicator, IocKey, Translation, truncate_name};
 use comment::{Holder, Origin, RuleComment};
 use locks::StripedLocks;
 use log::{debug, info, warn};
+use rule_holders::RuleHolders;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
@@ -275,38 +284,13 @@ impl<A: ThreatIntelApi> Syncer<A> {
             debug!("indicator={}: revoked, releasing its objects", indicator.id);
             return self.release(indicator, translation, former);
         }
-        let mut run = Run::new(self, indicator, former);
-        let current: BTreeSet<&IocKey> = translation.iocs.iter().collect();
-        match &former.iocs {
-            Some(old) => {
-                let gone: BTreeSet<&IocKey> = old.iter().filter(|k| !current.contains(k)).collect();
-                for key in gone {
-                    run.each(SyncObject::Ioc(key.clone()), |r| r.release_ioc(key));
-                }
-            }
-            // A former standard id means the pattern changed (the id derives from it).
-            None if !former.ids.is_empty() => warn!(
-                "indicator={}: pattern changed but the former pattern is unknown; IOCs of the older pattern may remain in HarfangLab",
-                indicator.id
-            ),
-            None => {}
-        }
-        for key in current {
-            run.each(SyncObject::Ioc(key.clone()), |r| r.upsert_ioc(key));
-        }
-        if let Some(spec) = &translation.sigma {
-            run.each(SyncObject::Sigma(spec.name.clone()), |r| {
-                r.upsert_sigma(spec)
-            });
-        }
-        if let Some(spec) = &translation.yara {
-            run.each(SyncObject::Yara(spec.name.clone()), |r| r.upsert_yara(spec));
-        }
+        let mut run = Run::new(self, indicator, former, &[]);
+        run.hold(translation);
         run.finish()
     }
 
     /// Withdraw `indicator` from everything `translation` (and the former pattern) names
-    /// (delete event, revocation). Shared IOCs lose only this holder. When the indicator's
+    /// (delete event, revocation). Shared objects lose only this holder. When the indicator's
     /// Sigma/Yara pattern could not be translated, the rule is still looked up by name.
     pub fn release(
         &self,
@@ -314,54 +298,201 @@ impl<A: ThreatIntelApi> Syncer<A> {
         translation: &Translation,
         former: &FormerState,
     ) -> Result<SyncReport, SyncError> {
-        let mut run = Run::new(self, indicator, former);
-        let mut keys: BTreeSet<&IocKey> = translation.iocs.iter().collect();
-        keys.extend(former.iocs.iter().flatten());
-        for key in keys {
-            run.each(SyncObject::Ioc(key.clone()), |r| r.release_ioc(key));
+        let mut run = Run::new(self, indicator, former, &[]);
+        let mut handled = Handled::default();
+        run.withdraw(Whose::Own, indicator, translation, former, &mut handled);
+        run.finish()
+    }
+
+    /// A merge (`merge` event): `absorbed` indicators were merged into `target`, which now wants
+    /// `translation`. Every object the target wants gets the target as a holder and loses the
+    /// absorbed ones in the same write (nothing is deleted and re-created, no detection gap);
+    /// what only the absorbed indicators wanted is released as their delete would release it.
+    /// The target's own former state (`former`) is handled as in [`Syncer::upsert`]. A revoked
+    /// target releases everything. A later delete of an absorbed indicator finds no hold: a no-op.
+    pub fn merge(
+        &self,
+        target: &Indicator,
+        translation: &Translation,
+        former: &FormerState,
+        absorbed: &[Absorbed],
+    ) -> Result<SyncReport, SyncError> {
+        let mut run = Run::new(self, target, former, absorbed);
+        let mut handled = Handled::default();
+        if target.revoked {
+            debug!(
+                "indicator={}: revoked, releasing its objects and the absorbed ones'",
+                target.id
+            );
+            run.withdraw(Whose::Both, target, translation, former, &mut handled);
+        } else {
+            run.hold(translation);
+            handled.hold(
+                translation,
+                run.rule_identities(target, translation, former),
+            );
         }
-        let name = truncate_name(&indicator.name);
-        match &translation.sigma {
-            Some(spec) => {
-                let ident = run.sigma_identity(spec.meta.id.clone(), &spec.content, &spec.name);
-                run.each(SyncObject::Sigma(spec.name.clone()), |r| {
-                    r.release_rule(RuleKind::Sigma, &ident)
-                });
-            }
-            None if indicator.pattern_type.eq_ignore_ascii_case("sigma") => {
-                let ident = run.sigma_identity(None, &indicator.pattern, &name);
-                run.each(SyncObject::Sigma(name.clone()), |r| {
-                    r.release_rule(RuleKind::Sigma, &ident)
-                });
-            }
-            None => {}
-        }
-        match &translation.yara {
-            Some(spec) => {
-                let ident = run.yara_identity(&spec.name);
-                run.each(SyncObject::Yara(spec.name.clone()), |r| {
-                    r.release_rule(RuleKind::Yara, &ident)
-                });
-            }
-            None if indicator.pattern_type.eq_ignore_ascii_case("yara") => {
-                let ident = run.yara_identity(&name);
-                run.each(SyncObject::Yara(name.clone()), |r| {
-                    r.release_rule(RuleKind::Yara, &ident)
-                });
-            }
-            None => {}
+        for a in absorbed {
+            run.withdraw(
+                Whose::Absorbed,
+                &a.indicator,
+                &a.translation,
+                &a.former,
+                &mut handled,
+            );
         }
         run.finish()
     }
 }
 
-/// How a Sigma rule / Yara file is found: by Sigma id first (Sigma), then by names.
+/// An indicator absorbed by a merge, as the `merge` event describes it (it no longer exists in
+/// OpenCTI): what it wanted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Absorbed {
+    pub indicator: Indicator,
+    /// Its translation (observables-only or empty when its pattern cannot be translated).
+    pub translation: Translation,
+    /// Other ids its holder entries may be recorded under (`stix_ids`).
+    pub former: FormerState,
+}
+
+/// Whose holds a release removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Whose {
+    /// The run's indicator's (delete, revocation, former pattern).
+    Own,
+    /// The absorbed indicators' (a merge: objects only they wanted).
+    Absorbed,
+    /// Both (a merge into a revoked target).
+    Both,
+}
+
+/// Objects a run already dealt with, so a merge touches each object once.
+#[derive(Default)]
+struct Handled {
+    iocs: BTreeSet<IocKey>,
+    /// [`RuleIdentity::key`]s.
+    rules: BTreeSet<String>,
+}
+
+impl Handled {
+    /// The objects a held translation wrote (their absorbed holders were dropped in that write).
+    fn hold(&mut self, translation: &Translation, rules: Vec<RuleIdentity>) {
+        self.iocs.extend(translation.iocs.iter().cloned());
+        self.rules.extend(rules.iter().map(RuleIdentity::key));
+    }
+}
+
+/// How a Sigma rule / Yara file is found: by Sigma id first (Sigma), then by names, then (Yara
+/// and id-less Sigma) by its rule identifiers / title among the rules that list a holder.
+#[derive(Clone)]
 struct RuleIdentity {
     kind: RuleKind,
     /// Sigma `id`; `None` for Yara and for Sigma rules without one.
     sigma_id: Option<String>,
     /// Current name, then the former name on a rename (truncated like names we send).
     names: Vec<String>,
+    /// What `search=` finds the rule by: the Yara rule identifiers, the Sigma title.
+    terms: Vec<String>,
+}
+
+impl RuleIdentity {
+    fn sigma(
+        id: Option<String>,
+        content: &str,
+        title: &str,
+        name: &str,
+        former: Option<&str>,
+    ) -> RuleIdentity {
+        let title = Some(title.to_owned())
+            .filter(|t| !t.is_empty())
+            .or_else(|| content::sigma_title(content));
+        RuleIdentity {
+            kind: RuleKind::Sigma,
+            sigma_id: id.or_else(|| content::sigma_id(content)),
+            names: names(name, former),
+            terms: title.into_iter().collect(),
+        }
+    }
+
+    fn yara(
+        rule_names: &[String],
+        content: &str,
+        name: &str,
+        former: Option<&str>,
+    ) -> RuleIdentity {
+        let terms = if rule_names.is_empty() {
+            content::yara_rule_names(content)
+        } else {
+            rule_names.to_vec()
+        };
+        RuleIdentity {
+            kind: RuleKind::Yara,
+            sigma_id: None,
+            names: names(name, former),
+            terms,
+        }
+    }
+
+    /// A Yara / id-less Sigma identity after a rename: the identity by the current name, and the
+    /// one by the former name. Any other identity stays whole (`None`).
+    fn split_former(&self) -> (RuleIdentity, Option<RuleIdentity>) {
+        if self.sigma_id.is_some() || self.names.len() < 2 {
+            return (self.clone(), None);
+        }
+        let with_names = |names: &[String]| RuleIdentity {
+            names: names.to_vec(),
+            ..self.clone()
+        };
+        (
+            with_names(&self.names[..1]),
+            Some(with_names(&self.names[1..])),
+        )
+    }
+
+    /// One string per object identity, to touch each object once in a merge.
+    fn key(&self) -> String {
+        match (&self.sigma_id, self.names.first()) {
+            (Some(id), _) => format!("sigma-id:{}", id.to_ascii_lowercase()),
+            (None, name) => format!("{}:{}", self.kind.resource(), name.map_or("", |n| n)),
+        }
+    }
+
+    /// Is `rule` (a `search=` hit for `term`) this rule: same Yara rule identifier, same Sigma
+    /// id, or (id-less Sigma) same title and no id?
+    fn shares(&self, term: &str, rule: &RemoteRule) -> bool {
+        match (self.kind, &self.sigma_id) {
+            (RuleKind::Yara, _) => {
+                rule.rule_names.iter().any(|n| n == term)
+                    || content::yara_rule_names(&rule.content)
+                        .iter()
+                        .any(|n| n == term)
+            }
+            (RuleKind::Sigma, Some(id)) => content::sigma_id(&rule.content)
+                .is_some_and(|theirs| same_sigma_id(Some(id), &theirs)),
+            (RuleKind::Sigma, None) => {
+                content::sigma_id(&rule.content).is_none()
+                    && (rule.rule_name.as_deref() == Some(term)
+                        || content::sigma_title(&rule.content).as_deref() == Some(term))
+            }
+        }
+    }
+}
+
+/// The current name, then the former one when it differs (both truncated like names we send).
+fn names(current: &str, former: Option<&str>) -> Vec<String> {
+    let mut names = vec![current.to_owned()];
+    if let Some(former) = former.map(truncate_name)
+        && former != current
+    {
+        names.push(former);
+    }
+    names
+}
+
+/// The holders a rule's content records (`None`: written without holders).
+fn recorded_holders(kind: RuleKind, rule: &RemoteRule) -> Option<RuleHolders> {
+    rule_holders::split(kind, &rule.content).0
 }
 
 /// Where a lookup found the rule.
@@ -378,13 +509,16 @@ struct Failure {
     error: HarfangLabError,
 }
 
-/// One upsert or release in progress: the indicator, the counts, the failures.
+/// One upsert, release or merge in progress: the indicator, the counts, the failures.
 struct Run<'s, A: ThreatIntelApi> {
     syncer: &'s Syncer<A>,
     indicator: &'s Indicator,
     former: &'s FormerState,
     /// Every id the indicator's holder entry may carry: internal id, standard id, former ids.
     aliases: Vec<String>,
+    /// A merge: every id the absorbed indicators' holder entries may carry. Each object the run
+    /// holds loses them in the same write.
+    absorbed: Vec<String>,
     report: SyncReport,
     failures: Vec<Failure>,
     /// A fatal or shutdown error ends the run: the rest would fail the same way.
@@ -407,24 +541,202 @@ fn is_duplicate(e: &HarfangLabError) -> bool {
     }
 }
 
+/// Internal id, standard id and former ids of one indicator: what its holder entry may carry.
+fn aliases_of(indicator: &Indicator, former: &FormerState) -> Vec<String> {
+    let mut aliases: Vec<String> = std::iter::once(indicator.id.clone())
+        .chain(indicator.standard_id.clone())
+        .chain(former.ids.iter().cloned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    aliases.sort();
+    aliases.dedup();
+    aliases
+}
+
 impl<'s, A: ThreatIntelApi> Run<'s, A> {
-    fn new(syncer: &'s Syncer<A>, indicator: &'s Indicator, former: &'s FormerState) -> Self {
-        let mut aliases: Vec<String> = std::iter::once(indicator.id.clone())
-            .chain(indicator.standard_id.clone())
-            .chain(former.ids.iter().cloned())
-            .filter(|a| !a.is_empty())
+    fn new(
+        syncer: &'s Syncer<A>,
+        indicator: &'s Indicator,
+        former: &'s FormerState,
+        absorbed: &[Absorbed],
+    ) -> Self {
+        let aliases = aliases_of(indicator, former);
+        let mut absorbed: Vec<String> = absorbed
+            .iter()
+            .flat_map(|a| aliases_of(&a.indicator, &a.former))
+            // The target keeps the absorbed standard ids among its own (`stix_ids`); only its own
+            // internal and standard ids are never an absorbed holder.
+            .filter(|a| *a != indicator.id && Some(a) != indicator.standard_id.as_ref())
             .collect();
-        aliases.sort();
-        aliases.dedup();
+        absorbed.sort();
+        absorbed.dedup();
         Run {
             syncer,
             indicator,
             former,
             aliases,
+            absorbed,
             report: SyncReport::default(),
             failures: Vec::new(),
             stopped: false,
         }
+    }
+
+    /// The holder ids a release removes.
+    fn ids(&self, whose: Whose) -> Vec<String> {
+        match whose {
+            Whose::Own => self.aliases.clone(),
+            Whose::Absorbed => self.absorbed.clone(),
+            Whose::Both => {
+                let mut both: Vec<String> =
+                    self.aliases.iter().chain(&self.absorbed).cloned().collect();
+                both.sort();
+                both.dedup();
+                both
+            }
+        }
+    }
+
+    /// Hold what `translation` names (upsert; merge target): former-pattern IOCs the new pattern
+    /// lacks are released, the rest is created or updated with this indicator as a holder.
+    fn hold(&mut self, translation: &Translation) {
+        let former = self.former;
+        let current: BTreeSet<&IocKey> = translation.iocs.iter().collect();
+        match &former.iocs {
+            Some(old) => {
+                let gone: BTreeSet<&IocKey> = old.iter().filter(|k| !current.contains(k)).collect();
+                for key in gone {
+                    self.each(SyncObject::Ioc(key.clone()), |r| {
+                        r.release_ioc(key, Whose::Own)
+                    });
+                }
+            }
+            // A former standard id means the pattern changed (the id derives from it).
+            None if !former.ids.is_empty() => warn!(
+                "indicator={}: pattern changed but the former pattern is unknown; IOCs of the older pattern may remain in HarfangLab",
+                self.indicator.id
+            ),
+            None => {}
+        }
+        for key in current {
+            self.each(SyncObject::Ioc(key.clone()), |r| r.upsert_ioc(key));
+        }
+        let former_name = former.name.as_deref();
+        if let Some(spec) = &translation.sigma {
+            let ident = RuleIdentity::sigma(
+                spec.meta.id.clone(),
+                &spec.content,
+                &spec.meta.title,
+                &spec.name,
+                former_name,
+            );
+            self.each(SyncObject::Sigma(spec.name.clone()), |r| {
+                r.upsert_rule(&ident, &spec.name, &spec.content)
+            });
+            // The pattern changed the rule's `id`: HarfangLab cannot change it in place, so the
+            // former id's rule loses this holder (after the new one is written: no gap).
+            if let Some(old) = &former.pattern
+                && let Some(old_id) = content::sigma_id(old)
+                && ident
+                    .sigma_id
+                    .as_deref()
+                    .is_none_or(|new| !same_sigma_id(Some(new), &old_id))
+            {
+                let before = RuleIdentity::sigma(Some(old_id), old, "", &spec.name, former_name);
+                self.each(SyncObject::Sigma(spec.name.clone()), |r| {
+                    r.release_rule(&before, Whose::Own)
+                });
+            }
+        }
+        if let Some(spec) = &translation.yara {
+            let ident = RuleIdentity::yara(
+                &spec.meta.rule_names,
+                &spec.content,
+                &spec.name,
+                former_name,
+            );
+            self.each(SyncObject::Yara(spec.name.clone()), |r| {
+                r.upsert_rule(&ident, &spec.name, &spec.content)
+            });
+        }
+    }
+
+    /// Release `whose` holds on everything `indicator` named (`translation` and the former
+    /// IOCs), skipping the objects in `handled` and recording the others there.
+    fn withdraw(
+        &mut self,
+        whose: Whose,
+        indicator: &Indicator,
+        translation: &Translation,
+        former: &FormerState,
+        handled: &mut Handled,
+    ) {
+        let keys: BTreeSet<&IocKey> = translation
+            .iocs
+            .iter()
+            .chain(former.iocs.iter().flatten())
+            .collect();
+        for key in keys {
+            if handled.iocs.insert(key.clone()) {
+                self.each(SyncObject::Ioc(key.clone()), |r| r.release_ioc(key, whose));
+            }
+        }
+        for ident in self.rule_identities(indicator, translation, former) {
+            if handled.rules.insert(ident.key()) {
+                let object = match ident.kind {
+                    RuleKind::Sigma => SyncObject::Sigma(ident.names[0].clone()),
+                    RuleKind::Yara => SyncObject::Yara(ident.names[0].clone()),
+                };
+                self.each(object, |r| r.release_rule(&ident, whose));
+            }
+        }
+    }
+
+    /// The Sigma rule / Yara file `indicator` names: from its translation, or (pattern that could
+    /// not be translated) from its pattern type, name and the pattern read leniently.
+    fn rule_identities(
+        &self,
+        indicator: &Indicator,
+        translation: &Translation,
+        former: &FormerState,
+    ) -> Vec<RuleIdentity> {
+        let former_name = former.name.as_deref();
+        let name = truncate_name(&indicator.name);
+        let pattern_type = indicator.pattern_type.trim();
+        let mut out = Vec::new();
+        match &translation.sigma {
+            Some(spec) => out.push(RuleIdentity::sigma(
+                spec.meta.id.clone(),
+                &spec.content,
+                &spec.meta.title,
+                &spec.name,
+                former_name,
+            )),
+            None if pattern_type.eq_ignore_ascii_case("sigma") => out.push(RuleIdentity::sigma(
+                None,
+                &indicator.pattern,
+                "",
+                &name,
+                former_name,
+            )),
+            None => {}
+        }
+        match &translation.yara {
+            Some(spec) => out.push(RuleIdentity::yara(
+                &spec.meta.rule_names,
+                &spec.content,
+                &spec.name,
+                former_name,
+            )),
+            None if pattern_type.eq_ignore_ascii_case("yara") => out.push(RuleIdentity::yara(
+                &[],
+                &indicator.pattern,
+                &name,
+                former_name,
+            )),
+            None => {}
+        }
+        out
     }
 
     /// Run one object's step, recording its failure instead of stopping the others.
@@ -611,6 +923,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             ),
             Origin::Ours => {}
         }
+        comment.release(&self.absorbed);
         comment.upsert(self.holder(), &self.aliases);
         let description = self.indicator.description.clone().unwrap_or_default();
         let body = self.ioc_body(key, description, &comment, true);
@@ -627,10 +940,12 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         Ok(())
     }
 
-    fn release_ioc(&mut self, key: &IocKey) -> Result<(), HarfangLabError> {
-        if self.anonymous(key) {
+    /// Remove `whose` holds from the IOC rule of `key`; delete or disable it when none is left.
+    fn release_ioc(&mut self, key: &IocKey, whose: Whose) -> Result<(), HarfangLabError> {
+        if whose == Whose::Own && self.anonymous(key) {
             return Ok(());
         }
+        let released = self.ids(whose);
         let syncer = self.syncer;
         let _guard = syncer.locks.lock(&[LockKey::Ioc(key)]);
         let source = &syncer.settings.lists.ioc;
@@ -639,7 +954,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             return Ok(());
         };
         let (mut comment, origin) = RuleComment::decode(rule.comment.as_deref());
-        if !comment.release(&self.aliases) {
+        if !comment.release(&released) {
             // Not held by this indicator: another indicator's, a person's, or already released.
             if matches!(origin, Origin::Empty | Origin::Foreign) {
                 debug!(
@@ -672,36 +987,6 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
 
     // ---- Sigma rules and Yara files -------------------------------------------------------
 
-    fn former_name(&self) -> Option<String> {
-        self.former.name.as_deref().map(truncate_name)
-    }
-
-    fn names(&self, current: &str) -> Vec<String> {
-        let mut names = vec![current.to_owned()];
-        if let Some(former) = self.former_name()
-            && former != current
-        {
-            names.push(former);
-        }
-        names
-    }
-
-    fn sigma_identity(&self, id: Option<String>, content: &str, name: &str) -> RuleIdentity {
-        RuleIdentity {
-            kind: RuleKind::Sigma,
-            sigma_id: id.or_else(|| content::sigma_id(content)),
-            names: self.names(name),
-        }
-    }
-
-    fn yara_identity(&self, name: &str) -> RuleIdentity {
-        RuleIdentity {
-            kind: RuleKind::Yara,
-            sigma_id: None,
-            names: self.names(name),
-        }
-    }
-
     fn counts(&mut self, kind: RuleKind) -> &mut Counts {
         match kind {
             RuleKind::Sigma => &mut self.report.sigma,
@@ -725,8 +1010,13 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
     }
 
     /// Find the rule: Sigma by id (object id, then names filtered by the content's id), Yara
-    /// and id-less Sigma by exact name (current, then former).
-    fn locate(&mut self, ident: &RuleIdentity) -> Result<Located, HarfangLabError> {
+    /// and id-less Sigma by exact name (current, then former). Among rules sharing a name, one
+    /// that lists a holder of `holding` comes first.
+    fn locate(
+        &mut self,
+        ident: &RuleIdentity,
+        holding: &[String],
+    ) -> Result<Located, HarfangLabError> {
         let kind = ident.kind;
         let source = self.source_of(kind);
         // The id goes into a URL path: probe only ids made of URL-safe characters (Sigma ids
@@ -743,20 +1033,27 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         for name in &ident.names {
             let filter = RuleFilter::Name(name.clone());
             let found = self.call(|api| api.find_rules(kind, source, &filter))?;
-            let hit = found.iter().find(|r| {
-                r.name == *name
-                    && match kind {
-                        // Same id; or a rule without id (the indicator gained one). An id-less
-                        // spec never takes over a rule that has an id of its own.
-                        RuleKind::Sigma => match content::sigma_id(&r.content) {
-                            None => true,
-                            Some(theirs) => same_sigma_id(ident.sigma_id.as_deref(), &theirs),
-                        },
-                        RuleKind::Yara => true,
-                    }
-            });
+            let candidates: Vec<&RemoteRule> = found
+                .iter()
+                .filter(|r| {
+                    r.name == *name
+                        && match kind {
+                            // Same id; or a rule without id (the indicator gained one). An id-less
+                            // spec never takes over a rule that has an id of its own.
+                            RuleKind::Sigma => match content::sigma_id(&r.content) {
+                                None => true,
+                                Some(theirs) => same_sigma_id(ident.sigma_id.as_deref(), &theirs),
+                            },
+                            RuleKind::Yara => true,
+                        }
+                })
+                .collect();
+            let hit = candidates
+                .iter()
+                .find(|r| recorded_holders(kind, r).is_some_and(|h| h.holds_any(holding)))
+                .or(candidates.first());
             if let Some(rule) = hit {
-                return Ok(Located::Ours(rule.clone()));
+                return Ok(Located::Ours((*rule).clone()));
             }
             if kind == RuleKind::Sigma && found.iter().any(|r| r.name == *name) {
                 // HarfangLab forbids changing a rule's id, and names are not unique: it may be
@@ -770,99 +1067,209 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         Ok(Located::Missing)
     }
 
-    /// After a create was refused as a duplicate, find the rule it clashes with: the usual
-    /// lookup, then `search=` by the rule's own names (Yara rule identifiers, Sigma title),
-    /// keeping only hits that really clash (same identifier / same Sigma id).
-    fn locate_conflict(
+    /// For a release: [`Run::locate`], then (Yara, id-less Sigma: their identity is a name, and
+    /// a rule HarfangLab made shared carries its last writer's) the rule found by `search=` on its
+    /// rule identifiers / title that lists a holder of `holding`. A Sigma id needs no second
+    /// look: the id is the rule.
+    fn locate_held(
         &mut self,
         ident: &RuleIdentity,
-        terms: &[String],
+        holding: &[String],
     ) -> Result<Located, HarfangLabError> {
-        let found = self.locate(ident)?;
-        if !matches!(found, Located::Missing) {
+        let found = self.locate(ident, holding)?;
+        if !matches!(found, Located::Missing) || ident.sigma_id.is_some() || holding.is_empty() {
             return Ok(found);
         }
         let kind = ident.kind;
+        self.search(ident, |rule| {
+            recorded_holders(kind, rule).is_some_and(|h| h.holds_any(holding))
+        })
+    }
+
+    /// After a create was refused as a duplicate, find the rule it clashes with: the usual
+    /// lookup, then the search by the rule's own names.
+    fn locate_conflict(&mut self, ident: &RuleIdentity) -> Result<Located, HarfangLabError> {
+        let found = self.locate(ident, &[])?;
+        if !matches!(found, Located::Missing) {
+            return Ok(found);
+        }
+        self.search(ident, |_| true)
+    }
+
+    /// `search=` by the rule's own names (Yara rule identifiers, Sigma title), keeping the first
+    /// hit that is this rule ([`RuleIdentity::shares`]) and that `also` accepts.
+    fn search(
+        &mut self,
+        ident: &RuleIdentity,
+        also: impl Fn(&RemoteRule) -> bool,
+    ) -> Result<Located, HarfangLabError> {
+        let kind = ident.kind;
         let source = self.source_of(kind);
-        for term in terms {
+        for term in &ident.terms {
             let filter = RuleFilter::Search(term.clone());
             let hits = self.call(|api| api.find_rules(kind, source, &filter))?;
-            let clash = hits.into_iter().find(|r| match kind {
-                RuleKind::Yara => r.rule_names.contains(term),
-                RuleKind::Sigma => content::sigma_id(&r.content)
-                    .is_some_and(|theirs| same_sigma_id(ident.sigma_id.as_deref(), &theirs)),
-            });
-            if let Some(rule) = clash {
+            if let Some(rule) = hits.into_iter().find(|r| ident.shares(term, r) && also(r)) {
                 return Ok(Located::Ours(rule));
             }
         }
         Ok(Located::Missing)
     }
 
-    fn rule_body(&self, kind: RuleKind, name: &str, content: &str) -> RuleBody {
+    fn rule_body(&self, kind: RuleKind, name: &str, content: String, enabled: bool) -> RuleBody {
         RuleBody {
             source_id: self.source_of(kind).to_owned(),
             name: name.to_owned(),
-            content: content.to_owned(),
+            content,
             hl_status: self.settings().rule_maturity.clone(),
-            enabled: true,
+            enabled,
             overwrite: false,
         }
     }
 
-    fn upsert_sigma(&mut self, spec: &SigmaSpec) -> Result<(), HarfangLabError> {
-        let ident = self.sigma_identity(spec.meta.id.clone(), &spec.content, &spec.name);
-        let body = self.rule_body(RuleKind::Sigma, &spec.name, &spec.content);
-        let title = Some(spec.meta.title.clone())
-            .filter(|t| !t.is_empty())
-            .or_else(|| content::sigma_title(&spec.content));
-        self.upsert_rule(&ident, &body, title.as_slice())
+    /// This indicator's id on a holders line, or `None` (counted as skipped, warned) when it has
+    /// none that can be written there.
+    fn rule_holder_id(&mut self, kind: RuleKind, name: &str) -> Option<String> {
+        let id = self.holder_id();
+        if rule_holders::is_recordable(&id) {
+            return Some(id);
+        }
+        warn!(
+            "indicator {:?} has no id that can be recorded ({id:?}); {} {name:?} skipped",
+            self.indicator.name,
+            kind.resource()
+        );
+        self.counts(kind).skipped += 1;
+        None
     }
 
-    fn upsert_yara(&mut self, spec: &YaraSpec) -> Result<(), HarfangLabError> {
-        let ident = self.yara_identity(&spec.name);
-        let body = self.rule_body(RuleKind::Yara, &spec.name, &spec.content);
-        let rule_names = if spec.meta.rule_names.is_empty() {
-            content::yara_rule_names(&spec.content)
-        } else {
-            spec.meta.rule_names.clone()
-        };
-        self.upsert_rule(&ident, &body, &rule_names)
-    }
-
+    /// Make the rule hold `content` under `name` with this indicator as a holder (and without
+    /// the absorbed ones, in a merge).
     fn upsert_rule(
         &mut self,
         ident: &RuleIdentity,
-        body: &RuleBody,
-        terms: &[String],
+        name: &str,
+        content: &str,
     ) -> Result<(), HarfangLabError> {
         let kind = ident.kind;
+        let Some(me) = self.rule_holder_id(kind, name) else {
+            return Ok(());
+        };
+        // A pattern copied out of HarfangLab may carry a holders line of its own: not the rule.
+        let wanted = rule_holders::split(kind, content).1;
         let syncer = self.syncer;
         let _guard = syncer.locks.lock(&self.lock_rule(ident));
-        let rule = match self.locate(ident)? {
-            Located::Ours(rule) => rule,
+        self.upsert_locked(ident, &me, name, wanted)
+    }
+
+    /// [`Run::upsert_rule`] under the rule's lock.
+    fn upsert_locked(
+        &mut self,
+        ident: &RuleIdentity,
+        me: &str,
+        name: &str,
+        wanted: &str,
+    ) -> Result<(), HarfangLabError> {
+        let kind = ident.kind;
+        let holding = self.ids(Whose::Both);
+        // A Yara file / id-less Sigma rule is the rule of the indicators of its name: after a
+        // rename, the rule of the new name comes first, the one of the former name second. A
+        // Sigma id is the rule whatever the names. No search by holders here: a rule listing
+        // this indicator under another name is another name's rule, and one HarfangLab counts
+        // as the same (a shared `meta: id`) answers the create below as a duplicate.
+        let (current, former) = ident.split_former();
+        match self.locate(&current, &holding)? {
+            Located::Ours(rule) => {
+                self.refresh_rule(kind, rule, me, name, wanted)?;
+                if let Some(former) = &former {
+                    // Renamed into a rule other indicators carry: out of the former name's.
+                    self.leave(former)?;
+                }
+                return Ok(());
+            }
             Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
-            Located::Missing => match self.call(|api| api.create_rule(kind, body)) {
-                Ok(_) => {
-                    self.counts(kind).created += 1;
-                    debug!(
-                        "indicator={}: created {} {:?}",
+            Located::Missing => {}
+        }
+        if let Some(former) = &former {
+            match self.locate(former, &holding)? {
+                Located::Ours(rule) => {
+                    let holders = recorded_holders(kind, &rule).unwrap_or_default();
+                    let others: Vec<&str> = holders.others(&self.aliases).collect();
+                    if others.is_empty() {
+                        // Its only holder renamed: the rule follows the name.
+                        return self.refresh_rule(kind, rule, me, name, wanted);
+                    }
+                    info!(
+                        "indicator={}: renamed; leaving {} {:?} to its other holders ({})",
                         self.indicator.id,
                         kind.resource(),
-                        body.name
+                        rule.name,
+                        others.join(", ")
                     );
-                    return Ok(());
+                    self.drop_holds(kind, rule, Whose::Own, &former.names)?;
                 }
-                // Same Sigma id / Yara rule already there (another process, a renamed
-                // indicator we could not trace): update it rather than fail.
-                Err(e) if is_duplicate(&e) => match self.locate_conflict(ident, terms)? {
-                    Located::Ours(rule) => rule,
-                    Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
-                    Located::Missing => return Err(e),
-                },
-                Err(e) => return Err(e),
+                Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
+                Located::Missing => {}
+            }
+        }
+        let mut holders = RuleHolders::default();
+        holders.add(me, &[]);
+        let content = rule_holders::join(kind, &holders, wanted);
+        let body = self.rule_body(kind, name, content, true);
+        match self.call(|api| api.create_rule(kind, &body)) {
+            Ok(_) => {
+                self.counts(kind).created += 1;
+                debug!(
+                    "indicator={}: created {} {name:?}",
+                    self.indicator.id,
+                    kind.resource()
+                );
+                Ok(())
+            }
+            // Same Sigma id / Yara rule already there (another process, a renamed indicator we
+            // could not trace): update it rather than fail.
+            Err(e) if is_duplicate(&e) => match self.locate_conflict(&current)? {
+                Located::Ours(rule) => self.refresh_rule(kind, rule, me, name, wanted),
+                Located::Elsewhere(rule) => self.skip_elsewhere(kind, &rule),
+                Located::Missing => Err(e),
             },
-        };
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write `rule` as `wanted` under `name`, with this indicator as a holder (and without the
+    /// absorbed ones, in a merge), unless it is so already.
+    fn refresh_rule(
+        &mut self,
+        kind: RuleKind,
+        rule: RemoteRule,
+        me: &str,
+        name: &str,
+        wanted: &str,
+    ) -> Result<(), HarfangLabError> {
+        let (recorded, current) = rule_holders::split(kind, &rule.content);
+        let mut holders = recorded.unwrap_or_else(|| {
+            info!(
+                "indicator={}: adopting {} {:?} written without holders (Python connector or an earlier version)",
+                self.indicator.id,
+                kind.resource(),
+                rule.name
+            );
+            RuleHolders::default()
+        });
+        holders.release(&self.absorbed);
+        let others: Vec<&str> = holders.others(&self.aliases).collect();
+        if current != wanted && !others.is_empty() {
+            warn!(
+                "indicator={}: {} {:?} is also held by {} with different content; this event's content is written (the newest wins)",
+                self.indicator.id,
+                kind.resource(),
+                rule.name,
+                others.join(", ")
+            );
+        }
+        holders.add(me, &self.aliases);
+        let content = rule_holders::join(kind, &holders, wanted);
+        let body = self.rule_body(kind, name, content, true);
         if rule.name == body.name
             && rule.content == body.content
             && rule.hl_status.as_deref() == Some(body.hl_status.as_str())
@@ -871,13 +1278,23 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             self.counts(kind).unchanged += 1;
             return Ok(());
         }
-        self.call(|api| api.update_rule(kind, &rule.id, body))?;
+        self.call(|api| api.update_rule(kind, &rule.id, &body))?;
         if rule.enabled {
             self.counts(kind).updated += 1;
         } else {
             self.counts(kind).re_enabled += 1;
         }
         Ok(())
+    }
+
+    /// Take this indicator out of the rule of its former name (by name only: a rule found by
+    /// its rule identifiers may be the one it just joined).
+    fn leave(&mut self, former: &RuleIdentity) -> Result<(), HarfangLabError> {
+        let aliases = self.aliases.clone();
+        match self.locate(former, &aliases)? {
+            Located::Ours(rule) => self.drop_holds(former.kind, rule, Whose::Own, &former.names),
+            Located::Elsewhere(_) | Located::Missing => Ok(()),
+        }
     }
 
     /// Count and log a rule we must not touch; always `Ok`.
@@ -893,52 +1310,76 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         Ok(())
     }
 
-    fn release_rule(
-        &mut self,
-        kind: RuleKind,
-        ident: &RuleIdentity,
-    ) -> Result<(), HarfangLabError> {
+    /// Remove `whose` holds from the rule; delete or disable it when no holder is left.
+    fn release_rule(&mut self, ident: &RuleIdentity, whose: Whose) -> Result<(), HarfangLabError> {
+        let kind = ident.kind;
+        let released = self.ids(whose);
         let syncer = self.syncer;
         let _guard = syncer.locks.lock(&self.lock_rule(ident));
-        let rule = match self.locate(ident)? {
-            Located::Ours(rule) => rule,
-            Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
+        match self.locate_held(ident, &released)? {
+            Located::Ours(rule) => self.drop_holds(kind, rule, whose, &ident.names),
+            Located::Elsewhere(rule) => self.skip_elsewhere(kind, &rule),
             Located::Missing => {
                 self.counts(kind).unchanged += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Remove `whose` holds from `rule` (found by one of `names`, or by its holders); delete or
+    /// disable it when no holder is left.
+    fn drop_holds(
+        &mut self,
+        kind: RuleKind,
+        rule: RemoteRule,
+        whose: Whose,
+        names: &[String],
+    ) -> Result<(), HarfangLabError> {
+        let released = self.ids(whose);
+        let (recorded, body) = rule_holders::split(kind, &rule.content);
+        let holders = match recorded {
+            Some(mut holders) => {
+                if !holders.release(&released) {
+                    // Not held by the released indicator(s): another indicator's, or done already.
+                    self.counts(kind).unchanged += 1;
+                    return Ok(());
+                }
+                holders
+            }
+            // Written before holders existed: the indicator whose name it carries wrote it last
+            // (a rule found by Sigma id under another indicator's name is that one's).
+            None if names.contains(&rule.name) => RuleHolders::default(),
+            None => {
+                debug!(
+                    "indicator={}: {} {:?} belongs to another indicator; left alone",
+                    self.indicator.id,
+                    kind.resource(),
+                    rule.name
+                );
+                self.counts(kind).skipped += 1;
                 return Ok(());
             }
         };
-        // A rule found by Sigma id but named after another indicator was last written by that
-        // indicator (same rule imported twice): it still wants it.
-        if !ident.names.contains(&rule.name) {
-            debug!(
-                "indicator={}: {} {:?} belongs to another indicator; left alone",
-                self.indicator.id,
-                kind.resource(),
-                rule.name
-            );
-            self.counts(kind).skipped += 1;
-            return Ok(());
-        }
-        if self.settings().remove_indicator {
+        let content = rule_holders::join(kind, &holders, body);
+        let keep = !holders.is_empty();
+        if !keep && self.settings().remove_indicator {
             self.call(|api| api.delete_rule(kind, &rule.id))?;
             self.counts(kind).deleted += 1;
-        } else if rule.enabled {
-            let body = RuleBody {
-                source_id: self.source_of(kind).to_owned(),
-                name: rule.name.clone(),
-                content: rule.content.clone(),
-                hl_status: rule
-                    .hl_status
-                    .clone()
-                    .unwrap_or_else(|| self.settings().rule_maturity.clone()),
-                enabled: false,
-                overwrite: false,
-            };
-            self.call(|api| api.update_rule(kind, &rule.id, &body))?;
-            self.counts(kind).disabled += 1;
-        } else {
+            return Ok(());
+        }
+        if rule.enabled == keep && rule.content == content {
             self.counts(kind).unchanged += 1;
+            return Ok(());
+        }
+        let mut update = self.rule_body(kind, &rule.name, content, keep);
+        if let Some(status) = &rule.hl_status {
+            update.hl_status = status.clone();
+        }
+        self.call(|api| api.update_rule(kind, &rule.id, &update))?;
+        if keep {
+            self.counts(kind).updated += 1;
+        } else {
+            self.counts(kind).disabled += 1;
         }
         Ok(())
     }
@@ -972,7 +1413,7 @@ mod tests {
     use super::*;
     use crate::rules::yara::YaraMeta;
     use crate::sync::memory::{Fault, MemoryApi, Target};
-    use crate::translate::IocType;
+    use crate::translate::{IocType, SigmaSpec, YaraSpec};
 
     fn syncer(api: MemoryApi, remove_indicator: bool) -> Syncer<MemoryApi> {
         Syncer::new(

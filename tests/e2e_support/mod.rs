@@ -7,11 +7,13 @@
 //! and fails with the connector's stderr attached.
 #![allow(dead_code)]
 
+use harfanglab_intel::harfanglab::model::RuleKind;
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, HarfangLabSim, SimConfig};
 use harfanglab_intel::sim::opencti::{
     self as octisim, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent,
 };
 use harfanglab_intel::state::compare_event_ids;
+use harfanglab_intel::sync::rule_holders;
 use serde_json::{Value, json};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -426,6 +428,8 @@ pub struct RuleState {
     pub name: String,
     pub content_hash: u64,
     pub enabled: bool,
+    /// Holder ids from the content's holders line (sorted; empty without one).
+    pub holders: Vec<String>,
 }
 
 /// The HarfangLab state, order-independent (sorted), ids dropped.
@@ -533,11 +537,15 @@ pub fn snapshot(hl: &HarfangLabSim) -> Snapshot {
         })
         .collect();
     iocs.sort();
-    let rules = |list: Vec<harfanglab_intel::harfanglab::model::RemoteRule>| {
+    let rules = |kind: RuleKind, list: Vec<harfanglab_intel::harfanglab::model::RemoteRule>| {
         let mut v: Vec<RuleState> = list
             .into_iter()
             .map(|r| RuleState {
                 content_hash: content_hash(&r.content),
+                holders: rule_holders::split(kind, &r.content)
+                    .0
+                    .map(|h| h.ids().to_vec())
+                    .unwrap_or_default(),
                 name: r.name,
                 enabled: r.enabled,
             })
@@ -547,8 +555,8 @@ pub fn snapshot(hl: &HarfangLabSim) -> Snapshot {
     };
     Snapshot {
         iocs,
-        sigma: rules(hl.sigma_rules()),
-        yara: rules(hl.yara_files()),
+        sigma: rules(RuleKind::Sigma, hl.sigma_rules()),
+        yara: rules(RuleKind::Yara, hl.yara_files()),
     }
 }
 
@@ -665,6 +673,22 @@ fn event(kind: &str, data: Value) -> ScenarioEvent {
     }
 }
 
+/// `create` of the indicator whose STIX is `stix`.
+pub fn create_from(stix: &Value) -> ScenarioEvent {
+    event(
+        "create",
+        envelope(
+            "create",
+            format!(
+                "creates a Indicator `{}`",
+                stix["name"].as_str().unwrap_or("")
+            ),
+            stix.clone(),
+            None,
+        ),
+    )
+}
+
 /// `create` of an IPv4 indicator.
 pub fn create_ip(n: u64, ip: &str, score: i64) -> ScenarioEvent {
     let stix = indicator_stix(n, 0, ip, &ipv4_pattern(ip), score);
@@ -708,6 +732,98 @@ pub fn delete_ip(n: u64, generation: u64, ip: &str) -> ScenarioEvent {
     event(
         "delete",
         envelope("delete", format!("deletes a Indicator `{ip}`"), stix, None),
+    )
+}
+
+/// `create` of a Sigma indicator `n` named `name` with rule `content`.
+pub fn create_sigma(n: u64, name: &str, content: &str) -> ScenarioEvent {
+    let stix = sigma_stix(n, name, content);
+    event(
+        "create",
+        envelope(
+            "create",
+            format!("creates a Indicator `{name}`"),
+            stix,
+            None,
+        ),
+    )
+}
+
+/// STIX of Sigma indicator `n`.
+pub fn sigma_stix(n: u64, name: &str, content: &str) -> Value {
+    let mut stix = indicator_stix(n, 0, name, content, 70);
+    stix["pattern_type"] = json!("sigma");
+    stix["extensions"][OCTI_EXT]["main_observable_type"] = json!("Unknown");
+    stix
+}
+
+/// `update` of indicator `n` from STIX `before` to STIX `after` (patches on `/pattern` and
+/// `/name` where they differ).
+pub fn update_stix(before: &Value, after: &Value) -> ScenarioEvent {
+    let mut patch = Vec::new();
+    let mut reverse = Vec::new();
+    for field in ["pattern", "name"] {
+        if before[field] != after[field] {
+            patch
+                .push(json!({"op": "replace", "path": format!("/{field}"), "value": after[field]}));
+            reverse.push(
+                json!({"op": "replace", "path": format!("/{field}"), "value": before[field]}),
+            );
+        }
+    }
+    event(
+        "update",
+        envelope(
+            "update",
+            format!("updates `{}`", after["name"].as_str().unwrap_or("")),
+            after.clone(),
+            Some(json!({"patch": patch, "reverse_patch": reverse})),
+        ),
+    )
+}
+
+/// `delete` of the indicator whose last STIX is `stix`.
+pub fn delete_stix(stix: &Value) -> ScenarioEvent {
+    event(
+        "delete",
+        envelope(
+            "delete",
+            format!(
+                "deletes a Indicator `{}`",
+                stix["name"].as_str().unwrap_or("")
+            ),
+            stix.clone(),
+            None,
+        ),
+    )
+}
+
+/// `merge` of `sources` (their STIX as they were) into `target` (its STIX as merged), shaped like
+/// `storeMergeEvent`: the target's standard ids gain the sources'.
+pub fn merge_into(target: &Value, sources: &[Value]) -> ScenarioEvent {
+    let mut merged = target.clone();
+    let ids: Vec<Value> = sources.iter().map(|s| s["id"].clone()).collect();
+    merged["extensions"][OCTI_EXT]["stix_ids"] = json!(ids);
+    let path = format!("/extensions/{OCTI_EXT}/stix_ids");
+    let names: Vec<&str> = sources.iter().filter_map(|s| s["name"].as_str()).collect();
+    event(
+        "merge",
+        envelope(
+            "merge",
+            format!(
+                "merges Indicator {} in `{}`",
+                names.join(", "),
+                target["name"].as_str().unwrap_or("")
+            ),
+            merged,
+            Some(json!({
+                "patch": [{"op": "replace", "path": path, "value": ids}],
+                "reverse_patch": [{"op": "replace", "path": path, "value": []}],
+                "sources": sources,
+                "deletions": [],
+                "shifts": [],
+            })),
+        ),
     )
 }
 

@@ -78,6 +78,17 @@ pub fn event(n: usize, key: &str, op: &'static str) -> Input<Ev> {
     Input::Event {
         event_id: id(n),
         key: Some(key.to_owned()),
+        also_keys: Vec::new(),
+        payload: Ev { n, op },
+    }
+}
+
+/// An event about `key` that is also ordered with `also` (a merge and its absorbed keys).
+pub fn multi_key_event(n: usize, key: &str, also: &[&str], op: &'static str) -> Input<Ev> {
+    Input::Event {
+        event_id: id(n),
+        key: Some(key.to_owned()),
+        also_keys: also.iter().map(|k| (*k).to_owned()).collect(),
         payload: Ev { n, op },
     }
 }
