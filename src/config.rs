@@ -7,7 +7,11 @@
 //! then checks and types everything, reporting *all* problems at once, each naming the environment
 //! variable and the YAML key. The environment is read through an injectable lookup so tests never
 //! touch the process environment. This module does no network I/O and never logs: warnings are
-//! returned for `main` to log once the logger exists.
+//! returned for `main` to log once the logger exists. `options` (a submodule) hands each component
+//! the options it is built from (`config.stream_options()`, ...), the one place a setting is
+//! mapped onto a component.
+
+mod options;
 
 use crate::retry::RetryPolicy;
 use crate::secret::{Secret, redact_url};

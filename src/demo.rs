@@ -111,7 +111,15 @@ impl fmt::Display for DemoError {
     }
 }
 
-impl std::error::Error for DemoError {}
+impl std::error::Error for DemoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DemoError::Simulator(e) => Some(e),
+            DemoError::Service(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Counters of one demo run.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cause;
 pub mod config;
 pub mod demo;
 pub mod harfanglab;
@@ -38,4 +39,5 @@ pub mod sim;
 pub mod state;
 pub mod stix;
 pub mod sync;
+pub mod tls;
 pub mod translate;

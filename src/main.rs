@@ -1,13 +1,14 @@
-//! The `harfanglab-intel` binary: arguments → dispatch to [`app`] → exit code (0 ok, 1 runtime
-//! failure, 2 configuration or usage error). Reading the configuration, reports and the choice
-//! of exit code live in `app`; logging in `logging`; signals in `pipeline::Shutdown`.
+//! The `harfanglab-intel` binary: arguments → the signal handler → a command of [`app`] → exit
+//! code (0 ok, 1 run-time failure, 2 configuration or usage error, 130 on a second signal). The
+//! work, the reports and which failure is which code live in `app`; logging in `logging`.
 
+use clap::error::ErrorKind::ArgumentConflict;
 use clap::{CommandFactory, Parser, Subcommand};
 use harfanglab_intel::app;
 use harfanglab_intel::logging;
 use harfanglab_intel::pipeline::Shutdown;
-use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Feeds HarfangLab EDR threat-intel lists (IOC, Sigma, Yara) from an OpenCTI live stream.
@@ -78,50 +79,66 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = cli.config.as_deref();
     let command = cli.command.as_ref().unwrap_or(&Command::Run);
     if let (true, Some(why)) = (cli.dry_run, command.ignores_dry_run()) {
         // A flag that is silently ignored would let `--dry-run demo` look like a safe try-out.
-        Cli::command()
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                format!("--dry-run applies to `run` and `check` only: {why}"),
-            )
-            .exit();
+        let msg = format!("--dry-run applies to `run`, `check` and `reconcile` only: {why}");
+        Cli::command().error(ArgumentConflict, msg).exit();
     }
-    let code = match command {
-        Command::Run => match app::load_config(config, cli.dry_run, &mut io::stderr()) {
-            Ok(c) => app::exit_code(app::run(&c, &Shutdown::install_signal_handler())),
-            Err(code) => code,
-        },
-        Command::Check => {
-            app::check_command(config, cli.dry_run, &mut io::stdout(), &mut io::stderr())
+    match run(command, cli.config.as_deref(), cli.dry_run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            e.report(&mut io::stderr());
+            ExitCode::from(e.exit_code())
         }
+    }
+}
+
+fn run(command: &Command, config: Option<&Path>, dry_run: bool) -> Result<(), app::AppError> {
+    match command {
+        Command::Run => app::run(
+            &app::load_config(config, dry_run)?,
+            &install_signal_handler(),
+        ),
+        Command::Check => app::check_command(config, dry_run, &mut io::stdout()),
         Command::Reconcile { json, force } => {
             let args = app::ReconcileArgs {
-                dry_run: cli.dry_run,
+                dry_run,
                 json: *json,
                 force: *force,
             };
-            let stop = Shutdown::install_signal_handler();
+            let stop = install_signal_handler();
             app::reconcile_command(config, args, &stop, &mut io::stdout(), &mut io::stderr())
         }
         Command::Demo => {
             logging::init(logging::env_level());
-            let stop = Shutdown::install_signal_handler();
-            app::exit_code(app::demo(&mut io::stdout(), &stop))
+            app::demo(&mut io::stdout(), &install_signal_handler())
         }
         Command::Translate { file, strict } => {
             logging::init(logging::env_level());
             let mut out = BufWriter::new(io::stdout().lock());
-            let code = app::translate_command(file.as_deref(), *strict, &mut out);
-            // Already flushed by `translate`; a late failure here is a closed pipe, not news.
-            let _ = out.flush();
-            code
+            app::translate_command(file.as_deref(), *strict, &mut out)
         }
-        Command::Healthcheck => {
-            app::healthcheck_command(config, &mut io::stdout(), &mut io::stderr())
+        Command::Healthcheck => app::healthcheck_command(config, &mut io::stdout()),
+    }
+}
+
+/// Install the SIGINT/SIGTERM handler (ctrlc, `termination` feature; one per process) and
+/// return the [`Shutdown`] it triggers. A second signal exits 130 at once: the checkpoint on
+/// disk is always a correct resume position.
+fn install_signal_handler() -> Shutdown {
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let installed = ctrlc::set_handler(move || {
+        if s.on_signal() {
+            // The logger may hold a lock mid-line; a plain write is the safe last word.
+            eprintln!("harfanglab-intel: second signal, exiting now");
+            std::process::exit(130);
         }
-    };
-    ExitCode::from(code)
+        log::info!("signal received: stopping (again to exit at once)");
+    });
+    if let Err(e) = installed {
+        log::warn!("cannot install the signal handler: {e}");
+    }
+    shutdown
 }

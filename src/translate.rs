@@ -228,7 +228,15 @@ impl fmt::Display for TranslateError {
     }
 }
 
-impl std::error::Error for TranslateError {}
+impl std::error::Error for TranslateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TranslateError::Pattern(e) => Some(e),
+            TranslateError::Sigma(e) | TranslateError::Yara(e) => Some(e),
+            TranslateError::UnsupportedPatternType(_) => None,
+        }
+    }
+}
 
 /// Translate one indicator: pattern IOCs (stix) or the rule (sigma / yara); a stix indicator
 /// also gets the IOCs of its linked observables, merged by (type, value). `pattern_type` is matched case-insensitively;

@@ -768,6 +768,13 @@ fn connection_refused_is_unreachable_after_retries() {
     assert!(err.is_retryable());
     assert_eq!(client.stats().retries(), 3);
     assert_eq!(client.stats().requests(Op::DeleteIoc, None), 4);
+    // The transport error is kept whole, not only its text.
+    let cause = std::error::Error::source(&err).and_then(|c| c.downcast_ref::<ureq::Error>());
+    assert!(cause.is_some(), "{err:?}");
+    assert!(
+        err.to_string().ends_with(&cause.unwrap().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -778,6 +785,8 @@ fn a_tls_failure_is_reported_as_tls_and_not_retried() {
     let err = client.probe().unwrap_err();
     assert!(matches!(err, HarfangLabError::Tls { .. }), "{err:?}");
     assert_eq!(client.stats().retries(), 0);
+    let cause = std::error::Error::source(&err).and_then(|c| c.downcast_ref::<ureq::Error>());
+    assert!(cause.is_some(), "{err:?}");
 }
 
 #[test]

@@ -403,6 +403,9 @@ fn a_dropped_connection_is_resent_quickly() {
     );
     assert_eq!(e.failure_kind(), FailureKind::UNAVAILABLE);
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    // The transport error is kept whole, not only its text.
+    let cause = std::error::Error::source(&e).and_then(|c| c.downcast_ref::<ureq::Error>());
+    assert!(cause.is_some(), "{e:?}");
 }
 
 /// A timeout is not resent: the platform may still be working on it, and it already held the

@@ -1,9 +1,12 @@
 //! The live-stream reader against the OpenCTI simulator: resume after drops, dead-stream detection,
-//! status policy (a 429's `Retry-After` honoured), headers, gzip, restart and shutdown.
+//! status policy (a 429's `Retry-After` honoured), headers (the reader's and `probe`'s), gzip,
+//! restart and shutdown.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use harfanglab_intel::opencti::events::Payload;
-use harfanglab_intel::opencti::stream::{StreamError, StreamItem, StreamOptions, StreamReader};
+use harfanglab_intel::opencti::stream::{
+    self, StreamError, StreamItem, StreamOptions, StreamReader,
+};
 use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::opencti::{
     ConnFault, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent, serve,
@@ -239,7 +242,7 @@ fn auth_failure_after_a_working_connection_is_retried() {
 }
 
 #[test]
-fn request_carries_pycti_headers_and_encoded_recover() {
+fn request_carries_pycti_headers_and_encoded_recover_and_probe_sends_the_same() {
     let sim = sim(1);
     let mut o = opts(&sim);
     o.listen_delete = false;
@@ -248,7 +251,7 @@ fn request_carries_pycti_headers_and_encoded_recover() {
         start_from: "0-0".into(),
         recover_until: Some("2024-06-15T09:00:00+02:00".into()),
     };
-    let r = run(o, from, 16);
+    let r = run(o.clone(), from, 16);
     let mut others = Vec::new();
     events(&r.rx, 1, &mut others);
     let req = &sim.stream_requests()[0];
@@ -268,6 +271,23 @@ fn request_carries_pycti_headers_and_encoded_recover() {
     );
     drop(r.shutdown);
     r.reader.join().unwrap();
+
+    // `check`'s probe sends the same request (one builder), live-only: no resume position.
+    stream::probe(&o, Duration::from_secs(5)).unwrap();
+    let probe = &sim.stream_requests()[1];
+    assert_eq!(probe.path, req.path);
+    for name in [
+        "authorization",
+        "accept",
+        "cache-control",
+        "listen-delete",
+        "no-dependencies",
+        "with-inferences",
+        "accept-encoding",
+    ] {
+        assert_eq!(probe.header(name), req.header(name), "{name}");
+    }
+    assert_eq!(probe.header("last-event-id"), None);
 }
 
 #[test]

@@ -5,13 +5,13 @@
 //! summary then goes to standard error. Exit 0 when converged (dry-run: when the pass ran), 1 when
 //! a repair failed, the guard tripped or the pass could not run, 2 on a configuration error.
 
-use super::{EXIT_FAILURE, EXIT_OK};
+use super::AppError;
 use crate::harfanglab::model::{SourceKind, SourceLists};
 use crate::harfanglab::{Client, HarfangLabError};
 use crate::metrics::{Health, Metrics};
 use crate::notify::{Notifier, WatchdogGate};
 use crate::opencti::api::OpenCtiApi;
-use crate::pipeline::{self, DeadLetterLog, PipelineOptions, Shutdown};
+use crate::pipeline::{self, DeadLetterLog, Shutdown};
 use crate::reconcile::{PassDeps, run_pass};
 use crate::service::{Handler, SideSink, Work, pass_options};
 use crate::sync::{SyncSettings, Syncer};
@@ -27,42 +27,38 @@ pub struct ReconcileArgs {
     pub force: bool,
 }
 
-/// Run the command; returns the exit code.
+/// Run the command: `Ok` when converged, [`AppError::NotConverged`] (exit 1, the summary said
+/// why) or [`AppError::Reconcile`] when the pass could not run.
 pub fn reconcile_command(
     path: Option<&Path>,
     args: ReconcileArgs,
     shutdown: &Shutdown,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> u8 {
-    let config = match super::load_config(path, args.dry_run, err) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+) -> Result<(), AppError> {
+    let config = super::load_config(path, args.dry_run)?;
     match reconcile_once(&config, args, shutdown, out, err) {
-        Ok(code) => code,
-        Err(e) => {
-            log::error!("reconcile: {e}");
-            let _ = writeln!(err, "harfanglab-intel reconcile: {e}");
-            EXIT_FAILURE
-        }
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AppError::NotConverged),
+        Err(e) => Err(AppError::Reconcile(e)),
     }
 }
 
+/// One pass; `Ok(converged)`.
 fn reconcile_once(
     config: &crate::config::Config,
     args: ReconcileArgs,
     shutdown: &Shutdown,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<u8, String> {
+) -> Result<bool, String> {
     let dry_run = config.harfanglab.dry_run;
-    let opencti = OpenCtiApi::new(crate::service::api_options(config))
+    let opencti = OpenCtiApi::new(config.opencti_api_options())
         .map_err(|e| e.to_string())?
         .with_shutdown(shutdown.receiver().clone());
     opencti.about().map_err(|e| e.to_string())?;
     let client = Client::new(
-        crate::service::client_options(config),
+        config.harfanglab_client_options(),
         shutdown.receiver().clone(),
     )
     .map_err(|e| e.to_string())?;
@@ -102,14 +98,8 @@ fn reconcile_once(
     let mut opts = pass_options(config);
     opts.force = args.force;
     opts.keep_records = true;
-    let stream = crate::service::stream_options(config);
-    let workers = config.service.workers.max(1);
-    let popts = PipelineOptions {
-        workers,
-        shutdown_deadline: config.service.shutdown_timeout,
-        retry: config.harfanglab.event_retry(),
-        ..PipelineOptions::default()
-    };
+    let stream = config.stream_options();
+    let popts = config.pipeline_options();
     // No live stream here: the source stays empty, and is closed once the pass is over (the
     // pipeline then ends).
     let (source_tx, source_rx) = crossbeam_channel::bounded::<pipeline::Input<Work>>(1);
@@ -169,5 +159,5 @@ fn reconcile_once(
     } else {
         summary.converged()
     };
-    Ok(if ok { EXIT_OK } else { EXIT_FAILURE })
+    Ok(ok)
 }

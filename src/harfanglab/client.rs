@@ -23,8 +23,10 @@ use super::model::{
     ImportAnswer, IocRule, IocRuleBody, Page, ProbeReport, RemoteRule, RuleBody, RuleFilter,
     RuleKind, SourceKind, SourceList, SourceLists,
 };
+use crate::cause::Cause;
 use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
+use crate::tls::CaBundleError;
 use crate::translate::{IocKey, IocType};
 use crossbeam_channel::Receiver;
 use log::{debug, trace, warn};
@@ -105,8 +107,8 @@ impl ClientOptions {
 pub enum ClientConfigError {
     /// The base URL is not `http(s)://host[:port]`.
     BaseUrl { url: String, detail: String },
-    /// The CA bundle could not be read or holds no certificate.
-    CaFile { path: PathBuf, detail: String },
+    /// The CA bundle (`HARFANGLAB_INTEL_CA_FILE`) could not be read or holds no certificate.
+    CaFile(CaBundleError),
 }
 
 impl fmt::Display for ClientConfigError {
@@ -116,14 +118,19 @@ impl fmt::Display for ClientConfigError {
                 let url = crate::secret::redact_url(url);
                 write!(f, "invalid HarfangLab URL {url:?}: {detail}")
             }
-            ClientConfigError::CaFile { path, detail } => {
-                write!(f, "cannot use CA bundle {}: {detail}", path.display())
-            }
+            ClientConfigError::CaFile(e) => write!(f, "HarfangLab TLS setup: {e}"),
         }
     }
 }
 
-impl std::error::Error for ClientConfigError {}
+impl std::error::Error for ClientConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientConfigError::CaFile(e) => Some(e),
+            ClientConfigError::BaseUrl { .. } => None,
+        }
+    }
+}
 
 /// The operations the client counts, one per kind of call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -385,7 +392,7 @@ impl Client {
         let https = base.starts_with("https://");
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(path) = &opts.ca_file {
-            tls = tls.root_certs(load_ca_bundle(path)?);
+            tls = tls.root_certs(crate::tls::root_certs(path).map_err(ClientConfigError::CaFile)?);
         }
         if !opts.verify_tls {
             warn!(
@@ -1069,26 +1076,6 @@ fn normalise_base_url(raw: &str) -> Result<String, ClientConfigError> {
     Ok(base.to_owned())
 }
 
-fn load_ca_bundle(path: &PathBuf) -> Result<ureq::tls::RootCerts, ClientConfigError> {
-    let bad = |detail: String| ClientConfigError::CaFile {
-        path: path.clone(),
-        detail,
-    };
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => return Err(bad(e.to_string())),
-        }
-    }
-    if certs.is_empty() {
-        return Err(bad("no PEM certificate found".to_owned()));
-    }
-    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
-}
-
 /// Map a ureq failure to our classification (retryable or not).
 fn transport_error(label: &str, https: bool, e: ureq::Error) -> HarfangLabError {
     use std::io::ErrorKind;
@@ -1104,7 +1091,7 @@ fn transport_error(label: &str, https: bool, e: ureq::Error) -> HarfangLabError 
         ureq::Error::Io(ref io) if https && io.kind() == ErrorKind::InvalidData => {
             HarfangLabError::Tls {
                 op,
-                detail: e.to_string(),
+                source: Cause::new(e),
             }
         }
         ureq::Error::Tls(_)
@@ -1112,7 +1099,7 @@ fn transport_error(label: &str, https: bool, e: ureq::Error) -> HarfangLabError 
         | ureq::Error::Rustls(_)
         | ureq::Error::TlsRequired => HarfangLabError::Tls {
             op,
-            detail: e.to_string(),
+            source: Cause::new(e),
         },
         ureq::Error::Io(_)
         | ureq::Error::HostNotFound
@@ -1121,7 +1108,7 @@ fn transport_error(label: &str, https: bool, e: ureq::Error) -> HarfangLabError 
         | ureq::Error::ConnectProxyFailed(_)
         | ureq::Error::BodyStalled => HarfangLabError::Unreachable {
             op,
-            detail: e.to_string(),
+            source: Cause::new(e),
         },
         other => HarfangLabError::Decode {
             op,

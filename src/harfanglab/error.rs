@@ -1,6 +1,7 @@
 //! `HarfangLabError`: every way a HarfangLab call can fail, classified by what happens next
 //! ([`HarfangLabError::failure_kind`], [`HarfangLabError::is_fatal`]).
 
+use crate::cause::Cause;
 use crate::retry::{FailureKind, Retryable};
 use std::fmt;
 use std::time::Duration;
@@ -9,11 +10,13 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HarfangLabError {
     /// Connection refused / reset / DNS (after the client's quick resends): unavailable.
-    Unreachable { op: String, detail: String },
+    /// `source` is the `ureq::Error`.
+    Unreachable { op: String, source: Cause },
     /// Connect or read timeout: unavailable.
     Timeout { op: String },
-    /// TLS handshake or certificate failure: fatal at startup, permanent otherwise.
-    Tls { op: String, detail: String },
+    /// TLS handshake or certificate failure: fatal at startup, permanent otherwise. `source` is
+    /// the `ureq::Error`.
+    Tls { op: String, source: Cause },
     /// 401: the token (`HARFANGLAB_INTEL_TOKEN`) is wrong. Fatal.
     Unauthorized { op: String, detail: String },
     /// 403: the token's user lacks the threat-intel roles. Fatal.
@@ -71,13 +74,13 @@ impl HarfangLabError {
 impl fmt::Display for HarfangLabError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HarfangLabError::Unreachable { op, detail } => {
-                write!(f, "{op}: HarfangLab unreachable: {detail}")
+            HarfangLabError::Unreachable { op, source } => {
+                write!(f, "{op}: HarfangLab unreachable: {source}")
             }
             HarfangLabError::Timeout { op } => write!(f, "{op}: HarfangLab did not answer in time"),
-            HarfangLabError::Tls { op, detail } => write!(
+            HarfangLabError::Tls { op, source } => write!(
                 f,
-                "{op}: TLS failure talking to HarfangLab ({detail}); for a private CA set HARFANGLAB_INTEL_CA_FILE"
+                "{op}: TLS failure talking to HarfangLab ({source}); for a private CA set HARFANGLAB_INTEL_CA_FILE"
             ),
             HarfangLabError::Unauthorized { op, detail } => write!(
                 f,
@@ -107,4 +110,13 @@ impl fmt::Display for HarfangLabError {
     }
 }
 
-impl std::error::Error for HarfangLabError {}
+impl std::error::Error for HarfangLabError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HarfangLabError::Unreachable { source, .. } | HarfangLabError::Tls { source, .. } => {
+                Some(source.error())
+            }
+            _ => None,
+        }
+    }
+}

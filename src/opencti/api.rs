@@ -21,9 +21,11 @@
 //! is a reset from the UI ([`PingOutcome::Reset`], §3.4).
 
 use super::{TlsOptions, USER_AGENT, base_url, tls_config};
+use crate::cause::Cause;
 use crate::retry::{self, FailureKind, RetryPolicy, Retryable};
 use crate::secret::Secret;
 use crate::state::Checkpoint;
+use crate::tls::CaBundleError;
 use crate::translate;
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
@@ -82,7 +84,8 @@ pub enum ApiError {
     /// resent by the client itself.
     Transport {
         op: &'static str,
-        message: String,
+        /// The `ureq::Error`.
+        source: Cause,
         timeout: bool,
     },
     /// Non-2xx answer other than 401/403: 429 and 502-504 unavailable (with the server's
@@ -118,8 +121,11 @@ pub enum ApiError {
     },
     /// The answer is not the expected JSON.
     Decode { op: &'static str, message: String },
-    /// Setup problem (TLS bundle, URL).
-    Setup(String),
+    /// The CA bundle (`OPENCTI_CA_FILE`) cannot be used (fatal).
+    Setup(CaBundleError),
+    /// The TLS handshake or the certificate failed (fatal: `OPENCTI_SSL_VERIFY`,
+    /// `OPENCTI_CA_FILE`; retrying cannot fix it). `source` is the `ureq::Error`.
+    Tls { op: &'static str, source: Cause },
     /// Shutdown was requested during a resend wait.
     Shutdown,
 }
@@ -145,7 +151,10 @@ impl ApiError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ApiError::Auth { .. } | ApiError::Setup(_) | ApiError::Unsupported { .. }
+            ApiError::Auth { .. }
+                | ApiError::Setup(_)
+                | ApiError::Tls { .. }
+                | ApiError::Unsupported { .. }
         )
     }
 }
@@ -153,10 +162,10 @@ impl ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApiError::Transport { op, message, .. } => {
+            ApiError::Transport { op, source, .. } => {
                 write!(
                     f,
-                    "OpenCTI GraphQL {op}: cannot reach the platform: {message}"
+                    "OpenCTI GraphQL {op}: cannot reach the platform: {source}"
                 )
             }
             ApiError::Status {
@@ -196,13 +205,28 @@ impl fmt::Display for ApiError {
             ApiError::Decode { op, message } => {
                 write!(f, "OpenCTI GraphQL {op}: unexpected answer: {message}")
             }
-            ApiError::Setup(m) => write!(f, "OpenCTI client setup: {m}"),
+            ApiError::Setup(e) => write!(f, "OpenCTI client setup: {e}"),
+            ApiError::Tls { op, source } => write!(
+                f,
+                "OpenCTI client setup: TLS failure talking to OpenCTI ({op}): {source}; check \
+                 OPENCTI_SSL_VERIFY and OPENCTI_CA_FILE"
+            ),
             ApiError::Shutdown => f.write_str("OpenCTI GraphQL call interrupted by shutdown"),
         }
     }
 }
 
-impl std::error::Error for ApiError {}
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApiError::Transport { source, .. } | ApiError::Tls { source, .. } => {
+                Some(source.error())
+            }
+            ApiError::Setup(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A platform version `major.minor.patch` (from `about { version }`). Ordered field by field,
 /// so `7.260817.0` (the 7.x `7.YYMMDD.N` scheme) is later than every 6.x.
@@ -853,10 +877,11 @@ impl OpenCtiApi {
             ureq::Error::Tls(_)
             | ureq::Error::Pem(_)
             | ureq::Error::Rustls(_)
-            | ureq::Error::TlsRequired => ApiError::Setup(format!(
-                "TLS failure talking to OpenCTI ({op}): {e}; check OPENCTI_SSL_VERIFY and OPENCTI_CA_FILE"
-            )),
-            e => transport_error(op, &e),
+            | ureq::Error::TlsRequired => ApiError::Tls {
+                op,
+                source: Cause::new(e),
+            },
+            e => transport_error(op, e),
         })?;
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -869,7 +894,7 @@ impl OpenCtiApi {
             .with_config()
             .limit(64 * 1024 * 1024)
             .read_to_string()
-            .map_err(|e| transport_error(op, &e))?;
+            .map_err(|e| transport_error(op, e))?;
         if status == 401 || status == 403 {
             return Err(ApiError::Auth { op, status });
         }
@@ -932,8 +957,8 @@ impl OpenCtiApi {
 }
 
 /// A request that got no answer: a timeout (not resent) or a dropped connection.
-fn transport_error(op: &'static str, e: &ureq::Error) -> ApiError {
-    let timeout = match e {
+fn transport_error(op: &'static str, e: ureq::Error) -> ApiError {
+    let timeout = match &e {
         ureq::Error::Timeout(_) => true,
         ureq::Error::Io(io) => matches!(
             io.kind(),
@@ -943,7 +968,7 @@ fn transport_error(op: &'static str, e: &ureq::Error) -> ApiError {
     };
     ApiError::Transport {
         op,
-        message: e.to_string(),
+        source: Cause::new(e),
         timeout,
     }
 }

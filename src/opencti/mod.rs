@@ -15,6 +15,7 @@ pub(crate) fn base_url(url: &str) -> &str {
     url.trim_end_matches('/')
 }
 
+use crate::tls::CaBundleError;
 use std::path::PathBuf;
 
 /// TLS settings for both OpenCTI agents (`OPENCTI_SSL_VERIFY`, default off in pycti: the caller
@@ -28,22 +29,10 @@ pub struct TlsOptions {
 }
 
 /// Build ureq's TLS config; the error names the CA bundle that could not be read.
-pub(crate) fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, String> {
+pub(crate) fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, CaBundleError> {
     let mut b = ureq::tls::TlsConfig::builder().disable_verification(!tls.verify);
     if let Some(path) = &tls.ca_bundle {
-        let pem = std::fs::read(path).map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-        let mut certs = Vec::new();
-        for item in ureq::tls::parse_pem(&pem) {
-            match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-                Ok(_) => {}
-                Err(e) => return Err(format!("CA bundle {}: {e}", path.display())),
-            }
-        }
-        if certs.is_empty() {
-            return Err(format!("CA bundle {} holds no certificate", path.display()));
-        }
-        b = b.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        b = b.root_certs(crate::tls::root_certs(path)?);
     }
     Ok(b.build())
 }
@@ -61,27 +50,15 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_or_empty_ca_bundle_is_a_clear_error() {
+    fn a_ca_bundle_replaces_the_built_in_roots() {
         let missing = TlsOptions {
             verify: true,
             ca_bundle: Some("/nonexistent/ca.pem".into()),
         };
-        assert!(
-            tls_config(&missing)
-                .unwrap_err()
-                .contains("/nonexistent/ca.pem")
-        );
-        let dir = std::env::temp_dir().join(format!("hli-ca-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let empty = dir.join("empty.pem");
-        std::fs::write(&empty, b"not a certificate").unwrap();
-        let e = tls_config(&TlsOptions {
-            verify: true,
-            ca_bundle: Some(empty),
-        })
-        .unwrap_err();
-        assert!(e.contains("no certificate"), "{e}");
-        let _ = std::fs::remove_dir_all(dir);
+        assert!(matches!(
+            tls_config(&missing),
+            Err(CaBundleError::Unreadable { .. })
+        ));
         assert!(tls_config(&TlsOptions::default()).is_ok());
     }
 }

@@ -30,9 +30,11 @@
 use super::events::{self, ConnectedInfo, Decoded, EventError, Payload, StreamEvent};
 use super::sse::{DEFAULT_MAX_LINE, Frame, FrameReader};
 use super::{TlsOptions, USER_AGENT, base_url, tls_config};
+use crate::cause::Cause;
 use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::state::Checkpoint;
+use crate::tls::CaBundleError;
 use crossbeam_channel::{Receiver, Sender, select};
 use std::fmt;
 use std::io::{self, BufReader};
@@ -104,6 +106,34 @@ impl StreamOptions {
         }
         u
     }
+
+    /// The SSE request (opencti-protocol.md §1.1), the one place its headers are written: the
+    /// reader and [`probe`] both send it. `last_event_id` is the resume position; a probe sends
+    /// none, so the platform starts live-only (§1.3) and replays nothing.
+    fn request(
+        &self,
+        agent: &ureq::Agent,
+        url: &str,
+        last_event_id: Option<&str>,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let tf = |b: bool| if b { "true" } else { "false" };
+        let req = agent
+            .get(url)
+            .header("Authorization", &format!("Bearer {}", self.token.expose()))
+            .header("Accept", "text/event-stream")
+            .header("Cache-Control", "no-cache")
+            .header("listen-delete", tf(self.listen_delete))
+            .header("no-dependencies", tf(self.no_dependencies))
+            .header("with-inferences", tf(self.with_inferences))
+            .header(
+                "Accept-Encoding",
+                if self.compression { "gzip" } else { "identity" },
+            );
+        match last_event_id {
+            Some(id) => req.header("Last-Event-ID", id),
+            None => req,
+        }
+    }
 }
 
 /// RFC 3986 unreserved characters kept, everything else `%XX` (a `+hh:mm` offset stays intact).
@@ -153,8 +183,10 @@ pub enum StreamError {
     Auth { status: u16, stream_id: String },
     /// 404 on the first connection.
     NotFound { url: String, stream_id: String },
-    /// TLS/CA bundle setup.
-    Setup(String),
+    /// The CA bundle (`OPENCTI_CA_FILE`) cannot be used.
+    Setup(CaBundleError),
+    /// The reader thread panicked (a bug).
+    ReaderPanicked,
 }
 
 impl fmt::Display for StreamError {
@@ -172,12 +204,20 @@ impl fmt::Display for StreamError {
                  ({stream_id:?})",
                 crate::secret::redact_url(url)
             ),
-            StreamError::Setup(m) => write!(f, "live stream setup: {m}"),
+            StreamError::Setup(e) => write!(f, "live stream setup: {e}"),
+            StreamError::ReaderPanicked => f.write_str("the live stream reader thread panicked"),
         }
     }
 }
 
-impl std::error::Error for StreamError {}
+impl std::error::Error for StreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StreamError::Setup(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Counters of the reader (snapshot).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -331,7 +371,7 @@ impl StreamReader {
     pub fn join(mut self) -> Result<(), StreamError> {
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
-            Some(Err(_)) => Err(StreamError::Setup("stream reader thread panicked".into())),
+            Some(Err(_)) => Err(StreamError::ReaderPanicked),
             None => Ok(()),
         }
     }
@@ -523,20 +563,7 @@ impl Reader {
             o.no_dependencies,
             o.with_inferences
         );
-        let tf = |b: bool| if b { "true" } else { "false" };
-        let req = agent
-            .get(&url)
-            .header("Authorization", &format!("Bearer {}", o.token.expose()))
-            .header("Accept", "text/event-stream")
-            .header("Cache-Control", "no-cache")
-            .header("listen-delete", tf(o.listen_delete))
-            .header("no-dependencies", tf(o.no_dependencies))
-            .header("with-inferences", tf(o.with_inferences))
-            .header("Last-Event-ID", &self.pos.start_from)
-            .header(
-                "Accept-Encoding",
-                if o.compression { "gzip" } else { "identity" },
-            );
+        let req = o.request(&agent, &url, Some(&self.pos.start_from));
         let resp = match req.call() {
             Ok(r) => r,
             Err(e) => {
@@ -710,10 +737,10 @@ impl Reader {
 /// Why a one-shot [`probe`] of the stream failed, worded for the operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProbeError {
-    /// TLS/CA bundle setup.
-    Setup(String),
-    /// No HTTP answer (refused, DNS, TLS handshake, timeout).
-    Connect(String),
+    /// The CA bundle (`OPENCTI_CA_FILE`) cannot be used.
+    Setup(CaBundleError),
+    /// No HTTP answer (refused, DNS, TLS handshake, timeout); `source` is the `ureq::Error`.
+    Connect(Cause),
     /// 401/403: token or stream id (OpenCTI answers 401 for an unknown stream too, §1.2).
     Auth { status: u16, stream_id: String },
     /// 404: wrong URL (base path) or stream id.
@@ -722,15 +749,16 @@ pub enum ProbeError {
     Stopped { stream_id: String },
     /// Any other status.
     Status { status: u16, reason: String },
-    /// 200 but no `connected` event before the stream ended or timed out.
-    NoConnected(String),
+    /// 200 but no `connected` event before the stream ended (`None`) or failed (its
+    /// `SseError`: a timeout, a reset, an over-long line).
+    NoConnected(Option<Cause>),
 }
 
 impl fmt::Display for ProbeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProbeError::Setup(m) => write!(f, "live stream setup: {m}"),
-            ProbeError::Connect(m) => write!(f, "cannot open the live stream: {m}"),
+            ProbeError::Setup(e) => write!(f, "live stream setup: {e}"),
+            ProbeError::Connect(e) => write!(f, "cannot open the live stream: {e}"),
             ProbeError::Auth { status, stream_id } => StreamError::Auth {
                 status: *status,
                 stream_id: stream_id.clone(),
@@ -749,16 +777,27 @@ impl fmt::Display for ProbeError {
             ProbeError::Status { status, reason } => {
                 write!(f, "the live stream answered HTTP {status} {reason}")
             }
-            ProbeError::NoConnected(m) => write!(
-                f,
-                "the live stream opened but sent no `connected` event: {m} (a proxy buffering \
-                 text/event-stream?)"
-            ),
+            ProbeError::NoConnected(cause) => {
+                f.write_str("the live stream opened but sent no `connected` event: ")?;
+                match cause {
+                    Some(e) => write!(f, "{e}")?,
+                    None => f.write_str("the server closed the stream")?,
+                }
+                f.write_str(" (a proxy buffering text/event-stream?)")
+            }
         }
     }
 }
 
-impl std::error::Error for ProbeError {}
+impl std::error::Error for ProbeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProbeError::Setup(e) => Some(e),
+            ProbeError::Connect(e) | ProbeError::NoConnected(Some(e)) => Some(e.error()),
+            _ => None,
+        }
+    }
+}
 
 /// Open the stream once with the reader's headers, read until the `connected` event and close
 /// (for `harfanglab-intel check`). `timeout` bounds the whole exchange. No `Last-Event-ID` is
@@ -774,18 +813,10 @@ pub fn probe(opts: &StreamOptions, timeout: Duration) -> Result<ConnectedInfo, P
         .build()
         .new_agent();
     let url = opts.request_url(None);
-    let tf = |b: bool| if b { "true" } else { "false" };
-    let resp = agent
-        .get(&url)
-        .header("Authorization", &format!("Bearer {}", opts.token.expose()))
-        .header("Accept", "text/event-stream")
-        .header("Cache-Control", "no-cache")
-        .header("listen-delete", tf(opts.listen_delete))
-        .header("no-dependencies", tf(opts.no_dependencies))
-        .header("with-inferences", tf(opts.with_inferences))
-        .header("Accept-Encoding", "identity")
+    let resp = opts
+        .request(&agent, &url, None)
         .call()
-        .map_err(|e| ProbeError::Connect(e.to_string()))?;
+        .map_err(|e| ProbeError::Connect(Cause::new(e)))?;
     let stream_id = opts.stream_id.clone();
     match resp.status().as_u16() {
         200 => {}
@@ -802,14 +833,12 @@ pub fn probe(opts: &StreamOptions, timeout: Duration) -> Result<ConnectedInfo, P
     let body = resp.into_body().into_reader();
     let frames = FrameReader::with_limit(BufReader::new(body), opts.max_line);
     for frame in frames {
-        let frame = frame.map_err(|e| ProbeError::NoConnected(e.to_string()))?;
+        let frame = frame.map_err(|e| ProbeError::NoConnected(Some(Cause::new(e))))?;
         if let Ok(Decoded::Connected(info)) = events::decode(&frame) {
             return Ok(info);
         }
     }
-    Err(ProbeError::NoConnected(
-        "the server closed the stream".into(),
-    ))
+    Err(ProbeError::NoConnected(None))
 }
 
 /// A read that failed because no byte arrived within the per-read timeout.

@@ -1,7 +1,8 @@
 //! `Shutdown`: the one process-wide stop signal, shared by every thread (reader, pipeline owner,
 //! workers, HTTP clients' retry loops).
 //!
-//! It owns the *signal* only; installing the OS handler (ctrlc) is `main.rs`'s job. The signal is
+//! It owns the *signal* only; installing the OS handler (ctrlc) is `main.rs`'s job, and so is the
+//! exit on a second signal (the library never ends the process). The signal is
 //! a crossbeam channel whose only `Sender` is dropped on [`Shutdown::trigger`]: every clone of the
 //! receiver then sees `Disconnected` at once, so a wait (`wait_timeout`, or a `select!` arm on
 //! [`Shutdown::receiver`]) ends promptly instead of sleeping out its timeout. A second signal sets
@@ -28,26 +29,6 @@ struct Inner {
 }
 
 impl Shutdown {
-    /// A new `Shutdown` triggered by SIGINT/SIGTERM (ctrlc with its `termination` feature): the
-    /// first signal shuts down gracefully, a second one exits 130 at once (the checkpoint on
-    /// disk is always a correct resume position). One handler per process: call it once.
-    pub fn install_signal_handler() -> Shutdown {
-        let shutdown = Shutdown::new();
-        let s = shutdown.clone();
-        let installed = ctrlc::set_handler(move || {
-            if s.on_signal() {
-                // The logger may hold a lock mid-line; a plain write is the safe last word.
-                eprintln!("harfanglab-intel: second signal, exiting now");
-                std::process::exit(130);
-            }
-            log::info!("signal received: stopping (again to exit at once)");
-        });
-        if let Err(e) = installed {
-            log::warn!("cannot install the signal handler: {e}");
-        }
-        shutdown
-    }
-
     /// A signal that has not fired.
     pub fn new() -> Self {
         // Nothing is ever sent: the channel only carries "disconnected".
@@ -78,8 +59,7 @@ impl Shutdown {
 
     /// What a ctrlc handler calls on each signal: the first triggers a graceful shutdown, a
     /// later one also sets the hard flag. Returns `true` when shutdown was already triggered
-    /// (a second signal, or a signal during an internal shutdown), so the caller can
-    /// `std::process::exit(130)`.
+    /// (a second signal, or a signal during an internal shutdown), so `main` can exit 130.
     pub fn on_signal(&self) -> bool {
         let again = self.inner.triggered.swap(true, Ordering::SeqCst);
         if again {

@@ -1,10 +1,12 @@
 //! The running service: startup against both ends, then stream sessions through the pipeline
 //! until shutdown. `app::run` and the demo call [`run_with`]; `main` owns signals.
 //!
-//! Startup order: OpenCTI `about` (version) → `registerConnector` (skipped in dry-run) →
-//! reconcile the local checkpoint with the platform state → first `pingConnector` (as pycti,
-//! right after registration; skipped in dry-run) → HarfangLab `probe` →
-//! `ensure_source` for each of the three lists → metrics server (when enabled) → stream reader + pipeline.
+//! Two halves. `startup` (its own file): OpenCTI `about` (version) → `registerConnector`
+//! (skipped in dry-run) → reconcile the local checkpoint with the platform state → first
+//! `pingConnector` (as pycti, right after registration; skipped in dry-run) → HarfangLab `probe`
+//! → `ensure_source` for each of the three lists, which yields one `Started` value. Serving (here)
+//! consumes it: metrics server (when enabled), signal watch, ping and watchdog threads around the
+//! sessions (stream reader + pipeline), then the final checkpoint and ping.
 //!
 //! Decisions:
 //! - **Unreachable at startup** (network error, timeout, 429/5xx) is retried with the crate's
@@ -26,27 +28,28 @@
 mod handler;
 mod hooks;
 mod reconciling;
+mod startup;
 
 pub use handler::{Handler, Work, also_keys, event_key};
 pub use reconciling::{SideSink, pass_options};
 
-use crate::config::{Config, Recover};
+use crate::config::Config;
 use crate::harfanglab::client::ClientConfigError;
-use crate::harfanglab::model::{SourceKind, SourceLists};
-use crate::harfanglab::{Client, ClientOptions, HarfangLabError, ThreatIntelApi};
+use crate::harfanglab::model::SourceLists;
+use crate::harfanglab::{Client, HarfangLabError, ThreatIntelApi};
 use crate::metrics::{DEFAULT_HEALTH_WINDOW, Health, Metrics, MetricsServer};
 use crate::notify::{Notifier, WatchdogGate};
-use crate::opencti::TlsOptions;
-use crate::opencti::api::{ApiError, ApiOptions, OpenCtiApi, PlatformVersion, Registration};
+use crate::opencti::api::{ApiError, OpenCtiApi, PlatformVersion};
 use crate::opencti::stream::{StreamError, StreamOptions, StreamReader};
 use crate::pipeline::{
-    self, DeadLetterLog, PipelineError, PipelineOptions, PipelineStats, Shutdown, StatsSnapshot,
+    self, DeadLetterError, DeadLetterLog, PipelineError, PipelineOptions, PipelineStats, Shutdown,
+    StatsSnapshot,
 };
-use crate::retry::{FailureKind, RetryPolicy, Retryable};
-use crate::state::{self, CheckpointStore, CheckpointWriter, FirstRun, LocalCheckpoint};
+use crate::state::{self, CheckpointWriter, FirstRun, LocalCheckpoint};
 use crate::sync::dry_run::DryRunApi;
 use crate::sync::{SyncSettings, Syncer};
-use hooks::{Hooks, Pinged, Pinger, Shared, Sink};
+use hooks::{Hooks, Pinger, Shared, Sink};
+use startup::Startup;
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -107,8 +110,13 @@ pub enum ServiceError {
     HarfangLab(HarfangLabError),
     /// The HarfangLab client cannot be built (URL, CA bundle).
     ClientSetup(ClientConfigError),
-    /// The state directory or a file in it cannot be used.
-    State(String),
+    /// The state directory cannot be created.
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The dead-letter file in the state directory cannot be opened.
+    DeadLetters(DeadLetterError),
     /// The pipeline stopped (fatal event outcome, dead-letter file, worker panic).
     Pipeline(PipelineError),
     /// A thread could not be started.
@@ -124,12 +132,20 @@ pub enum ServiceError {
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServiceError::OpenCti(e) => write!(f, "{e}"),
-            ServiceError::Stream(e) => write!(f, "{e}"),
-            ServiceError::HarfangLab(e) => write!(f, "{e}"),
-            ServiceError::ClientSetup(e) => write!(f, "{e}"),
-            ServiceError::State(m) => write!(f, "state directory: {m}"),
-            ServiceError::Pipeline(e) => write!(f, "{e}"),
+            // These read as the error they carry.
+            ServiceError::OpenCti(e) => fmt::Display::fmt(e, f),
+            ServiceError::Stream(e) => fmt::Display::fmt(e, f),
+            ServiceError::HarfangLab(e) => fmt::Display::fmt(e, f),
+            ServiceError::ClientSetup(e) => fmt::Display::fmt(e, f),
+            ServiceError::Pipeline(e) => fmt::Display::fmt(e, f),
+            ServiceError::StateDir { path, source } => {
+                write!(
+                    f,
+                    "state directory: cannot create {}: {source}",
+                    path.display()
+                )
+            }
+            ServiceError::DeadLetters(e) => write!(f, "state directory: {e}"),
             ServiceError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             // `source` names the address ("metrics server cannot listen on ...: Address in use").
             ServiceError::Metrics { addr, source } => write!(
@@ -144,253 +160,129 @@ impl fmt::Display for ServiceError {
     }
 }
 
-impl std::error::Error for ServiceError {}
+impl std::error::Error for ServiceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServiceError::OpenCti(e) => Some(e),
+            ServiceError::Stream(e) => Some(e),
+            ServiceError::HarfangLab(e) => Some(e),
+            ServiceError::ClientSetup(e) => Some(e),
+            ServiceError::DeadLetters(e) => Some(e),
+            ServiceError::Pipeline(e) => Some(e),
+            ServiceError::StateDir { source, .. }
+            | ServiceError::Thread(source)
+            | ServiceError::Metrics { source, .. } => Some(source),
+        }
+    }
+}
 
 /// Run the connector with production options until `shutdown` (or a fatal error).
 pub fn run(config: &Config, shutdown: &Shutdown) -> Result<RunSummary, ServiceError> {
     run_with(config, shutdown, RunOptions::default())
 }
 
-/// [`run`] with explicit [`RunOptions`].
+/// [`run`] with explicit [`RunOptions`]: `Startup` until both ends are up, then
+/// `Started::serve` until shutdown.
 pub fn run_with(
     config: &Config,
     shutdown: &Shutdown,
     opts: RunOptions,
 ) -> Result<RunSummary, ServiceError> {
-    let started = Instant::now();
-    let dry_run = config.harfanglab.dry_run;
-    let connector_id = config.connector.id.to_string();
-    let backoff_max = opts.startup_backoff_max;
-
-    // OpenCTI: version, registration (its answer carries the platform's copy of our state).
-    let api = OpenCtiApi::new(api_options(config))
-        .map_err(ServiceError::OpenCti)?
-        .with_shutdown(shutdown.receiver().clone());
-    let Some(octi_version) = until_up("OpenCTI", shutdown, backoff_max, || api.about())
-        .map_err(ServiceError::OpenCti)?
-    else {
-        return Ok(stopped_early(started));
-    };
-    let version = PlatformVersion::parse(&octi_version);
-    let platform_state = if dry_run {
-        log::info!(
-            "[dry-run] not registering the connector in OpenCTI (no state is written there)"
-        );
-        None
-    } else {
-        let reg = Registration {
-            id: connector_id.clone(),
-            name: config.connector.name.clone(),
-            scope: config.connector.scope.clone(),
-        };
-        let registered = until_up("OpenCTI registration", shutdown, backoff_max, || {
-            api.register_connector(&reg, version)
-        })
-        .map_err(ServiceError::OpenCti)?;
-        let Some(registered) = registered else {
-            return Ok(stopped_early(started));
-        };
-        registered.connector_state
-    };
-
-    // Local checkpoint vs platform state.
-    let file_id = if dry_run {
-        format!("{connector_id}.dry-run")
-    } else {
-        connector_id.clone()
-    };
-    let state_dir = &config.service.state_dir;
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| ServiceError::State(format!("cannot create {}: {e}", state_dir.display())))?;
-    let store = CheckpointStore::new(state_dir, &file_id);
-    let local = match store.load() {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("{e}; ignoring the local checkpoint");
-            None
+    let began = Instant::now();
+    match Startup::new(config, shutdown, &opts).run()? {
+        Some(started) => started.serve(began),
+        None => {
+            log::info!("shutdown during startup");
+            Ok(RunSummary {
+                sessions: 0,
+                stats: StatsSnapshot::default(),
+                watermark: None,
+                harfanglab_requests: 0,
+                dry_run_skipped_writes: 0,
+                elapsed: began.elapsed(),
+            })
         }
-    };
-    let first_run = first_run(config);
-    let reconciled = state::reconcile(
-        local.as_ref(),
-        platform_state.as_deref(),
-        &first_run,
-        SystemTime::now(),
-    );
-    log::info!(
-        "stream position: start after {} (recover until {}; {:?})",
-        reconciled.checkpoint.start_from,
-        reconciled
-            .checkpoint
-            .recover_until
-            .as_deref()
-            .unwrap_or("-"),
-        reconciled.origin
-    );
-    let writer = CheckpointWriter::spawn(
-        store,
-        LocalCheckpoint {
-            checkpoint: reconciled.checkpoint.clone(),
-            platform_acked: reconciled.platform_acked,
-        },
-        state::DEFAULT_SAVE_INTERVAL,
-    )
-    .map_err(ServiceError::Thread)?;
-    // First ping right after registration, as pycti does: OpenCTI sees the connector alive and
-    // holds its position from the start, not one ping interval later (a crash in between would
-    // lose it there).
-    let mut start = reconciled.checkpoint;
-    let first_ping = if dry_run {
-        None
-    } else {
-        let pinged = hooks::ping(&api, &connector_id, &writer, version);
-        if pinged == Pinged::Reset {
-            start = first_run.checkpoint(SystemTime::now());
-            writer.replace(LocalCheckpoint {
-                checkpoint: start.clone(),
-                platform_acked: false,
-            });
-        }
-        Some(pinged != Pinged::Failed)
-    };
-
-    // HarfangLab: probe, then our three source lists.
-    let client = Client::new(client_options(config), shutdown.receiver().clone())
-        .map_err(ServiceError::ClientSetup)?;
-    let Some(probe) = until_up("HarfangLab", shutdown, backoff_max, || client.probe())
-        .map_err(ServiceError::HarfangLab)?
-    else {
-        return Ok(stopped_early(started));
-    };
-    let name = &config.harfanglab.source_list_name;
-    // One startup step per list: the client does not retry a 5xx or 429 itself, so a flaky
-    // answer redoes (and backs off) only the list it hit, not the ones already found. After a
-    // shutdown the later steps return `None` at once.
-    let source = |kind: SourceKind| {
-        until_up(
-            &format!("HarfangLab {} list", kind.resource()),
-            shutdown,
-            backoff_max,
-            || {
-                if dry_run {
-                    dry_run_source(&client, kind, name)
-                } else {
-                    client.ensure_source(kind, name).map(|list| list.id)
-                }
-            },
-        )
-        .map_err(ServiceError::HarfangLab)
-    };
-    let (Some(ioc), Some(sigma), Some(yara)) = (
-        source(SourceKind::Ioc)?,
-        source(SourceKind::Sigma)?,
-        source(SourceKind::Yara)?,
-    ) else {
-        return Ok(stopped_early(started));
-    };
-    let lists = SourceLists { ioc, sigma, yara };
-
-    log::info!(
-        "harfanglab-intel {} running{}: OpenCTI {octi_version}, stream {:?}, HarfangLab {}, \
-         source lists {name:?} (ioc {}, sigma {}, yara {}), {} workers",
-        env!("CARGO_PKG_VERSION"),
-        if dry_run { " in DRY-RUN mode" } else { "" },
-        config.connector.live_stream_id,
-        probe.version.as_deref().unwrap_or("(version unknown)"),
-        lists.ioc,
-        lists.sigma,
-        lists.yara,
-        config.service.workers,
-    );
-
-    let settings = SyncSettings {
-        lists,
-        remove_indicator: config.harfanglab.remove_indicator,
-        rule_maturity: config.harfanglab.rule_maturity.as_str().to_owned(),
-        enforce_enabled: config.reconcile.enforce_enabled,
-    };
-    let ctx = Ctx {
-        config,
-        shutdown,
-        opts: &opts,
-        api: &api,
-        client: &client,
-        version,
-        dry_run,
-        connector_id,
-        file_id,
-        first_run,
-        start,
-        first_ping,
-    };
-    let result = if dry_run {
-        let dry = DryRunApi::new(client.clone());
-        let syncer = Syncer::new(dry, settings);
-        ctx.serve(syncer, &writer, |s| s.api().skipped_writes())
-    } else {
-        ctx.serve(Syncer::new(client.clone(), settings), &writer, |_| 0)
-    };
-    let final_cp = writer.current().map(|l| l.checkpoint);
-    if let Err(e) = writer.finish() {
-        log::error!("final checkpoint save failed: {e}");
-    }
-    let (sessions, dry_writes) = result?;
-    // Last ping with the final position (the shutdown only shortens its retry waits).
-    if !dry_run {
-        match api.ping_connector(&ctx.connector_id, final_cp.as_ref(), version) {
-            Ok(_) => log::debug!("final ping sent"),
-            Err(e) => log::warn!("final ping to OpenCTI failed: {e}"),
-        }
-    }
-    let stats = opts.stats.snapshot();
-    Ok(RunSummary {
-        sessions,
-        watermark: final_cp.map(|c| c.start_from),
-        stats,
-        harfanglab_requests: client.stats().total_requests(),
-        dry_run_skipped_writes: dry_writes,
-        elapsed: started.elapsed(),
-    })
-}
-
-fn stopped_early(started: Instant) -> RunSummary {
-    log::info!("shutdown during startup");
-    RunSummary {
-        sessions: 0,
-        stats: StatsSnapshot::default(),
-        watermark: None,
-        harfanglab_requests: 0,
-        dry_run_skipped_writes: 0,
-        elapsed: started.elapsed(),
     }
 }
 
-/// Everything a session needs, built once by startup.
-struct Ctx<'a> {
+/// Everything serving needs, established by [`Startup`]: both ends up, the stream position
+/// reconciled, the source lists known.
+struct Started<'a> {
     config: &'a Config,
     shutdown: &'a Shutdown,
     opts: &'a RunOptions,
-    api: &'a OpenCtiApi,
-    client: &'a Client,
+    api: OpenCtiApi,
+    client: Client,
     version: Option<PlatformVersion>,
     dry_run: bool,
     connector_id: String,
     file_id: String,
     first_run: FirstRun,
     start: state::Checkpoint,
+    writer: CheckpointWriter,
     /// Whether the startup ping went through (`None`: not sent, dry-run).
     first_ping: Option<bool>,
+    lists: SourceLists,
 }
 
-impl Ctx<'_> {
+impl Started<'_> {
+    /// Serve until shutdown (or a fatal error), then save the final checkpoint and send a last
+    /// ping with it.
+    fn serve(self, began: Instant) -> Result<RunSummary, ServiceError> {
+        let h = &self.config.harfanglab;
+        let settings = SyncSettings {
+            lists: self.lists.clone(),
+            remove_indicator: h.remove_indicator,
+            rule_maturity: h.rule_maturity.as_str().to_owned(),
+            enforce_enabled: self.config.reconcile.enforce_enabled,
+        };
+        let result = if self.dry_run {
+            let dry = DryRunApi::new(self.client.clone());
+            let syncer = Syncer::new(dry, settings);
+            self.serve_with(syncer, |s| s.api().skipped_writes())
+        } else {
+            self.serve_with(Syncer::new(self.client.clone(), settings), |_| 0)
+        };
+        let final_cp = self.writer.current().map(|l| l.checkpoint);
+        let Started {
+            writer,
+            api,
+            client,
+            version,
+            dry_run,
+            connector_id,
+            opts,
+            ..
+        } = self;
+        if let Err(e) = writer.finish() {
+            log::error!("final checkpoint save failed: {e}");
+        }
+        let (sessions, dry_writes) = result?;
+        // Last ping with the final position (the shutdown only shortens its retry waits).
+        if !dry_run {
+            match api.ping_connector(&connector_id, final_cp.as_ref(), version) {
+                Ok(_) => log::debug!("final ping sent"),
+                Err(e) => log::warn!("final ping to OpenCTI failed: {e}"),
+            }
+        }
+        Ok(RunSummary {
+            sessions,
+            watermark: final_cp.map(|c| c.start_from),
+            stats: opts.stats.snapshot(),
+            harfanglab_requests: client.stats().total_requests(),
+            dry_run_skipped_writes: dry_writes,
+            elapsed: began.elapsed(),
+        })
+    }
+
     /// Metrics, ping and watchdog threads around the session loop. Returns the number of
     /// sessions and the dry-run write count.
-    fn serve<A: ThreatIntelApi>(
+    fn serve_with<A: ThreatIntelApi>(
         &self,
         syncer: Syncer<A>,
-        writer: &CheckpointWriter,
         dry_writes: impl Fn(&Syncer<A>) -> u64,
     ) -> Result<(u32, u64), ServiceError> {
+        let writer = &self.writer;
         let c = &self.config.connector;
         let metrics = Metrics::with_prefix(&c.metrics_namespace, &c.metrics_subsystem);
         if let Some(ok) = self.first_ping {
@@ -404,7 +296,7 @@ impl Ctx<'_> {
             notifier.clone(),
             Duration::from_secs(60).max(self.opts.tick_every * 3),
         );
-        register_collectors(&metrics, self.client, &self.opts.stats);
+        register_collectors(&metrics, &self.client, &self.opts.stats);
         let _server = match c.metrics_addr {
             Some(addr) => {
                 let s = MetricsServer::start(&addr.to_string(), metrics.clone(), health.clone())
@@ -441,8 +333,8 @@ impl Ctx<'_> {
                 })
                 .map_err(ServiceError::Thread)?;
             let pinger = Pinger {
-                api: self.api,
-                client: self.client,
+                api: &self.api,
+                client: &self.client,
                 writer,
                 shared,
                 connector_id: self.connector_id.clone(),
@@ -458,7 +350,7 @@ impl Ctx<'_> {
                 return Err(ServiceError::Thread(e));
             }
             let syncer = handler.syncer();
-            let (client, inventory) = (self.client, syncer.inventory());
+            let (client, inventory) = (&self.client, syncer.inventory());
             let lists = &syncer.settings().lists;
             let inv = std::thread::Builder::new()
                 .name("inventory".into())
@@ -539,14 +431,13 @@ impl Ctx<'_> {
         session: &Shutdown,
         start: &state::Checkpoint,
     ) -> Result<(), ServiceError> {
-        let workers = self.config.service.workers.max(1);
         // Small channels: the pipeline's own in-flight window is the real buffer.
         let (item_tx, item_rx) = crossbeam_channel::bounded(64);
         let (input_tx, input_rx) = crossbeam_channel::bounded(64);
         let reader = StreamReader::spawn(
             StreamOptions {
                 backoff_base: self.opts.stream_backoff,
-                ..stream_options(self.config)
+                ..self.config.stream_options()
             },
             start.clone(),
             item_tx,
@@ -557,19 +448,12 @@ impl Ctx<'_> {
             &self.config.service.state_dir,
             &dead_letter_name(&self.file_id),
         )
-        .map_err(|e| ServiceError::State(e.to_string()))?;
+        .map_err(ServiceError::DeadLetters)?;
         let popts = PipelineOptions {
-            workers,
-            // About 512 events in flight whatever the worker count (at least 8 per worker):
-            // enough to keep every worker busy across keys, while memory stays bounded by
-            // the window (each event holds its STIX payload).
-            queue_per_worker: (512 / workers).clamp(8, 64),
-            shutdown_deadline: self.config.service.shutdown_timeout,
             summary_every: self.opts.summary_every,
             tick_every: self.opts.tick_every,
-            retry: self.config.harfanglab.event_retry(),
             stats: self.opts.stats.clone(),
-            ..PipelineOptions::default()
+            ..self.config.pipeline_options()
         };
         let mut sink = Sink {
             writer,
@@ -588,7 +472,7 @@ impl Ctx<'_> {
         let (side_tx, side_rx) = crossbeam_channel::bounded(64);
         let schedule = reconciling::Schedule {
             config: self.config,
-            client: self.client,
+            client: &self.client,
             lists: &handler.syncer().settings().lists,
             inventory: handler.syncer().inventory(),
             metrics: &shared.metrics,
@@ -663,129 +547,13 @@ fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats
     });
 }
 
-/// Retry at startup until up or shutdown. `Ok(None)`: shutdown came first. Transient and
-/// unavailable failures are retried, a permanent one is returned.
-fn until_up<T, E: fmt::Display + Retryable>(
-    what: &str,
-    shutdown: &Shutdown,
-    backoff_max: Duration,
-    mut call: impl FnMut() -> Result<T, E>,
-) -> Result<Option<T>, E> {
-    let policy = RetryPolicy::until_stopped(Duration::from_secs(1), backoff_max);
-    let mut rng = fastrand::Rng::new();
-    for retry in 0u32.. {
-        if shutdown.is_triggered() {
-            return Ok(None);
-        }
-        match call() {
-            Ok(v) => return Ok(Some(v)),
-            Err(e) if shutdown.is_triggered() => {
-                log::debug!("{what}: {e} (shutting down)");
-                return Ok(None);
-            }
-            Err(e) => {
-                let retry_after = match e.failure_kind() {
-                    FailureKind::Permanent => return Err(e),
-                    FailureKind::Transient => None,
-                    FailureKind::Unavailable { retry_after } => retry_after,
-                };
-                let wait = policy.delay(retry, retry_after, &mut rng);
-                log::warn!(
-                    "{what} not reachable at startup (attempt {}): {e}; retrying in {}",
-                    retry + 1,
-                    humantime::format_duration(Duration::from_millis(
-                        u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
-                    ))
-                );
-                if shutdown.wait_timeout(wait) {
-                    return Ok(None);
-                }
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Dry-run: find a source list, never create it (a missing one gets a placeholder id, so every
-/// lookup in it finds nothing and every write is logged as a creation).
-fn dry_run_source(
-    client: &Client,
-    kind: SourceKind,
-    name: &str,
-) -> Result<String, HarfangLabError> {
-    Ok(match client.find_source(kind, name)? {
-        Some(list) => list.id,
-        None => {
-            log::info!(
-                "[dry-run] would create {} {name:?} (it does not exist yet)",
-                kind.resource()
-            );
-            format!("dry-run-{}", kind.resource())
-        }
-    })
-}
-
-fn first_run(config: &Config) -> FirstRun {
-    FirstRun {
-        start_timestamp: config.connector.start_timestamp_ms.map(|t| t.to_string()),
-        recover_iso_date: match &config.connector.recover {
-            Recover::UntilNow => None,
-            Recover::Disabled => Some("false".to_owned()),
-            Recover::Until(d) => Some(d.clone()),
-        },
-    }
-}
-
-fn octi_tls(config: &Config) -> TlsOptions {
-    TlsOptions {
-        verify: config.opencti.tls.verify(),
-        ca_bundle: config.opencti.tls.ca_file().map(Into::into),
-    }
-}
-
-pub(crate) fn api_options(config: &Config) -> ApiOptions {
-    let mut o = ApiOptions::new(config.opencti.url.clone(), config.opencti.token.clone());
-    o.tls = octi_tls(config);
-    o.timeout = config.opencti.request_timeout;
-    o.custom_headers = config.opencti.custom_headers.clone();
-    // Every worker reads indicators; the pinger and registration share the pool too.
-    o.max_idle_connections = config.service.workers.max(1) + 2;
-    o
-}
-
-pub(crate) fn stream_options(config: &Config) -> StreamOptions {
-    let c = &config.connector;
-    let mut o = StreamOptions::new(
-        config.opencti.url.clone(),
-        config.opencti.token.clone(),
-        c.live_stream_id.clone(),
-    );
-    o.listen_delete = c.listen_delete;
-    o.no_dependencies = c.no_dependencies;
-    o.with_inferences = c.with_inferences;
-    o.tls = octi_tls(config);
-    o.idle_timeout = c.stream_idle_timeout;
-    o.connect_timeout = config.harfanglab.connect_timeout;
-    o
-}
-
-pub(crate) fn client_options(config: &Config) -> ClientOptions {
-    let h = &config.harfanglab;
-    let mut o = ClientOptions::new(h.url.clone(), h.token.clone());
-    o.verify_tls = h.tls.verify();
-    o.ca_file = h.tls.ca_file().map(Into::into);
-    o.connect_timeout = h.connect_timeout;
-    o.request_timeout = h.request_timeout;
-    o.max_idle_connections = config.service.workers.max(1);
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn harfanglab_request_metrics_carry_the_real_status_code() {
+        use crate::harfanglab::ClientOptions;
         use crate::harfanglab::client::Op;
         use crate::secret::Secret;
         let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
@@ -824,47 +592,5 @@ mod tests {
             dead_letter_name("a/b.dry-run"),
             "a_b.dry-run.dead-letters.jsonl"
         );
-    }
-
-    #[test]
-    fn recover_setting_maps_to_first_run() {
-        let mut c = Config::default();
-        c.connector.recover = Recover::Disabled;
-        c.connector.start_timestamp_ms = Some(1718445600000);
-        let f = first_run(&c);
-        let cp = f.checkpoint(SystemTime::UNIX_EPOCH);
-        assert_eq!(cp.start_from, "1718445600000-0");
-        assert_eq!(cp.recover_until, None);
-        c.connector.recover = Recover::UntilNow;
-        assert!(
-            first_run(&c)
-                .checkpoint(SystemTime::now())
-                .recover_until
-                .is_some()
-        );
-    }
-
-    #[test]
-    fn startup_retry_stops_on_fatal_and_on_shutdown() {
-        let s = Shutdown::new();
-        let mut n = 0;
-        let r: Result<Option<()>, HarfangLabError> =
-            until_up("x", &s, Duration::from_millis(1), || {
-                n += 1;
-                if n < 3 {
-                    Err(HarfangLabError::Timeout { op: "t".into() })
-                } else {
-                    Err(HarfangLabError::Unauthorized {
-                        op: "t".into(),
-                        detail: "d".into(),
-                    })
-                }
-            });
-        assert!(matches!(r, Err(HarfangLabError::Unauthorized { .. })));
-        assert_eq!(n, 3);
-        s.trigger();
-        let r: Result<Option<()>, HarfangLabError> =
-            until_up("x", &s, Duration::from_millis(1), || Ok(()));
-        assert_eq!(r, Ok(None));
     }
 }

@@ -80,7 +80,7 @@ impl Schedule<'_> {
         let Some(interval) = self.config.reconcile.interval else {
             return;
         };
-        let stream = super::stream_options(self.config);
+        let stream = self.config.stream_options();
         let deps = PassDeps {
             client: self.client,
             lists: self.lists,
