@@ -12,9 +12,17 @@
 //! so the simulators' share of the 2 cores is not counted) and the TCP connections both
 //! simulators accepted (connection reuse keeps it near the pool sizes).
 //!
+//! Every event creates one new IOC, so "HL requests/new object" is the HarfangLab requests per
+//! event after startup (timing starts at the first write): 1.00 when the inventory lets every
+//! create go straight to a POST (issue 16's target: ≤ 1.05).
+//!
+//! Last, the first sync at scale: 1,000,000 indicators replayed from `0-0` through the binary at
+//! 10 ms HarfangLab latency, with its time, events/s and RSS at 10 %, 50 % and 100 %.
+//!
 //! Environment: `HLI_BENCH_BIN` runs another build of the connector (e.g. a baseline binary);
 //! `HLI_BENCH_CELLS=0:32,10:32` runs only those `latency_ms:workers` cells; `HLI_BENCH_LONG=0`
-//! skips the 100,000-event run.
+//! skips the 100,000-event run; `HLI_BENCH_FIRST_SYNC=0` skips the 1,000,000-indicator first
+//! sync (`=200000` makes it smaller).
 
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig, ScenarioEvent};
@@ -249,7 +257,7 @@ fn main() {
     );
     println!("stream of 10,000 new indicators; each cell runs until done or {budget:?}\n");
     println!(
-        "| HarfangLab latency | workers | events | events/s | connector CPU/event | HL requests/event | connections HL/OpenCTI | peak RSS |"
+        "| HarfangLab latency | workers | events | events/s | connector CPU/event | HL requests/new object | connections HL/OpenCTI | peak RSS |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for latency_ms in [0u64, 10, 50] {
@@ -279,9 +287,52 @@ fn main() {
             );
         }
     }
-    if std::env::var("HLI_BENCH_LONG").is_ok_and(|v| v == "0") {
-        return;
+    if !std::env::var("HLI_BENCH_LONG").is_ok_and(|v| v == "0") {
+        long_stream(budget);
     }
+    let first_sync: u64 = std::env::var("HLI_BENCH_FIRST_SYNC")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    if first_sync > 0 {
+        first_sync_at_scale(first_sync);
+    }
+}
+
+/// 1,000,000 indicators (by default) from `0-0` at 10 ms: time, events/s, RSS at 10/50/100 %.
+fn first_sync_at_scale(n: u64) {
+    println!(
+        "\nFirst sync at scale ({n} indicators from 0-0, 10 ms HarfangLab latency, 32 workers):"
+    );
+    let marks = [n / 10, n / 2, n];
+    let t = Instant::now();
+    let c = run(
+        n,
+        Duration::from_millis(10),
+        32,
+        Duration::from_secs(4 * 3600),
+        &marks,
+    );
+    for (mark, kb) in &c.rss_at {
+        println!(
+            "  after {mark:>8} events ({:>3} %): peak RSS {:.1} MB",
+            mark * 100 / n,
+            *kb as f64 / 1024.0
+        );
+    }
+    println!(
+        "  {} events in {:.0} s ({:.0} events/s after the first write), {:.2} HL requests/new object, {:.3} ms connector CPU/event, peak RSS {:.1} MB (wall time with setup {:.0} s)",
+        c.events,
+        c.events as f64 / c.per_sec.max(1e-9),
+        c.per_sec,
+        c.requests_per_event,
+        c.cpu_ms_per_event,
+        c.rss_kb as f64 / 1024.0,
+        t.elapsed().as_secs_f64()
+    );
+}
+
+fn long_stream(budget: Duration) {
     println!("\nRSS over a long stream (0 ms, 32 workers, 100,000 events):");
     let c = run(
         100_000,

@@ -27,6 +27,7 @@ fn syncer() -> Syncer<MemoryApi> {
             },
             remove_indicator: true,
             rule_maturity: "stable".into(),
+            enforce_enabled: false,
         },
     )
 }

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let events = scenario.len();
     let mut octi_config = OpenCtiSimConfig {
         scenario,
+        recover_mode: args.recover_mode,
         ..OpenCtiSimConfig::default()
     };
     if let Some(v) = args.opencti_version {
@@ -63,6 +64,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &args.seed {
+        match harfanglab.seed_file(path) {
+            Ok(ids) => println!(
+                "HarfangLab seeded with {} rules from {}",
+                ids.len(),
+                path.display()
+            ),
+            Err(e) => {
+                eprintln!("simulators: cannot seed HarfangLab: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     println!(
         "OpenCTI {}  {}  (OPENCTI_TOKEN={token}, CONNECTOR_LIVE_STREAM_ID={stream}, {events} scenario events)",
         octi_version,

@@ -163,6 +163,12 @@ settings! {
         "Log the HarfangLab writes instead of doing them (reads still happen). `--dry-run` sets it.";
     HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT = "HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", HarfangLabIntel."shutdown_timeout", Some("30"), false, false,
         "Seconds given to in-flight events to finish after SIGTERM/Ctrl-C.";
+    HARFANGLAB_INTEL_RECONCILE_INTERVAL = "HARFANGLAB_INTEL_RECONCILE_INTERVAL", HarfangLabIntel."reconcile_interval", Some("24h"), false, false,
+        "Reconciliation in `run`: one pass after the first catch-up, then one every this long (seconds or like `24h`); `0` turns it off (README: Reconciliation).";
+    HARFANGLAB_INTEL_RECONCILE_MAX_DELETE_RATIO = "HARFANGLAB_INTEL_RECONCILE_MAX_DELETE_RATIO", HarfangLabIntel."reconcile_max_delete_ratio", Some("0.2"), false, false,
+        "Mass-deletion guard: a pass that would release more than this share (0 to 1) of our rules repairs nothing and logs an error (`reconcile --force` overrides).";
+    HARFANGLAB_INTEL_RECONCILE_ENFORCE_ENABLED = "HARFANGLAB_INTEL_RECONCILE_ENFORCE_ENABLED", HarfangLabIntel."reconcile_enforce_enabled", Some("false"), false, false,
+        "Re-enable rules disabled by hand that indicators still want (default: keep them disabled and report them; applies to live events too).";
 }
 
 /// Where a raw value came from.
@@ -887,6 +893,27 @@ impl HarfangLabConfig {
     }
 }
 
+/// Reconciliation (README "Reconciliation"). `Default` holds the documented defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReconcileConfig {
+    /// Time between two passes in `run`; `None` = no pass in `run` (`0`).
+    pub interval: Option<Duration>,
+    /// A pass that would release more than this share of our rules repairs nothing.
+    pub max_delete_ratio: f64,
+    /// Re-enable rules disabled by hand that indicators still want.
+    pub enforce_enabled: bool,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            interval: Some(Duration::from_secs(24 * 3600)),
+            max_delete_ratio: 0.2,
+            enforce_enabled: false,
+        }
+    }
+}
+
 /// Process-level settings.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceConfig {
@@ -909,6 +936,8 @@ pub struct Config {
     pub harfanglab: HarfangLabConfig,
     /// `harfanglab_intel:` process settings (state, workers, shutdown).
     pub service: ServiceConfig,
+    /// `harfanglab_intel:` reconciliation settings.
+    pub reconcile: ReconcileConfig,
 }
 
 impl Config {
@@ -1020,12 +1049,19 @@ impl Config {
             shutdown_timeout: v.seconds(&HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT),
         };
 
+        let reconcile = ReconcileConfig {
+            interval: v.interval(&HARFANGLAB_INTEL_RECONCILE_INTERVAL),
+            max_delete_ratio: v.ratio(&HARFANGLAB_INTEL_RECONCILE_MAX_DELETE_RATIO),
+            enforce_enabled: v.boolean(&HARFANGLAB_INTEL_RECONCILE_ENFORCE_ENABLED),
+        };
+
         if v.problems.is_empty() {
             Ok(Config {
                 opencti,
                 connector,
                 harfanglab,
                 service,
+                reconcile,
             })
         } else {
             Err(ConfigError::Invalid(v.problems))
@@ -1038,7 +1074,8 @@ impl Config {
         let h = &self.harfanglab;
         format!(
             "opencti={} tls={} stream={} connector={} ({:?}) harfanglab={} tls={} list={:?} \
-             maturity={} remove_indicator={} dry_run={} workers={} state_dir={} metrics={} log={}",
+             maturity={} remove_indicator={} dry_run={} workers={} state_dir={} metrics={} log={} \
+             reconcile={}",
             redact_url(&self.opencti.url),
             self.opencti.tls.describe_for(&self.opencti.url),
             c.live_stream_id,
@@ -1056,6 +1093,15 @@ impl Config {
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "off".to_owned()),
             c.log_level.as_str().to_ascii_lowercase(),
+            match self.reconcile.interval {
+                Some(i) => format!(
+                    "every {} (max_delete_ratio {}, enforce_enabled {})",
+                    humantime::format_duration(i),
+                    self.reconcile.max_delete_ratio,
+                    self.reconcile.enforce_enabled
+                ),
+                None => "off".to_owned(),
+            },
         )
     }
 
@@ -1275,6 +1321,45 @@ impl Validator<'_> {
                     format!("must be a number of seconds (or like `1m30s`), got {value:?}"),
                 );
                 Duration::ZERO
+            }
+        }
+    }
+
+    /// A duration where `0` means "off" (`None`).
+    fn interval(&mut self, setting: &'static Setting) -> Option<Duration> {
+        let value = self.string(setting)?;
+        let parsed = match value.parse::<u64>() {
+            Ok(s) => Ok(Duration::from_secs(s)),
+            Err(_) => humantime::parse_duration(&value),
+        };
+        match parsed {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.problem(
+                    setting,
+                    format!(
+                        "must be a number of seconds (or like `24h`), `0` for off, got {value:?}"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A share between 0 and 1.
+    fn ratio(&mut self, setting: &'static Setting) -> f64 {
+        let value = self.string(setting).unwrap_or_default();
+        match value.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => r,
+            _ => {
+                self.problem(
+                    setting,
+                    format!(
+                        "must be a number between 0 and 1 (a share of the rules), got {value:?}"
+                    ),
+                );
+                0.0
             }
         }
     }
@@ -1512,6 +1597,37 @@ mod tests {
         ("HARFANGLAB_INTEL_URL", "https://hl.example:8443"),
         ("HARFANGLAB_INTEL_TOKEN", "hl-token-1"),
     ];
+
+    #[test]
+    fn reconcile_settings_default_parse_and_refuse_nonsense() {
+        let c = Config::from_sources(None, env(MINIMAL)).unwrap();
+        assert_eq!(c.reconcile, ReconcileConfig::default());
+        assert_eq!(c.reconcile.interval, Some(Duration::from_secs(86_400)));
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("HARFANGLAB_INTEL_RECONCILE_INTERVAL", "0"));
+        pairs.push(("HARFANGLAB_INTEL_RECONCILE_MAX_DELETE_RATIO", "0.5"));
+        pairs.push(("HARFANGLAB_INTEL_RECONCILE_ENFORCE_ENABLED", "yes"));
+        let c = Config::from_sources(None, env(&pairs)).unwrap();
+        assert_eq!(c.reconcile.interval, None);
+        assert_eq!(c.reconcile.max_delete_ratio, 0.5);
+        assert!(c.reconcile.enforce_enabled);
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("HARFANGLAB_INTEL_RECONCILE_INTERVAL", "1h30m"));
+        let c = Config::from_sources(None, env(&pairs)).unwrap();
+        assert_eq!(c.reconcile.interval, Some(Duration::from_secs(5400)));
+        for (name, bad) in [
+            ("HARFANGLAB_INTEL_RECONCILE_INTERVAL", "daily"),
+            ("HARFANGLAB_INTEL_RECONCILE_MAX_DELETE_RATIO", "1.5"),
+            ("HARFANGLAB_INTEL_RECONCILE_MAX_DELETE_RATIO", "x"),
+        ] {
+            let mut pairs = MINIMAL.to_vec();
+            pairs.push((name, bad));
+            let err = Config::from_sources(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
 
     #[test]
     fn tokens_come_from_systemd_credentials_when_their_variables_are_unset() {

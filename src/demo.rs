@@ -357,5 +357,7 @@ pub fn demo_config(
     c.service.state_dir = state_dir.to_owned();
     c.service.workers = workers;
     c.service.shutdown_timeout = Duration::from_secs(5);
+    // The demo tells the live stream's story; `harfanglab-intel reconcile` is the pass.
+    c.reconcile.interval = None;
     c
 }

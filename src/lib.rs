@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod notify;
 pub mod opencti;
 pub mod pipeline;
+pub mod reconcile;
 pub mod resolver;
 pub mod retry;
 pub mod rules;

@@ -24,7 +24,7 @@ struct Cli {
     )]
     config: Option<PathBuf>,
     /// Log HarfangLab writes instead of doing them (same as HARFANGLAB_INTEL_DRY_RUN=true);
-    /// for `run` and `check` only.
+    /// for `run`, `check` and `reconcile` (report the drift, repair nothing) only.
     #[arg(long, global = true)]
     dry_run: bool,
     #[command(subcommand)]
@@ -46,6 +46,18 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// One reconciliation pass now: compare what the live stream delivers with our HarfangLab
+    /// lists and repair the drift (`--dry-run`: report it only). Exit 0 when converged, 1 when a
+    /// repair failed or the mass-deletion guard tripped.
+    Reconcile {
+        /// One JSON line per drift on standard output (the summary goes to standard error).
+        #[arg(long)]
+        json: bool,
+        /// Repair even when the pass would release more than
+        /// HARFANGLAB_INTEL_RECONCILE_MAX_DELETE_RATIO of our rules.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run against built-in simulators of OpenCTI and HarfangLab.
     Demo,
     /// Ask the running connector's /healthz on 127.0.0.1 (metrics must be exposed): exit 0 when
@@ -57,7 +69,7 @@ impl Command {
     /// Why `--dry-run` means nothing for this command, `None` where it applies.
     fn ignores_dry_run(&self) -> Option<&'static str> {
         match self {
-            Command::Run | Command::Check => None,
+            Command::Run | Command::Check | Command::Reconcile { .. } => None,
             Command::Translate { .. } => Some("`translate` is offline and never writes"),
             Command::Demo => Some("`demo` only writes to its own built-in HarfangLab simulator"),
             Command::Healthcheck => Some("`healthcheck` only reads /healthz"),
@@ -70,7 +82,7 @@ fn main() -> ExitCode {
     let command = cli.command.as_ref().unwrap_or(&Command::Run);
     if let (true, Some(why)) = (cli.dry_run, command.ignores_dry_run()) {
         // A flag that is silently ignored would let `--dry-run demo` look like a safe try-out.
-        let msg = format!("--dry-run applies to `run` and `check` only: {why}");
+        let msg = format!("--dry-run applies to `run`, `check` and `reconcile` only: {why}");
         Cli::command().error(ArgumentConflict, msg).exit();
     }
     match run(command, cli.config.as_deref(), cli.dry_run) {
@@ -89,6 +101,15 @@ fn run(command: &Command, config: Option<&Path>, dry_run: bool) -> Result<(), ap
             &install_signal_handler(),
         ),
         Command::Check => app::check_command(config, dry_run, &mut io::stdout()),
+        Command::Reconcile { json, force } => {
+            let args = app::ReconcileArgs {
+                dry_run,
+                json: *json,
+                force: *force,
+            };
+            let stop = install_signal_handler();
+            app::reconcile_command(config, args, &stop, &mut io::stdout(), &mut io::stderr())
+        }
         Command::Demo => {
             logging::init(logging::env_level());
             app::demo(&mut io::stdout(), &install_signal_handler())

@@ -63,6 +63,19 @@ pub enum IocType {
 }
 
 impl IocType {
+    /// The type named by HarfangLab's `type` field, when it is one this connector writes.
+    pub fn parse(name: &str) -> Option<IocType> {
+        [
+            IocType::DomainName,
+            IocType::IpBoth,
+            IocType::Url,
+            IocType::Filename,
+            IocType::Hash,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             IocType::DomainName => "domain_name",
@@ -327,6 +340,23 @@ pub fn observable_ioc(entity_type: &str, value: &str) -> Result<IocKey, String> 
             "observable type {entity_type} has no HarfangLab IOC type"
         )),
     }
+}
+
+/// The key an IOC rule's stored `type` and `value` stand for, normalised exactly as this
+/// connector normalises what it sends (case-folded domains and hashes, canonical IPs, ...), so a
+/// rule written with other casing (the Python connector) is known as the same IOC. `None`: a
+/// type this connector does not write, or a value it would refuse.
+pub fn normalised_key(ioc_type: &str, value: &str) -> Option<IocKey> {
+    let ioc_type = IocType::parse(ioc_type)?;
+    let value = match ioc_type {
+        IocType::DomainName => normalise_domain(value),
+        IocType::IpBoth => normalise_ip(value),
+        IocType::Url => normalise_url(value),
+        IocType::Filename => normalise_filename(value).map(str::to_owned),
+        IocType::Hash => normalise_hash(value, None),
+    }
+    .ok()?;
+    Some(IocKey { ioc_type, value })
 }
 
 /// The IOC one value would give on `path` with `=`, ignoring the pattern's structure:
@@ -758,6 +788,33 @@ mod tests {
         assert!(iocs.is_empty(), "{pattern}: {iocs:?}");
         assert_eq!(skipped.len(), 1, "{pattern}: {skipped:?}");
         skipped[0].reason.clone()
+    }
+
+    #[test]
+    fn stored_values_normalise_like_sent_ones() {
+        let k = |t, v: &str| normalised_key(t, v);
+        assert_eq!(
+            k("domain_name", "Evil.COM."),
+            Some(key(IocType::DomainName, "evil.com"))
+        );
+        assert_eq!(
+            k("hash", &MD5.to_uppercase()),
+            Some(key(IocType::Hash, MD5))
+        );
+        assert_eq!(
+            k("ip_both", "10.0.0.1/32"),
+            Some(key(IocType::IpBoth, "10.0.0.1"))
+        );
+        assert_eq!(
+            k("url", " http://x/A "),
+            Some(key(IocType::Url, "http://x/A"))
+        );
+        assert_eq!(
+            k("filename", "A.exe"),
+            Some(key(IocType::Filename, "A.exe"))
+        );
+        assert_eq!(k("ip_src", "10.0.0.1"), None);
+        assert_eq!(k("hash", "xyz"), None);
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn dry_run_is_a_usage_error_where_it_means_nothing() {
         assert_eq!(code, 2, "{args:?}: {out}{err}");
         assert!(out.is_empty(), "{args:?} did something: {out}");
         assert!(
-            err.contains("--dry-run applies to `run` and `check` only"),
+            err.contains("--dry-run applies to `run`, `check` and `reconcile` only"),
             "{args:?}: {err}"
         );
     }

@@ -21,9 +21,10 @@ fn sigkill_at_random_points_and_restart_ends_in_the_clean_state() {
     });
 
     // HarfangLab latency and few workers spread the work over a few seconds (the checkpoint is
-    // saved about once a second), so kills land mid-flight and mid-stream.
+    // saved about once a second), so kills land mid-flight and mid-stream. (20 ms: a new IOC
+    // costs one request since the inventory, so 10 ms ran the stream out before the kills.)
     let faults = Faults {
-        latency: Duration::from_millis(10),
+        latency: Duration::from_millis(20),
         ..Faults::default()
     };
     let world = World::start(demo_scenario(), faults, 3);

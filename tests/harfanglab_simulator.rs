@@ -998,3 +998,36 @@ fn client_sees_a_forbidden_token_at_probe() {
         HarfangLabError::Forbidden { .. }
     ));
 }
+
+#[test]
+fn seeding_keeps_python_comments_mixed_case_and_disabled_rules_and_names_a_bad_entry() {
+    let sim = sim_with(SimConfig::default());
+    let dir = std::env::temp_dir().join(format!("hli-seed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("seed.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            "# a rule the Python connector wrote, with its casing\n",
+            r#"{"resource":"IOCRule","source":"from_OpenCTI","type":"domain_name","value":"Evil.COM","comment":"{\"indicator_id\":\"indicator--1\"}","enabled":false}"#,
+            "\n",
+            r#"{"resource":"SigmaRule","source":"from_OpenCTI","name":"T","content":"title: T\nlogsource:\n  product: windows\ndetection:\n  s:\n    a: b\n  condition: s\n"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let ids = sim.seed_file(&file).unwrap();
+    assert_eq!(ids.len(), 2);
+    let iocs = sim.ioc_rules();
+    assert_eq!(iocs[0].value, "Evil.COM");
+    assert!(!iocs[0].enabled);
+    assert!(iocs[0].comment.as_deref().unwrap().contains("indicator--1"));
+    assert_eq!(sim.sigma_rules().len(), 1);
+    // One list of each kind was created, by name.
+    assert_eq!(sim.sources().len(), 2);
+    let err = sim
+        .seed(&[json!({"resource": "IOCRule", "source": "from_OpenCTI", "type": "ip_both", "value": "not an ip"})])
+        .unwrap_err();
+    assert!(err.contains("seed entry 1"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

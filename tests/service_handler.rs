@@ -70,6 +70,7 @@ fn setup() -> Fx {
         },
         remove_indicator: true,
         rule_maturity: "stable".into(),
+        enforce_enabled: false,
     };
     let handler = Handler::new(
         api,

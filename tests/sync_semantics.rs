@@ -83,6 +83,7 @@ fn syncer_on<A: ThreatIntelApi>(backend: (A, SourceLists), remove_indicator: boo
             lists,
             remove_indicator,
             rule_maturity: "stable".into(),
+            enforce_enabled: false,
         },
     )
 }
@@ -1642,6 +1643,7 @@ mod simulator_only {
                 lists,
                 remove_indicator: true,
                 rule_maturity: "stable".into(),
+                enforce_enabled: false,
             },
         );
         std::thread::scope(|scope| {

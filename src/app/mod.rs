@@ -1,5 +1,5 @@
 //! What the commands do once `main` has parsed the arguments: `run`, `demo`, `check`,
-//! `translate`, `healthcheck`.
+//! `translate`, `healthcheck`, `reconcile`.
 //!
 //! `main` owns the arguments, the signal handler and the process exit; this module owns the work
 //! and the glue around it (reading the configuration, printing reports). Every command returns
@@ -10,6 +10,7 @@
 
 mod check;
 mod healthcheck;
+mod reconcile;
 mod translate;
 
 pub use check::{
@@ -18,6 +19,7 @@ pub use check::{
 pub use healthcheck::{
     HEALTHCHECK_TIMEOUT, HealthcheckError, healthcheck_command, healthz_address, probe_healthz,
 };
+pub use reconcile::{ReconcileArgs, reconcile_command};
 pub use translate::{
     TRANSLATE_BATCH, TranslateSummary, open_input, translate, translate_command, translate_with,
 };
@@ -57,6 +59,10 @@ pub enum AppError {
     /// `translate --strict`: `failed` of `items` could not be translated (each output line
     /// says why).
     Untranslated { items: usize, failed: usize },
+    /// `reconcile`: the pass could not run (either end unreachable, a refused replay).
+    Reconcile(String),
+    /// `reconcile`: the pass ran and did not converge (its summary, already printed, says why).
+    NotConverged,
 }
 
 impl AppError {
@@ -94,7 +100,13 @@ impl AppError {
             AppError::Unhealthy(e) => {
                 let _ = writeln!(err, "harfanglab-intel: {}", Chain(e));
             }
-            AppError::CheckFailed { .. } | AppError::Untranslated { .. } => {}
+            AppError::CheckFailed { .. }
+            | AppError::Untranslated { .. }
+            | AppError::NotConverged => {}
+            AppError::Reconcile(e) => {
+                log::error!("reconcile: {e}");
+                let _ = writeln!(err, "harfanglab-intel reconcile: {e}");
+            }
             e if e.is_broken_pipe() => {}
             e => log::error!("{}", Chain(e)),
         }
@@ -115,6 +127,8 @@ impl fmt::Display for AppError {
             AppError::Untranslated { items, failed } => {
                 write!(f, "{failed} of {items} item(s) could not be translated")
             }
+            AppError::Reconcile(e) => write!(f, "reconciliation failed: {e}"),
+            AppError::NotConverged => write!(f, "reconciliation did not converge"),
         }
     }
 }
@@ -127,7 +141,10 @@ impl std::error::Error for AppError {
             AppError::Service(e) => Some(e),
             AppError::Demo(e) => Some(e),
             AppError::Unhealthy(e) => Some(e),
-            AppError::CheckFailed { .. } | AppError::Untranslated { .. } => None,
+            AppError::CheckFailed { .. }
+            | AppError::Untranslated { .. }
+            | AppError::Reconcile(_)
+            | AppError::NotConverged => None,
         }
     }
 }

@@ -147,10 +147,12 @@ pub enum Op {
     CreateRule,
     UpdateRule,
     DeleteRule,
+    /// A whole source list, page by page (inventory, reconciliation).
+    List,
 }
 
 impl Op {
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 13] = [
         Op::Version,
         Op::FindSource,
         Op::CreateSource,
@@ -163,6 +165,7 @@ impl Op {
         Op::CreateRule,
         Op::UpdateRule,
         Op::DeleteRule,
+        Op::List,
     ];
 
     /// Metric label.
@@ -180,6 +183,7 @@ impl Op {
             Op::CreateRule => "create_rule",
             Op::UpdateRule => "update_rule",
             Op::DeleteRule => "delete_rule",
+            Op::List => "list",
         }
     }
 
@@ -244,8 +248,8 @@ fn slot_label(slot: usize) -> &'static str {
 /// Request counters for metrics, shared by every clone of a [`Client`].
 #[derive(Debug)]
 pub struct ClientStats {
-    requests: [[AtomicU64; SLOTS]; 12],
-    retries: [AtomicU64; 12],
+    requests: [[AtomicU64; SLOTS]; Op::ALL.len()],
+    retries: [AtomicU64; Op::ALL.len()],
     /// Threads inside a quick resend wait (at most 150 ms each).
     waiting: AtomicU64,
 }
@@ -558,6 +562,27 @@ impl Client {
         decode(&label, &ans.body)
     }
 
+    /// Every object of one of our source lists (`resource` = `IOCRule`, `SigmaRule` or
+    /// `YaraFile`), page by page: `visit` gets each page as it arrives, so a listing of a million
+    /// rules never holds more than one page. No cap on the number of objects (unlike the
+    /// lookups).
+    pub fn visit_list<T: DeserializeOwned>(
+        &self,
+        resource: &str,
+        source_id: &str,
+        mut visit: impl FnMut(Vec<T>),
+    ) -> Result<(), HarfangLabError> {
+        let label = format!("list {resource}");
+        self.pages(
+            Op::List,
+            &label,
+            &collection(resource),
+            vec![("source_id", source_id.to_owned())],
+            usize::MAX,
+            &mut visit,
+        )
+    }
+
     /// Every page of a list, by `offset += results.len()`, until `next` is null, a page is
     /// empty, `count` is reached or `max_list_items` is hit (warned).
     fn list_all<T: DeserializeOwned>(
@@ -568,6 +593,28 @@ impl Client {
         filters: Vec<(&str, String)>,
     ) -> Result<Vec<T>, HarfangLabError> {
         let mut out: Vec<T> = Vec::new();
+        let max = self.inner.max_list_items;
+        self.pages(op, label, path, filters, max, &mut |page: Vec<T>| {
+            out.extend(page)
+        })?;
+        if out.len() > max {
+            out.truncate(max);
+        }
+        Ok(out)
+    }
+
+    /// The paging loop of [`Client::list_all`] and [`Client::visit_list`]: stops after `max`
+    /// objects (warned).
+    fn pages<T: DeserializeOwned>(
+        &self,
+        op: Op,
+        label: &str,
+        path: &str,
+        filters: Vec<(&str, String)>,
+        max: usize,
+        visit: &mut dyn FnMut(Vec<T>),
+    ) -> Result<(), HarfangLabError> {
+        let mut seen = 0usize;
         let mut offset = 0usize;
         loop {
             let mut query = filters.clone();
@@ -587,22 +634,21 @@ impl Client {
             }
             let page: Page<T> = decode(label, &ans.body)?;
             let n = page.results.len();
-            out.extend(page.results);
+            visit(page.results);
+            seen += n;
             offset += n;
             let reached_count = page.count.is_some_and(|c| offset as u64 >= c);
             if page.next.is_none() || n == 0 || reached_count {
                 break;
             }
-            if out.len() >= self.inner.max_list_items {
+            if seen >= max {
                 warn!(
-                    "{label}: listing stopped at {} objects (max_list_items); results are incomplete",
-                    out.len()
+                    "{label}: listing stopped at {seen} objects (max_list_items); results are incomplete"
                 );
-                out.truncate(self.inner.max_list_items);
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Send a call; returns the answer whatever its status (callers decide what a status means,

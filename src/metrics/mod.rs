@@ -50,7 +50,22 @@ struct Registry {
     stream_head_ms: AtomicU64,
     queue_depth: AtomicU64,
     busy_workers: AtomicU64,
+    reconcile: ReconcileFamilies,
     collectors: Mutex<Vec<Collector>>,
+}
+
+/// `harfanglab_intel_reconcile_*`.
+#[derive(Default)]
+struct ReconcileFamilies {
+    /// Passes by outcome (`converged`, `not_converged`, `guarded`, `failed`).
+    passes: CounterVec<1>,
+    /// Drift found / repaired, by class.
+    found: CounterVec<1>,
+    repaired: CounterVec<1>,
+    guard_trips: AtomicU64,
+    /// Unix seconds of the start of the last converged pass; 0 = none yet.
+    last_success: AtomicU64,
+    running: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -97,6 +112,7 @@ impl Metrics {
                 stream_head_ms: AtomicU64::new(0),
                 queue_depth: AtomicU64::new(0),
                 busy_workers: AtomicU64::new(0),
+                reconcile: ReconcileFamilies::default(),
                 collectors: Mutex::new(Vec::new()),
             }),
         }
@@ -168,6 +184,40 @@ impl Metrics {
         self.inner
             .busy_workers
             .store(u64::try_from(busy).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// A reconciliation pass started (`true`) or ended.
+    pub fn reconcile_running(&self, running: bool) {
+        self.inner
+            .reconcile
+            .running
+            .store(u64::from(running), Ordering::Relaxed);
+    }
+
+    /// A reconciliation pass ended: `outcome` (`converged`, `not_converged`, `guarded`,
+    /// `failed`), drift found and repaired per class, and when the pass started if it converged.
+    pub fn reconcile_pass(
+        &self,
+        outcome: &str,
+        per_class: &[(&str, u64, u64)],
+        converged_at: Option<std::time::SystemTime>,
+    ) {
+        let r = &self.inner.reconcile;
+        r.passes.add([outcome], 1);
+        if outcome == "guarded" {
+            r.guard_trips.fetch_add(1, Ordering::Relaxed);
+        }
+        for (class, found, repaired) in per_class {
+            r.found.add([class], *found);
+            r.repaired.add([class], *repaired);
+        }
+        if let Some(t) = converged_at {
+            let secs = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            r.last_success.store(secs, Ordering::Relaxed);
+        }
     }
 
     /// Registers a hook run at the start of every scrape, to pull gauges from their owner
@@ -263,6 +313,49 @@ impl Metrics {
         let n = name("busy_workers");
         w.family(&n, "Workers currently handling an event.", Kind::Gauge);
         w.sample(&n, &[], Value::Int(load(&r.busy_workers)));
+
+        let rc = &r.reconcile;
+        let n = name("reconcile_passes_total");
+        w.family(
+            &n,
+            "Reconciliation passes, by outcome (converged, not_converged, guarded, failed).",
+            Kind::Counter,
+        );
+        rc.passes.write(&mut w, &n, ["outcome"]);
+        let n = name("reconcile_drift_found_total");
+        w.family(
+            &n,
+            "Drift found by reconciliation, by class.",
+            Kind::Counter,
+        );
+        rc.found.write(&mut w, &n, ["class"]);
+        let n = name("reconcile_drift_repaired_total");
+        w.family(
+            &n,
+            "Drift repaired by reconciliation, by class.",
+            Kind::Counter,
+        );
+        rc.repaired.write(&mut w, &n, ["class"]);
+        let n = name("reconcile_guard_trips_total");
+        w.family(
+            &n,
+            "Passes stopped by the mass-deletion guard (HARFANGLAB_INTEL_RECONCILE_MAX_DELETE_RATIO).",
+            Kind::Counter,
+        );
+        w.sample(&n, &[], Value::Int(load(&rc.guard_trips)));
+        let n = name("reconcile_last_success_timestamp_seconds");
+        w.family(
+            &n,
+            "Start of the last reconciliation pass that converged (Unix seconds).",
+            Kind::Gauge,
+        );
+        let last = load(&rc.last_success);
+        if last > 0 {
+            w.sample(&n, &[], Value::Int(last));
+        }
+        let n = name("reconcile_running");
+        w.family(&n, "1 while a reconciliation pass runs.", Kind::Gauge);
+        w.sample(&n, &[], Value::Int(load(&rc.running)));
 
         // The conventional unprefixed-by-product name, so stock dashboards find it.
         if let Some(rss) = resident_memory_bytes() {

@@ -33,6 +33,7 @@ mod handler;
 mod owner;
 mod shutdown;
 mod stats;
+mod synthetic;
 mod worker;
 
 use std::sync::atomic::AtomicBool;
@@ -48,6 +49,7 @@ pub use error::PipelineError;
 pub use handler::{EventHandler, Input, Outcome, PayloadInfo};
 pub use shutdown::Shutdown;
 pub use stats::{PipelineStats, StatsSnapshot};
+pub use synthetic::Side;
 
 /// Tuning of the pipeline core. `Default` gives production values.
 #[derive(Debug, Clone)]
@@ -148,6 +150,41 @@ where
     S: CheckpointSink,
     K: PipelineHooks,
 {
+    // Closed at once: no synthetic work.
+    let (none, side) = crossbeam_channel::bounded(0);
+    drop(none);
+    run_with_side(
+        source,
+        side,
+        handler,
+        sink,
+        hooks,
+        opts,
+        shutdown,
+        dead_letters,
+    )
+}
+
+/// [`run`] with a channel of synthetic jobs (`synthetic.rs`: reconciliation repairs ordered with
+/// the stream events of their key, never checkpointed). The run ends as [`run`] does, with the
+/// source: a producer of synthetic work keeps the source open until its jobs have finished.
+#[allow(clippy::too_many_arguments)]
+pub fn run_with_side<T, H, S, K>(
+    source: Receiver<Input<T>>,
+    side: Receiver<Side<T>>,
+    handler: &H,
+    sink: &mut S,
+    hooks: &mut K,
+    opts: &PipelineOptions,
+    shutdown: &Shutdown,
+    dead_letters: DeadLetterLog,
+) -> Result<PipelineSummary, PipelineError>
+where
+    T: Send,
+    H: EventHandler<T>,
+    S: CheckpointSink,
+    K: PipelineHooks,
+{
     let workers = opts.workers.max(1);
     // Unbounded on purpose: the owner never has more than `max_in_flight` jobs out, so these
     // channels are bounded by construction, and the owner must never block on a send (a worker
@@ -201,6 +238,7 @@ where
             dead_letters,
             job_tx,
             &abandon,
+            side,
         );
         let (summary, mut error) = owner.run(source, report_rx);
 

@@ -9,6 +9,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use super::dead_letter::{DeadLetter, DeadLetterLog};
 use super::dispatch::KeyQueues;
 use super::handler::{EventHandler, Input};
 use super::stats::{Counter, Gauges};
+use super::synthetic::{Side, SideState, is_synthetic};
 use super::worker::{Final, Job, Report};
 use super::{PipelineError, PipelineHooks, PipelineOptions, PipelineSummary, Shutdown, StopReason};
 use crate::retry::FailureKind;
@@ -87,6 +89,8 @@ pub(crate) struct Owner<'a, T, H, S, K> {
     keys: KeyQueues<T>,
     delayed: BinaryHeap<Delayed<T>>,
     budget: Budget,
+    /// Synthetic jobs (reconciliation): their channel and accounting (`synthetic.rs`).
+    side: SideState<T>,
     /// Jobs sent to workers whose report has not come back.
     outstanding: usize,
     phase: Phase,
@@ -112,6 +116,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
         dead_letters: DeadLetterLog,
         jobs: Sender<Job<T>>,
         abandon: &'a AtomicBool,
+        side: Receiver<Side<T>>,
     ) -> Self {
         let now = Instant::now();
         // A zero period would make the loop spin.
@@ -130,6 +135,8 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
             keys: KeyQueues::default(),
             delayed: BinaryHeap::new(),
             budget: Budget::default(),
+            // A live event waits behind at most this many synthetic jobs for a worker.
+            side: SideState::new(side, opts.workers.max(1)),
             outstanding: 0,
             phase: Phase::Running,
             error: None,
@@ -201,6 +208,12 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                 Phase::Stopping { .. } => &never_signal,
                 _ => self.shutdown.receiver(),
             };
+            let never_side = crossbeam_channel::never();
+            let side = if self.side.has_room() && !matches!(self.phase, Phase::Stopping { .. }) {
+                self.side.receiver().clone()
+            } else {
+                never_side
+            };
             crossbeam_channel::select! {
                 recv(src) -> msg => match msg {
                     Ok(input) => {
@@ -232,6 +245,10 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                         }
                     }
                     Err(_) => reports_open = false,
+                },
+                recv(side) -> msg => match msg {
+                    Ok(input) => self.admit_side(input),
+                    Err(_) => self.side.open = false,
                 },
                 // Only wakes the loop; the phase change happens at the top.
                 recv(sig) -> _ => {},
@@ -313,6 +330,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                 payload,
             } => {
                 self.opts.stats.add(Counter::Received, 1);
+                self.side.saw(&key, &also_keys);
                 let seq = self.tracker.begin(&event_id);
                 let job = Job {
                     seq,
@@ -329,7 +347,44 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
         }
     }
 
+    /// A message of the side channel: a synthetic job joins its key's line (dropped at once when
+    /// a stream event of its key came after the watch), or the watch starts or ends.
+    fn admit_side(&mut self, input: Side<T>) {
+        match input {
+            Side::Watch { ack } => self.side.watch(&ack),
+            Side::Unwatch => self.side.unwatch(),
+            Side::Job { key, payload } => {
+                if self.side.is_stale(&key) {
+                    self.side.dropped += 1;
+                    log::debug!("indicator={key}: reconciliation job dropped: a newer live event");
+                    return;
+                }
+                let job = Job {
+                    seq: self.side.next_seq(),
+                    event_id: Arc::from("reconcile"),
+                    key: key.into(),
+                    payload,
+                    attempts: self.budget.admit(),
+                };
+                self.side.in_flight += 1;
+                if let Some(job) = self.keys.admit(job, Vec::new()) {
+                    self.dispatch(job);
+                }
+            }
+        }
+    }
+
     fn dispatch(&mut self, job: Job<T>) {
+        if is_synthetic(job.seq) && self.side.is_stale(&job.key) {
+            // It waited behind a live event of its key that is newer than its view.
+            self.side.dropped += 1;
+            log::debug!(
+                "indicator={}: reconciliation job dropped: a newer live event",
+                job.key
+            );
+            self.finished(job.seq);
+            return;
+        }
         match self.jobs.send(job) {
             Ok(()) => self.outstanding += 1,
             Err(SendError(job)) => {
@@ -350,6 +405,8 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
             } => {
                 self.outstanding -= 1;
                 match outcome {
+                    // A synthetic job is not an event: its handler reported what it did.
+                    Final::Applied(_) | Final::Skipped(_) if is_synthetic(seq) => {}
                     Final::Applied(summary) => {
                         log::debug!("event={event_id} indicator={key}: applied: {summary}");
                         self.opts.stats.add(Counter::Applied, 1);
@@ -395,6 +452,15 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
         let a = job.attempts;
         let retry = &self.opts.retry;
         let spent = counts && !retry.allows(a.counted - 1);
+        if is_synthetic(job.seq) && (kind == FailureKind::Permanent || spent) {
+            // Not an event: no dead letter; its handler reported the failure.
+            log::debug!(
+                "indicator={}: reconciliation job given up: {reason}",
+                job.key
+            );
+            self.finished(job.seq);
+            return;
+        }
         if kind == FailureKind::Permanent || spent {
             let reason = if kind == FailureKind::Permanent {
                 reason
@@ -471,7 +537,11 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
     /// `seq` is done (applied, skipped or recorded): move the watermark, run what was waiting
     /// for it on its keys.
     fn finished(&mut self, seq: Seq) {
-        self.tracker.finish(seq);
+        if is_synthetic(seq) {
+            self.side.in_flight = self.side.in_flight.saturating_sub(1);
+        } else {
+            self.tracker.finish(seq);
+        }
         for next in self.keys.finish(seq) {
             self.dispatch(next);
         }

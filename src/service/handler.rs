@@ -43,6 +43,8 @@ pub enum Work {
     Malformed(EventError),
     /// A position-only item (ignored event name); never handed to the handler.
     Ignored,
+    /// A reconciliation repair (a synthetic job of the pipeline: never checkpointed).
+    Reconcile(Box<crate::reconcile::ReconcileJob>),
 }
 
 impl Work {
@@ -55,7 +57,7 @@ impl Work {
                 "malformed:{}",
                 e.event_id.as_deref().unwrap_or("<no id>")
             )),
-            Work::Ignored => None,
+            Work::Ignored | Work::Reconcile(_) => None,
         }
     }
 }
@@ -366,9 +368,21 @@ impl<A: ThreatIntelApi> Handler<A> {
 
 impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
     fn handle(&self, event_id: &str, key: &str, payload: &Work) -> Outcome {
+        if let Work::Reconcile(job) = payload {
+            let outcome = crate::reconcile::execute(job, &self.opencti, &self.syncer);
+            if matches!(outcome, Outcome::Applied(_) | Outcome::Skipped(_)) {
+                self.health.harfanglab_reachable();
+            }
+            log::debug!("indicator={key}: {}: {outcome:?}", job.describe());
+            self.gate.progress();
+            self.health.progress();
+            return outcome;
+        }
         let (kind, outcome) = match payload {
             Work::Malformed(e) => ("malformed", Outcome::permanent(e.to_string())),
-            Work::Ignored => ("ignored", Outcome::Skipped("nothing to do".to_owned())),
+            Work::Ignored | Work::Reconcile(_) => {
+                ("ignored", Outcome::Skipped("nothing to do".to_owned()))
+            }
             Work::Event(ev) => (ev.kind.as_str(), self.apply(ev, key)),
         };
         let label = match &outcome {
@@ -403,6 +417,10 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
                 excerpt: Some(ev.stix.to_string()),
             },
             Work::Ignored => PayloadInfo::default(),
+            Work::Reconcile(job) => PayloadInfo {
+                event: "reconcile".to_owned(),
+                excerpt: Some(job.describe()),
+            },
         }
     }
 }

@@ -27,9 +27,11 @@
 
 mod handler;
 mod hooks;
+mod reconciling;
 mod startup;
 
 pub use handler::{Handler, Work, also_keys, event_key};
+pub use reconciling::{SideSink, pass_options};
 
 use crate::config::Config;
 use crate::harfanglab::client::ClientConfigError;
@@ -232,6 +234,7 @@ impl Started<'_> {
             lists: self.lists.clone(),
             remove_indicator: h.remove_indicator,
             rule_maturity: h.rule_maturity.as_str().to_owned(),
+            enforce_enabled: self.config.reconcile.enforce_enabled,
         };
         let result = if self.dry_run {
             let dry = DryRunApi::new(self.client.clone());
@@ -346,6 +349,17 @@ impl Started<'_> {
                 helpers.trigger(); // ends the signal watcher, so the scope can close
                 return Err(ServiceError::Thread(e));
             }
+            let syncer = handler.syncer();
+            let (client, inventory) = (&self.client, syncer.inventory());
+            let lists = &syncer.settings().lists;
+            let inv = std::thread::Builder::new()
+                .name("inventory".into())
+                .spawn_scoped(scope, move || {
+                    reconciling::build_inventory(client, lists, inventory)
+                });
+            if let Err(e) = inv {
+                log::warn!("inventory thread not started: {e}");
+            }
             let watchdog = gate.spawn(helpers.receiver().clone());
             if let Err(e) = watchdog {
                 log::warn!("watchdog thread not started: {e}");
@@ -454,13 +468,33 @@ impl Started<'_> {
             opencti: self.api.retry_activity(),
             seen: hooks::Activity::default(),
         };
+        // Reconciliation jobs enter the pipeline here (`pipeline::synthetic`).
+        let (side_tx, side_rx) = crossbeam_channel::bounded(64);
+        let schedule = reconciling::Schedule {
+            config: self.config,
+            client: &self.client,
+            lists: &handler.syncer().settings().lists,
+            inventory: handler.syncer().inventory(),
+            metrics: &shared.metrics,
+            stats: &self.opts.stats,
+        };
         let result = std::thread::scope(|scope| {
             let adapter = std::thread::Builder::new()
                 .name("stream-adapter".into())
                 .spawn_scoped(scope, move || hooks::forward(&item_rx, &input_tx, shared))
                 .map_err(ServiceError::Thread)?;
-            let r = pipeline::run(
+            let side = SideSink {
+                tx: side_tx,
+                stop: session.receiver().clone(),
+            };
+            let schedule = &schedule;
+            std::thread::Builder::new()
+                .name("reconcile".into())
+                .spawn_scoped(scope, move || schedule.run(side))
+                .map_err(ServiceError::Thread)?;
+            let r = pipeline::run_with_side(
                 input_rx,
+                side_rx,
                 handler,
                 &mut sink,
                 &mut hooks,

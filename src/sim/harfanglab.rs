@@ -335,6 +335,76 @@ impl HarfangLabSim {
         id
     }
 
+    /// Pre-seed rules (a test's "HarfangLab as it was before"), as if an API client had created
+    /// them, with the server's own validation: each entry is
+    /// `{"resource": "IOCRule" | "SigmaRule" | "YaraFile", "source": "<list name>", ...}` plus the
+    /// object's writable fields (`type`, `value`, `comment`, `enabled`, ... or `name`,
+    /// `content`, `enabled`). The source list is created when missing. Python-format comments
+    /// and mixed-case values are kept as given. Returns the new object ids, in order.
+    pub fn seed(&self, entries: &[Value]) -> Result<Vec<String>, String> {
+        let mut ids = Vec::with_capacity(entries.len());
+        for (n, entry) in entries.iter().enumerate() {
+            let bad = |m: &str| format!("seed entry {}: {m}", n + 1);
+            let mut body = entry
+                .as_object()
+                .cloned()
+                .ok_or_else(|| bad("not a JSON object"))?;
+            let res = body
+                .remove("resource")
+                .and_then(|r| r.as_str().and_then(Res::parse))
+                .filter(|r| !r.is_source())
+                .ok_or_else(|| bad("`resource` must be IOCRule, SigmaRule or YaraFile"))?;
+            let list = body
+                .remove("source")
+                .and_then(|s| s.as_str().map(str::to_owned))
+                .ok_or_else(|| bad("`source` (the list name) is missing"))?;
+            let kind = match res {
+                Res::IocRule => SourceKind::Ioc,
+                Res::SigmaRule => SourceKind::Sigma,
+                _ => SourceKind::Yara,
+            };
+            let source_id = self
+                .sources()
+                .into_iter()
+                .find(|(k, l)| *k == kind && l.name == list)
+                .map(|(_, l)| l.id)
+                .unwrap_or_else(|| self.add_source(kind, &list));
+            body.insert("source_id".into(), json!(source_id));
+            let enabled = body.get("enabled").and_then(Value::as_bool);
+            let mut state = lock(&self.shared.state);
+            let reply = self.shared.create(&mut state, res, body);
+            let answer = reply.body.clone().unwrap_or(Value::Null);
+            let id = answer["id"]
+                .as_str()
+                .or(answer["status"][0]["id"].as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| bad(&format!("refused: {answer}")))?;
+            // A rule import always creates enabled rules; apply the seed's state.
+            if let (Some(enabled), Some(obj)) = (enabled, state.table_mut(res).get_mut(&id)) {
+                obj.insert("enabled".into(), json!(enabled));
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Read seed entries from a JSON Lines file (see [`HarfangLabSim::seed`]); `#` lines skipped.
+    pub fn seed_file(&self, path: &std::path::Path) -> Result<Vec<String>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            entries.push(
+                serde_json::from_str(line)
+                    .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+            );
+        }
+        self.seed(&entries)
+    }
+
     /// Every source list, by kind, in creation order.
     pub fn sources(&self) -> Vec<(SourceKind, SourceList)> {
         let mut out = Vec::new();

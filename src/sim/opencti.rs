@@ -106,6 +106,13 @@ pub struct OpenCtiSimConfig {
     pub scenario: Vec<ScenarioEvent>,
     /// Answer a `recover` request with a `no-recover` event (recent platforms, §8).
     pub no_recover: bool,
+    /// Recovery mode (§1.3): a connection that starts before its `recover` date first gets the
+    /// current state of every indicator and `based-on` relationship as synthetic `create`s
+    /// (ids `<ms of its last event>-0`, in that order), then the events appended after the
+    /// connection; idle heartbeats carry at least `<recover ms>-0`, and later appended events
+    /// get ids after the recover date, as the platform's tail does. Off: `recover` is ignored
+    /// and the log is replayed (what the tests of the live path expect).
+    pub recover_mode: bool,
 }
 
 impl Default for OpenCtiSimConfig {
@@ -119,6 +126,7 @@ impl Default for OpenCtiSimConfig {
             base_ms: 1_718_445_600_000,
             scenario: Vec::new(),
             no_recover: false,
+            recover_mode: false,
         }
     }
 }
@@ -619,12 +627,26 @@ fn handle_stream(shared: &Shared, mut conn: TcpStream, req: &Request) -> io::Res
     } else {
         Box::new(conn)
     };
-    let no_recover = shared.cfg.no_recover && query_param(&req.query, "recover").is_some();
-    let res = stream_loop(shared, &mut *out, pos, fault, no_recover);
+    let recover = query_param(&req.query, "recover");
+    let no_recover = shared.cfg.no_recover && recover.is_some();
+    let recover_ms = recover
+        .filter(|_| shared.cfg.recover_mode && !no_recover)
+        .and_then(|r| humantime::parse_rfc3339_weak(&r).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        // Recovery only while the start is before the recover date.
+        .filter(|r| parse_pos(pos.as_deref()).is_none_or(|(ms, _)| ms < *r));
+    let res = stream_loop(shared, &mut *out, pos, fault, no_recover, recover_ms);
     let _ = out.flush();
     drop(out);
     let _ = raw.shutdown(Shutdown::Both);
     res
+}
+
+/// `<ms>-<seq>` as numbers (`0` and `0-0` are the start).
+fn parse_pos(pos: Option<&str>) -> Option<(u64, u64)> {
+    let (a, b) = pos?.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 fn stream_loop(
@@ -633,10 +655,22 @@ fn stream_loop(
     pos: Option<String>,
     fault: ConnFault,
     no_recover: bool,
+    recover_ms: Option<u64>,
 ) -> io::Result<()> {
+    let mut recovered: Vec<Arc<str>> = Vec::new();
     let (mut next, info) = {
-        let g = shared.lock();
-        let next = start_index(&g.events, pos.as_deref());
+        let mut g = shared.lock();
+        let next = match recover_ms {
+            Some(r) => {
+                recovered = recovery_frames(&g.events);
+                // The platform tails from the recover date: what is appended from now on gets
+                // later ids; the GraphQL reads see the whole current state.
+                g.next_ms = g.next_ms.max(r + 1);
+                g.delivered = g.events.len();
+                g.events.len()
+            }
+            None => start_index(&g.events, pos.as_deref()),
+        };
         let info = json!({
             "lastEventId": g.events.last().map(|e| e.0.clone()).unwrap_or_else(|| "0-0".into()),
             "firstEventId": g.events.first().map(|e| e.0.clone()).unwrap_or_else(|| "0-0".into()),
@@ -651,6 +685,18 @@ fn stream_loop(
     }
     out.flush()?;
     let mut last_id = pos.filter(|p| !p.is_empty());
+    for frame in &recovered {
+        out.write_all(frame.as_bytes())?;
+        if let Some(id) = frame
+            .strip_prefix("id: ")
+            .and_then(|f| f.split('\n').next())
+        {
+            last_id = Some(id.to_owned());
+        }
+    }
+    out.flush()?;
+    // Idle heartbeats of a recovering connection carry at least the recover date.
+    let floor = recover_ms.map(|r| format!("{r}-0"));
     let mut sent = 0usize;
     let mut last_write = Instant::now();
     let drop_after = match fault {
@@ -698,7 +744,12 @@ fn stream_loop(
         let now = Instant::now();
         if now >= due {
             drop(g);
-            if let Some(id) = &last_id {
+            let beat = match (&last_id, &floor) {
+                (Some(l), Some(f)) if parse_pos(Some(l)) < parse_pos(Some(f)) => Some(f.clone()),
+                (None, Some(f)) => Some(f.clone()),
+                (l, _) => l.clone(),
+            };
+            if let Some(id) = &beat {
                 let ms = id
                     .split('-')
                     .next()
@@ -717,6 +768,64 @@ fn stream_loop(
         }
         let _ = shared.changed.wait_timeout(g, due - now);
     }
+}
+
+/// The current state as recovery sends it: every live indicator (latest version; merged sources
+/// gone) and `based-on` relationship, as a synthetic `create` with id `<ms of its last event>-0`,
+/// ordered by that time.
+fn recovery_frames(events: &[(String, ScenarioEvent)]) -> Vec<Arc<str>> {
+    // object key -> (ms, STIX, alive)
+    let mut state: HashMap<String, (u64, Value, bool)> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for (id, ev) in events {
+        let ms = parse_pos(Some(id)).map_or(0, |(ms, _)| ms);
+        let stix = &ev.data["data"];
+        let key = match stix["type"].as_str() {
+            Some("indicator") => stix["extensions"][OCTI]["id"]
+                .as_str()
+                .or(stix["id"].as_str())
+                .unwrap_or("")
+                .to_owned(),
+            Some("relationship") if stix["relationship_type"] == "based-on" => {
+                stix["id"].as_str().unwrap_or("").to_owned()
+            }
+            _ => continue,
+        };
+        for source in merge_sources(ev) {
+            let k = source["extensions"][OCTI]["id"]
+                .as_str()
+                .or(source["id"].as_str())
+                .unwrap_or("");
+            if let Some(s) = state.get_mut(k) {
+                s.2 = false;
+            }
+        }
+        if !state.contains_key(&key) {
+            order.push(key.clone());
+        }
+        state.insert(key, (ms, stix.clone(), ev.event != "delete"));
+    }
+    let mut live: Vec<(u64, String, Value)> = order
+        .into_iter()
+        .filter_map(|k| {
+            let (ms, stix, alive) = state.remove(&k)?;
+            alive.then_some((ms, k, stix))
+        })
+        .collect();
+    live.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    live.into_iter()
+        .map(|(ms, _, stix)| {
+            let envelope = json!({
+                "version": "4",
+                "type": "create",
+                "scope": "external",
+                "origin": {"referer": "init-create"},
+                "message": "recovered",
+                "data": stix,
+            });
+            Arc::from(format!("id: {ms}-0\nevent: create\ndata: {envelope}\n\n"))
+        })
+        .collect()
 }
 
 fn graphql_error(message: &str, code: &str) -> Value {
@@ -1056,6 +1165,44 @@ mod tests {
             indicator_view(&events[..3], "int-t")["observables"]["edges"],
             json!([])
         );
+    }
+
+    #[test]
+    fn recovery_sends_the_current_state_as_creates_in_update_order() {
+        let ind = |n: &str, ip: &str| {
+            json!({"type": "indicator", "id": format!("indicator--{n}"), "name": n,
+                "pattern": format!("[ipv4-addr:value = '{ip}']"), "pattern_type": "stix",
+                "extensions": {OCTI: {"id": format!("int-{n}")}}})
+        };
+        let ev = |id: &str, event: &str, data: Value| {
+            (
+                id.to_owned(),
+                ScenarioEvent {
+                    event: event.into(),
+                    data,
+                },
+            )
+        };
+        let events = vec![
+            ev("10-0", "create", json!({"data": ind("a", "1.1.1.1")})),
+            ev("11-0", "create", json!({"data": ind("b", "2.2.2.2")})),
+            ev("12-1", "update", json!({"data": ind("a", "3.3.3.3")})),
+            ev("13-0", "delete", json!({"data": ind("b", "2.2.2.2")})),
+            ev("14-0", "create", json!({"data": ind("c", "4.4.4.4")})),
+            ev(
+                "15-0",
+                "merge",
+                json!({"data": ind("a", "3.3.3.3"), "context": {"sources": [ind("c", "4.4.4.4")]}}),
+            ),
+        ];
+        let frames = recovery_frames(&events);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert!(
+            frames[0].starts_with("id: 15-0\nevent: create\n"),
+            "{}",
+            frames[0]
+        );
+        assert!(frames[0].contains("3.3.3.3") && frames[0].contains("init-create"));
     }
 
     #[test]

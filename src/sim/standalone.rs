@@ -28,6 +28,15 @@ pub struct StandaloneArgs {
     /// of that release: fields it lacks are refused as that release refuses them).
     #[arg(long, value_name = "VERSION")]
     pub opencti_version: Option<String>,
+    /// JSON Lines of rules the HarfangLab simulator starts with (`{"resource": "IOCRule",
+    /// "source": "from_OpenCTI", "type": ..., "value": ..., "comment": ...}`, see
+    /// `HarfangLabSim::seed`): drift for `harfanglab-intel reconcile` to find.
+    #[arg(long, value_name = "FILE")]
+    pub seed: Option<PathBuf>,
+    /// OpenCTI recovery mode: a stream opened with `recover=` first gets the current state as
+    /// synthetic creates, as the platform sends it (default: the log is replayed).
+    #[arg(long)]
+    pub recover_mode: bool,
 }
 
 #[cfg(test)]
@@ -61,6 +70,8 @@ mod tests {
                 scenario: None,
                 strict: false,
                 opencti_version: None,
+                seed: None,
+                recover_mode: false,
             }
         );
         let args = StandaloneArgs::try_parse_from([

@@ -37,8 +37,10 @@
 pub mod comment;
 pub mod content;
 pub mod dry_run;
+pub mod inventory;
 pub mod locks;
 pub mod memory;
+pub mod repair;
 pub mod rule_holders;
 
 use crate::harfanglab::HarfangLabError;
@@ -49,11 +51,13 @@ use crate::harfanglab::model::{
 use crate::retry::{FailureKind, Retryable};
 use crate::translate::{FormerState, Indicator, IocKey, Translation, truncate_name};
 use comment::{Holder, Origin, RuleComment};
+use inventory::{Inventory, Known};
 use locks::StripedLocks;
 use log::{debug, info, warn};
 use rule_holders::RuleHolders;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the sync layer needs from the configuration.
@@ -65,6 +69,9 @@ pub struct SyncSettings {
     pub remove_indicator: bool,
     /// `HARFANGLAB_INTEL_RULE_MATURITY`, sent as `hl_status` (`stable`, `testing`).
     pub rule_maturity: String,
+    /// `HARFANGLAB_INTEL_RECONCILE_ENFORCE_ENABLED`: re-enable a rule someone disabled while
+    /// indicators still hold it (false: it stays disabled, counted as `kept_disabled`).
+    pub enforce_enabled: bool,
 }
 
 /// Per object family: what one upsert/release did.
@@ -81,6 +88,9 @@ pub struct Counts {
     pub unchanged: u32,
     /// Not ours to touch (foreign rule, rule owned by another indicator, other source list).
     pub skipped: u32,
+    /// Wanted, but disabled by hand while held (an analyst's false positive): left disabled
+    /// (`enforce_enabled` false); its holders are still recorded.
+    pub kept_disabled: u32,
 }
 
 impl Counts {
@@ -97,6 +107,7 @@ impl Counts {
         self.deleted += other.deleted;
         self.unchanged += other.unchanged;
         self.skipped += other.skipped;
+        self.kept_disabled += other.kept_disabled;
     }
 }
 
@@ -251,15 +262,25 @@ pub struct Syncer<A: ThreatIntelApi> {
     api: A,
     settings: SyncSettings,
     locks: StripedLocks,
+    inventory: Arc<Inventory>,
 }
 
 impl<A: ThreatIntelApi> Syncer<A> {
+    /// A syncer with an empty inventory (not built: every object is looked up first until
+    /// [`Inventory::mark_complete`]).
     pub fn new(api: A, settings: SyncSettings) -> Syncer<A> {
         Syncer {
             api,
             settings,
             locks: StripedLocks::default(),
+            inventory: Arc::new(Inventory::new()),
         }
+    }
+
+    /// What our lists hold, as far as we know (built by `reconcile::actual`, kept by our own
+    /// creates and deletes).
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
     }
 
     /// The API this syncer writes to.
@@ -872,7 +893,11 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         let syncer = self.syncer;
         let _guard = syncer.locks.lock(&[LockKey::Ioc(key)]);
         let source = &syncer.settings.lists.ioc;
-        let found = self.call(|api| api.find_ioc(source, key))?;
+        // Known absent: straight to the create (a duplicate answer still finds the rule).
+        let found = match syncer.inventory.ioc(key) {
+            Known::Absent => None,
+            Known::Present | Known::Unknown => self.call(|api| api.find_ioc(source, key))?,
+        };
         let rule = match found {
             Some(rule) => rule,
             None => {
@@ -882,6 +907,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                 let body = self.ioc_body(key, description, &comment, true);
                 match self.call(|api| api.create_ioc(&body)) {
                     Ok(_) => {
+                        syncer.inventory.add_ioc(key);
                         self.report.iocs.created += 1;
                         debug!(
                             "indicator={}: created IOC {} {}",
@@ -891,8 +917,10 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                         );
                         return Ok(());
                     }
-                    // Another process created it between our find and create: take it over.
+                    // Another process created it between our find (or listing) and create: take
+                    // it over.
                     Err(e) if is_duplicate(&e) => {
+                        syncer.inventory.add_ioc(key);
                         match self.call(|api| api.find_ioc(source, key))? {
                             Some(rule) => rule,
                             None => return Err(e),
@@ -923,16 +951,25 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             ),
             Origin::Ours => {}
         }
+        let keep_disabled = !rule.enabled
+            && !self.settings().enforce_enabled
+            && disabled_by_hand(origin, !comment.holders.is_empty());
         comment.release(&self.absorbed);
         comment.upsert(self.holder(), &self.aliases);
         let description = self.indicator.description.clone().unwrap_or_default();
-        let body = self.ioc_body(key, description, &comment, true);
+        let body = self.ioc_body(key, description, &comment, !keep_disabled);
         if ioc_is_as_wanted(&rule, &body) {
-            self.report.iocs.unchanged += 1;
+            if keep_disabled {
+                self.report.iocs.kept_disabled += 1;
+            } else {
+                self.report.iocs.unchanged += 1;
+            }
             return Ok(());
         }
         self.call(|api| api.update_ioc(&rule.id, &body))?;
-        if rule.enabled {
+        if keep_disabled {
+            self.report.iocs.kept_disabled += 1;
+        } else if rule.enabled {
             self.report.iocs.updated += 1;
         } else {
             self.report.iocs.re_enabled += 1;
@@ -976,6 +1013,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             self.report.iocs.updated += 1;
         } else if self.settings().remove_indicator && comment.user_comment.is_none() {
             self.call(|api| api.delete_ioc(&rule.id))?;
+            self.syncer.inventory.remove_ioc(key);
             self.report.iocs.deleted += 1;
         } else {
             let body = self.ioc_body(key, description, &comment, false);
@@ -1177,7 +1215,16 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         // this indicator under another name is another name's rule, and one HarfangLab counts
         // as the same (a shared `meta: id`) answers the create below as a duplicate.
         let (current, former) = ident.split_former();
-        match self.locate(&current, &holding)? {
+        let sigma_id = ident.sigma_id.as_deref();
+        let inventory = &self.syncer.inventory;
+        // No rule with this id or any of these names in our list: no probe, straight to the
+        // create (an id HarfangLab already has answers as a duplicate, handled below).
+        let known = inventory.rule(kind, sigma_id, &ident.names);
+        let located = match known {
+            Known::Absent => Located::Missing,
+            Known::Present | Known::Unknown => self.locate(&current, &holding)?,
+        };
+        match located {
             Located::Ours(rule) => {
                 self.refresh_rule(kind, rule, me, name, wanted)?;
                 if let Some(former) = &former {
@@ -1189,7 +1236,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             Located::Elsewhere(rule) => return self.skip_elsewhere(kind, &rule),
             Located::Missing => {}
         }
-        if let Some(former) = &former {
+        if let Some(former) = former.as_ref().filter(|_| known != Known::Absent) {
             match self.locate(former, &holding)? {
                 Located::Ours(rule) => {
                     let holders = recorded_holders(kind, &rule).unwrap_or_default();
@@ -1217,6 +1264,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         let body = self.rule_body(kind, name, content, true);
         match self.call(|api| api.create_rule(kind, &body)) {
             Ok(_) => {
+                self.syncer.inventory.add_rule(kind, sigma_id, name);
                 self.counts(kind).created += 1;
                 debug!(
                     "indicator={}: created {} {name:?}",
@@ -1228,6 +1276,7 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             // Same Sigma id / Yara rule already there (another process, a renamed indicator we
             // could not trace): update it rather than fail.
             Err(e) if is_duplicate(&e) => match self.locate_conflict(&current)? {
+                // (The clashing rule is one the inventory did not know: it reads it now.)
                 Located::Ours(rule) => self.refresh_rule(kind, rule, me, name, wanted),
                 Located::Elsewhere(rule) => self.skip_elsewhere(kind, &rule),
                 Located::Missing => Err(e),
@@ -1267,19 +1316,36 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                 others.join(", ")
             );
         }
+        // Held, yet disabled: someone disabled it by hand (we only disable a rule nobody holds;
+        // the Python connector only when releasing, and it wrote no holders line).
+        let keep_disabled = !rule.enabled
+            && !self.settings().enforce_enabled
+            && recorded_holders(kind, &rule).is_some_and(|h| !h.is_empty());
         holders.add(me, &self.aliases);
         let content = rule_holders::join(kind, &holders, wanted);
-        let body = self.rule_body(kind, name, content, true);
+        let body = self.rule_body(kind, name, content, !keep_disabled);
         if rule.name == body.name
             && rule.content == body.content
             && rule.hl_status.as_deref() == Some(body.hl_status.as_str())
-            && rule.enabled
+            && rule.enabled == body.enabled
         {
-            self.counts(kind).unchanged += 1;
+            if keep_disabled {
+                self.counts(kind).kept_disabled += 1;
+            } else {
+                self.counts(kind).unchanged += 1;
+            }
             return Ok(());
         }
+        if rule.name != body.name {
+            let sigma_id = content::sigma_id(wanted);
+            self.syncer
+                .inventory
+                .add_rule(kind, sigma_id.as_deref(), &body.name);
+        }
         self.call(|api| api.update_rule(kind, &rule.id, &body))?;
-        if rule.enabled {
+        if keep_disabled {
+            self.counts(kind).kept_disabled += 1;
+        } else if rule.enabled {
             self.counts(kind).updated += 1;
         } else {
             self.counts(kind).re_enabled += 1;
@@ -1364,6 +1430,13 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
         let keep = !holders.is_empty();
         if !keep && self.settings().remove_indicator {
             self.call(|api| api.delete_rule(kind, &rule.id))?;
+            let sigma_id = match kind {
+                RuleKind::Sigma => content::sigma_id(body),
+                RuleKind::Yara => None,
+            };
+            self.syncer
+                .inventory
+                .remove_rule(kind, sigma_id.as_deref(), &rule.name);
             self.counts(kind).deleted += 1;
             return Ok(());
         }
@@ -1382,6 +1455,18 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
             self.counts(kind).disabled += 1;
         }
         Ok(())
+    }
+}
+
+/// Was a disabled IOC rule disabled by a person (so it stays disabled unless `enforce_enabled`)?
+/// We disable only rules nobody holds, and the Python connector only when it released its one
+/// indicator; a rule no connector wrote (empty or foreign comment) was disabled by whoever
+/// manages it.
+fn disabled_by_hand(origin: Origin, held: bool) -> bool {
+    match origin {
+        Origin::Ours => held,
+        Origin::Python => false,
+        Origin::Empty | Origin::Foreign => true,
     }
 }
 
@@ -1419,6 +1504,7 @@ mod tests {
         Syncer::new(
             api,
             SyncSettings {
+                enforce_enabled: false,
                 lists: SourceLists {
                     ioc: "i".into(),
                     sigma: "s".into(),
@@ -1495,6 +1581,110 @@ mod tests {
         assert_eq!(report.sigma.unchanged, 1);
         assert_eq!(api.calls_to("get_rule"), 0);
         assert_eq!(api.calls_to("find_rules"), 1);
+    }
+
+    const SIGMA_NEW: &str = "title: t\nid: 6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11\nlogsource:\n  product: windows\ndetection:\n  x:\n    a: b\n  condition: x\n";
+
+    fn sigma_spec(name: &str) -> Translation {
+        Translation {
+            sigma: Some(SigmaSpec {
+                meta: crate::rules::sigma::parse_sigma(SIGMA_NEW).unwrap(),
+                name: name.into(),
+                content: SIGMA_NEW.into(),
+            }),
+            ..Translation::default()
+        }
+    }
+
+    #[test]
+    fn with_a_built_inventory_a_new_object_costs_one_request() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        s.inventory().mark_complete();
+        let t = Translation {
+            iocs: vec![hash(&"a".repeat(32))],
+            ..Translation::default()
+        };
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!((r.iocs.created, r.api_calls), (1, 1));
+        assert_eq!(api.calls_to("find_ioc"), 0);
+        // A new Sigma rule: no probe by id, no lookup by name.
+        let r = s
+            .upsert(&indicator(), &sigma_spec("One"), &FormerState::default())
+            .unwrap();
+        assert_eq!((r.sigma.created, r.api_calls), (1, 1));
+        assert_eq!(api.calls_to("get_rule") + api.calls_to("find_rules"), 0);
+        // Known now: the next upsert reads them first, as before.
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!((r.iocs.unchanged, r.api_calls), (1, 1));
+    }
+
+    #[test]
+    fn inventory_misses_fall_back_to_a_lookup_never_a_wrong_write() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), true);
+        // Someone else created it after the listing: the create answers "already exists",
+        // then the rule is found and this indicator added to it.
+        api.insert_ioc(IocRule {
+            id: "r1".into(),
+            ioc_type: "hash".into(),
+            value: "b".repeat(32),
+            source_id: Some("i".into()),
+            description: None,
+            comment: None,
+            enabled: true,
+            hl_status: Some("testing".into()),
+        });
+        s.inventory().mark_complete();
+        let t = Translation {
+            iocs: vec![hash(&"b".repeat(32))],
+            ..Translation::default()
+        };
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!(r.iocs.updated, 1);
+        assert_eq!(api.iocs().len(), 1);
+        // Someone deleted it behind our back: the stale "present" costs a lookup, then a create.
+        api.delete_ioc("r1").unwrap();
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!((r.iocs.created, r.api_calls), (1, 2));
+        // Our own delete forgets it: the next create is direct.
+        s.release(&indicator(), &t, &FormerState::default())
+            .unwrap();
+        api.reset_calls();
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!((r.iocs.created, r.api_calls), (1, 1));
+    }
+
+    #[test]
+    fn a_rule_disabled_by_hand_stays_disabled_unless_enforced() {
+        let api = MemoryApi::new();
+        let s = syncer(api.clone(), false);
+        let t = Translation {
+            iocs: vec![hash(&"c".repeat(32))],
+            ..Translation::default()
+        };
+        s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        let mut rule = api.iocs()[0].clone();
+        rule.enabled = false;
+        api.insert_ioc(rule);
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!(r.iocs.kept_disabled, 1);
+        assert!(!api.iocs()[0].enabled);
+        // Released by us (nobody holds it), it comes back when wanted again.
+        s.release(&indicator(), &t, &FormerState::default())
+            .unwrap();
+        let r = s.upsert(&indicator(), &t, &FormerState::default()).unwrap();
+        assert_eq!(r.iocs.re_enabled, 1);
+        let mut rule = api.iocs()[0].clone();
+        rule.enabled = false;
+        api.insert_ioc(rule);
+        let mut enforced = syncer(api.clone(), false);
+        enforced.settings.enforce_enabled = true;
+        let r = enforced
+            .upsert(&indicator(), &t, &FormerState::default())
+            .unwrap();
+        assert_eq!(r.iocs.re_enabled, 1);
+        assert!(api.iocs()[0].enabled);
     }
 
     #[test]

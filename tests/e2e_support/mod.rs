@@ -154,25 +154,18 @@ impl World {
         }
     }
 
-    /// Spawn `harfanglab-intel run` against this world.
-    pub fn spawn(&self, opts: &RunOpts) -> Connector {
-        let log = self
-            .state
-            .path()
-            .join(format!("connector-{}.log", next_run_number()));
-        let stderr = File::create(&log).expect("create connector log");
+    /// `harfanglab-intel <args>` with this world's environment (and `opts.extra` on top).
+    pub fn command(&self, opts: &RunOpts, args: &[&str]) -> Command {
         let mut cmd = Command::new(&opts.binary);
-        cmd.arg("run")
+        cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("NO_PROXY", "*")
             .env("no_proxy", "*")
             .current_dir(self.state.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
+            .stdin(Stdio::null());
         let workers = opts.workers.to_string();
-        let base: [(&str, &str); 20] = [
+        let base: [(&str, &str); 21] = [
             ("OPENCTI_URL", &self.octi.base_url()),
             ("OPENCTI_TOKEN", OCTI_TOKEN),
             ("CONNECTOR_ID", CONNECTOR_ID),
@@ -197,6 +190,8 @@ impl World {
             ("HARFANGLAB_INTEL_REQUEST_TIMEOUT", "10"),
             ("HARFANGLAB_INTEL_CONNECT_TIMEOUT", "5"),
             ("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", "10"),
+            // The live path's tests; the reconciliation tests turn it on (`e2e_reconcile`).
+            ("HARFANGLAB_INTEL_RECONCILE_INTERVAL", "0"),
             ("OPENCTI_REQUEST_TIMEOUT", "10"),
         ];
         for (k, v) in base {
@@ -205,6 +200,18 @@ impl World {
         for (k, v) in &opts.extra {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Spawn `harfanglab-intel run` against this world.
+    pub fn spawn(&self, opts: &RunOpts) -> Connector {
+        let log = self
+            .state
+            .path()
+            .join(format!("connector-{}.log", next_run_number()));
+        let stderr = File::create(&log).expect("create connector log");
+        let mut cmd = self.command(opts, &["run"]);
+        cmd.stdout(Stdio::null()).stderr(stderr);
         let child = cmd.spawn().expect("spawn harfanglab-intel run");
         Connector {
             child,
@@ -392,6 +399,11 @@ impl Connector {
     }
 
     /// The last lines of the connector's stderr, for failure messages.
+    /// The file the connector's stderr goes to.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     pub fn stderr_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
