@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-#[path = "../tests/corpora/mod.rs"]
+#[path = "../tests/support/corpora.rs"]
 mod corpora;
 use corpora::corpora_dir;
 

@@ -8,7 +8,7 @@ use harfanglab_intel::rules::{sigma::parse_sigma, yara::parse_yara};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-#[path = "../tests/corpora/mod.rs"]
+#[path = "../tests/support/corpora.rs"]
 mod corpora;
 use corpora::corpora_dir;
 

@@ -3,9 +3,7 @@
 //! drift: every class repaired, dry-run changing nothing, the mass-deletion guard tripping on an
 //! empty OpenCTI answer, and a live update racing a pass.
 
-mod e2e_support;
-
-use e2e_support::*;
+use crate::support::e2e::*;
 use harfanglab_intel::harfanglab::model::RuleKind;
 use harfanglab_intel::sim::harfanglab::Faults;
 use harfanglab_intel::sim::opencti::ScenarioEvent;

@@ -1,7 +1,7 @@
 //! Deterministic generator of the OpenCTI fixtures, and checks that the committed files match it,
 //! decode without error and replay through the simulator.
 //!
-//! Regenerate with `HLI_REGEN_FIXTURES=1 cargo test --test opencti_fixtures`.
+//! Regenerate with `HLI_REGEN_FIXTURES=1 cargo test --test tests opencti_fixtures::`.
 
 use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
 use harfanglab_intel::opencti::events::{self, Decoded, Payload};
@@ -617,7 +617,7 @@ fn committed_fixtures_match_the_generator() {
         let got = std::fs::read(&path).unwrap_or_default();
         assert!(
             got == content,
-            "{} is stale: run HLI_REGEN_FIXTURES=1 cargo test --test opencti_fixtures",
+            "{} is stale: run HLI_REGEN_FIXTURES=1 cargo test --test tests opencti_fixtures::",
             path.display()
         );
     }

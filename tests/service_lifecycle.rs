@@ -4,8 +4,7 @@
 //! anywhere, fatal startup errors end the run with a clear message, the final checkpoint is
 //! on disk and in OpenCTI, and metrics are served while it runs.
 
-mod service_support;
-
+use crate::support::service::{demo_scenario, run_options, start_sims, state_dir};
 use harfanglab_intel::config::Config;
 use harfanglab_intel::demo::demo_config;
 use harfanglab_intel::pipeline::{PipelineStats, Shutdown};
@@ -13,7 +12,6 @@ use harfanglab_intel::service::{self, RunSummary, ServiceError};
 use harfanglab_intel::sim::harfanglab::{self as hlsim, HarfangLabSim};
 use harfanglab_intel::sim::opencti::OpenCtiSim;
 use harfanglab_intel::state::{Checkpoint, compare_event_ids};
-use service_support::{demo_scenario, run_options, start_sims, state_dir};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

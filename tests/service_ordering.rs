@@ -3,8 +3,7 @@
 //! slow HarfangLab, applies in stream order: only the last pattern's value is left, and every
 //! other indicator's value is there.
 
-mod service_support;
-
+use crate::support::service::{run_options, start_sims, state_dir};
 use harfanglab_intel::demo::demo_config;
 use harfanglab_intel::opencti::events::OCTI_EXT;
 use harfanglab_intel::pipeline::{PipelineStats, Shutdown};
@@ -12,7 +11,6 @@ use harfanglab_intel::service;
 use harfanglab_intel::sim::opencti::ScenarioEvent;
 use harfanglab_intel::state::compare_event_ids;
 use serde_json::{Value, json};
-use service_support::{run_options, start_sims, state_dir};
 use std::time::{Duration, Instant};
 
 fn stix(n: u32, name: &str, pattern: &str) -> Value {

@@ -8,6 +8,7 @@
 //! backend and the ids of its three source lists. Failure injection and server behaviours
 //! only `MemoryApi` is known to have live in `memory_only`.
 
+use crate::support::logs::logs;
 use harfanglab_intel::harfanglab::HarfangLabError;
 use harfanglab_intel::harfanglab::api::ThreatIntelApi;
 use harfanglab_intel::harfanglab::client::{Client, ClientOptions};
@@ -24,43 +25,12 @@ use harfanglab_intel::sync::dry_run::DryRunApi;
 use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
 use harfanglab_intel::sync::rule_holders;
 use harfanglab_intel::sync::{Absorbed, Counts, SyncSettings, Syncer};
+use harfanglab_intel::sync::{SyncError, SyncReport};
 use harfanglab_intel::translate::{
     FormerState, Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec,
 };
-use std::sync::{Mutex, OnceLock};
 
 // ---- fixtures -------------------------------------------------------------------------------
-
-/// Every log line of this test binary (tests run in parallel: look for ids of your own).
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if let Ok(mut lines) = self.0.lock() {
-            lines.push(format!("{} {}", record.level(), record.args()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-impl Capture {
-    fn lines(&self) -> Vec<String> {
-        self.0.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        let _ = log::set_logger(capture);
-        log::set_max_level(log::LevelFilter::Info);
-        capture
-    })
-}
 
 fn lists() -> SourceLists {
     SourceLists {
@@ -796,7 +766,7 @@ fn conflicting_sigma_content_takes_the_newest_and_is_logged<A: ThreatIntelApi>(
         rule_holders_of(RuleKind::Sigma, &rule),
         [a.id.clone(), b.id.clone()]
     );
-    let logged = logs().lines().into_iter().any(|l| {
+    let logged = logs().lines_at(log::Level::Info).into_iter().any(|l| {
         l.starts_with("WARN")
             && l.contains("different content")
             && l.contains(&format!("indicator={}", b.id))
@@ -805,7 +775,7 @@ fn conflicting_sigma_content_takes_the_newest_and_is_logged<A: ThreatIntelApi>(
     assert!(
         logged,
         "the conflict is logged with both ids: {:#?}",
-        logs().lines()
+        logs().lines_at(log::Level::Info)
     );
     // a's next event is the newest now.
     s.upsert(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
@@ -1147,11 +1117,11 @@ macro_rules! two_modes {
             mod $name {
                 #[test]
                 fn removing() {
-                    crate::$name($factory, true)
+                    crate::sync_semantics::$name($factory, true)
                 }
                 #[test]
                 fn disabling() {
-                    crate::$name($factory, false)
+                    crate::sync_semantics::$name($factory, false)
                 }
             }
         )*
@@ -1247,7 +1217,7 @@ fn memory_api() -> (MemoryApi, SourceLists) {
     (api, lists())
 }
 
-scenarios!(memory, crate::memory_api);
+scenarios!(memory, crate::sync_semantics::memory_api);
 
 // ---- the same scenarios through the real client and the HTTP simulator ----------------------
 
@@ -1331,7 +1301,7 @@ fn simulator() -> (SimBackend, SourceLists) {
     })
 }
 
-scenarios!(simulator, crate::simulator);
+scenarios!(simulator, crate::sync_semantics::simulator);
 
 // ---- MemoryApi-only: failure injection and call accounting ---------------------------------
 
@@ -1547,7 +1517,6 @@ mod memory_only {
 
 mod simulator_only {
     use super::*;
-    use harfanglab_intel::sync::{SyncError, SyncReport};
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 

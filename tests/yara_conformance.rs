@@ -17,8 +17,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-mod corpora;
-use corpora::{full_corpora, read_jsonl, sample_dir};
+use crate::support::corpora::{full_corpora, read_jsonl, sample_dir};
 
 /// Files libyara compiles that we reject on purpose: `(file, reason)`.
 const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[

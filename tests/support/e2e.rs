@@ -5,7 +5,6 @@
 //!
 //! No fixed sleeps: every wait polls a condition every few milliseconds up to a generous timeout
 //! and fails with the connector's stderr attached.
-#![allow(dead_code)]
 
 use harfanglab_intel::harfanglab::model::RuleKind;
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, HarfangLabSim, SimConfig};

@@ -3,7 +3,6 @@
 //! number `n` (1-based creation order) has the internal id
 //! `00000001-0000-4000-8000-<n as 12 hex digits>`. Shared by `demo_scenario` and
 //! `service_process`; nothing here is derived from the code under test.
-#![allow(dead_code)]
 
 use harfanglab_intel::demo::DemoResult;
 use harfanglab_intel::harfanglab::model::{IocRule, RemoteRule};

@@ -1,6 +1,5 @@
 //! Shared fakes for the `pipeline_*` integration tests: a closure handler, a recording sink,
 //! a feeder thread and fast options.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,6 @@
 //! Set-up shared by the `service_*` tests: both simulators on 127.0.0.1 with ephemeral ports
 //! (the simulators' default tokens, which `demo_config` uses), a fresh per-test state
 //! directory, and run options with short ticks and back-offs so the tests stay quick.
-#![allow(dead_code)]
 
 use harfanglab_intel::demo::DEMO_SCENARIO;
 use harfanglab_intel::notify::Notifier;
