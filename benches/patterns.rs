@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench patterns`.
 
 use harfanglab_intel::stix::parse_pattern;
-use harfanglab_intel::translate::{Indicator, translate};
+use harfanglab_intel::{Indicator, translate};
 use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! with an actionable message; exit 0 only when nothing failed, 1 otherwise; check never writes.
 
 use crate::support::scratch::scratch_dir;
-use harfanglab_intel::harfanglab::model::SourceKind;
+use harfanglab_intel::SourceKind;
 use harfanglab_intel::sim::harfanglab::{self as hl, HarfangLabSim, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octi, ConnFault, OpenCtiSim, OpenCtiSimConfig};
 use std::path::Path;

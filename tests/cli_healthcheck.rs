@@ -3,7 +3,7 @@
 //! nothing listening or metrics off → 1 with the reason, bad configuration → 2. Each run has an
 //! empty environment, so a proxy or config of the machine cannot leak in.
 
-use harfanglab_intel::metrics::{Health, Metrics, MetricsServer};
+use harfanglab_intel::{Health, Metrics, MetricsServer};
 use std::process::Command;
 use std::time::Duration;
 

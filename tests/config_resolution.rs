@@ -3,9 +3,9 @@
 //! alias, the state directory chain and the `recover` forms.
 
 use crate::support::lookup;
-use harfanglab_intel::config::{
-    CONNECTOR_NAME, Config, ConfigError, HARFANGLAB_INTEL_SOURCE_LIST_NAME, Origin, RawConfig,
-    Recover, RuleMaturity, TlsVerify,
+use harfanglab_intel::{
+    CONNECTOR_NAME, Config, ConfigError, HARFANGLAB_INTEL_SOURCE_LIST_NAME, RawConfig, Recover,
+    RuleMaturity, SettingOrigin, TlsVerify,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,7 +55,7 @@ fn empty_env_variable_means_default_even_when_yaml_has_a_value() {
     ]);
     let raw = RawConfig::from_yaml(Some((Path::new("c.yml"), yaml)), &lookup(&env)).unwrap();
     let entry = raw.entry(&HARFANGLAB_INTEL_SOURCE_LIST_NAME).unwrap();
-    assert_eq!(entry.origin, Origin::Env);
+    assert_eq!(entry.origin, SettingOrigin::Env);
     assert_eq!(entry.effective(), Some("from_OpenCTI"));
     assert_eq!(
         raw.entry(&CONNECTOR_NAME).unwrap().effective(),

@@ -3,7 +3,7 @@
 
 use crate::support::lookup;
 use harfanglab_intel::app::settings_report;
-use harfanglab_intel::config::{Config, ConfigError, RawConfig};
+use harfanglab_intel::{Config, ConfigError, RawConfig};
 use std::path::Path;
 
 const GOOD: &[(&str, &str)] = &[

@@ -4,8 +4,8 @@
 //! nothing lost, nothing duplicated, holders exact.
 
 use crate::support::e2e::{POLL, World, assert_same_state, demo_scenario};
+use harfanglab_intel::compare_event_ids;
 use harfanglab_intel::sim::harfanglab::Faults;
-use harfanglab_intel::state::compare_event_ids;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(60);

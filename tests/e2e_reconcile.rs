@@ -4,10 +4,9 @@
 //! empty OpenCTI answer, and a live update racing a pass.
 
 use crate::support::e2e::*;
-use harfanglab_intel::harfanglab::model::RuleKind;
 use harfanglab_intel::sim::harfanglab::Faults;
 use harfanglab_intel::sim::opencti::ScenarioEvent;
-use harfanglab_intel::sync::rule_holders;
+use harfanglab_intel::{RuleKind, rule_holders};
 use serde_json::{Value, json};
 use std::process::Output;
 use std::time::Duration;

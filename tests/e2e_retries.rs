@@ -7,8 +7,8 @@
 use crate::support::e2e::{
     CONNECTOR_ID, World, create_ip, ip_for, read_checkpoint, snapshot, wait_until,
 };
+use harfanglab_intel::compare_event_ids;
 use harfanglab_intel::sim::harfanglab::Faults;
-use harfanglab_intel::state::compare_event_ids;
 use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 

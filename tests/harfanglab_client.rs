@@ -5,14 +5,10 @@
 use crate::support::logs::logs;
 use crate::support::net::{dropping_server, silent_server};
 use crossbeam_channel::Sender;
-use harfanglab_intel::harfanglab::client::{Client, ClientOptions, Op};
-use harfanglab_intel::harfanglab::model::{
-    IocRuleBody, RuleBody, RuleFilter, RuleKind, SourceKind,
+use harfanglab_intel::{
+    Client, ClientOptions, FailureKind, HarfangLabError, IocKey, IocRuleBody, IocType, Op,
+    RetryPolicy, Retryable, RuleBody, RuleFilter, RuleKind, Secret, SourceKind, ThreatIntelApi,
 };
-use harfanglab_intel::harfanglab::{HarfangLabError, ThreatIntelApi};
-use harfanglab_intel::retry::{FailureKind, RetryPolicy, Retryable};
-use harfanglab_intel::secret::Secret;
-use harfanglab_intel::translate::{IocKey, IocType};
 use mockito::Matcher;
 use serde_json::json;
 use std::sync::atomic::Ordering;

@@ -3,13 +3,11 @@
 //!
 //! Regenerate with `HLI_REGEN_FIXTURES=1 cargo test --test tests opencti_fixtures::`.
 
-use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
-use harfanglab_intel::opencti::events::{self, Decoded, Payload};
-use harfanglab_intel::opencti::sse::Framer;
-use harfanglab_intel::opencti::stream::{StreamItem, StreamOptions, StreamReader};
-use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::opencti::{OpenCtiSimConfig, ScenarioEvent, parse_scenario, serve};
-use harfanglab_intel::state::Checkpoint;
+use harfanglab_intel::{
+    ApiOptions, Checkpoint, Decoded, EventKind, Framer, OpenCtiApi, Payload, Secret, StreamItem,
+    StreamOptions, StreamReader, decode_event,
+};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -635,13 +633,13 @@ fn demo_stream_decodes_without_errors_and_has_the_promised_content() {
     let (mut ind, mut rel, mut other, mut merge) = (0, 0, 0, 0);
     let mut types = std::collections::BTreeSet::new();
     for (k, ev) in sc.iter().enumerate() {
-        let frame = harfanglab_intel::opencti::sse::Frame {
+        let frame = harfanglab_intel::Frame {
             id: Some(format!("{k}-0")),
             event: ev.event.clone(),
             data: ev.data.to_string(),
             retry: None,
         };
-        match events::decode(&frame).unwrap() {
+        match decode_event(&frame).unwrap() {
             Decoded::Event(e) => match e.payload {
                 Payload::Indicator(d) => {
                     ind += 1;
@@ -649,7 +647,7 @@ fn demo_stream_decodes_without_errors_and_has_the_promised_content() {
                 }
                 Payload::BasedOn(_) => rel += 1,
                 // A merge of objects that are not indicators.
-                Payload::Other { .. } if e.kind == events::EventKind::Merge => merge += 1,
+                Payload::Other { .. } if e.kind == EventKind::Merge => merge += 1,
                 Payload::Other { .. } => other += 1,
             },
             d => panic!("unexpected {d:?}"),

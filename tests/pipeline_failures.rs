@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::pipeline::*;
+use harfanglab_intel::RetryPolicy;
 use harfanglab_intel::pipeline::{self, DeadLetterLog, Input, Outcome, PipelineError, Shutdown};
-use harfanglab_intel::retry::RetryPolicy;
 
 /// A fresh directory with a dead-letter log `file` in it, and the log's path.
 fn dead_letter_log(tag: &str, file: &str) -> (PathBuf, DeadLetterLog, PathBuf) {

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::pipeline::*;
+use harfanglab_intel::RetryPolicy;
 use harfanglab_intel::pipeline::{
     self, DeadLetterLog, Input, Outcome, PipelineHooks, Shutdown, StatsSnapshot, StopReason,
 };
-use harfanglab_intel::retry::RetryPolicy;
 
 /// An endless source: sends events (10 keys) until the receiver is dropped or `stop` fires.
 fn endless(shutdown: Shutdown) -> crossbeam_channel::Receiver<Input<Ev>> {

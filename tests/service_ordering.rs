@@ -4,12 +4,10 @@
 //! other indicator's value is there.
 
 use crate::support::service::{run_options, start_sims, state_dir};
-use harfanglab_intel::demo::demo_config;
-use harfanglab_intel::opencti::events::OCTI_EXT;
 use harfanglab_intel::pipeline::{PipelineStats, Shutdown};
 use harfanglab_intel::service;
 use harfanglab_intel::sim::opencti::ScenarioEvent;
-use harfanglab_intel::state::compare_event_ids;
+use harfanglab_intel::{OCTI_EXT, compare_event_ids, demo_config};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! (`cargo test --test tests sigma_conformance:: -- --nocapture`). Runs on the sample shipped in
 //! `tests/corpora/sample`, then on the full corpora when they are found.
 
-use harfanglab_intel::rules::sigma::parse_sigma;
+use harfanglab_intel::parse_sigma;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -9,25 +9,13 @@
 //! only `MemoryApi` is known to have live in `memory_only`.
 
 use crate::support::logs::logs;
-use harfanglab_intel::harfanglab::HarfangLabError;
-use harfanglab_intel::harfanglab::api::ThreatIntelApi;
-use harfanglab_intel::harfanglab::client::{Client, ClientOptions};
-use harfanglab_intel::harfanglab::model::{
-    IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
-};
-use harfanglab_intel::retry::Retryable;
-use harfanglab_intel::rules::sigma::SigmaMeta;
-use harfanglab_intel::rules::yara::YaraMeta;
-use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig};
-use harfanglab_intel::sync::comment::{Origin, RuleComment};
-use harfanglab_intel::sync::dry_run::DryRunApi;
-use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
-use harfanglab_intel::sync::rule_holders;
-use harfanglab_intel::sync::{Absorbed, Counts, SyncSettings, Syncer};
-use harfanglab_intel::sync::{SyncError, SyncReport};
-use harfanglab_intel::translate::{
-    FormerState, Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec,
+use harfanglab_intel::{
+    Absorbed, Client, ClientOptions, CommentOrigin, Counts, DryRunApi, Fault, FormerState,
+    HarfangLabError, Indicator, IocKey, IocRule, IocRuleBody, IocType, MemoryApi, RemoteRule,
+    Retryable, RuleBody, RuleComment, RuleFilter, RuleKind, Secret, SigmaMeta, SigmaSpec,
+    SourceLists, SyncError, SyncReport, SyncSettings, Syncer, Target, ThreatIntelApi, Translation,
+    YaraMeta, YaraSpec, rule_holders,
 };
 
 // ---- fixtures -------------------------------------------------------------------------------
@@ -151,7 +139,7 @@ fn find<A: ThreatIntelApi>(s: &Syncer<A>, key: &IocKey) -> Option<IocRule> {
 fn holders<A: ThreatIntelApi>(s: &Syncer<A>, key: &IocKey) -> Vec<String> {
     let rule = find(s, key).expect("the IOC rule exists");
     let (decoded, origin) = RuleComment::decode(rule.comment.as_deref());
-    assert_eq!(origin, Origin::Ours, "comment: {:?}", rule.comment);
+    assert_eq!(origin, CommentOrigin::Ours, "comment: {:?}", rule.comment);
     decoded.holders.into_iter().map(|h| h.id).collect()
 }
 
@@ -1345,7 +1333,7 @@ mod memory_only {
         assert_eq!(err.indicator_id, "internal-a");
         assert_eq!(
             err.object,
-            harfanglab_intel::sync::SyncObject::Ioc(ip("10.9.0.2"))
+            harfanglab_intel::SyncObject::Ioc(ip("10.9.0.2"))
         );
         assert_eq!(err.report.iocs.created, 2);
         assert!(err.to_string().contains("10.9.0.2"), "{err}");
@@ -1640,7 +1628,7 @@ mod simulator_only {
         for rule in sim.ioc_rules() {
             assert!(rule.enabled, "{rule:?}");
             let (decoded, origin) = RuleComment::decode(rule.comment.as_deref());
-            assert_eq!(origin, Origin::Ours, "{rule:?}");
+            assert_eq!(origin, CommentOrigin::Ours, "{rule:?}");
             let mut holders: Vec<String> = decoded.holders.into_iter().map(|h| h.id).collect();
             holders.sort();
             let previous = state.insert(rule.value.clone(), holders);

@@ -4,7 +4,7 @@
 //! Runs on the sample shipped in `tests/corpora/sample`, then on the full corpora when found.
 
 use harfanglab_intel::stix::{ComparisonOp, Value, parse_syntax};
-use harfanglab_intel::translate::{Indicator, IocType, path_value_ioc, stix_iocs, translate};
+use harfanglab_intel::{Indicator, IocType, path_value_ioc, stix_iocs, translate};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::Path;

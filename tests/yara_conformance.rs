@@ -12,7 +12,7 @@
 //! Each file is parsed once (plus the sample); a summary is printed (`-- --nocapture`). Runs on
 //! the sample shipped in `tests/corpora/sample`, then on the full corpora when they are found.
 
-use harfanglab_intel::rules::yara::parse_yara;
+use harfanglab_intel::parse_yara;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;

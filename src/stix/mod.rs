@@ -14,10 +14,10 @@
 //! assert_eq!(cmps[1].comparison.path.to_string(), "domain-name:value");
 //! ```
 
-pub mod ast;
-pub mod error;
-pub mod lexer;
-pub mod parser;
+mod ast;
+mod error;
+mod lexer;
+mod parser;
 
 pub use ast::{
     BoolOp, Comparison, ComparisonContext, ComparisonExpr, ComparisonOp, Literal, ObjectPath,

@@ -4,8 +4,7 @@
 //! `00000001-0000-4000-8000-<n as 12 hex digits>`. Shared by `demo_scenario` and
 //! `service_process`; nothing here is derived from the code under test.
 
-use harfanglab_intel::demo::DemoResult;
-use harfanglab_intel::harfanglab::model::{IocRule, RemoteRule};
+use harfanglab_intel::{DemoResult, IocRule, RemoteRule};
 use std::collections::BTreeMap;
 
 /// Internal id of the n-th indicator of the scenario.

@@ -2,15 +2,13 @@
 //! (the simulators' default tokens, which `demo_config` uses), a fresh per-test state
 //! directory, and run options with short ticks and back-offs so the tests stay quick.
 
-use harfanglab_intel::demo::DEMO_SCENARIO;
-use harfanglab_intel::notify::Notifier;
 use harfanglab_intel::pipeline::PipelineStats;
 use harfanglab_intel::service::RunOptions;
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, HarfangLabSim, SimConfig};
 use harfanglab_intel::sim::opencti::{
     self as octisim, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent,
 };
-use harfanglab_intel::state::compare_event_ids;
+use harfanglab_intel::{DEMO_SCENARIO, Notifier, compare_event_ids};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
