@@ -53,19 +53,22 @@ mod tls;
 mod translate;
 
 // Configuration: the settings table, its sources and the resolved `Config`.
+#[cfg(any(test, feature = "testkit"))]
+pub use config::reference_markdown;
 pub use config::{
     CONNECTOR_NAME, Config, ConfigError, HARFANGLAB_INTEL_SOURCE_LIST_NAME,
     Origin as SettingOrigin, RawConfig, Recover, RuleMaturity, SETTINGS, Section, Setting,
-    TlsVerify, reference_markdown,
+    TlsVerify,
 };
 pub use secret::Secret;
 
 // Translation: STIX indicators to HarfangLab IOC / Sigma / Yara, and the rule parsers.
 pub use rules::sigma::{SigmaMeta, parse_sigma};
 pub use rules::yara::{YaraMeta, parse_yara};
+#[cfg(any(test, feature = "testkit"))]
+pub use translate::path_value_ioc;
 pub use translate::{
-    FormerState, Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec, path_value_ioc,
-    stix_iocs, translate,
+    FormerState, Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec, stix_iocs, translate,
 };
 
 // OpenCTI: the live stream, its events and the GraphQL API.

@@ -3,6 +3,7 @@
 //!
 //! Regenerate with `HLI_REGEN_FIXTURES=1 cargo test --test tests opencti_fixtures::`.
 
+use crate::support::demo_expected::hex;
 use harfanglab_intel::sim::opencti::{OpenCtiSimConfig, ScenarioEvent, parse_scenario, serve};
 use harfanglab_intel::{
     ApiOptions, Checkpoint, Decoded, EventKind, Framer, OpenCtiApi, Payload, Secret, StreamItem,
@@ -206,18 +207,6 @@ fn based_on(kind: &str, rel_n: u32, ind: &Ind, target_type: &str, value: &str) -
             None,
         ),
     )
-}
-
-fn hex(seed: u32, len: usize) -> String {
-    let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from_digit((x % 16) as u32, 16).unwrap_or('0')
-        })
-        .collect()
 }
 
 fn sigma_rule(k: u32) -> String {

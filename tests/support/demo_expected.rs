@@ -12,7 +12,8 @@ pub fn internal(n: u32) -> String {
     format!("00000001-0000-4000-8000-{n:012x}")
 }
 
-/// The generator's deterministic hex strings (xorshift), copied from the scenario definition.
+/// The generator's deterministic hex strings (xorshift): `opencti_fixtures` writes the scenario
+/// with them and the expected state below names the same values.
 pub fn hex(seed: u32, len: usize) -> String {
     let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
