@@ -511,6 +511,7 @@ mod tests {
                     value: "9.9.9.9".into()
                 }]),
                 ids: vec!["indicator--before".into(), "indicator--old".into()],
+                standard_id_changed: true,
             }
         );
     }
