@@ -173,11 +173,21 @@ impl fmt::Display for ApiError {
             } => {
                 write!(f, "OpenCTI GraphQL {op}: HTTP {status}: {body}")
             }
-            ApiError::Auth { op, status } => write!(
-                f,
-                "OpenCTI GraphQL {op}: HTTP {status}: OPENCTI_TOKEN is invalid or its user lacks \
-                 the capability (CONNECTORAPI to register/ping, KNOWLEDGE to read indicators)"
-            ),
+            ApiError::Auth { op, status } => {
+                // OpenCTI answers a bad token with HTTP 200 and a GraphQL AUTH_REQUIRED error:
+                // "HTTP 200" next to a refusal reads like a success, so name the GraphQL answer.
+                let how = if (200..300).contains(status) {
+                    "authentication failure in the GraphQL answer".to_owned()
+                } else {
+                    format!("HTTP {status}")
+                };
+                write!(
+                    f,
+                    "OpenCTI GraphQL {op}: OpenCTI refused OPENCTI_TOKEN ({how}): the token is \
+                     invalid or its user lacks the capability (CONNECTORAPI to register/ping, \
+                     KNOWLEDGE to read indicators)"
+                )
+            }
             ApiError::Graphql {
                 op, message, name, ..
             } => match name {
@@ -1177,6 +1187,24 @@ mod tests {
         };
         assert!(e.is_fatal() && !e.is_retryable());
         assert!(e.to_string().contains("OPENCTI_TOKEN"));
+        assert!(
+            e.to_string()
+                .contains("OpenCTI refused OPENCTI_TOKEN (HTTP 401)"),
+            "{e}"
+        );
+        // A GraphQL AUTH_REQUIRED comes with HTTP 200: no "HTTP 200" that reads like success.
+        let graphql = ApiError::Auth {
+            op: "about",
+            status: 200,
+        }
+        .to_string();
+        assert!(
+            graphql.contains(
+                "OpenCTI refused OPENCTI_TOKEN (authentication failure in the GraphQL answer)"
+            ),
+            "{graphql}"
+        );
+        assert!(!graphql.contains("HTTP 200"), "{graphql}");
         let s = ApiError::Status {
             op: "x",
             status: 503,
