@@ -396,9 +396,6 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
             Outcome::Fatal(_) => "fatal",
         };
         self.metrics.event(kind, label);
-        if label == "dead_letter" {
-            self.metrics.dead_letter();
-        }
         log::debug!("event={event_id} indicator={key}: {kind} → {label}");
         // A finished (or retried) event is progress for the systemd watchdog.
         self.gate.progress();
