@@ -18,6 +18,7 @@
 //! only `opencti::{stream,api}` and `harfanglab::client` hold a ureq `Agent`.
 #![forbid(unsafe_code)]
 
+pub mod allocator;
 pub mod app;
 pub mod cause;
 pub mod config;

@@ -57,11 +57,14 @@ pub struct ApiOptions {
     pub max_idle_connections: usize,
 }
 
-/// Per-connection read buffer of the agent: holds a whole response header and reads bodies in
-/// chunks of this size (ureq's default is 128 KiB, allocated and zeroed per connection).
-const INPUT_BUFFER: usize = 32 * 1024;
-/// Per-connection write buffer: a request header, then the body in chunks of this size.
-const OUTPUT_BUFFER: usize = 16 * 1024;
+/// Per-connection read buffer of the agent: holds a whole response header (16 KiB leaves room
+/// for a proxy's) and reads bodies in chunks of this size (ureq's default is 128 KiB, allocated
+/// and zeroed per connection: with one connection per worker, each KiB here is a KiB of RSS per
+/// worker).
+const INPUT_BUFFER: usize = 16 * 1024;
+/// Per-connection write buffer: our request header (under 1 KiB), then the body in chunks of
+/// this size.
+const OUTPUT_BUFFER: usize = 4 * 1024;
 
 impl ApiOptions {
     pub fn new(url: impl Into<String>, token: Secret) -> Self {
