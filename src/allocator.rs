@@ -4,11 +4,11 @@
 //!
 //! Why: with many threads, glibc's per-thread caches dominate the heap. Every thread that
 //! allocates gets a thread cache (`tcache`: up to 7 freed chunks of each of 64 sizes, kept from
-//! the arenas) and, up to 8 × cores, an arena of its own; at 32 workers that is about 2 MiB of
-//! retained heap for a connector whose live data is a few MiB (`cargo bench --bench end_to_end`
-//! prints the breakdown). [`TUNABLES`] turns the thread caches off, caps the arenas at 2 and
-//! returns freed memory sooner; throughput is unchanged within noise on that benchmark (the
-//! handlers spend their time waiting for HTTP answers, not in malloc).
+//! the arenas) and, up to 8 × cores, an arena of its own; at 32 workers that was about 2.5 MiB
+//! of peak RSS for a connector whose live data is a few MiB (`cargo bench --bench end_to_end`
+//! prints the breakdown; README "Performance", Memory). [`TUNABLES`] turns the thread caches
+//! off, caps the arenas at 2 and returns freed memory sooner; CPU per event is unchanged within
+//! the noise of that benchmark (the handlers mostly wait for HTTP answers, not for malloc).
 //!
 //! Rules: only `run` re-executes (short commands keep their one process); a user who sets
 //! `GLIBC_TUNABLES` (even empty) keeps it and no re-execution happens; [`MARKER`] makes it
