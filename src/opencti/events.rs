@@ -117,8 +117,8 @@ pub struct StreamEvent {
     pub payload: Payload,
     /// The STIX object as sent (`data.data`), as compact JSON text. Kept only for the dead-letter
     /// excerpt, so that an operator sees a failed event as the platform sent it; nothing decodes
-    /// it again. Text, not a `Value`: every event in the pipeline window holds it, and the text
-    /// is about a third of the tree's heap (`cargo bench --bench end_to_end`, memory).
+    /// it again. Text, not a `Value`: every event in the pipeline window holds it, and a tree
+    /// costs a map node, a key and a value allocation per field (README "Performance", Memory).
     pub stix: String,
 }
 
