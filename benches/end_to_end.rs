@@ -17,9 +17,9 @@
 //! create go straight to a POST (issue 16's target: ≤ 1.05).
 //!
 //! After the table, a memory breakdown of the 1- and 32-worker cells, read from the child's
-//! `/proc/<pid>/smaps` once its last event is applied (before it stops): the binary's own
-//! pages (text and data, file-backed: the kernel maps a file's cached pages 64 KiB around each
-//! fault), shared libraries (libc), heap (`[heap]` and the anonymous mappings of glibc's malloc
+//! `/proc/<pid>/smaps` at the end of the cell (all events applied or the time spent), before it
+//! stops: the binary's own pages (text and data, file-backed: the kernel maps a file's cached
+//! pages 64 KiB around each fault), shared libraries (libc), heap (`[heap]` and the anonymous mappings of glibc's malloc
 //! arenas: events in the pipeline window, the per-connection HTTP buffers, the DNS cache, the
 //! inventory), thread stacks (each thread's touched stack pages, its static TLS at the top, and
 //! Rust's signal stack with its guard), and the rest.
@@ -154,7 +154,7 @@ struct Cell {
     connections: (u64, u64),
     /// RSS sampled when the checkpoint passed each mark.
     rss_at: Vec<(u64, u64)>,
-    /// Where the RSS is once the last event is applied.
+    /// Where the RSS is at the end of the cell, before the stop.
     memory: Memory,
 }
 
@@ -422,7 +422,7 @@ fn print_breakdowns(rows: &[(u64, usize, u64, Memory)]) {
         return;
     }
     println!(
-        "\nMemory once the last event is applied (/proc/<pid>/smaps RSS, MB; peak as in the table):"
+        "\nMemory at the end of each cell, before the stop (/proc/<pid>/smaps RSS, MB; peak as in the table):"
     );
     println!(
         "| HarfangLab latency | workers | peak RSS | RSS now | binary (text, data) | shared libs | heap (malloc; arenas besides main) | thread stacks (incl. TLS) | other | threads |"
