@@ -296,7 +296,8 @@ fn run_reexecutes_once_with_malloc_tunables_unless_the_user_set_them() {
         (&[("GLIBC_TUNABLES", user)][..], user, false),
     ] {
         let e = env("malloc", Duration::ZERO);
-        let mut child = spawn_with(&e, extra);
+        let mut child = KillOnDrop(spawn_with(&e, extra));
+        let child = &mut child.0;
         let deadline = Instant::now() + Duration::from_secs(30);
         // The stream is opened by the process as it runs after any re-execution.
         while e.octi.stream_requests().is_empty() {
@@ -317,10 +318,19 @@ fn run_reexecutes_once_with_malloc_tunables_unless_the_user_set_them() {
             tuned,
             "{vars:?}"
         );
-        signal(&child, "-TERM");
-        assert_eq!(
-            wait_exit(&mut child, Duration::from_secs(15)).code(),
-            Some(0)
-        );
+        signal(child, "-TERM");
+        assert_eq!(wait_exit(child, Duration::from_secs(15)).code(), Some(0));
+    }
+}
+
+/// A child that a failed assertion does not leave running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
