@@ -16,6 +16,14 @@
 //! event after startup (timing starts at the first write): 1.00 when the inventory lets every
 //! create go straight to a POST (issue 16's target: ≤ 1.05).
 //!
+//! After the table, a memory breakdown of the 1- and 32-worker cells, read from the child's
+//! `/proc/<pid>/smaps` at the end of the cell (all events applied or the time spent), before it
+//! stops: the binary's own pages (text and data, file-backed: the kernel maps a file's cached
+//! pages 64 KiB around each fault), shared libraries (libc), heap (`[heap]` and the anonymous mappings of glibc's malloc
+//! arenas: events in the pipeline window, the per-connection HTTP buffers, the DNS cache, the
+//! inventory), thread stacks (each thread's touched stack pages, its static TLS at the top, and
+//! Rust's signal stack with its guard), and the rest.
+//!
 //! Last, the first sync at scale: 1,000,000 indicators replayed from `0-0` through the binary at
 //! 10 ms HarfangLab latency, with its time, events/s and RSS at 10 %, 50 % and 100 %.
 //!
@@ -146,6 +154,108 @@ struct Cell {
     connections: (u64, u64),
     /// RSS sampled when the checkpoint passed each mark.
     rss_at: Vec<(u64, u64)>,
+    /// Where the RSS is at the end of the cell, before the stop.
+    memory: Memory,
+}
+
+/// RSS of one process by kind of mapping, in KiB (from `/proc/<pid>/smaps`).
+#[derive(Default, Clone, Copy)]
+struct Memory {
+    binary: u64,
+    libs: u64,
+    heap: u64,
+    stacks: u64,
+    other: u64,
+    /// glibc malloc arenas besides the main one (anonymous heaps aligned on 64 MiB).
+    arenas: u64,
+    threads: u64,
+}
+
+impl Memory {
+    fn total(&self) -> u64 {
+        self.binary + self.libs + self.heap + self.stacks + self.other
+    }
+}
+
+/// One line of `smaps` naming a mapping: `start-end perms offset dev inode [path]`.
+struct Mapping {
+    start: u64,
+    end: u64,
+    perms: String,
+    path: String,
+    rss_kb: u64,
+}
+
+fn mappings(pid: u32) -> Vec<Mapping> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut out: Vec<Mapping> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some((s, e)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16))
+        {
+            let perms = f.next().unwrap_or("").to_owned();
+            let path = f.nth(3).unwrap_or("").to_owned();
+            out.push(Mapping {
+                start,
+                end,
+                perms,
+                path,
+                rss_kb: 0,
+            });
+        } else if first == "Rss:"
+            && let Some(m) = out.last_mut()
+        {
+            m.rss_kb = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    out
+}
+
+fn memory(pid: u32) -> Memory {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let maps = mappings(pid);
+    let mut m = Memory {
+        threads: std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count() as u64)
+            .unwrap_or(0),
+        ..Memory::default()
+    };
+    const ARENA_ALIGN: u64 = 64 << 20;
+    for (i, map) in maps.iter().enumerate() {
+        // glibc puts a thread's stack (and Rust its signal stack) right above a small
+        // inaccessible guard; an arena's reserve is above its used part, and much larger.
+        let after_guard = i > 0 && {
+            let below = &maps[i - 1];
+            below.end == map.start
+                && below.perms.starts_with("---")
+                && below.path.is_empty()
+                && below.end - below.start <= 64 << 10
+        };
+        let kind = match map.path.as_str() {
+            p if !exe.is_empty() && p == exe => &mut m.binary,
+            p if p.starts_with('/') => &mut m.libs,
+            "[heap]" => &mut m.heap,
+            "[stack]" => &mut m.stacks,
+            "" if map.perms.starts_with("rw") && after_guard => &mut m.stacks,
+            "" if map.perms.starts_with("rw") => {
+                if map.start % ARENA_ALIGN == 0 {
+                    m.arenas += 1;
+                }
+                &mut m.heap
+            }
+            _ => &mut m.other,
+        };
+        *kind += map.rss_kb;
+    }
+    m
 }
 
 fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks: &[u64]) -> Cell {
@@ -207,6 +317,7 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
     let (elapsed, events) = (t0.elapsed(), created().saturating_sub(w0));
     let cpu1 = cpu_ticks(child.id());
     rss = rss.max(vm_hwm_kb(child.id()));
+    let memory = memory(child.id());
     // Requests per event over whole events: stop (the drain finishes what is in flight and
     // saves the final checkpoint), then count both.
     let _ = Command::new("kill")
@@ -234,6 +345,7 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
         cpu_ms_per_event: cpu1.saturating_sub(cpu0) as f64 * 10.0 / (events.max(1)) as f64,
         connections,
         rss_at,
+        memory,
     }
 }
 
@@ -260,6 +372,7 @@ fn main() {
         "| HarfangLab latency | workers | events | events/s | connector CPU/event | HL requests/new object | connections HL/OpenCTI | peak RSS |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut breakdowns = Vec::new();
     for latency_ms in [0u64, 10, 50] {
         for workers in [1usize, 4, 16, 32] {
             if only
@@ -285,8 +398,12 @@ fn main() {
                 c.connections.1,
                 c.rss_kb as f64 / 1024.0
             );
+            if workers == 1 || workers == 32 {
+                breakdowns.push((latency_ms, workers, c.rss_kb, c.memory));
+            }
         }
     }
+    print_breakdowns(&breakdowns);
     if !std::env::var("HLI_BENCH_LONG").is_ok_and(|v| v == "0") {
         long_stream(budget);
     }
@@ -296,6 +413,35 @@ fn main() {
         .unwrap_or(1_000_000);
     if first_sync > 0 {
         first_sync_at_scale(first_sync);
+    }
+}
+
+/// Where the RSS goes, for the 1- and 32-worker cells (MiB, like the table).
+fn print_breakdowns(rows: &[(u64, usize, u64, Memory)]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "\nMemory at the end of each cell, before the stop (/proc/<pid>/smaps RSS, MB; peak as in the table):"
+    );
+    println!(
+        "| HarfangLab latency | workers | peak RSS | RSS now | binary (text, data) | shared libs | heap (malloc; arenas besides main) | thread stacks (incl. TLS) | other | threads |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    for (latency_ms, workers, peak, m) in rows {
+        println!(
+            "| {latency_ms} ms | {workers} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} ({}) | {:.1} | {:.1} | {} |",
+            mb(*peak),
+            mb(m.total()),
+            mb(m.binary),
+            mb(m.libs),
+            mb(m.heap),
+            m.arenas,
+            mb(m.stacks),
+            mb(m.other),
+            m.threads
+        );
     }
 }
 

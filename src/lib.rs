@@ -21,12 +21,13 @@
 //! use, and nothing else: the modules are private and re-exported item by item below, so the
 //! compiler reports whatever nothing uses. A handful of modules stay public as namespaces, where
 //! the qualified name says more than the item's (`pipeline::run`, `service::run_with`,
-//! `sim::harfanglab::serve`, `stix::Value`); `app` and `logging` are the binary's. The in-memory
+//! `sim::harfanglab::serve`, `stix::Value`); `allocator`, `app` and `logging` are the binary's. The in-memory
 //! HarfangLab fake (`MemoryApi`) is test code: it exists only with the `testkit` feature, which
 //! the crate's own tests and benchmarks turn on (`[dev-dependencies]` in `Cargo.toml`).
 #![forbid(unsafe_code)]
 
 // Namespaces (see above).
+pub mod allocator;
 pub mod app;
 pub mod logging;
 pub mod pipeline;

@@ -4,6 +4,7 @@
 
 use clap::error::ErrorKind::ArgumentConflict;
 use clap::{CommandFactory, Parser, Subcommand};
+use harfanglab_intel::allocator;
 use harfanglab_intel::app;
 use harfanglab_intel::logging;
 use harfanglab_intel::pipeline::Shutdown;
@@ -96,10 +97,13 @@ fn main() -> ExitCode {
 
 fn run(command: &Command, config: Option<&Path>, dry_run: bool) -> Result<(), app::AppError> {
     match command {
-        Command::Run => app::run(
-            &app::load_config(config, dry_run)?,
-            &install_signal_handler(),
-        ),
+        Command::Run => {
+            // First: a re-execution (malloc tuning) replaces this process image.
+            let tuning = allocator::tune();
+            let config = app::load_config(config, dry_run)?;
+            allocator::log(&tuning);
+            app::run(&config, &install_signal_handler())
+        }
         Command::Check => app::check_command(config, dry_run, &mut io::stdout()),
         Command::Reconcile { json, force } => {
             let args = app::ReconcileArgs {

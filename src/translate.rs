@@ -150,12 +150,16 @@ pub struct FormerState {
     /// The former pattern, when the change replaced it.
     pub pattern: Option<String>,
     /// IOCs the indicator wanted before: the former STIX pattern's and the former observable
-    /// values'. `None`: unchanged or unknown (a warning is logged when `ids` shows the pattern
-    /// changed).
+    /// values'. `None`: unchanged or unknown (a warning is logged when `standard_id_changed`
+    /// shows the pattern changed and `pattern` is unknown).
     pub iocs: Option<Vec<IocKey>>,
     /// Other ids the indicator's holder entry may be recorded under: the former STIX standard id
-    /// (it changes with the pattern) and the older ones the platform keeps (`stix_ids`).
+    /// (it changes with the pattern) and the older ones the platform keeps (`stix_ids`, present
+    /// whatever changed, so a non-empty list alone says nothing about the pattern).
     pub ids: Vec<String>,
+    /// The update replaced the STIX standard id (`/id` in the reverse patch). The id derives from
+    /// the pattern, so the pattern changed, even when the reverse patch does not say what it was.
+    pub standard_id_changed: bool,
 }
 
 /// A Sigma rule ready to send: validated metadata, name (≤ 100 chars) and content.

@@ -141,12 +141,13 @@ fn scrape_returns_the_counted_values() {
     metrics.harfanglab_request("find_ioc", Some(503));
     metrics.harfanglab_request("odd \"op\"\\x\ny", None);
     metrics.retry("find_ioc");
-    metrics.dead_letter();
+    metrics.set_dead_letters(2);
     metrics.opencti_ping(true);
     metrics.opencti_ping(false);
     metrics.set_checkpoint("1718445600000-0");
     metrics.set_stream_head("1718445612250-0");
     metrics.set_busy_workers(4);
+    metrics.set_waiting_retry(3);
     metrics.add_collector(|m| m.set_queue_depth(17));
 
     let answer = get(&server, "/metrics");
@@ -210,7 +211,11 @@ fn scrape_returns_the_counted_values() {
     );
     assert_eq!(
         sample(&samples, &format!("{p}dead_letters_total"), &[]),
-        Some(1.0)
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&samples, &format!("{p}events_waiting_retry"), &[]),
+        Some(3.0)
     );
     let pings = format!("{p}opencti_pings_total");
     assert_eq!(sample(&samples, &pings, &[("outcome", "ok")]), Some(1.0));

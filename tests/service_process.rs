@@ -260,3 +260,82 @@ fn systemd_is_told_ready_status_watchdog_and_stopping() {
         "a summary STATUS line: {got:?}"
     );
 }
+
+/// The environment the process `pid` got from its last `exec` (`/proc/<pid>/environ`), with
+/// GLIBC_TUNABLES whole again: glibc splits its value at each `:` in place (NUL bytes) while
+/// parsing it at startup.
+fn environment_of(pid: u32) -> Vec<String> {
+    let mut raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let key = b"GLIBC_TUNABLES=";
+    if let Some(at) = raw.windows(key.len()).position(|w| w == key) {
+        let mut i = at + key.len();
+        // The tunables are `glibc.<name>=<value>` items: rejoin those that follow.
+        while i < raw.len() {
+            if raw[i] == 0 {
+                if !raw[i + 1..].starts_with(b"glibc.") {
+                    break;
+                }
+                raw[i] = b':';
+            }
+            i += 1;
+        }
+    }
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// `run` re-executes itself once with glibc's malloc tunables (`allocator`): under the same
+/// pid (signals, systemd's MAINPID and the watchdog still address it) and only when the user
+/// set no GLIBC_TUNABLES of their own.
+#[test]
+fn run_reexecutes_once_with_malloc_tunables_unless_the_user_set_them() {
+    use harfanglab_intel::allocator::{MARKER, TUNABLES};
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
+    let user = "glibc.malloc.arena_max=4";
+    for (extra, tunables, tuned) in [
+        (&[][..], TUNABLES, true),
+        (&[("GLIBC_TUNABLES", user)][..], user, false),
+    ] {
+        let e = env("malloc", Duration::ZERO);
+        let mut child = KillOnDrop(spawn_with(&e, extra));
+        let child = &mut child.0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The stream is opened by the process as it runs after any re-execution.
+        while e.octi.stream_requests().is_empty() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the connector exited early"
+            );
+            assert!(Instant::now() < deadline, "the stream was never opened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let vars = environment_of(child.id());
+        assert!(
+            vars.contains(&format!("GLIBC_TUNABLES={tunables}")),
+            "{vars:?}"
+        );
+        assert_eq!(
+            vars.iter().any(|v| v.starts_with(&format!("{MARKER}="))),
+            tuned,
+            "{vars:?}"
+        );
+        signal(child, "-TERM");
+        assert_eq!(wait_exit(child, Duration::from_secs(15)).code(), Some(0));
+    }
+}
+
+/// A child that a failed assertion does not leave running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -1296,6 +1296,52 @@ scenarios!(simulator, crate::sync_semantics::simulator);
 mod memory_only {
     use super::*;
 
+    /// The "former pattern is unknown" warning of an upsert, for indicator `id`.
+    fn unknown_pattern_warned(id: &str) -> bool {
+        logs().lines_at(log::Level::Warn).into_iter().any(|l| {
+            l.starts_with("WARN")
+                && l.contains("former pattern is unknown")
+                && l.contains(&format!("indicator={id}:"))
+        })
+    }
+
+    /// Every event carries the older standard ids the platform keeps (`stix_ids`): they alone
+    /// say nothing about the pattern, so no warning. A replaced standard id without the former
+    /// pattern is a pattern change whose IOCs cannot be released: warned.
+    #[test]
+    fn unknown_former_pattern_is_warned_only_when_the_pattern_changed() {
+        logs();
+        let s = syncer(MemoryApi::new(), true);
+        let mut quiet = indicator("stix-ids-only");
+        quiet.id = "warn-test-stix-ids-only".into();
+        let stix_ids_only = FormerState {
+            ids: vec!["indicator--python-era".into()],
+            ..FormerState::default()
+        };
+        s.upsert(&quiet, &one(&ip("10.61.0.1")), &stix_ids_only)
+            .unwrap();
+        assert!(
+            !unknown_pattern_warned(&quiet.id),
+            "false warning: {:#?}",
+            logs().lines_at(log::Level::Warn)
+        );
+
+        let mut changed = indicator("id-replaced");
+        changed.id = "warn-test-id-replaced".into();
+        let id_replaced = FormerState {
+            ids: vec!["indicator--before".into()],
+            standard_id_changed: true,
+            ..FormerState::default()
+        };
+        s.upsert(&changed, &one(&ip("10.61.0.2")), &id_replaced)
+            .unwrap();
+        assert!(
+            unknown_pattern_warned(&changed.id),
+            "missing warning: {:#?}",
+            logs().lines_at(log::Level::Warn)
+        );
+    }
+
     /// Needs a server that also rejects a second file declaring an existing rule identifier (an
     /// opt-in guess of both fakes, `MemoryApi::set_unique_yara_rule_names`, harfanglab-api.md
     /// §6.3): the create is refused, the clash found and updated.

@@ -116,7 +116,9 @@ impl ScenarioFacts {
                 return;
             }
             Payload::Other { stix_type } => {
-                let name = ev.stix.get("name").and_then(Value::as_str).unwrap_or("");
+                // Read again only here (the demo report): the event keeps the text.
+                let stix: Value = serde_json::from_str(&ev.stix).unwrap_or(Value::Null);
+                let name = stix.get("name").and_then(Value::as_str).unwrap_or("");
                 self.ignored
                     .push(format!("{stix_type} {name} ({})", ev.kind.as_str()));
                 return;

@@ -49,6 +49,8 @@ struct Registry {
     stream_head_ms: AtomicU64,
     queue_depth: AtomicU64,
     busy_workers: AtomicU64,
+    /// Events in the pipeline owner's timer heap, waiting for their retry.
+    waiting_retry: AtomicU64,
     reconcile: ReconcileFamilies,
     collectors: Mutex<Vec<Collector>>,
 }
@@ -111,6 +113,7 @@ impl Metrics {
                 stream_head_ms: AtomicU64::new(0),
                 queue_depth: AtomicU64::new(0),
                 busy_workers: AtomicU64::new(0),
+                waiting_retry: AtomicU64::new(0),
                 reconcile: ReconcileFamilies::default(),
                 collectors: Mutex::new(Vec::new()),
             }),
@@ -148,9 +151,10 @@ impl Metrics {
         self.inner.retries.set([op], total);
     }
 
-    /// One event written to the dead-letter file.
-    pub fn dead_letter(&self) {
-        self.inner.dead_letters.fetch_add(1, Ordering::Relaxed);
+    /// Mirrors the events written to the dead-letter file, as the pipeline owner counts them
+    /// (permanent failures and spent retry budgets alike), for a scrape-time collector.
+    pub fn set_dead_letters(&self, total: u64) {
+        self.inner.dead_letters.store(total, Ordering::Relaxed);
     }
 
     /// One `pingConnector` call, successful or not.
@@ -183,6 +187,14 @@ impl Metrics {
         self.inner
             .busy_workers
             .store(u64::try_from(busy).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Events waiting for their retry in the pipeline owner's timer heap (holding no worker).
+    pub fn set_waiting_retry(&self, waiting: usize) {
+        self.inner.waiting_retry.store(
+            u64::try_from(waiting).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// A reconciliation pass started (`true`) or ended.
@@ -312,6 +324,14 @@ impl Metrics {
         let n = name("busy_workers");
         w.family(&n, "Workers currently handling an event.", Kind::Gauge);
         w.sample(&n, &[], Value::Int(load(&r.busy_workers)));
+
+        let n = name("events_waiting_retry");
+        w.family(
+            &n,
+            "Events waiting for their retry backoff (holding no worker).",
+            Kind::Gauge,
+        );
+        w.sample(&n, &[], Value::Int(load(&r.waiting_retry)));
 
         let rc = &r.reconcile;
         let n = name("reconcile_passes_total");

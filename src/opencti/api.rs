@@ -57,11 +57,14 @@ pub struct ApiOptions {
     pub max_idle_connections: usize,
 }
 
-/// Per-connection read buffer of the agent: holds a whole response header and reads bodies in
-/// chunks of this size (ureq's default is 128 KiB, allocated and zeroed per connection).
-const INPUT_BUFFER: usize = 32 * 1024;
-/// Per-connection write buffer: a request header, then the body in chunks of this size.
-const OUTPUT_BUFFER: usize = 16 * 1024;
+/// Per-connection read buffer of the agent: holds a whole response header (16 KiB leaves room
+/// for a proxy's) and reads bodies in chunks of this size (ureq's default is 128 KiB, allocated
+/// and zeroed per connection: with one connection per worker, each KiB here is a KiB of RSS per
+/// worker).
+const INPUT_BUFFER: usize = 16 * 1024;
+/// Per-connection write buffer: our request header (under 1 KiB), then the body in chunks of
+/// this size.
+const OUTPUT_BUFFER: usize = 4 * 1024;
 
 impl ApiOptions {
     pub fn new(url: impl Into<String>, token: Secret) -> Self {
@@ -173,11 +176,21 @@ impl fmt::Display for ApiError {
             } => {
                 write!(f, "OpenCTI GraphQL {op}: HTTP {status}: {body}")
             }
-            ApiError::Auth { op, status } => write!(
-                f,
-                "OpenCTI GraphQL {op}: HTTP {status}: OPENCTI_TOKEN is invalid or its user lacks \
-                 the capability (CONNECTORAPI to register/ping, KNOWLEDGE to read indicators)"
-            ),
+            ApiError::Auth { op, status } => {
+                // OpenCTI answers a bad token with HTTP 200 and a GraphQL AUTH_REQUIRED error:
+                // "HTTP 200" next to a refusal reads like a success, so name the GraphQL answer.
+                let how = if (200..300).contains(status) {
+                    "authentication failure in the GraphQL answer".to_owned()
+                } else {
+                    format!("HTTP {status}")
+                };
+                write!(
+                    f,
+                    "OpenCTI GraphQL {op}: OpenCTI refused OPENCTI_TOKEN ({how}): the token is \
+                     invalid or its user lacks the capability (CONNECTORAPI to register/ping, \
+                     KNOWLEDGE to read indicators)"
+                )
+            }
             ApiError::Graphql {
                 op, message, name, ..
             } => match name {
@@ -1177,6 +1190,24 @@ mod tests {
         };
         assert!(e.is_fatal() && !e.is_retryable());
         assert!(e.to_string().contains("OPENCTI_TOKEN"));
+        assert!(
+            e.to_string()
+                .contains("OpenCTI refused OPENCTI_TOKEN (HTTP 401)"),
+            "{e}"
+        );
+        // A GraphQL AUTH_REQUIRED comes with HTTP 200: no "HTTP 200" that reads like success.
+        let graphql = ApiError::Auth {
+            op: "about",
+            status: 200,
+        }
+        .to_string();
+        assert!(
+            graphql.contains(
+                "OpenCTI refused OPENCTI_TOKEN (authentication failure in the GraphQL answer)"
+            ),
+            "{graphql}"
+        );
+        assert!(!graphql.contains("HTTP 200"), "{graphql}");
         let s = ApiError::Status {
             op: "x",
             status: 503,

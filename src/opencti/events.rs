@@ -115,9 +115,11 @@ pub struct StreamEvent {
     /// From the SSE event name (the payload `type` may differ, §2.2 caveat).
     pub kind: EventKind,
     pub payload: Payload,
-    /// The STIX object as sent (`data.data`). Kept only for the dead-letter excerpt, so that an
-    /// operator sees a failed event as the platform sent it; nothing decodes it again.
-    pub stix: Value,
+    /// The STIX object as sent (`data.data`), as compact JSON text. Kept only for the dead-letter
+    /// excerpt, so that an operator sees a failed event as the platform sent it; nothing decodes
+    /// it again. Text, not a `Value`: every event in the pipeline window holds it, and a tree
+    /// costs a map node, a key and a value allocation per field (README "Performance", Memory).
+    pub stix: String,
 }
 
 /// The `connected` event's stream information (§1.6). All optional.
@@ -234,7 +236,7 @@ pub fn decode(frame: &Frame) -> Result<Decoded, EventError> {
         id,
         kind,
         payload,
-        stix,
+        stix: stix.to_string(),
     })))
 }
 
@@ -422,7 +424,7 @@ mod tests {
         let e = event(decode(&f).unwrap());
         assert_eq!(e.kind, EventKind::Create);
         assert_eq!(
-            e.stix,
+            serde_json::from_str::<Value>(&e.stix).unwrap(),
             indicator(),
             "kept as sent for the dead-letter excerpt"
         );
@@ -511,6 +513,7 @@ mod tests {
                     value: "9.9.9.9".into()
                 }]),
                 ids: vec!["indicator--before".into(), "indicator--old".into()],
+                standard_id_changed: true,
             }
         );
     }

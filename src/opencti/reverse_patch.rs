@@ -92,6 +92,7 @@ pub fn former_state(
             .into_iter()
             .chain(stix_ids)
             .collect(),
+        standard_id_changed: reverse.iter().any(|op| op.path == "/id"),
     }
 }
 
@@ -240,6 +241,7 @@ mod tests {
                 pattern: Some("[ipv4-addr:value = '9.9.9.9']".into()),
                 iocs: Some(vec![ip("9.9.9.9")]),
                 ids: vec!["indicator--before".into(), "indicator--older".into()],
+                standard_id_changed: true,
             }
         );
         assert_eq!(

@@ -538,6 +538,10 @@ impl Reader {
             .timeout_per_read(Some(o.idle_timeout))
             .user_agent(USER_AGENT)
             .tls_config(tls.clone())
+            // ureq's defaults are 2 × 128 KiB, zeroed: a quarter of a MiB of RSS for one request
+            // header out and a body the `BufReader` below buffers again.
+            .input_buffer_size(STREAM_INPUT_BUFFER)
+            .output_buffer_size(4 * 1024)
             .build()
             .new_agent();
         // Register the agent so shutdown/restart can interrupt it; bail out if one is pending.
@@ -798,6 +802,10 @@ impl std::error::Error for ProbeError {
         }
     }
 }
+
+/// The stream connection's read buffer: the response header, then the body in chunks this size
+/// (the `BufReader` over the body holds 64 KiB for the frame parser).
+const STREAM_INPUT_BUFFER: usize = 32 * 1024;
 
 /// Open the stream once with the reader's headers, read until the `connected` event and close
 /// (for `harfanglab-intel check`). `timeout` bounds the whole exchange. No `Last-Event-ID` is

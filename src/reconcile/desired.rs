@@ -245,7 +245,7 @@ mod tests {
             id: "1-0".into(),
             kind,
             payload: Payload::Indicator(main),
-            stix: serde_json::Value::Null,
+            stix: String::new(),
         }
     }
 

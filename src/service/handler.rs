@@ -396,9 +396,6 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
             Outcome::Fatal(_) => "fatal",
         };
         self.metrics.event(kind, label);
-        if label == "dead_letter" {
-            self.metrics.dead_letter();
-        }
         log::debug!("event={event_id} indicator={key}: {kind} → {label}");
         // A finished (or retried) event is progress for the systemd watchdog.
         self.gate.progress();
@@ -414,7 +411,7 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
             },
             Work::Event(ev) => PayloadInfo {
                 event: ev.kind.as_str().to_owned(),
-                excerpt: Some(ev.stix.to_string()),
+                excerpt: Some(ev.stix.clone()),
             },
             Work::Ignored => PayloadInfo::default(),
             Work::Reconcile(job) => PayloadInfo {
@@ -530,7 +527,7 @@ mod tests {
             id: "1-0".into(),
             kind: EventKind::Create,
             payload: Payload::BasedOn(b.clone()),
-            stix: serde_json::Value::Null,
+            stix: String::new(),
         };
         assert_eq!(event_key(&ev).as_deref(), Some("int-s"));
         let ev2 = StreamEvent {

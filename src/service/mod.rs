@@ -544,6 +544,9 @@ fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats
         let s = stats.snapshot();
         m.set_queue_depth(usize::try_from(s.in_flight).unwrap_or(usize::MAX));
         m.set_busy_workers(usize::try_from(s.busy_workers).unwrap_or(usize::MAX));
+        m.set_waiting_retry(usize::try_from(s.retry_waiting).unwrap_or(usize::MAX));
+        // The owner's count covers every dead-letter path, spent retry budgets included.
+        m.set_dead_letters(s.failed);
     });
 }
 
@@ -580,6 +583,129 @@ mod tests {
         for wrong in ["400", "500"] {
             assert!(!text.contains(&line(wrong)), "{text}");
         }
+    }
+
+    /// A client that is never called (the collectors only read its stats).
+    fn idle_client() -> Client {
+        use crate::harfanglab::ClientOptions;
+        use crate::secret::Secret;
+        let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
+        Client::new(
+            ClientOptions::new("http://127.0.0.1:1", Secret::new("t")),
+            rx,
+        )
+        .unwrap()
+    }
+
+    /// Fails every attempt retryably (a 500: always counted against the budget).
+    struct FailRetryably;
+
+    impl pipeline::EventHandler<()> for FailRetryably {
+        fn handle(&self, event_id: &str, _key: &str, _payload: &()) -> pipeline::Outcome {
+            pipeline::Outcome::retry(format!("event {event_id}: HTTP 500"))
+        }
+    }
+
+    fn one_event() -> crossbeam_channel::Receiver<pipeline::Input<()>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        tx.send(pipeline::Input::Event {
+            event_id: "1-0".into(),
+            key: Some("indicator-a".into()),
+            also_keys: Vec::new(),
+            payload: (),
+        })
+        .unwrap();
+        rx
+    }
+
+    fn pipeline_options(
+        stats: &PipelineStats,
+        retry: crate::retry::RetryPolicy,
+    ) -> PipelineOptions {
+        PipelineOptions {
+            workers: 1,
+            retry,
+            stats: stats.clone(),
+            ..PipelineOptions::default()
+        }
+    }
+
+    /// The handler never sees the last failure as a dead letter (it only knows the attempt
+    /// failed retryably): the count comes from the pipeline owner, which decides.
+    #[test]
+    fn dead_letters_total_counts_events_whose_retry_budget_is_spent() {
+        let stats = PipelineStats::new();
+        let metrics = Metrics::new();
+        register_collectors(&metrics, &idle_client(), &stats);
+        let retry = crate::retry::RetryPolicy {
+            max_retries: 1,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+        };
+        let source = one_event();
+        let summary = pipeline::run(
+            source,
+            &FailRetryably,
+            &mut (),
+            &mut (),
+            &pipeline_options(&stats, retry),
+            &Shutdown::new(),
+            DeadLetterLog::disabled(),
+        )
+        .unwrap();
+        assert_eq!(summary.stats.failed, 1, "{:?}", summary.stats);
+        let text = metrics.render();
+        assert!(
+            text.contains("\nharfanglab_intel_dead_letters_total 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn events_waiting_for_their_retry_are_a_gauge() {
+        let stats = PipelineStats::new();
+        let metrics = Metrics::new();
+        register_collectors(&metrics, &idle_client(), &stats);
+        // A first backoff far longer than the test: the event stays in the timer heap.
+        let retry = crate::retry::RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_secs(600),
+            cap: Duration::from_secs(600),
+        };
+        let opts = pipeline_options(&stats, retry);
+        let shutdown = Shutdown::new();
+        let (tx, source) = crossbeam_channel::unbounded();
+        tx.send(pipeline::Input::Event {
+            event_id: "1-0".into(),
+            key: Some("indicator-a".into()),
+            also_keys: Vec::new(),
+            payload: (),
+        })
+        .unwrap();
+        let gauge = "\nharfanglab_intel_events_waiting_retry ";
+        assert!(metrics.render().contains(&format!("{gauge}0\n")));
+        std::thread::scope(|s| {
+            let run = s.spawn(|| {
+                pipeline::run(
+                    source,
+                    &FailRetryably,
+                    &mut (),
+                    &mut (),
+                    &opts,
+                    &shutdown,
+                    DeadLetterLog::disabled(),
+                )
+            });
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while stats.snapshot().retry_waiting == 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let text = metrics.render();
+            shutdown.trigger();
+            drop(tx);
+            let _ = run.join().expect("pipeline thread");
+            assert!(text.contains(&format!("{gauge}1\n")), "{text}");
+        });
     }
 
     #[test]

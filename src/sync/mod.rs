@@ -633,8 +633,9 @@ impl<'s, A: ThreatIntelApi> Run<'s, A> {
                     });
                 }
             }
-            // A former standard id means the pattern changed (the id derives from it).
-            None if !former.ids.is_empty() => warn!(
+            // A replaced standard id means the pattern changed (the id derives from it); the
+            // older `stix_ids` in `former.ids` come with every event and say nothing about it.
+            None if former.standard_id_changed && former.pattern.is_none() => warn!(
                 "indicator={}: pattern changed but the former pattern is unknown; IOCs of the older pattern may remain in HarfangLab",
                 self.indicator.id
             ),
