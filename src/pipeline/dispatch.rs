@@ -18,6 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::checkpoint::Seq;
+use super::synthetic::is_synthetic;
 use super::worker::Job;
 
 /// One admitted event: its keys, and the job itself while it waits for its turn.
@@ -136,6 +137,55 @@ impl<T> KeyQueues<T> {
         dropped
     }
 
+    /// Coalescing (`batch.rs`): move the events waiting right behind `head` in its key's line
+    /// into `head.followers`, while each `fits` (the handler's `coalescable`), has that key only,
+    /// and is a stream event, up to `max` events in all. `head` must be the front of its line
+    /// with no other key (the owner checks `fits` for it). The followers stay in the line, as
+    /// running: nothing behind them is dispatched before they finish.
+    pub fn coalesce(&mut self, head: &mut Job<T>, max: usize, fits: impl Fn(&T) -> bool) {
+        if max < 2 || is_synthetic(head.seq) {
+            return;
+        }
+        let Some(line) = self.lines.get(&head.key) else {
+            return;
+        };
+        let alone = self
+            .entries
+            .get(&head.seq)
+            .is_some_and(|e| e.also.is_empty() && e.waiting.is_none());
+        if !alone || line.front() != Some(&head.seq) {
+            return;
+        }
+        for seq in line.iter().skip(1) {
+            if head.followers.len() + 1 >= max || is_synthetic(*seq) {
+                break;
+            }
+            let Some(entry) = self.entries.get_mut(seq) else {
+                break;
+            };
+            if !entry.also.is_empty() || !entry.waiting.as_ref().is_some_and(|j| fits(&j.payload)) {
+                break;
+            }
+            if let Some(job) = entry.waiting.take() {
+                self.waiting -= 1;
+                head.followers.push(job);
+            }
+        }
+    }
+
+    /// A coalesced event that was not run goes back to waiting in its lines (it is still in
+    /// them). Returns `false` (and drops it) if it is no longer tracked.
+    pub fn put_back(&mut self, job: Job<T>) -> bool {
+        match self.entries.get_mut(&job.seq) {
+            Some(entry) if entry.waiting.is_none() => {
+                entry.waiting = Some(job);
+                self.waiting += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Events waiting for their turn.
     pub fn waiting(&self) -> usize {
         self.waiting
@@ -195,6 +245,7 @@ mod tests {
             key: Arc::from(key),
             payload: (),
             attempts: Default::default(),
+            followers: Vec::new(),
         }
     }
 
