@@ -276,6 +276,65 @@ mod tests {
     }
 
     #[test]
+    fn coalesce_takes_the_run_of_fitting_single_key_events_behind_the_head() {
+        let mut q = KeyQueues::default();
+        let mut head = q.admit(job(0, "a"), vec![]).expect("idle key");
+        for s in 1..=3 {
+            assert!(q.admit(job(s, "a"), vec![]).is_none());
+        }
+        // A multi-key event ends the run, and what follows it stays too.
+        assert!(q.admit(job(4, "a"), keys(&["b"])).is_none());
+        assert!(q.admit(job(5, "a"), vec![]).is_none());
+        q.coalesce(&mut head, 64, |_| true);
+        assert_eq!(seqs(std::mem::take(&mut head.followers)), [1, 2, 3]);
+        assert_eq!(q.waiting(), 2);
+        // The followers are still in line, as running: finishing the head releases nothing.
+        assert!(q.finish(0).is_empty());
+        assert!(q.finish(1).is_empty() && q.finish(2).is_empty());
+        assert_eq!(seqs(q.finish(3)), [4]);
+    }
+
+    #[test]
+    fn coalesce_respects_the_cap_fits_and_synthetic_jobs_and_put_back_restores() {
+        let mut q = KeyQueues::default();
+        let mut head = q.admit(job(0, "a"), vec![]).expect("idle key");
+        for s in 1..=4 {
+            assert!(q.admit(job(s, "a"), vec![]).is_none());
+        }
+        q.coalesce(&mut head, 3, |_| true);
+        let followers = std::mem::take(&mut head.followers);
+        assert_eq!(followers.iter().map(|j| j.seq).collect::<Vec<_>>(), [1, 2]);
+        // The batch stopped after 1: 2 goes back to waiting, and runs after 1.
+        let mut followers = followers.into_iter();
+        let one = followers.next().unwrap();
+        assert!(q.put_back(followers.next().unwrap()));
+        assert_eq!(q.waiting(), 3);
+        assert!(q.finish(0).is_empty());
+        let mut next = q.finish(one.seq);
+        assert_eq!(next.iter().map(|j| j.seq).collect::<Vec<_>>(), [2]);
+        let mut two = next.pop().unwrap();
+        q.coalesce(&mut two, 64, |_| false);
+        assert!(two.followers.is_empty(), "nothing fits");
+
+        // A synthetic job is never a head nor a follower.
+        let mut q = KeyQueues::default();
+        let mut head = q.admit(job(0, "s"), vec![]).expect("idle key");
+        assert!(q.admit(job(is_synthetic_seq(), "s"), vec![]).is_none());
+        assert!(q.admit(job(1, "s"), vec![]).is_none());
+        q.coalesce(&mut head, 64, |_| true);
+        assert!(head.followers.is_empty());
+        assert!(q.finish(0).len() == 1);
+        let mut synthetic = q.admit(job(2, "t"), vec![]).expect("idle key");
+        synthetic.seq = is_synthetic_seq() + 1;
+        q.coalesce(&mut synthetic, 64, |_| true);
+        assert!(synthetic.followers.is_empty());
+    }
+
+    fn is_synthetic_seq() -> u64 {
+        1 << 63
+    }
+
+    #[test]
     fn abandon_drops_waiting_events() {
         let mut q = KeyQueues::default();
         assert!(q.admit(job(0, "a"), vec![]).is_some());

@@ -151,3 +151,45 @@ pub trait EventHandler<T>: Sync {
         PayloadInfo::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Fails event 2 once (retryable) and event 4 for good; records what ran.
+    struct Plain(Mutex<Vec<u32>>);
+
+    impl EventHandler<u32> for Plain {
+        fn handle(&self, _: &str, _: &str, n: &u32) -> Outcome {
+            self.0.lock().unwrap().push(*n);
+            match n {
+                2 => Outcome::retry("busy"),
+                4 => Outcome::permanent("bad"),
+                _ => Outcome::Applied(String::new()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_batch_runs_one_by_one_and_stops_at_the_first_retry() {
+        let h = Plain(Mutex::default());
+        assert!(
+            !h.coalescable("k", &1),
+            "nothing is coalesced unless the handler says so"
+        );
+        let payloads = [0u32, 4, 1, 2, 3];
+        let items: Vec<BatchItem<'_, u32>> = payloads
+            .iter()
+            .map(|p| BatchItem {
+                event_id: "1-0",
+                payload: p,
+            })
+            .collect();
+        let outcomes = h.handle_batch("k", &items);
+        // A permanent failure is final (dead letter) and does not stop it; a retry does.
+        assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+        assert!(outcomes[1].is_final() && !outcomes[3].is_final());
+        assert_eq!(*h.0.lock().unwrap(), [0, 4, 1, 2]);
+    }
+}

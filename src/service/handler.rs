@@ -706,4 +706,74 @@ mod tests {
         };
         assert_eq!(event_key(&ev3), None);
     }
+
+    fn ip(v: &str) -> IocKey {
+        IocKey {
+            ioc_type: crate::translate::IocType::IpBoth,
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn formers_merge_into_unions_of_iocs_and_ids() {
+        let formers = [
+            FormerState {
+                ids: vec!["indicator--old".into()],
+                ..FormerState::default()
+            },
+            FormerState {
+                pattern: Some("[ipv4-addr:value = '1.1.1.1']".into()),
+                iocs: Some(vec![ip("1.1.1.1")]),
+                ids: vec!["indicator--a".into()],
+                ..FormerState::default()
+            },
+            FormerState {
+                pattern: Some("[ipv4-addr:value = '2.2.2.2']".into()),
+                name: Some("renamed".into()),
+                iocs: Some(vec![ip("2.2.2.2"), ip("1.1.1.1")]),
+                ids: vec!["indicator--b".into(), "indicator--old".into()],
+                ..FormerState::default()
+            },
+        ];
+        let (merged, n) = merge_formers(&formers, "stix");
+        assert_eq!(n, 3, "STIX pattern changes and renames all merge");
+        assert_eq!(merged.iocs, Some(vec![ip("1.1.1.1"), ip("2.2.2.2")]));
+        assert_eq!(
+            merged.ids,
+            ["indicator--a", "indicator--b", "indicator--old"]
+        );
+        // Nothing known about IOCs: still unknown.
+        let (merged, _) = merge_formers(&formers[..1], "stix");
+        assert_eq!(merged.iocs, None);
+    }
+
+    #[test]
+    fn a_second_rule_or_type_change_ends_the_burst() {
+        let rename = |name: &str| FormerState {
+            name: Some(name.into()),
+            ..FormerState::default()
+        };
+        let edit = FormerState::default();
+        let formers = [edit.clone(), rename("n1"), edit.clone(), rename("n2"), edit];
+        // Yara/Sigma: each rename names a file to find; one per burst.
+        let (merged, n) = merge_formers(&formers, "yara");
+        assert_eq!((n, merged.name.as_deref()), (3, Some("n1")));
+        let (_, n) = merge_formers(&formers, " Sigma ");
+        assert_eq!(n, 3);
+        // STIX: names do not matter.
+        let (merged, n) = merge_formers(&formers, "stix");
+        assert_eq!((n, merged.name), (5, None));
+        // A type change always carries its former pattern and name.
+        let retype = |t: &str| FormerState {
+            pattern_type: Some(t.into()),
+            pattern: Some("p".into()),
+            ..FormerState::default()
+        };
+        let (merged, n) = merge_formers(&[retype("sigma"), retype("yara")], "stix");
+        assert_eq!((n, merged.pattern_type.as_deref()), (1, Some("sigma")));
+        assert_eq!(merged.pattern.as_deref(), Some("p"));
+        // The first event alone always goes, whatever it carries.
+        let (_, n) = merge_formers(&[rename("x")], "yara");
+        assert_eq!(n, 1);
+    }
 }
