@@ -1645,6 +1645,28 @@ mod tests {
     }
 
     #[test]
+    fn coalesce_max_defaults_to_64_and_is_bounded() {
+        let c = Config::from_sources(None, env(MINIMAL)).unwrap();
+        assert_eq!(c.service.coalesce_max, 64);
+        assert_eq!(c.pipeline_options().coalesce_max, 64);
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("HARFANGLAB_INTEL_COALESCE_MAX", "1"));
+        let c = Config::from_sources(None, env(&pairs)).unwrap();
+        assert_eq!(c.pipeline_options().coalesce_max, 1);
+        for bad in ["0", "1025", "off"] {
+            let mut pairs = MINIMAL.to_vec();
+            pairs.push(("HARFANGLAB_INTEL_COALESCE_MAX", bad));
+            let err = Config::from_sources(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("HARFANGLAB_INTEL_COALESCE_MAX"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn tokens_come_from_systemd_credentials_when_their_variables_are_unset() {
         let dir = std::env::temp_dir().join(format!("hli-creds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
