@@ -328,3 +328,80 @@ fn a_failed_read_is_the_first_events_and_the_rest_waits() {
     assert!(!outcomes[0].is_final(), "{outcomes:?}");
     assert_eq!(fx.mem.calls(), 0);
 }
+
+const SIGMA: &str = "title: Suspicious cmd\nid: 6b1e9ef4-1b59-4d3a-9b8c-2f5c0e2a7d11\nlogsource:\n  category: process_creation\n  product: windows\ndetection:\n  sel:\n    Image|endswith: '\\cmd.exe'\n  condition: sel\nlevel: high\n";
+
+fn gql_typed(pattern_type: &str, pattern: &str) -> String {
+    let mut v: Value = serde_json::from_str(&gql(pattern, false)).unwrap();
+    v["data"]["indicator"]["pattern_type"] = json!(pattern_type);
+    v.to_string()
+}
+
+/// An update whose former state had another pattern type (and pattern).
+fn retype(n: usize, pattern: &str, former_type: &str, former: &str) -> Work {
+    let mut line = fixture("indicator-update-pattern.json");
+    line["data"]["context"] = json!({
+        "patch": [{"op": "replace", "path": "/pattern_type", "value": "stix"}],
+        "reverse_patch": [
+            {"op": "replace", "path": "/pattern_type", "value": former_type},
+            {"op": "replace", "path": "/pattern", "value": former},
+        ],
+    });
+    line["data"]["data"]["pattern"] = json!(pattern);
+    line["data"]["data"]["extensions"][events::OCTI_EXT]["observable_values"] = json!([]);
+    work(&line, &format!("{}-0", 1000 + n))
+}
+
+impl Fx {
+    /// The indicator was a Sigma rule: HarfangLab holds it.
+    fn held_as_sigma(&mut self) {
+        let m = self.answer(gql_typed("sigma", SIGMA));
+        let create = work(&fixture("indicator-create.json"), "1000-0");
+        applied(&self.handler.handle("1000-0", INTERNAL, &create));
+        assert_eq!(
+            self.mem
+                .rules(harfanglab_intel::harfanglab::model::RuleKind::Sigma)
+                .len(),
+            1
+        );
+        m.remove();
+    }
+}
+
+#[test]
+fn a_type_change_inside_a_storm_releases_the_former_rule_and_a_second_one_splits_the_batch() {
+    use harfanglab_intel::harfanglab::model::RuleKind;
+    // Sigma → STIX A, edits, A → C: one batch (one type change).
+    let evs = vec![
+        retype(2, A, "sigma", SIGMA),
+        update(3, A, None),
+        update(4, C, Some(A)),
+        update(5, C, None),
+    ];
+    let mut alone = setup();
+    alone.held_as_sigma();
+    let _m = alone.answer(gql(C, false));
+    alone.one_by_one(&evs);
+
+    let mut batch = setup();
+    batch.held_as_sigma();
+    let _m = batch.answer(gql(C, false));
+    assert_eq!(batch.coalesced(&evs), 1);
+    assert!(batch.mem.rules(RuleKind::Sigma).is_empty());
+    assert_eq!(batch.values(), ["2.2.2.2", "4.4.4.4"]);
+    assert_eq!(batch.state(), alone.state());
+
+    // Two type changes in one burst: the second starts the next batch, each releases its own.
+    let evs = vec![
+        retype(2, A, "sigma", SIGMA),
+        update(3, A, None),
+        retype(4, C, "sigma", SIGMA),
+        update(5, C, None),
+    ];
+    let mut batch = setup();
+    batch.held_as_sigma();
+    let _m = batch.answer(gql(C, false));
+    assert_eq!(batch.coalesced(&evs), 2);
+    assert!(batch.mem.rules(RuleKind::Sigma).is_empty());
+    assert_eq!(batch.values(), ["2.2.2.2", "4.4.4.4"]);
+}
