@@ -5,7 +5,7 @@
 //! `cargo run --example simulators`).
 
 pub mod harfanglab;
-pub mod http;
+pub(crate) mod http;
 pub mod opencti;
 mod opencti_schema;
 pub mod standalone;
