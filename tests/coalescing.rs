@@ -5,17 +5,12 @@
 //! HarfangLab is the in-memory `MemoryApi`, events are the committed fixtures decoded as the
 //! stream reader decodes them.
 
-use harfanglab_intel::harfanglab::model::SourceLists;
-use harfanglab_intel::metrics::{Health, Metrics};
-use harfanglab_intel::notify::{Notifier, WatchdogGate};
-use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
-use harfanglab_intel::opencti::events::{self, Decoded};
-use harfanglab_intel::opencti::sse::Frame;
 use harfanglab_intel::pipeline::{BatchItem, EventHandler, Outcome};
-use harfanglab_intel::secret::Secret;
 use harfanglab_intel::service::{Handler, Work, event_key};
-use harfanglab_intel::sync::memory::MemoryApi;
-use harfanglab_intel::sync::{SyncSettings, Syncer};
+use harfanglab_intel::{
+    ApiOptions, Decoded, Frame, Health, MemoryApi, Metrics, Notifier, OCTI_EXT, OpenCtiApi,
+    RuleKind, Secret, SourceLists, SyncSettings, Syncer, WatchdogGate, decode_event,
+};
 use mockito::Matcher;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -34,7 +29,7 @@ fn work(line: &Value, id: &str) -> Work {
         data: line["data"].to_string(),
         retry: None,
     };
-    match events::decode(&frame).unwrap() {
+    match decode_event(&frame).unwrap() {
         Decoded::Event(ev) => Work::Event(ev),
         other => panic!("not an event: {other:?}"),
     }
@@ -108,7 +103,7 @@ fn update(n: usize, pattern: &str, former: Option<&str>) -> Work {
     };
     line["data"]["context"] = json!({"patch": patch, "reverse_patch": reverse});
     line["data"]["data"]["pattern"] = json!(pattern);
-    line["data"]["data"]["extensions"][events::OCTI_EXT]["observable_values"] = json!([]);
+    line["data"]["data"]["extensions"][OCTI_EXT]["observable_values"] = json!([]);
     work(&line, &format!("{}-0", 1000 + n))
 }
 
@@ -348,7 +343,7 @@ fn retype(n: usize, pattern: &str, former_type: &str, former: &str) -> Work {
         ],
     });
     line["data"]["data"]["pattern"] = json!(pattern);
-    line["data"]["data"]["extensions"][events::OCTI_EXT]["observable_values"] = json!([]);
+    line["data"]["data"]["extensions"][OCTI_EXT]["observable_values"] = json!([]);
     work(&line, &format!("{}-0", 1000 + n))
 }
 
@@ -358,19 +353,13 @@ impl Fx {
         let m = self.answer(gql_typed("sigma", SIGMA));
         let create = work(&fixture("indicator-create.json"), "1000-0");
         applied(&self.handler.handle("1000-0", INTERNAL, &create));
-        assert_eq!(
-            self.mem
-                .rules(harfanglab_intel::harfanglab::model::RuleKind::Sigma)
-                .len(),
-            1
-        );
+        assert_eq!(self.mem.rules(RuleKind::Sigma).len(), 1);
         m.remove();
     }
 }
 
 #[test]
 fn a_type_change_inside_a_storm_releases_the_former_rule_and_a_second_one_splits_the_batch() {
-    use harfanglab_intel::harfanglab::model::RuleKind;
     // Sigma → STIX A, edits, A → C: one batch (one type change).
     let evs = vec![
         retype(2, A, "sigma", SIGMA),

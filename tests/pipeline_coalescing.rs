@@ -3,16 +3,16 @@
 //! checkpoint covers each, failures retry or dead-letter the right events, nothing runs twice,
 //! the order per key holds across batches, and synthetic jobs are never batched.
 
-mod pipeline_support;
-
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::support::pipeline::{
+    Ev, RecordingSink, event, fast_opts, feed, id, multi_key_event, temp_dir,
+};
 use crossbeam_channel::{Receiver, Sender};
 use harfanglab_intel::pipeline::{
     self, BatchItem, DeadLetterLog, EventHandler, Input, Outcome, PayloadInfo, Shutdown, Side,
 };
-use pipeline_support::{Ev, RecordingSink, event, fast_opts, feed, id, multi_key_event, temp_dir};
 
 /// One call of the handler: the key and the stream positions it covered (one for `handle`).
 #[derive(Debug, Clone, PartialEq)]
