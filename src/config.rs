@@ -169,6 +169,8 @@ settings! {
         "Mass-deletion guard: a pass that would release more than this share (0 to 1) of our rules repairs nothing and logs an error (`reconcile --force` overrides).";
     HARFANGLAB_INTEL_RECONCILE_ENFORCE_ENABLED = "HARFANGLAB_INTEL_RECONCILE_ENFORCE_ENABLED", HarfangLabIntel."reconcile_enforce_enabled", Some("false"), false, false,
         "Re-enable rules disabled by hand that indicators still want (default: keep them disabled and report them; applies to live events too).";
+    HARFANGLAB_INTEL_COALESCE_MAX = "HARFANGLAB_INTEL_COALESCE_MAX", HarfangLabIntel."coalesce_max", Some("64"), false, false,
+        "Most updates of one indicator applied together (one OpenCTI read, one HarfangLab write) when they wait behind each other; each is still checkpointed and counted. `1` turns coalescing off (1 to 1024; README: Update storms).";
 }
 
 /// Where a raw value came from.
@@ -923,6 +925,9 @@ pub struct ServiceConfig {
     pub workers: usize,
     /// Time given to in-flight events after a termination signal.
     pub shutdown_timeout: Duration,
+    /// Most events of one indicator run as one batch (1 = no coalescing; 0 in a hand-built
+    /// `Config` counts as 1).
+    pub coalesce_max: usize,
 }
 
 /// The validated configuration. `Debug` is safe to log: tokens are [`Secret`]s.
@@ -1043,10 +1048,20 @@ impl Config {
                 format!("must be between 1 and 256, got {workers}"),
             );
         }
+        let coalesce_max = v
+            .parsed::<usize>(&HARFANGLAB_INTEL_COALESCE_MAX, "a whole number")
+            .unwrap_or(1);
+        if !(1..=1024).contains(&coalesce_max) {
+            v.problem(
+                &HARFANGLAB_INTEL_COALESCE_MAX,
+                format!("must be between 1 and 1024, got {coalesce_max}"),
+            );
+        }
         let service = ServiceConfig {
             state_dir: v.state_dir(&HARFANGLAB_INTEL_STATE_DIR),
             workers,
             shutdown_timeout: v.seconds(&HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT),
+            coalesce_max,
         };
 
         let reconcile = ReconcileConfig {
@@ -1628,6 +1643,28 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn coalesce_max_defaults_to_64_and_is_bounded() {
+        let c = Config::from_sources(None, env(MINIMAL)).unwrap();
+        assert_eq!(c.service.coalesce_max, 64);
+        assert_eq!(c.pipeline_options().coalesce_max, 64);
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("HARFANGLAB_INTEL_COALESCE_MAX", "1"));
+        let c = Config::from_sources(None, env(&pairs)).unwrap();
+        assert_eq!(c.pipeline_options().coalesce_max, 1);
+        for bad in ["0", "1025", "off"] {
+            let mut pairs = MINIMAL.to_vec();
+            pairs.push(("HARFANGLAB_INTEL_COALESCE_MAX", bad));
+            let err = Config::from_sources(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("HARFANGLAB_INTEL_COALESCE_MAX"),
+                "{bad}: {err}"
+            );
         }
     }
 

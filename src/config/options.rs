@@ -65,8 +65,8 @@ impl Config {
         o
     }
 
-    /// The pipeline core: workers, in-flight window, shutdown deadline and the retry policy of
-    /// failed events. Periods and counters keep their defaults (the service sets its own).
+    /// The pipeline core: workers, in-flight window, shutdown deadline, the retry policy of
+    /// failed events and the coalescing cap. Periods and counters keep their defaults (the service sets its own).
     pub fn pipeline_options(&self) -> PipelineOptions {
         let workers = self.workers();
         PipelineOptions {
@@ -77,6 +77,7 @@ impl Config {
             queue_per_worker: (512 / workers).clamp(8, 64),
             shutdown_deadline: self.service.shutdown_timeout,
             retry: self.harfanglab.event_retry(),
+            coalesce_max: self.service.coalesce_max.max(1),
             ..PipelineOptions::default()
         }
     }
@@ -164,6 +165,9 @@ mod tests {
         assert_eq!(p.queue_per_worker, 32);
         assert_eq!(p.shutdown_deadline, Duration::from_secs(13));
         assert_eq!(p.retry.max_retries, 5);
+        assert_eq!(p.coalesce_max, 1, "a hand-built Config does not coalesce");
+        c.service.coalesce_max = 32;
+        assert_eq!(c.pipeline_options().coalesce_max, 32);
 
         c.service.workers = 0;
         assert_eq!(c.pipeline_options().workers, 1);

@@ -18,6 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::checkpoint::Seq;
+use super::synthetic::is_synthetic;
 use super::worker::Job;
 
 /// One admitted event: its keys, and the job itself while it waits for its turn.
@@ -136,6 +137,55 @@ impl<T> KeyQueues<T> {
         dropped
     }
 
+    /// Coalescing (`batch.rs`): move the events waiting right behind `head` in its key's line
+    /// into `head.followers`, while each `fits` (the handler's `coalescable`), has that key only,
+    /// and is a stream event, up to `max` events in all. `head` must be the front of its line
+    /// with no other key (the owner checks `fits` for it). The followers stay in the line, as
+    /// running: nothing behind them is dispatched before they finish.
+    pub fn coalesce(&mut self, head: &mut Job<T>, max: usize, fits: impl Fn(&T) -> bool) {
+        if max < 2 || is_synthetic(head.seq) {
+            return;
+        }
+        let Some(line) = self.lines.get(&head.key) else {
+            return;
+        };
+        let alone = self
+            .entries
+            .get(&head.seq)
+            .is_some_and(|e| e.also.is_empty() && e.waiting.is_none());
+        if !alone || line.front() != Some(&head.seq) {
+            return;
+        }
+        for seq in line.iter().skip(1) {
+            if head.followers.len() + 1 >= max || is_synthetic(*seq) {
+                break;
+            }
+            let Some(entry) = self.entries.get_mut(seq) else {
+                break;
+            };
+            if !entry.also.is_empty() || !entry.waiting.as_ref().is_some_and(|j| fits(&j.payload)) {
+                break;
+            }
+            if let Some(job) = entry.waiting.take() {
+                self.waiting -= 1;
+                head.followers.push(job);
+            }
+        }
+    }
+
+    /// A coalesced event that was not run goes back to waiting in its lines (it is still in
+    /// them). Returns `false` (and drops it) if it is no longer tracked.
+    pub fn put_back(&mut self, job: Job<T>) -> bool {
+        match self.entries.get_mut(&job.seq) {
+            Some(entry) if entry.waiting.is_none() => {
+                entry.waiting = Some(job);
+                self.waiting += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Events waiting for their turn.
     pub fn waiting(&self) -> usize {
         self.waiting
@@ -195,6 +245,7 @@ mod tests {
             key: Arc::from(key),
             payload: (),
             attempts: Default::default(),
+            followers: Vec::new(),
         }
     }
 
@@ -222,6 +273,65 @@ mod tests {
         assert_eq!(q.busy_keys(), 1);
         // Idle again: the next event for "a" is dispatched at once.
         assert_eq!(q.admit(job(4, "a"), vec![]).map(|j| j.seq), Some(4));
+    }
+
+    #[test]
+    fn coalesce_takes_the_run_of_fitting_single_key_events_behind_the_head() {
+        let mut q = KeyQueues::default();
+        let mut head = q.admit(job(0, "a"), vec![]).expect("idle key");
+        for s in 1..=3 {
+            assert!(q.admit(job(s, "a"), vec![]).is_none());
+        }
+        // A multi-key event ends the run, and what follows it stays too.
+        assert!(q.admit(job(4, "a"), keys(&["b"])).is_none());
+        assert!(q.admit(job(5, "a"), vec![]).is_none());
+        q.coalesce(&mut head, 64, |_| true);
+        assert_eq!(seqs(std::mem::take(&mut head.followers)), [1, 2, 3]);
+        assert_eq!(q.waiting(), 2);
+        // The followers are still in line, as running: finishing the head releases nothing.
+        assert!(q.finish(0).is_empty());
+        assert!(q.finish(1).is_empty() && q.finish(2).is_empty());
+        assert_eq!(seqs(q.finish(3)), [4]);
+    }
+
+    #[test]
+    fn coalesce_respects_the_cap_fits_and_synthetic_jobs_and_put_back_restores() {
+        let mut q = KeyQueues::default();
+        let mut head = q.admit(job(0, "a"), vec![]).expect("idle key");
+        for s in 1..=4 {
+            assert!(q.admit(job(s, "a"), vec![]).is_none());
+        }
+        q.coalesce(&mut head, 3, |_| true);
+        let followers = std::mem::take(&mut head.followers);
+        assert_eq!(followers.iter().map(|j| j.seq).collect::<Vec<_>>(), [1, 2]);
+        // The batch stopped after 1: 2 goes back to waiting, and runs after 1.
+        let mut followers = followers.into_iter();
+        let one = followers.next().unwrap();
+        assert!(q.put_back(followers.next().unwrap()));
+        assert_eq!(q.waiting(), 3);
+        assert!(q.finish(0).is_empty());
+        let mut next = q.finish(one.seq);
+        assert_eq!(next.iter().map(|j| j.seq).collect::<Vec<_>>(), [2]);
+        let mut two = next.pop().unwrap();
+        q.coalesce(&mut two, 64, |_| false);
+        assert!(two.followers.is_empty(), "nothing fits");
+
+        // A synthetic job is never a head nor a follower.
+        let mut q = KeyQueues::default();
+        let mut head = q.admit(job(0, "s"), vec![]).expect("idle key");
+        assert!(q.admit(job(is_synthetic_seq(), "s"), vec![]).is_none());
+        assert!(q.admit(job(1, "s"), vec![]).is_none());
+        q.coalesce(&mut head, 64, |_| true);
+        assert!(head.followers.is_empty());
+        assert!(q.finish(0).len() == 1);
+        let mut synthetic = q.admit(job(2, "t"), vec![]).expect("idle key");
+        synthetic.seq = is_synthetic_seq() + 1;
+        q.coalesce(&mut synthetic, 64, |_| true);
+        assert!(synthetic.followers.is_empty());
+    }
+
+    fn is_synthetic_seq() -> u64 {
+        1 << 63
     }
 
     #[test]

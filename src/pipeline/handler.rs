@@ -3,6 +3,10 @@
 //! that tells the core what happens next (checkpoint, retry, dead-letter, or stop).
 //!
 //! The core is generic over the payload `T`, so it knows nothing about STIX or HarfangLab.
+//!
+//! Coalescing (`batch.rs`): a handler that says some payloads are [`EventHandler::coalescable`]
+//! gets runs of them that wait behind each other on one key as one [`EventHandler::handle_batch`]
+//! call; the default never coalesces.
 
 use std::time::Duration;
 
@@ -73,6 +77,26 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// Whether this outcome ends the event's run for good (applied, skipped, or a permanent
+    /// failure: dead-lettered, and the key goes on). A retryable failure or a fatal one does
+    /// not: the events behind it on its key must wait.
+    pub fn is_final(&self) -> bool {
+        match self {
+            Outcome::Applied(_) | Outcome::Skipped(_) => true,
+            Outcome::Failed { kind, .. } => *kind == FailureKind::Permanent,
+            Outcome::Fatal(_) => false,
+        }
+    }
+}
+
+/// One event of a batch handed to [`EventHandler::handle_batch`], in stream order.
+#[derive(Debug)]
+pub struct BatchItem<'a, T> {
+    pub event_id: &'a str,
+    pub payload: &'a T,
+}
+
 /// Facts about a payload for the dead-letter record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PayloadInfo {
@@ -90,8 +114,82 @@ pub trait EventHandler<T>: Sync {
     /// Apply one event. `key` is the `Input::Event` key (never called for key-less events).
     fn handle(&self, event_id: &str, key: &str, payload: &T) -> Outcome;
 
+    /// May this event run in one batch with its neighbours of the same key (events that wait
+    /// right behind each other and are all coalescable)? Default: no, every event runs alone.
+    /// Say yes only for events whose effect the handler can apply together with the others in
+    /// [`EventHandler::handle_batch`]. Key-less events, events with several keys and synthetic
+    /// jobs are never batched, whatever this says.
+    fn coalescable(&self, _key: &str, _payload: &T) -> bool {
+        false
+    }
+
+    /// Apply several events of one key (stream order, at least two, each one `coalescable`).
+    /// Returns their outcomes in order: one per event, or fewer, in which case the events
+    /// without an outcome were not run and run later, in order, after the last one returned
+    /// (the pipeline hands them out again, possibly as another batch). An outcome that is not
+    /// [`Outcome::is_final`] (a retryable failure, a fatal one) ends the batch there: the
+    /// outcomes after it are ignored, and the events after it wait behind its retry. An empty
+    /// answer counts as a retryable failure of the first event.
+    ///
+    /// Default: one by one through [`EventHandler::handle`], stopping at the first outcome that
+    /// is not final.
+    fn handle_batch(&self, key: &str, events: &[BatchItem<'_, T>]) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        for e in events {
+            let outcome = self.handle(e.event_id, key, e.payload);
+            let go_on = outcome.is_final();
+            outcomes.push(outcome);
+            if !go_on {
+                break;
+            }
+        }
+        outcomes
+    }
+
     /// Describe a payload for its dead-letter record. Called only for dead-lettered events.
     fn describe(&self, _payload: &T) -> PayloadInfo {
         PayloadInfo::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Fails event 2 once (retryable) and event 4 for good; records what ran.
+    struct Plain(Mutex<Vec<u32>>);
+
+    impl EventHandler<u32> for Plain {
+        fn handle(&self, _: &str, _: &str, n: &u32) -> Outcome {
+            self.0.lock().unwrap().push(*n);
+            match n {
+                2 => Outcome::retry("busy"),
+                4 => Outcome::permanent("bad"),
+                _ => Outcome::Applied(String::new()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_batch_runs_one_by_one_and_stops_at_the_first_retry() {
+        let h = Plain(Mutex::default());
+        assert!(
+            !h.coalescable("k", &1),
+            "nothing is coalesced unless the handler says so"
+        );
+        let payloads = [0u32, 4, 1, 2, 3];
+        let items: Vec<BatchItem<'_, u32>> = payloads
+            .iter()
+            .map(|p| BatchItem {
+                event_id: "1-0",
+                payload: p,
+            })
+            .collect();
+        let outcomes = h.handle_batch("k", &items);
+        // A permanent failure is final (dead letter) and does not stop it; a retry does.
+        assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+        assert!(outcomes[1].is_final() && !outcomes[3].is_final());
+        assert_eq!(*h.0.lock().unwrap(), [0, 4, 1, 2]);
     }
 }

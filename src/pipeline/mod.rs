@@ -9,6 +9,9 @@
 //!                 worker × N ── EventHandler::handle ── Report (completions)
 //! ```
 //!
+//! Coalescing: events of one key waiting behind each other may run as one batch
+//! (`EventHandler::handle_batch`, rules in `batch.rs`); each still has its own outcome.
+//!
 //! The owner is the single thread that reads the source, decides what runs, and owns every piece
 //! of mutable state (no locks shared by workers). Generic over the payload `T` and the handler, so
 //! it knows nothing about OpenCTI or HarfangLab; the real wiring lives in the caller.
@@ -24,6 +27,7 @@
 //! until `shutdown_deadline` → the rest is abandoned (not checkpointed) → workers join → final
 //! checkpoint save. When the source closes (reader gone), everything drains, retries included.
 
+mod batch;
 mod budget;
 mod checkpoint;
 mod dead_letter;
@@ -46,7 +50,7 @@ use crate::retry::RetryPolicy;
 pub use checkpoint::CheckpointSink;
 pub use dead_letter::{DeadLetterError, DeadLetterLog};
 pub use error::PipelineError;
-pub use handler::{EventHandler, Input, Outcome, PayloadInfo};
+pub use handler::{BatchItem, EventHandler, Input, Outcome, PayloadInfo};
 pub use shutdown::Shutdown;
 pub use stats::{PipelineStats, StatsSnapshot};
 pub use synthetic::Side;
@@ -70,6 +74,10 @@ pub struct PipelineOptions {
     /// Retries of failed events: `max_retries` is the budget of counted failures
     /// (`HARFANGLAB_INTEL_MAX_RETRIES`), `cap` the longest wait (`HARFANGLAB_INTEL_RETRY_BACKOFF_MAX`).
     pub retry: RetryPolicy,
+    /// Most events of one key run as one batch (`batch.rs`) when they wait behind each other
+    /// and the handler says they may (`EventHandler::coalescable`); 1 turns coalescing off
+    /// (`HARFANGLAB_INTEL_COALESCE_MAX`).
+    pub coalesce_max: usize,
     /// Where live counters are published (clone it before `run` to read them elsewhere).
     /// Counters accumulate across runs that share one handle.
     pub stats: PipelineStats,
@@ -85,6 +93,7 @@ impl Default for PipelineOptions {
             save_every: Duration::from_secs(1),
             tick_every: Duration::from_secs(40),
             retry: RetryPolicy::default(),
+            coalesce_max: 64,
             stats: PipelineStats::default(),
         }
     }

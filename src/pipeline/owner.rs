@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendError, Sender};
 
+use super::batch;
 use super::budget::Budget;
 use super::checkpoint::{CheckpointSink, CheckpointTracker, Seq};
 use super::dead_letter::{DeadLetter, DeadLetterLog};
 use super::dispatch::KeyQueues;
-use super::handler::{EventHandler, Input};
+use super::handler::{EventHandler, Input, Outcome};
 use super::stats::{Counter, Gauges};
 use super::synthetic::{Side, SideState, is_synthetic};
 use super::worker::{Final, Job, Report};
@@ -75,7 +76,7 @@ impl Drop for AbandonOnDrop<'_> {
 
 pub(crate) struct Owner<'a, T, H, S, K> {
     opts: &'a PipelineOptions,
-    /// Only for `describe` (a dead letter's excerpt); workers run `handle`.
+    /// Only for `describe` (a dead letter's excerpt) and `coalescable`; workers run `handle`.
     handler: &'a H,
     sink: &'a mut S,
     hooks: &'a mut K,
@@ -338,6 +339,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                     key: key.into(),
                     payload,
                     attempts: self.budget.admit(),
+                    followers: Vec::new(),
                 };
                 let also = also_keys.into_iter().map(Into::into).collect();
                 if let Some(job) = self.keys.admit(job, also) {
@@ -365,6 +367,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                     key: key.into(),
                     payload,
                     attempts: self.budget.admit(),
+                    followers: Vec::new(),
                 };
                 self.side.in_flight += 1;
                 if let Some(job) = self.keys.admit(job, Vec::new()) {
@@ -374,7 +377,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
         }
     }
 
-    fn dispatch(&mut self, job: Job<T>) {
+    fn dispatch(&mut self, mut job: Job<T>) {
         if is_synthetic(job.seq) && self.side.is_stale(&job.key) {
             // It waited behind a live event of its key that is newer than its view.
             self.side.dropped += 1;
@@ -384,6 +387,14 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
             );
             self.finished(job.seq);
             return;
+        }
+        let max = self.opts.coalesce_max;
+        if max > 1 && !is_synthetic(job.seq) {
+            let (handler, key) = (self.handler, job.key.clone());
+            if handler.coalescable(&key, &job.payload) {
+                self.keys
+                    .coalesce(&mut job, max, |p| handler.coalescable(&key, p));
+            }
         }
         match self.jobs.send(job) {
             Ok(()) => self.outstanding += 1,
@@ -404,30 +415,11 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                 outcome,
             } => {
                 self.outstanding -= 1;
-                match outcome {
-                    // A synthetic job is not an event: its handler reported what it did.
-                    Final::Applied(_) | Final::Skipped(_) if is_synthetic(seq) => {}
-                    Final::Applied(summary) => {
-                        log::debug!("event={event_id} indicator={key}: applied: {summary}");
-                        self.opts.stats.add(Counter::Applied, 1);
-                        self.budget.applied();
-                    }
-                    Final::Skipped(reason) => {
-                        log::debug!("event={event_id} indicator={key}: skipped: {reason}");
-                        self.opts.stats.add(Counter::Skipped, 1);
-                    }
-                    Final::Fatal(reason) => {
-                        log::error!("event={event_id} indicator={key}: fatal: {reason}; stopping");
-                        self.fail(PipelineError::Fatal {
-                            event_id: event_id.to_string(),
-                            key: key.to_string(),
-                            reason,
-                        });
-                        self.keys.abandon(seq);
-                        return;
-                    }
-                }
-                self.finished(seq);
+                self.on_final(seq, &event_id, &key, outcome);
+            }
+            Report::Batch { jobs, outcomes } => {
+                self.outstanding -= 1;
+                self.on_batch(jobs, outcomes);
             }
             Report::Failed { job, reason, kind } => {
                 self.outstanding -= 1;
@@ -443,6 +435,59 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                 });
             }
         }
+    }
+
+    /// A batch came back (`batch.rs`): the events not run wait in their line again, the
+    /// finished ones finish in order, then the one that stopped the batch is handled as a lone
+    /// event's failure would be. Each event counts once in the stats.
+    fn on_batch(&mut self, jobs: Vec<Job<T>>, outcomes: Vec<Outcome>) {
+        let split = batch::split(jobs, outcomes);
+        // First, so that finishing the last run event dispatches the next one.
+        for job in split.unrun {
+            self.keys.put_back(job);
+        }
+        for (job, outcome) in split.done.into_iter().chain(split.stopped) {
+            match outcome {
+                Outcome::Applied(s) => {
+                    self.on_final(job.seq, &job.event_id, &job.key, Final::Applied(s))
+                }
+                Outcome::Skipped(s) => {
+                    self.on_final(job.seq, &job.event_id, &job.key, Final::Skipped(s))
+                }
+                Outcome::Fatal(s) => {
+                    self.on_final(job.seq, &job.event_id, &job.key, Final::Fatal(s))
+                }
+                Outcome::Failed { reason, kind } => self.on_failure(job, reason, kind),
+            }
+        }
+    }
+
+    /// An event's final result: count it, then finish it (or stop everything, `Fatal`).
+    fn on_final(&mut self, seq: Seq, event_id: &str, key: &str, outcome: Final) {
+        match outcome {
+            // A synthetic job is not an event: its handler reported what it did.
+            Final::Applied(_) | Final::Skipped(_) if is_synthetic(seq) => {}
+            Final::Applied(summary) => {
+                log::debug!("event={event_id} indicator={key}: applied: {summary}");
+                self.opts.stats.add(Counter::Applied, 1);
+                self.budget.applied();
+            }
+            Final::Skipped(reason) => {
+                log::debug!("event={event_id} indicator={key}: skipped: {reason}");
+                self.opts.stats.add(Counter::Skipped, 1);
+            }
+            Final::Fatal(reason) => {
+                log::error!("event={event_id} indicator={key}: fatal: {reason}; stopping");
+                self.fail(PipelineError::Fatal {
+                    event_id: event_id.to_string(),
+                    key: key.to_string(),
+                    reason,
+                });
+                self.keys.abandon(seq);
+                return;
+            }
+        }
+        self.finished(seq);
     }
 
     /// A failed attempt: dead-letter it (permanent, or its budget spent), give it up (shutting

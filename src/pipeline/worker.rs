@@ -25,6 +25,8 @@ pub(crate) struct Job<T> {
     pub payload: T,
     /// Its failed attempts so far.
     pub attempts: Attempts,
+    /// Events of the same key coalesced behind it (`batch.rs`), in stream order; usually empty.
+    pub followers: Vec<Job<T>>,
 }
 
 /// What a worker tells the owner.
@@ -42,6 +44,11 @@ pub(crate) enum Report<T> {
         job: Job<T>,
         reason: String,
         kind: FailureKind,
+    },
+    /// A batch ran (`batch.rs`): its events, head first, and the handler's outcomes.
+    Batch {
+        jobs: Vec<Job<T>>,
+        outcomes: Vec<Outcome>,
     },
     /// The worker is unwinding from a panic while running `seq` (if any).
     Lost {
@@ -117,6 +124,14 @@ pub(crate) fn work<T, H: EventHandler<T>>(
             continue;
         }
         guard.running = Some((job.seq, job.key.clone()));
+        if !job.followers.is_empty() {
+            let report = super::batch::run(ctx.handler, job);
+            guard.running = None;
+            if reports.send(report).is_err() {
+                break;
+            }
+            continue;
+        }
         let outcome = ctx.handler.handle(&job.event_id, &job.key, &job.payload);
         let report = match outcome {
             Outcome::Applied(summary) => Report::done(job, Final::Applied(summary)),

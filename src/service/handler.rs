@@ -19,6 +19,16 @@
 //! - `based-on` delete: re-read the indicator and release ONLY the removed observable's value
 //!   (unless the pattern still names it), not every IOC of the indicator (the Python bug).
 //!
+//! Bursts (issue 16): creates and updates of one indicator that wait behind each other on its
+//! key are [`coalescable`](EventHandler::coalescable) and come as one batch. A batch reads the
+//! indicator once and applies it once with the union of the events' former states
+//! ([`merge_formers`]): every former IOC the current state no longer wants goes, under every
+//! former id. A former state that cannot be merged (a second pattern-type change, or a second
+//! rename / pattern change of a Sigma or Yara indicator: each names another rule to release or
+//! to find) ends the batch there, and the rest comes as the next one. An indicator gone from
+//! OpenCTI is applied one event at a time, each from its own payload, exactly as alone. Deletes,
+//! merges, relationships, malformed events and reconciliation jobs are never coalesced.
+//!
 //! Classification: `is_fatal` → [`Outcome::Fatal`]; otherwise the error's `FailureKind` (for
 //! HarfangLab: unavailable, transient or permanent = dead letter; the pipeline's budget decides
 //! what counts). OpenCTI read errors are retried unless fatal: unavailable ones as such, the rest
@@ -31,7 +41,7 @@ use crate::opencti::api::{ApiError, OpenCtiApi};
 use crate::opencti::events::{
     BasedOn, EventError, EventKind, IndicatorEvent, Payload, StreamEvent,
 };
-use crate::pipeline::{EventHandler, Outcome, PayloadInfo};
+use crate::pipeline::{BatchItem, EventHandler, Outcome, PayloadInfo};
 use crate::retry::{FailureKind, Retryable};
 use crate::sync::{Absorbed, SyncError, SyncReport, Syncer};
 use crate::translate::{self, FormerState, Indicator, IocKey, LinkedObservable, Translation};
@@ -151,22 +161,57 @@ impl<A: ThreatIntelApi> Handler<A> {
     }
 
     fn indicator_upsert(&self, event_id: &str, ev: &IndicatorEvent) -> Outcome {
-        let indicator = match self.current(ev) {
-            Ok(i) => i,
-            Err(o) => return o,
+        match self.current(ev) {
+            Ok(indicator) => self.upsert_state(event_id, indicator, &ev.former),
+            Err(o) => o,
+        }
+    }
+
+    /// A burst of creates/updates of one indicator (stream order, at least one): one read, one
+    /// apply for as many of them as [`merge_formers`] can merge. Returns the outcome and how
+    /// many events (a prefix) it is the outcome of.
+    fn indicator_upsert_burst(&self, events: &[(&str, &IndicatorEvent)]) -> (Outcome, usize) {
+        let Some(&(first_id, first)) = events.first() else {
+            return (Outcome::retry("an empty batch"), 0);
         };
+        let indicator = match self.read(&first.indicator.id) {
+            Ok(Some(i)) => i,
+            // Gone from OpenCTI: each event applies its own payload (the best we know, a later
+            // delete releases it), as it would alone.
+            Ok(None) => {
+                return (
+                    self.upsert_state(first_id, first.indicator.clone(), &first.former),
+                    1,
+                );
+            }
+            Err(o) => return (o, 1),
+        };
+        let (former, n) = merge_formers(
+            events.iter().map(|(_, e)| &e.former),
+            &indicator.pattern_type,
+        );
+        log::debug!(
+            "event={first_id} indicator={}: {n} events applied as one (one read)",
+            indicator.id
+        );
+        (self.upsert_state(first_id, indicator, &former), n)
+    }
+
+    /// Make HarfangLab hold what `indicator` (its current state) names, releasing what
+    /// `former` named and it no longer does.
+    fn upsert_state(&self, event_id: &str, indicator: Indicator, former: &FormerState) -> Outcome {
         let (translation, unsupported) = match translate::translate(&indicator) {
             Ok(t) => (t, None),
             // Nothing is wanted any more: still release what a former type produced.
             Err(e) if e.is_unsupported() => (Translation::default(), Some(e.to_string())),
             Err(e) => return Outcome::permanent(e.to_string()),
         };
-        if let Err(o) = self.release_former_type(event_id, &ev.former, &indicator, &translation) {
+        if let Err(o) = self.release_former_type(event_id, former, &indicator, &translation) {
             return o;
         }
         match unsupported {
             Some(reason) => Outcome::Skipped(reason),
-            None => self.sync_outcome(self.syncer.upsert(&indicator, &translation, &ev.former)),
+            None => self.sync_outcome(self.syncer.upsert(&indicator, &translation, former)),
         }
     }
 
@@ -385,22 +430,47 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
             }
             Work::Event(ev) => (ev.kind.as_str(), self.apply(ev, key)),
         };
-        let label = match &outcome {
-            Outcome::Applied(_) => "applied",
-            Outcome::Skipped(_) => "skipped",
-            Outcome::Failed {
-                kind: FailureKind::Permanent,
-                ..
-            } => "dead_letter",
-            Outcome::Failed { .. } => "retried",
-            Outcome::Fatal(_) => "fatal",
-        };
-        self.metrics.event(kind, label);
-        log::debug!("event={event_id} indicator={key}: {kind} → {label}");
-        // A finished (or retried) event is progress for the systemd watchdog.
-        self.gate.progress();
-        self.health.progress();
+        self.record(event_id, key, kind, &outcome);
         outcome
+    }
+
+    /// Creates and updates of an indicator (not a merge): their effect is "apply the current
+    /// state, release the former one", which a burst can do once.
+    fn coalescable(&self, _key: &str, payload: &Work) -> bool {
+        burst_member(payload).is_some()
+    }
+
+    fn handle_batch(&self, key: &str, events: &[BatchItem<'_, Work>]) -> Vec<Outcome> {
+        let burst: Option<Vec<(&str, &IndicatorEvent)>> = events
+            .iter()
+            .map(|e| burst_member(e.payload).map(|i| (e.event_id, i)))
+            .collect();
+        let Some(burst) = burst else {
+            // Not ours to coalesce (the pipeline only batches coalescable events): one by one.
+            let mut outcomes = Vec::new();
+            for e in events {
+                let o = self.handle(e.event_id, key, e.payload);
+                let go_on = o.is_final();
+                outcomes.push(o);
+                if !go_on {
+                    break;
+                }
+            }
+            return outcomes;
+        };
+        let (outcome, n) = self.indicator_upsert_burst(&burst);
+        // A retry or a fatal outcome is the first event's: the rest waits behind it.
+        let n = if outcome.is_final() { n } else { 1 };
+        let mut outcomes = Vec::with_capacity(n);
+        for e in &events[..n.min(events.len())] {
+            let kind = match e.payload {
+                Work::Event(ev) => ev.kind.as_str(),
+                _ => "ignored",
+            };
+            self.record(e.event_id, key, kind, &outcome);
+            outcomes.push(outcome.clone());
+        }
+        outcomes
     }
 
     fn describe(&self, payload: &Work) -> PayloadInfo {
@@ -420,6 +490,93 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
             },
         }
     }
+}
+
+impl<A: ThreatIntelApi> Handler<A> {
+    /// Metrics, debug line and watchdog progress for one finished (or retried) event.
+    fn record(&self, event_id: &str, key: &str, kind: &str, outcome: &Outcome) {
+        let label = match &outcome {
+            Outcome::Applied(_) => "applied",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Failed {
+                kind: FailureKind::Permanent,
+                ..
+            } => "dead_letter",
+            Outcome::Failed { .. } => "retried",
+            Outcome::Fatal(_) => "fatal",
+        };
+        self.metrics.event(kind, label);
+        log::debug!("event={event_id} indicator={key}: {kind} → {label}");
+        // A finished (or retried) event is progress for the systemd watchdog.
+        self.gate.progress();
+        self.health.progress();
+    }
+}
+
+/// The indicator event of a create or update that may join a burst (not a merge, nothing
+/// absorbed).
+fn burst_member(payload: &Work) -> Option<&IndicatorEvent> {
+    let Work::Event(ev) = payload else {
+        return None;
+    };
+    match (&ev.payload, ev.kind) {
+        (Payload::Indicator(i), EventKind::Create | EventKind::Update) if i.absorbed.is_empty() => {
+            Some(i)
+        }
+        _ => None,
+    }
+}
+
+/// The former state of a burst of events of one indicator whose current state has type
+/// `current_type`, and how many of the events (a prefix, at least one) it stands for.
+///
+/// Applying the current state once with the merged former state does what applying it once per
+/// event with each event's own former state does:
+/// - former IOCs and former ids are unions (each event releases its former IOCs the current
+///   state lacks, under its holder ids);
+/// - the former name, pattern and pattern type have one slot each: they matter when the type
+///   changed (what the former type produced is released, found by the former name and pattern)
+///   or when the current type is Sigma/Yara (the rule is found by the former name; a former
+///   Sigma pattern's id is released). Only one event of a burst may carry such a change: a
+///   second one ends the prefix. Otherwise they do not matter (a STIX pattern's IOCs are in
+///   `iocs`) and are dropped.
+pub fn merge_formers<'a>(
+    formers: impl IntoIterator<Item = &'a FormerState>,
+    current_type: &str,
+) -> (FormerState, usize) {
+    let t = current_type.trim();
+    let rules = t.eq_ignore_ascii_case("sigma") || t.eq_ignore_ascii_case("yara");
+    let mut merged = FormerState::default();
+    let mut structural = false;
+    let mut n = 0;
+    for f in formers {
+        let carries =
+            f.pattern_type.is_some() || (rules && (f.name.is_some() || f.pattern.is_some()));
+        if carries {
+            if structural {
+                break;
+            }
+            structural = true;
+            merged.name.clone_from(&f.name);
+            merged.pattern_type.clone_from(&f.pattern_type);
+            merged.pattern.clone_from(&f.pattern);
+        }
+        if let Some(iocs) = &f.iocs {
+            merged
+                .iocs
+                .get_or_insert_with(Vec::new)
+                .extend(iocs.iter().cloned());
+        }
+        merged.ids.extend(f.ids.iter().cloned());
+        n += 1;
+    }
+    if let Some(iocs) = merged.iocs.as_mut() {
+        iocs.sort();
+        iocs.dedup();
+    }
+    merged.ids.sort();
+    merged.ids.dedup();
+    (merged, n.max(1))
 }
 
 fn api_outcome(e: &ApiError) -> Outcome {
@@ -545,5 +702,75 @@ mod tests {
             ..ev
         };
         assert_eq!(event_key(&ev3), None);
+    }
+
+    fn ip(v: &str) -> IocKey {
+        IocKey {
+            ioc_type: crate::translate::IocType::IpBoth,
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn formers_merge_into_unions_of_iocs_and_ids() {
+        let formers = [
+            FormerState {
+                ids: vec!["indicator--old".into()],
+                ..FormerState::default()
+            },
+            FormerState {
+                pattern: Some("[ipv4-addr:value = '1.1.1.1']".into()),
+                iocs: Some(vec![ip("1.1.1.1")]),
+                ids: vec!["indicator--a".into()],
+                ..FormerState::default()
+            },
+            FormerState {
+                pattern: Some("[ipv4-addr:value = '2.2.2.2']".into()),
+                name: Some("renamed".into()),
+                iocs: Some(vec![ip("2.2.2.2"), ip("1.1.1.1")]),
+                ids: vec!["indicator--b".into(), "indicator--old".into()],
+                ..FormerState::default()
+            },
+        ];
+        let (merged, n) = merge_formers(&formers, "stix");
+        assert_eq!(n, 3, "STIX pattern changes and renames all merge");
+        assert_eq!(merged.iocs, Some(vec![ip("1.1.1.1"), ip("2.2.2.2")]));
+        assert_eq!(
+            merged.ids,
+            ["indicator--a", "indicator--b", "indicator--old"]
+        );
+        // Nothing known about IOCs: still unknown.
+        let (merged, _) = merge_formers(&formers[..1], "stix");
+        assert_eq!(merged.iocs, None);
+    }
+
+    #[test]
+    fn a_second_rule_or_type_change_ends_the_burst() {
+        let rename = |name: &str| FormerState {
+            name: Some(name.into()),
+            ..FormerState::default()
+        };
+        let edit = FormerState::default();
+        let formers = [edit.clone(), rename("n1"), edit.clone(), rename("n2"), edit];
+        // Yara/Sigma: each rename names a file to find; one per burst.
+        let (merged, n) = merge_formers(&formers, "yara");
+        assert_eq!((n, merged.name.as_deref()), (3, Some("n1")));
+        let (_, n) = merge_formers(&formers, " Sigma ");
+        assert_eq!(n, 3);
+        // STIX: names do not matter.
+        let (merged, n) = merge_formers(&formers, "stix");
+        assert_eq!((n, merged.name), (5, None));
+        // A type change always carries its former pattern and name.
+        let retype = |t: &str| FormerState {
+            pattern_type: Some(t.into()),
+            pattern: Some("p".into()),
+            ..FormerState::default()
+        };
+        let (merged, n) = merge_formers(&[retype("sigma"), retype("yara")], "stix");
+        assert_eq!((n, merged.pattern_type.as_deref()), (1, Some("sigma")));
+        assert_eq!(merged.pattern.as_deref(), Some("p"));
+        // The first event alone always goes, whatever it carries.
+        let (_, n) = merge_formers(&[rename("x")], "yara");
+        assert_eq!(n, 1);
     }
 }
