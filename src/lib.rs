@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod cause;
+pub mod concurrency;
 pub mod config;
 pub mod demo;
 pub mod harfanglab;
