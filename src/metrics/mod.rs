@@ -50,6 +50,8 @@ struct Registry {
     stream_head_ms: AtomicU64,
     queue_depth: AtomicU64,
     busy_workers: AtomicU64,
+    concurrency_limit: AtomicU64,
+    harfanglab_in_flight: AtomicU64,
     reconcile: ReconcileFamilies,
     collectors: Mutex<Vec<Collector>>,
 }
@@ -112,6 +114,8 @@ impl Metrics {
                 stream_head_ms: AtomicU64::new(0),
                 queue_depth: AtomicU64::new(0),
                 busy_workers: AtomicU64::new(0),
+                concurrency_limit: AtomicU64::new(0),
+                harfanglab_in_flight: AtomicU64::new(0),
                 reconcile: ReconcileFamilies::default(),
                 collectors: Mutex::new(Vec::new()),
             }),
@@ -184,6 +188,16 @@ impl Metrics {
         self.inner
             .busy_workers
             .store(u64::try_from(busy).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The limit on HarfangLab requests in flight (fixed, or where `auto` has it now) and the
+    /// requests in flight.
+    pub fn set_concurrency(&self, limit: usize, in_flight: usize) {
+        let r = &self.inner;
+        r.concurrency_limit
+            .store(u64::try_from(limit).unwrap_or(u64::MAX), Ordering::Relaxed);
+        r.harfanglab_in_flight
+            .store(u64::try_from(in_flight).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// A reconciliation pass started (`true`) or ended.
@@ -313,6 +327,18 @@ impl Metrics {
         let n = name("busy_workers");
         w.family(&n, "Workers currently handling an event.", Kind::Gauge);
         w.sample(&n, &[], Value::Int(load(&r.busy_workers)));
+
+        let n = name("concurrency_limit");
+        w.family(
+            &n,
+            "Most HarfangLab requests allowed in flight: the worker count, or where the adaptive limit (workers=auto) is now.",
+            Kind::Gauge,
+        );
+        w.sample(&n, &[], Value::Int(load(&r.concurrency_limit)));
+
+        let n = name("harfanglab_in_flight");
+        w.family(&n, "HarfangLab requests in flight now.", Kind::Gauge);
+        w.sample(&n, &[], Value::Int(load(&r.harfanglab_in_flight)));
 
         let rc = &r.reconcile;
         let n = name("reconcile_passes_total");
