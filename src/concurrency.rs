@@ -14,7 +14,10 @@
 //! it exceeds a few requests (thresholds scale with `log10(limit)`). A 429 or 503 is the server
 //! saying it is past its limit: the limit halves (once per round of feedback, not once per
 //! throttled request) and no new permit is handed out until its `Retry-After` has passed.
-//! Timeouts and dropped connections shrink it gently (×0.9). Gradient-style limiters need a
+//! A server that throttles instead of queueing gives no latency signal before its 429s, so the
+//! limit a 429 came at becomes a ceiling for a while (`ceiling_for`): the limit grows back to
+//! just under it, not through it again every few round trips (each time costing a
+//! `Retry-After` hold). Timeouts and dropped connections shrink it gently (×0.9). Gradient-style limiters need a
 //! smoothed long-term RTT on top; Vegas with a probe is less state for the same behaviour here.
 //!
 //! Recovery: `min_rtt` only falls by itself, so a server that became slower for good would look
@@ -59,6 +62,8 @@ pub struct AdaptiveOptions {
     pub probe_every: Duration,
     /// Longest hold honoured for one `Retry-After` (a hostile value must not stall us for a day).
     pub max_hold: Duration,
+    /// How long the limit a 429/503 came at stays a ceiling (see the module header).
+    pub ceiling_for: Duration,
 }
 
 impl Default for AdaptiveOptions {
@@ -69,6 +74,7 @@ impl Default for AdaptiveOptions {
             max: MAX_LIMIT,
             probe_every: Duration::from_secs(10),
             max_hold: Duration::from_secs(60),
+            ceiling_for: Duration::from_secs(30),
         }
     }
 }
@@ -131,6 +137,8 @@ pub struct Vegas {
     /// decrease per round of feedback, not one per request that was already on the wire.
     last_decrease: Option<Instant>,
     hold_until: Option<Instant>,
+    /// The limit the last overload came at, and until when the limit stays under it.
+    ceiling: Option<(usize, Instant)>,
     next_probe: Instant,
     probe: Option<Probe>,
 }
@@ -147,6 +155,7 @@ impl Vegas {
             window: Window::default(),
             last_decrease: None,
             hold_until: None,
+            ceiling: None,
             probe: None,
         }
     }
@@ -192,9 +201,13 @@ impl Vegas {
                     let until = now + wait.min(self.opts.max_hold);
                     self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
                 }
-                self.decrease(OVERLOAD_BACKOFF, s.started, now);
+                if self.decrease(OVERLOAD_BACKOFF, s.started, now) {
+                    self.ceiling = Some((s.in_flight, now + self.opts.ceiling_for));
+                }
             }
-            Outcome::Dropped => self.decrease(DROP_BACKOFF, s.started, now),
+            Outcome::Dropped => {
+                self.decrease(DROP_BACKOFF, s.started, now);
+            }
             Outcome::Answered => self.on_answer(s, now),
         }
     }
@@ -228,11 +241,11 @@ impl Vegas {
             return;
         }
         let window = std::mem::take(&mut self.window);
-        self.update(window);
+        self.update(window, now);
     }
 
     /// The Vegas step at the end of a window.
-    fn update(&mut self, w: Window) {
+    fn update(&mut self, w: Window, now: Instant) {
         let Some(min_rtt) = self.min_rtt else {
             return;
         };
@@ -255,16 +268,25 @@ impl Vegas {
         } else {
             self.limit
         };
+        let limit = match self.ceiling {
+            Some((ceiling, until)) if now < until && limit > self.limit => {
+                limit.min((ceiling.saturating_sub(1) as f64).max(self.limit))
+            }
+            _ => limit,
+        };
         self.set_limit(limit);
     }
 
-    fn decrease(&mut self, factor: f64, started: Instant, now: Instant) {
+    /// Shrink by `factor` unless a decrease already answered requests sent before it; says
+    /// whether it did.
+    fn decrease(&mut self, factor: f64, started: Instant, now: Instant) -> bool {
         if self.last_decrease.is_some_and(|t| started < t) {
-            return;
+            return false;
         }
         self.set_limit(self.limit * factor);
         self.last_decrease = Some(now);
         self.window = Window::default();
+        true
     }
 
     fn set_limit(&mut self, limit: f64) {
@@ -598,6 +620,27 @@ mod tests {
             overloaded(&mut v, t, t, None);
         }
         assert_eq!(v.limit(), MIN_LIMIT, "bounded below");
+    }
+
+    #[test]
+    fn the_limit_a_429_came_at_is_a_ceiling_for_a_while() {
+        let mut now = Instant::now();
+        let mut v = Vegas::new(opts(), now);
+        // A server that refuses instead of queueing: latency stays flat right up to the 429.
+        let s = Sample {
+            started: now,
+            rtt: 10 * MS,
+            in_flight: 10,
+            outcome: Outcome::Overloaded { retry_after: None },
+        };
+        now += 10 * MS;
+        v.on_sample(s, now);
+        assert_eq!(v.limit(), 8);
+        answers(&mut v, &mut now, 500, 10 * MS);
+        assert_eq!(v.limit(), 9, "grows back to just under where the 429 came");
+        now += Duration::from_secs(30);
+        answers(&mut v, &mut now, 100, 10 * MS);
+        assert!(v.limit() > 10, "probes past it later: {}", v.limit());
     }
 
     #[test]
