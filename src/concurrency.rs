@@ -9,9 +9,11 @@
 //! serves at once, plus a small queue", and that number is invisible from here except through
 //! latency. [`Vegas`] is TCP Vegas as Netflix's concurrency-limits applies it to requests: it
 //! keeps the lowest round trip seen (`min_rtt`, the unloaded latency), estimates the queue the
-//! limit builds as `limit × (1 − min_rtt / rtt)` over a window of about half a round trip of
-//! samples, grows fast while there is no queue, slowly while the queue is small, and shrinks once
-//! it exceeds a few requests (thresholds scale with `log10(limit)`). A 429 or 503 is the server
+//! limit builds as `limit × (1 − min_rtt / rtt)` over a window of about one round trip of
+//! samples, grows fast while there is no queue (only until the first queue or failure: "slow
+//! start", as in TCP, since a fast step outruns its own feedback by a round trip), then by
+//! `log10(limit)` per window while the queue is small, and shrinks once it exceeds a few
+//! requests (thresholds scale with `log10(limit)`). A 429 or 503 is the server
 //! saying it is past its limit: the limit halves (once per round of feedback, not once per
 //! throttled request) and no new permit is handed out until its `Retry-After` has passed.
 //! A server that throttles instead of queueing gives no latency signal before its 429s, so the
@@ -141,6 +143,8 @@ pub struct Vegas {
     ceiling: Option<(usize, Instant)>,
     next_probe: Instant,
     probe: Option<Probe>,
+    /// Growing by `beta` per window: until the first queue, overload or drop.
+    slow_start: bool,
 }
 
 impl Vegas {
@@ -157,6 +161,7 @@ impl Vegas {
             hold_until: None,
             ceiling: None,
             probe: None,
+            slow_start: true,
         }
     }
 
@@ -236,8 +241,8 @@ impl Vegas {
         w.samples += 1;
         w.rtt_sum += s.rtt;
         w.max_in_flight = w.max_in_flight.max(s.in_flight);
-        // About half a round trip of samples when the limit is in use.
-        if (w.samples as usize) < (self.limit() / 2).max(1) {
+        // About one round trip of samples when the limit is in use.
+        if (w.samples as usize) < self.limit() {
             return;
         }
         let window = std::mem::take(&mut self.window);
@@ -259,7 +264,10 @@ impl Vegas {
         let (alpha, beta) = (3.0 * step, 6.0 * step);
         // Growing a limit that is not in use proves nothing (nor does it help).
         let in_use = w.max_in_flight * 2 >= self.limit();
-        let limit = if queue <= step && in_use {
+        if queue >= alpha {
+            self.slow_start = false;
+        }
+        let limit = if self.slow_start && queue <= step && in_use {
             self.limit + beta
         } else if queue < alpha && in_use {
             self.limit + step
@@ -284,6 +292,7 @@ impl Vegas {
             return false;
         }
         self.set_limit(self.limit * factor);
+        self.slow_start = false;
         self.last_decrease = Some(now);
         self.window = Window::default();
         true
@@ -555,7 +564,7 @@ mod tests {
         let mut now = Instant::now();
         let mut v = Vegas::new(opts(), now);
         assert_eq!(v.limit(), 16);
-        answers(&mut v, &mut now, 200, 50 * MS);
+        answers(&mut v, &mut now, 500, 50 * MS);
         assert!(v.limit() > 64, "{}", v.limit());
         answers(&mut v, &mut now, 5000, 50 * MS);
         assert_eq!(v.limit(), MAX_LIMIT, "bounded above");
