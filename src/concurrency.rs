@@ -507,8 +507,7 @@ impl Permit<'_> {
     /// Free the permit and feed its round trip (since it was granted) and outcome to the limit.
     pub fn finish(mut self, outcome: Outcome) {
         self.done = true;
-        self.limiter
-            .release(self.started, self.in_flight, outcome);
+        self.limiter.release(self.started, self.in_flight, outcome);
     }
 }
 
@@ -706,7 +705,11 @@ mod tests {
         let _b = limiter.acquire(&stop_rx).unwrap();
         assert_eq!(limiter.in_flight(), 2);
         std::thread::scope(|s| {
-            let waiter = s.spawn(|| limiter.acquire(&stop_rx).map(|p| p.finish(Outcome::Answered)));
+            let waiter = s.spawn(|| {
+                limiter
+                    .acquire(&stop_rx)
+                    .map(|p| p.finish(Outcome::Answered))
+            });
             // Freed: the waiter gets it.
             a.finish(Outcome::Answered);
             assert_eq!(waiter.join().unwrap(), Ok(()));

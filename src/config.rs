@@ -149,8 +149,8 @@ settings! {
         "Maturity of created Sigma/Yara rules: `stable` or `testing` (required by the Python connector).";
     HARFANGLAB_INTEL_STATE_DIR = "HARFANGLAB_INTEL_STATE_DIR", HarfangLabIntel."state_dir", Some("/var/lib/harfanglab-intel"), false, false,
         "Directory of the local state; default `$STATE_DIRECTORY` (systemd, first entry) else /var/lib/harfanglab-intel.";
-    HARFANGLAB_INTEL_WORKERS = "HARFANGLAB_INTEL_WORKERS", HarfangLabIntel."workers", Some("16"), false, false,
-        "Worker threads applying events to HarfangLab (1 to 256), or `auto`: HarfangLab requests in flight follow its latency and 429/503 answers (an adaptive limit between 1 and 256, starting at 16) and the workers grow with that limit.";
+    HARFANGLAB_INTEL_WORKERS = "HARFANGLAB_INTEL_WORKERS", HarfangLabIntel."workers", Some("auto"), false, false,
+        "Worker threads applying events to HarfangLab: `auto`, HarfangLab requests in flight follow its latency and 429/503 answers (an adaptive limit between 1 and 256, starting at 16) and the workers grow with that limit; or a fixed number, 1 to 256 (at most that many requests in flight).";
     HARFANGLAB_INTEL_CONNECT_TIMEOUT = "HARFANGLAB_INTEL_CONNECT_TIMEOUT", HarfangLabIntel."connect_timeout", Some("10"), false, false,
         "TCP+TLS connect timeout for HarfangLab and OpenCTI, seconds.";
     HARFANGLAB_INTEL_REQUEST_TIMEOUT = "HARFANGLAB_INTEL_REQUEST_TIMEOUT", HarfangLabIntel."request_timeout", Some("30"), false, false,
@@ -1705,7 +1705,10 @@ mod tests {
         pairs.push(("HARFANGLAB_INTEL_WORKERS", "Auto"));
         let c = Config::from_sources(None, env(&pairs)).unwrap();
         assert!(c.service.workers_auto);
-        assert_eq!(c.service.workers, 16, "the pool starts at the initial limit");
+        assert_eq!(
+            c.service.workers, 16,
+            "the pool starts at the initial limit"
+        );
         assert_eq!(c.service.describe_workers(), "auto");
 
         let yaml = "harfanglab_intel:\n  workers: auto\n";
@@ -1758,6 +1761,7 @@ mod tests {
         assert_eq!(c.connector.scope, vec!["harfanglab".to_owned()]);
         assert_eq!(c.connector.log_level, log::LevelFilter::Info);
         assert_eq!(c.service.workers, 16);
+        assert!(c.service.workers_auto, "auto by default");
         assert_eq!(
             c.service.state_dir,
             PathBuf::from("/var/lib/harfanglab-intel")

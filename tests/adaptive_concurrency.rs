@@ -112,7 +112,10 @@ fn auto_applies_every_event_against_a_throttling_server_and_backs_off() {
     connector.terminate_ok(Duration::from_secs(15));
 
     let refusals = world.hl.capacity_refusals();
-    assert!(refusals > 0, "the server never throttled: not a test of backing off");
+    assert!(
+        refusals > 0,
+        "the server never throttled: not a test of backing off"
+    );
     let lowest = seen.iter().min().copied();
     assert!(
         lowest.is_some_and(|l| l < 16),
@@ -133,7 +136,11 @@ fn auto_applies_every_event_against_a_throttling_server_and_backs_off() {
     let dead_letters: Vec<_> = std::fs::read_dir(world.state.path())
         .expect("state dir")
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".dead-letters.jsonl"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(".dead-letters.jsonl")
+        })
         .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
         .collect();
     assert!(dead_letters.is_empty(), "{dead_letters:?}");

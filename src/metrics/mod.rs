@@ -196,8 +196,10 @@ impl Metrics {
         let r = &self.inner;
         r.concurrency_limit
             .store(u64::try_from(limit).unwrap_or(u64::MAX), Ordering::Relaxed);
-        r.harfanglab_in_flight
-            .store(u64::try_from(in_flight).unwrap_or(u64::MAX), Ordering::Relaxed);
+        r.harfanglab_in_flight.store(
+            u64::try_from(in_flight).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// A reconciliation pass started (`true`) or ended.

@@ -581,8 +581,14 @@ mod tests {
             assert!(text.contains(&format!("{} {n}\n", line(status))), "{text}");
         }
         // The client's default cap, and nothing on the wire.
-        assert!(text.contains("harfanglab_intel_concurrency_limit 256\n"), "{text}");
-        assert!(text.contains("harfanglab_intel_harfanglab_in_flight 0\n"), "{text}");
+        assert!(
+            text.contains("harfanglab_intel_concurrency_limit 256\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("harfanglab_intel_harfanglab_in_flight 0\n"),
+            "{text}"
+        );
         for wrong in ["400", "500"] {
             assert!(!text.contains(&line(wrong)), "{text}");
         }

@@ -774,10 +774,16 @@ impl Shared {
             }
             Some(Err(Refused::Overloaded)) => {
                 let reply = Reply::detail(429, "Request was throttled (capacity).");
-                return Some(match self.capacity.as_ref().and_then(|c| c.limit().retry_after_secs) {
-                    Some(s) => reply.header("Retry-After", s.to_string()),
-                    None => reply,
-                });
+                return Some(
+                    match self
+                        .capacity
+                        .as_ref()
+                        .and_then(|c| c.limit().retry_after_secs)
+                    {
+                        Some(s) => reply.header("Retry-After", s.to_string()),
+                        None => reply,
+                    },
+                );
             }
         };
         if !faults.latency.is_zero() {

@@ -114,8 +114,8 @@ mod tests {
         assert_eq!(args.latency_ms, 50);
         let limit = args.capacity_limit().unwrap();
         assert_eq!((limit.concurrent, limit.queue), (32, 4));
-        let err = StandaloneArgs::try_parse_from(["simulators", "--capacity-queue", "4"])
-            .unwrap_err();
+        let err =
+            StandaloneArgs::try_parse_from(["simulators", "--capacity-queue", "4"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         let args = StandaloneArgs::try_parse_from([
             "simulators",
