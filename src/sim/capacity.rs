@@ -98,7 +98,8 @@ impl Capacity {
         s.next_ticket += 1;
         s.waiting += 1;
         s.peak_waiting = s.peak_waiting.max(s.waiting);
-        while !s.closed && !(s.serving == ticket && s.busy < self.limit.concurrent) {
+        let my_turn = |s: &Slots| s.serving == ticket && s.busy < self.limit.concurrent;
+        while !s.closed && !my_turn(&s) {
             s = self
                 .freed
                 .wait(s)
