@@ -4,12 +4,10 @@
 //!
 //! Run: `cargo bench --bench harfanglab_client`.
 
-use harfanglab_intel::harfanglab::ThreatIntelApi;
-use harfanglab_intel::harfanglab::client::{Client, ClientOptions};
-use harfanglab_intel::harfanglab::model::{IocRuleBody, SourceKind};
-use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig, serve};
-use harfanglab_intel::translate::IocType;
+use harfanglab_intel::{
+    Client, ClientOptions, IocRuleBody, IocType, Secret, SourceKind, ThreatIntelApi,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -1,12 +1,10 @@
 //! OpenCTI side throughput: SSE framing, event decoding, and the reader end to end against the
 //! simulator (loopback). Prints numbers; run with `cargo bench --bench octi`.
 
-use harfanglab_intel::opencti::events;
-use harfanglab_intel::opencti::sse::Framer;
-use harfanglab_intel::opencti::stream::{StreamItem, StreamOptions, StreamReader};
-use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::opencti::{OpenCtiSimConfig, load_scenario, serve};
-use harfanglab_intel::state::Checkpoint;
+use harfanglab_intel::{
+    Checkpoint, Framer, Secret, StreamItem, StreamOptions, StreamReader, decode_event,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -43,7 +41,7 @@ fn main() {
     let t = Instant::now();
     let mut ok = 0;
     for fr in &frames {
-        if events::decode(fr).is_ok() {
+        if decode_event(fr).is_ok() {
             ok += 1;
         }
     }

@@ -4,12 +4,12 @@
 //! Run: `cargo bench --bench patterns`.
 
 use harfanglab_intel::stix::parse_pattern;
-use harfanglab_intel::translate::{Indicator, translate};
+use harfanglab_intel::{Indicator, translate};
 use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-#[path = "../tests/corpora/mod.rs"]
+#[path = "../tests/support/corpora.rs"]
 mod corpora;
 use corpora::corpora_dir;
 

@@ -12,11 +12,9 @@
 //! `HLI_BENCH_PASS_N=20000` changes the size of the pass; `HLI_BENCH_PASS=0` skips it.
 //! Run with `cargo bench --bench reconcile`.
 
-use harfanglab_intel::harfanglab::model::RuleKind;
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig, ScenarioEvent};
-use harfanglab_intel::sync::inventory::Inventory;
-use harfanglab_intel::translate::{IocKey, IocType};
+use harfanglab_intel::{Inventory, IocKey, IocType, RuleKind};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,11 +4,11 @@
 //! `cargo bench --bench rules` (corpora found like the conformance tests: `HLI_CORPORA`, else a
 //! `shared/corpora` beside an ancestor of the crate).
 
-use harfanglab_intel::rules::{sigma::parse_sigma, yara::parse_yara};
+use harfanglab_intel::{parse_sigma, parse_yara};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-#[path = "../tests/corpora/mod.rs"]
+#[path = "../tests/support/corpora.rs"]
 mod corpora;
 use corpora::corpora_dir;
 

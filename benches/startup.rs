@@ -10,7 +10,7 @@
 //! (needs root). `HLI_BENCH_BIN` runs another binary directly; `HLI_STARTUP_RUNS` (default 20)
 //! sets the number of runs. Target (README, "Container"): 50 ms to the first applied object.
 
-use harfanglab_intel::demo::DEMO_SCENARIO;
+use harfanglab_intel::DEMO_SCENARIO;
 use harfanglab_intel::sim::harfanglab::{self as hlsim, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig};
 use std::path::PathBuf;

@@ -4,13 +4,9 @@
 //!
 //! Run: `cargo bench --bench sync`.
 
-use harfanglab_intel::harfanglab::model::{RuleKind, SourceLists};
-use harfanglab_intel::rules::sigma::SigmaMeta;
-use harfanglab_intel::rules::yara::YaraMeta;
-use harfanglab_intel::sync::memory::MemoryApi;
-use harfanglab_intel::sync::{Absorbed, SyncSettings, Syncer};
-use harfanglab_intel::translate::{
-    FormerState, Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec,
+use harfanglab_intel::{
+    Absorbed, FormerState, Indicator, IocKey, IocType, MemoryApi, RuleKind, SigmaMeta, SigmaSpec,
+    SourceLists, SyncSettings, Syncer, Translation, YaraMeta, YaraSpec,
 };
 use std::time::Instant;
 

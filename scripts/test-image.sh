@@ -41,7 +41,7 @@ scripts/build-image.sh --tag localhost/harfanglab-intel:test --export "$rootfs"
 built=$(date +%s)
 
 # Build the test outside the namespace (no network inside), then run it inside.
-cargo test --locked --test container_image --no-run
+cargo test --locked --test tests --no-run
 HLI_IMAGE_ROOTFS="$PWD/$rootfs" HLI_IMAGE_CONFIG="$PWD/$rootfs.json" \
-    unshare --net -- sh -c 'ip link set lo up && exec cargo test --offline --locked --test container_image -- --ignored'
+    unshare --net -- sh -c 'ip link set lo up && exec cargo test --offline --locked --test tests container_image:: -- --ignored'
 echo "test-image: image built in $((built - start)) s, tested in $(( $(date +%s) - built )) s" >&2

@@ -1578,7 +1578,9 @@ fn is_iso_date(value: &str) -> bool {
     }
 }
 
-/// The configuration reference as a Markdown table (README "Configuration reference").
+/// The configuration reference as a Markdown table (README "Configuration reference"), for
+/// `tests/config_reference.rs`, which keeps the README generated from it: only with `testkit`.
+#[cfg(any(test, feature = "testkit"))]
 pub fn reference_markdown() -> String {
     let mut out =
         String::from("| Env variable | YAML key | Default | Meaning |\n|---|---|---|---|\n");

@@ -27,7 +27,7 @@ use std::fmt;
 mod story;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-pub use story::{PatternChange, ScenarioFacts};
+pub use story::ScenarioFacts;
 
 /// The demo scenario (see `fixtures/README.md`).
 pub const DEMO_SCENARIO: &str = include_str!("../fixtures/demo-stream.jsonl");

@@ -71,7 +71,8 @@ pub struct InputItem {
 }
 
 /// Read every indicator of `input` at once (see [`IndicatorReader`] for a stream). Never fails
-/// as a whole: problems become error items.
+/// as a whole: problems become error items. Only the unit tests read a whole input at once.
+#[cfg(test)]
 pub fn read_indicators(input: &[u8]) -> Vec<InputItem> {
     let mut reader = IndicatorReader::new(input);
     let mut items = Vec::new();

@@ -130,12 +130,6 @@ impl Notifier {
         self.send("STOPPING=1");
     }
 
-    /// `EXTEND_TIMEOUT_USEC=…`: asks for more time for the current start or stop phase (e.g.
-    /// while draining in-flight events on shutdown).
-    pub fn extend_timeout(&self, by: Duration) {
-        self.send(&format!("EXTEND_TIMEOUT_USEC={}", by.as_micros()));
-    }
-
     /// Sends one datagram; errors are logged once per notifier (then at debug) and swallowed.
     fn send(&self, message: &str) {
         let Some(inner) = &self.inner else { return };

@@ -361,7 +361,8 @@ pub fn normalised_key(ioc_type: &str, value: &str) -> Option<IocKey> {
 
 /// The IOC one value would give on `path` with `=`, ignoring the pattern's structure:
 /// `None` when the path is not mapped, else the key or why the value is refused.
-/// (Exposed for invariant tests over real patterns.)
+/// (Exposed for invariant tests over real patterns, so only with `testkit`.)
+#[cfg(any(test, feature = "testkit"))]
 pub fn path_value_ioc(path: &ObjectPath<'_>, value: &str) -> Option<Result<IocKey, String>> {
     let target = classify(path).ok()?;
     Some(target_ioc(target, value))

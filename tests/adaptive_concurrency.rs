@@ -5,9 +5,7 @@
 //! `concurrency.rs`) once the 429s come. No timing
 //! assertions: only what happened.
 
-mod e2e_support;
-
-use e2e_support::{HL_TOKEN, OCTI_TOKEN, STREAM_ID, TempDir, World, bulk_creates, ip_for};
+use crate::support::e2e::{HL_TOKEN, OCTI_TOKEN, STREAM_ID, TempDir, World, bulk_creates, ip_for};
 use harfanglab_intel::sim::capacity::CapacityLimit;
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig};
@@ -91,7 +89,7 @@ fn auto_applies_every_event_against_a_throttling_server_and_backs_off() {
             seen.push(limit);
         }
         let done = world.checkpoint().is_some_and(|pos| {
-            harfanglab_intel::state::compare_event_ids(&pos, &last) != std::cmp::Ordering::Less
+            harfanglab_intel::compare_event_ids(&pos, &last) != std::cmp::Ordering::Less
         });
         if done {
             break;

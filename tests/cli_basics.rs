@@ -2,23 +2,11 @@
 //! file discovery, `check`, and logging to stderr. Each run has an empty environment and its own
 //! empty working directory, so nothing from the machine leaks in.
 
-mod cli_support;
-
-use cli_support::scratch_dir;
+use crate::support::scratch::scratch_dir;
 use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
-
-const GOOD_ENV: &[(&str, &str)] = &[
-    // Loopback ports nobody listens on (1 needs root): `check` probes fail fast, locally.
-    ("OPENCTI_URL", "https://127.0.0.1:1/"),
-    ("OPENCTI_TOKEN", "octi-secret-token-4242"),
-    ("CONNECTOR_ID", "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c"),
-    ("CONNECTOR_LIVE_STREAM_ID", "stream-1"),
-    ("HARFANGLAB_INTEL_URL", "http://127.0.0.1:1"),
-    ("HARFANGLAB_INTEL_TOKEN", "hl-secret-token-4242"),
-];
+use crate::support::{BIN, GOOD_ENV};
 
 fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let out: Output = Command::new(BIN)

@@ -2,16 +2,14 @@
 //! variables, probing the OpenCTI and HarfangLab simulators on loopback. Every item is OK/FAIL
 //! with an actionable message; exit 0 only when nothing failed, 1 otherwise; check never writes.
 
-mod cli_support;
-
-use cli_support::scratch_dir;
-use harfanglab_intel::harfanglab::model::SourceKind;
+use crate::support::scratch::scratch_dir;
+use harfanglab_intel::SourceKind;
 use harfanglab_intel::sim::harfanglab::{self as hl, HarfangLabSim, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octi, ConnFault, OpenCtiSim, OpenCtiSimConfig};
 use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
+use crate::support::BIN;
 const OCTI_TOKEN: &str = "octi-secret-token-4242";
 const HL_TOKEN: &str = "hl-secret-token-4242";
 const LIST: &str = "OpenCTI Intel";

@@ -3,20 +3,11 @@
 //! nothing listening or metrics off → 1 with the reason, bad configuration → 2. Each run has an
 //! empty environment, so a proxy or config of the machine cannot leak in.
 
-use harfanglab_intel::metrics::{Health, Metrics, MetricsServer};
+use harfanglab_intel::{Health, Metrics, MetricsServer};
 use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
-
-const GOOD_ENV: &[(&str, &str)] = &[
-    ("OPENCTI_URL", "https://127.0.0.1:1/"),
-    ("OPENCTI_TOKEN", "octi-secret-token-4242"),
-    ("CONNECTOR_ID", "0b8a3c1e-5f2d-4e6a-9b7c-1d2e3f4a5b6c"),
-    ("CONNECTOR_LIVE_STREAM_ID", "stream-1"),
-    ("HARFANGLAB_INTEL_URL", "http://127.0.0.1:1"),
-    ("HARFANGLAB_INTEL_TOKEN", "hl-secret-token-4242"),
-];
+use crate::support::{BIN, GOOD_ENV};
 
 /// Run `healthcheck` with `GOOD_ENV` plus `extra`; (exit code, stdout, stderr).
 fn healthcheck(extra: &[(&str, &str)]) -> (i32, String, String) {

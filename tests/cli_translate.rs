@@ -9,10 +9,9 @@ use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-mod corpora;
-use corpora::{full_corpora, sample_dir};
+use crate::support::corpora::{full_corpora, sample_dir};
 
-const BIN: &str = env!("CARGO_BIN_EXE_harfanglab-intel");
+use crate::support::BIN;
 
 /// `translate` with `args` and its log level, every standard stream piped.
 fn spawn_translate(args: &[&str], log_level: &str) -> std::process::Child {

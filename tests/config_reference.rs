@@ -2,7 +2,7 @@
 //! table and must stay in sync with it. Run with `HLI_BLESS=1` to rewrite both after changing
 //! the table.
 
-use harfanglab_intel::config::{RawConfig, SETTINGS, Section, Setting, reference_markdown};
+use harfanglab_intel::{RawConfig, SETTINGS, Section, Setting, reference_markdown};
 use std::path::{Path, PathBuf};
 
 const README_BEGIN: &str = "<!-- config-reference:begin (generated from src/config.rs, see tests/config_reference.rs) -->\n";
@@ -102,7 +102,7 @@ fn sample_parses_without_warnings_and_only_asks_for_the_placeholders() {
     let raw =
         RawConfig::from_yaml(Some((Path::new("config.yml.sample"), &text)), &|_| None).unwrap();
     assert!(raw.warnings().is_empty(), "{:?}", raw.warnings());
-    let err = harfanglab_intel::config::Config::from_raw(&raw)
+    let err = harfanglab_intel::Config::from_raw(&raw)
         .unwrap_err()
         .to_string();
     // Exactly the ChangeMe placeholders are left to fill in.

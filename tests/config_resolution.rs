@@ -2,11 +2,11 @@
 //! an empty environment variable means "default", not "ask the YAML"), the `harfanglab` section
 //! alias, the state directory chain and the `recover` forms.
 
-use harfanglab_intel::config::{
-    CONNECTOR_NAME, Config, ConfigError, HARFANGLAB_INTEL_SOURCE_LIST_NAME, Origin, RawConfig,
-    Recover, RuleMaturity, TlsVerify,
+use crate::support::lookup;
+use harfanglab_intel::{
+    CONNECTOR_NAME, Config, ConfigError, HARFANGLAB_INTEL_SOURCE_LIST_NAME, RawConfig, Recover,
+    RuleMaturity, SettingOrigin, TlsVerify,
 };
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,14 +18,6 @@ const BASE: &[(&str, &str)] = &[
     ("HARFANGLAB_INTEL_URL", "https://hl.example:8443/"),
     ("HARFANGLAB_INTEL_TOKEN", "hl-secret-token"),
 ];
-
-fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |k| map.get(k).cloned()
-}
 
 fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     let mut v = BASE.to_vec();
@@ -63,7 +55,7 @@ fn empty_env_variable_means_default_even_when_yaml_has_a_value() {
     ]);
     let raw = RawConfig::from_yaml(Some((Path::new("c.yml"), yaml)), &lookup(&env)).unwrap();
     let entry = raw.entry(&HARFANGLAB_INTEL_SOURCE_LIST_NAME).unwrap();
-    assert_eq!(entry.origin, Origin::Env);
+    assert_eq!(entry.origin, SettingOrigin::Env);
     assert_eq!(entry.effective(), Some("from_OpenCTI"));
     assert_eq!(
         raw.entry(&CONNECTOR_NAME).unwrap().effective(),

@@ -1,18 +1,10 @@
 //! Validation: every problem is reported at once, each naming its environment variable and YAML
 //! key; YAML errors carry the file and line; tokens never show in Debug, summaries or messages.
 
+use crate::support::lookup;
 use harfanglab_intel::app::settings_report;
-use harfanglab_intel::config::{Config, ConfigError, RawConfig};
-use std::collections::HashMap;
+use harfanglab_intel::{Config, ConfigError, RawConfig};
 use std::path::Path;
-
-fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |k| map.get(k).cloned()
-}
 
 const GOOD: &[(&str, &str)] = &[
     ("OPENCTI_URL", "https://opencti.example"),

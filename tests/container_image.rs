@@ -17,13 +17,10 @@
 //! fresh network namespace. The tests are `#[ignore]`d, so a plain `cargo test` lists them as
 //! ignored; the script runs them with `--ignored`, and then a missing image fails them.
 
-mod demo_expected;
-mod service_support;
-
+use crate::support::service::{at_or_after, demo_scenario, start_sims, wait_exit};
 use harfanglab_intel::sim::harfanglab::HarfangLabSim;
 use harfanglab_intel::sim::opencti::OpenCtiSim;
 use serde_json::Value;
-use service_support::{at_or_after, demo_scenario, start_sims, wait_exit};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
@@ -351,7 +348,7 @@ impl Case {
             "{}: not registered: {registered:?}",
             self.name
         );
-        demo_expected::check_lists(
+        crate::support::demo_expected::check_lists(
             &self.hl.ioc_rules(),
             &self.hl.sigma_rules(),
             &self.hl.yara_files(),

@@ -4,12 +4,10 @@
 //!
 //! The expected state (`demo_expected`) is written by hand from the scenario description.
 
-mod demo_expected;
-
-use demo_expected::{check_state, internal};
-use harfanglab_intel::demo::{DemoError, DemoOptions, DemoResult, run_demo};
+use crate::support::demo_expected::{check_state, internal};
 use harfanglab_intel::pipeline::Shutdown;
 use harfanglab_intel::sim::harfanglab::Faults;
+use harfanglab_intel::{DemoError, DemoOptions, DemoResult, run_demo};
 use std::time::{Duration, Instant};
 
 fn check_counters(r: &DemoResult) {

@@ -3,9 +3,7 @@
 //! is cut every 7 events, when HarfangLab answers 5xx/429 on a seeded share of requests, and both.
 //! The clean state itself is checked on the key facts `fixtures/README.md` lists.
 
-mod e2e_support;
-
-use e2e_support::{Snapshot, World, assert_same_state, demo_scenario};
+use crate::support::e2e::{Snapshot, World, assert_same_state, demo_scenario};
 use harfanglab_intel::sim::harfanglab::Faults;
 use harfanglab_intel::sim::opencti::ScenarioEvent;
 use std::sync::OnceLock;

@@ -5,9 +5,7 @@
 //! `CONNECTOR_LIVE_STREAM_RECOVER_ISO_DATE=false` opens the stream without `recover` (checked on
 //! the requests the OpenCTI simulator recorded; without the setting, the first request has it).
 
-mod e2e_support;
-
-use e2e_support::{World, based_on, bulk_creates, create_ip, internal_id, update_ip};
+use crate::support::e2e::{World, based_on, bulk_creates, create_ip, internal_id, update_ip};
 use harfanglab_intel::sim::harfanglab::Faults;
 use std::time::Duration;
 
@@ -36,7 +34,7 @@ fn linked_observables_and_pattern_change_with_new_standard_id() {
     );
     let mut c = world.spawn(&world.opts().workers(4));
     world.wait_checkpoint(&mut c, &world.last_event_id(), TIMEOUT);
-    let s = e2e_support::snapshot(&world.hl);
+    let s = crate::support::e2e::snapshot(&world.hl);
     let one = vec![internal_id(1)];
     assert!(
         s.is_live("ip_both", "10.77.0.2"),
@@ -53,7 +51,7 @@ fn linked_observables_and_pattern_change_with_new_standard_id() {
     let ev = based_on("delete", 1, 1, 0, "IPv4-Addr", "10.77.0.2");
     let id = world.octi.append_event(&ev.event, ev.data);
     world.wait_checkpoint(&mut c, &id, TIMEOUT);
-    let s = e2e_support::snapshot(&world.hl);
+    let s = crate::support::e2e::snapshot(&world.hl);
     assert!(
         s.ioc("ip_both", "10.77.0.2").is_none(),
         "{:?}",
@@ -68,7 +66,7 @@ fn linked_observables_and_pattern_change_with_new_standard_id() {
     let id = world.octi.append_event(&ev.event, ev.data);
     world.wait_checkpoint(&mut c, &id, TIMEOUT);
     c.terminate_ok(Duration::from_secs(15));
-    let s = e2e_support::snapshot(&world.hl);
+    let s = crate::support::e2e::snapshot(&world.hl);
     s.assert_no_duplicates();
     assert!(
         s.ioc("ip_both", "10.77.0.1").is_none(),

@@ -3,11 +3,9 @@
 //! the last run finishes the stream. The final HarfangLab state must equal the clean run's:
 //! nothing lost, nothing duplicated, holders exact.
 
-mod e2e_support;
-
-use e2e_support::{POLL, World, assert_same_state, demo_scenario};
+use crate::support::e2e::{POLL, World, assert_same_state, demo_scenario};
+use harfanglab_intel::compare_event_ids;
 use harfanglab_intel::sim::harfanglab::Faults;
-use harfanglab_intel::state::compare_event_ids;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -15,7 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 #[test]
 fn sigkill_at_random_points_and_restart_ends_in_the_clean_state() {
     // The clean run and the crashing run go side by side (independent worlds).
-    let clean = e2e_support::Background::spawn(|| {
+    let clean = crate::support::e2e::Background::spawn(|| {
         let world = World::demo();
         world.run_to_end(&world.opts(), TIMEOUT)
     });

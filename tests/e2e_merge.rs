@@ -6,9 +6,7 @@
 //! must change nothing. The final HarfangLab state only comes out right when the holds move in
 //! one write per object and the merge is ordered after the absorbed indicators' own events.
 
-mod e2e_support;
-
-use e2e_support::{
+use crate::support::e2e::{
     World, based_on, create_ip, create_sigma, delete_stix, indicator_stix, internal_id,
     ipv4_pattern, merge_into, sigma_stix, update_stix,
 };
@@ -49,9 +47,9 @@ fn merges_and_a_shared_sigma_rule_through_the_binary() {
     let keeper = sigma_stix(13, "Rule X (keeper)", &rule(RULE_X, "cmd"));
 
     let mut scenario = vec![
-        e2e_support::create_from(&t),
-        e2e_support::create_from(&s1),
-        e2e_support::create_from(&s2),
+        crate::support::e2e::create_from(&t),
+        crate::support::e2e::create_from(&s1),
+        crate::support::e2e::create_from(&s2),
         create_ip(4, c, 50),
         create_sigma(10, "Rule X (st)", &rule(RULE_X, "cmd")),
         create_sigma(11, "Rule X (ss1)", &rule(RULE_X, "cmd")),
@@ -62,7 +60,7 @@ fn merges_and_a_shared_sigma_rule_through_the_binary() {
     let mut other = 100u64;
     let mut fill = |scenario: &mut Vec<_>, n: u64| {
         for _ in 0..n {
-            scenario.push(create_ip(other, &e2e_support::ip_for(other), 40));
+            scenario.push(create_ip(other, &crate::support::e2e::ip_for(other), 40));
             other += 1;
         }
     };

@@ -11,9 +11,7 @@
 //!
 //! The cases run in parallel threads (each its own simulators and connector process).
 
-mod e2e_support;
-
-use e2e_support::{
+use crate::support::e2e::{
     CONNECTOR_ID, Connector, World, based_on, bulk_creates, create_ip, delete_ip, update_ip,
     wait_until,
 };
@@ -129,7 +127,7 @@ fn run_case(case: &Case) -> Timings {
 
     // Applies the scenario.
     world.wait_checkpoint(&mut c, &last, TIMEOUT);
-    let s = e2e_support::snapshot(&world.hl);
+    let s = crate::support::e2e::snapshot(&world.hl);
     s.assert_no_duplicates();
     assert!(s.is_live("ip_both", "10.99.0.1"), "{v}: {s:#?}");
     assert!(s.ioc("ip_both", "10.0.0.1").is_none(), "{v}: {s:#?}");
@@ -193,7 +191,7 @@ fn run_case(case: &Case) -> Timings {
         "{v}: resumed from {:?}",
         reqs[streams_before]
     );
-    let s = e2e_support::snapshot(&world.hl);
+    let s = crate::support::e2e::snapshot(&world.hl);
     assert!(s.is_live("ip_both", "10.100.0.1"), "{v}: {s:#?}");
     assert_eq!(s.iocs.len(), 7, "{v}: {s:#?}");
     c.terminate_ok(Duration::from_secs(15));

@@ -4,9 +4,7 @@
 //! indicator only), every earlier value released, deleted indicators leave nothing behind (never a
 //! resurrected rule), and every unrelated indicator is present.
 
-mod e2e_support;
-
-use e2e_support::{World, create_ip, delete_ip, internal_id, ip_for, update_ip};
+use crate::support::e2e::{World, create_ip, delete_ip, internal_id, ip_for, update_ip};
 use harfanglab_intel::sim::harfanglab::Faults;
 use std::time::Duration;
 

@@ -3,13 +3,10 @@
 //! drift: every class repaired, dry-run changing nothing, the mass-deletion guard tripping on an
 //! empty OpenCTI answer, and a live update racing a pass.
 
-mod e2e_support;
-
-use e2e_support::*;
-use harfanglab_intel::harfanglab::model::RuleKind;
+use crate::support::e2e::*;
 use harfanglab_intel::sim::harfanglab::Faults;
 use harfanglab_intel::sim::opencti::ScenarioEvent;
-use harfanglab_intel::sync::rule_holders;
+use harfanglab_intel::{RuleKind, rule_holders};
 use serde_json::{Value, json};
 use std::process::Output;
 use std::time::Duration;

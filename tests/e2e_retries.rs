@@ -4,11 +4,11 @@
 //! again before the server's hint; a HarfangLab outage (connections closed, then 503) longer
 //! than any event's attempt budget dead-letters nothing, and every event applies once it ends.
 
-mod e2e_support;
-
-use e2e_support::{CONNECTOR_ID, World, create_ip, ip_for, read_checkpoint, snapshot, wait_until};
+use crate::support::e2e::{
+    CONNECTOR_ID, World, create_ip, ip_for, read_checkpoint, snapshot, wait_until,
+};
+use harfanglab_intel::compare_event_ids;
 use harfanglab_intel::sim::harfanglab::Faults;
-use harfanglab_intel::state::compare_event_ids;
 use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 

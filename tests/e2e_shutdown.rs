@@ -3,9 +3,7 @@
 //! saved is exact: every event at or before it is reflected in HarfangLab, and a restart finishes
 //! the stream into the same state as a clean run.
 
-mod e2e_support;
-
-use e2e_support::{World, bulk_creates, ip_for, update_ip};
+use crate::support::e2e::{World, bulk_creates, ip_for, update_ip};
 use harfanglab_intel::sim::harfanglab::Faults;
 use harfanglab_intel::sim::opencti::ScenarioEvent;
 use std::collections::BTreeMap;
@@ -45,7 +43,7 @@ fn model_after(count: usize) -> BTreeMap<u64, String> {
 
 #[test]
 fn sigterm_while_busy_exits_0_in_time_with_an_exact_checkpoint() {
-    let clean = e2e_support::Background::spawn(|| {
+    let clean = crate::support::e2e::Background::spawn(|| {
         let world = World::start(scenario(), Faults::default(), 5);
         world.run_to_end(&world.opts().workers(16), Duration::from_secs(60))
     });
@@ -75,7 +73,7 @@ fn sigterm_while_busy_exits_0_in_time_with_an_exact_checkpoint() {
             "no progress\n{}",
             c.stderr_tail()
         );
-        std::thread::sleep(e2e_support::POLL);
+        std::thread::sleep(crate::support::e2e::POLL);
     }
     let took = c.terminate_ok(Duration::from_secs(SHUTDOWN_TIMEOUT_SECS + 3));
     assert!(
@@ -93,8 +91,8 @@ fn sigterm_while_busy_exits_0_in_time_with_an_exact_checkpoint() {
         "the stream was already finished at SIGTERM: the test did not stop a busy connector"
     );
     // Nothing at or before the checkpoint is missing from HarfangLab.
-    let s = e2e_support::snapshot(&world.hl);
-    let missing: Vec<(u64, String, Option<&e2e_support::IocState>)> = model_after(pos + 1)
+    let s = crate::support::e2e::snapshot(&world.hl);
+    let missing: Vec<(u64, String, Option<&crate::support::e2e::IocState>)> = model_after(pos + 1)
         .into_iter()
         // The handler re-reads each indicator from OpenCTI (its current state), and the stream
         // runs ahead of the workers, so a create may already carry a later pattern: the value at
@@ -126,6 +124,6 @@ fn sigterm_while_busy_exits_0_in_time_with_an_exact_checkpoint() {
     let got = world.run_to_end(&world.opts().workers(16), Duration::from_secs(60));
     got.assert_no_duplicates();
     let clean = clean.join();
-    e2e_support::assert_same_state(&clean, &got, "SIGTERM + restart");
+    crate::support::e2e::assert_same_state(&clean, &got, "SIGTERM + restart");
     assert_eq!(clean.iocs.len() as u64, CREATES);
 }

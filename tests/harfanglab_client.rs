@@ -2,60 +2,20 @@
 //! error path (auth, duplicates, envelopes, failure kinds and `Retry-After`, the quick resend of a
 //! dropped connection, shutdown, pagination, transport failures).
 
-mod net_support;
-
+use crate::support::logs::logs;
+use crate::support::net::{dropping_server, silent_server};
 use crossbeam_channel::Sender;
-use harfanglab_intel::harfanglab::client::{Client, ClientOptions, Op};
-use harfanglab_intel::harfanglab::model::{
-    IocRuleBody, RuleBody, RuleFilter, RuleKind, SourceKind,
+use harfanglab_intel::{
+    Client, ClientOptions, FailureKind, HarfangLabError, IocKey, IocRuleBody, IocType, Op,
+    RetryPolicy, Retryable, RuleBody, RuleFilter, RuleKind, Secret, SourceKind, ThreatIntelApi,
 };
-use harfanglab_intel::harfanglab::{HarfangLabError, ThreatIntelApi};
-use harfanglab_intel::retry::{FailureKind, RetryPolicy, Retryable};
-use harfanglab_intel::secret::Secret;
-use harfanglab_intel::translate::{IocKey, IocType};
 use mockito::Matcher;
-use net_support::{dropping_server, silent_server};
 use serde_json::json;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 const TOKEN: &str = "tok-S3CRET-4242";
 const TI: &str = "/api/data/threat_intelligence";
-
-/// Every client-side log line of this test binary (ureq's and ours), to check warnings and that the token never shows.
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        // mockito is the server: it prints what it received, token included.
-        if record.target().starts_with("mockito") {
-            return;
-        }
-        // ureq_proto hex-dumps raw wire bytes (Authorization included) at TRACE: the logger
-        // setup in main must keep `ureq_proto` at DEBUG or quieter. Everything else is checked.
-        if record.target().starts_with("ureq_proto") && record.level() == log::Level::Trace {
-            return;
-        }
-        if let Ok(mut lines) = self.0.lock() {
-            lines.push(format!("{} {}", record.level(), record.args()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        let _ = log::set_logger(capture);
-        log::set_max_level(log::LevelFilter::Trace);
-        capture
-    })
-}
 
 fn options(url: &str) -> ClientOptions {
     let mut opts = ClientOptions::new(url, Secret::new(TOKEN));
@@ -907,7 +867,7 @@ fn disabling_tls_verification_warns_at_construction() {
     opts.verify_tls = false;
     let (client, _tx) = client_with(opts);
     assert_eq!(client.base_url(), "https://hl.invalid:8443");
-    let lines = logs().0.lock().expect("log lines").clone();
+    let lines = logs().lines_at(log::Level::Trace);
     assert!(
         lines
             .iter()
@@ -949,7 +909,7 @@ fn logs_and_errors_never_show_the_token() {
     };
     let err = client.find_ioc("s", &key).unwrap_err();
     assert!(!format!("{err} {err:?} {client:?}").contains(TOKEN));
-    let lines = logs().0.lock().expect("log lines").clone();
+    let lines = logs().lines_at(log::Level::Trace);
     assert!(!lines.is_empty());
     let leaks: Vec<_> = lines.iter().filter(|l| l.contains(TOKEN)).collect();
     assert!(leaks.is_empty(), "{leaks:?}");

@@ -1,15 +1,11 @@
 //! The HarfangLab simulator: raw HTTP behaviour (uniqueness, envelopes, strict slashes,
 //! pagination, auth, faults, counters) and the real client driven against it end to end.
 
-use harfanglab_intel::harfanglab::client::{Client, ClientOptions};
-use harfanglab_intel::harfanglab::model::{
-    IocRuleBody, RuleBody, RuleFilter, RuleKind, SourceKind,
-};
-use harfanglab_intel::harfanglab::{HarfangLabError, ThreatIntelApi};
-use harfanglab_intel::retry::{FailureKind, RetryPolicy, Retryable};
-use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig, serve};
-use harfanglab_intel::translate::{IocKey, IocType};
+use harfanglab_intel::{
+    Client, ClientOptions, FailureKind, HarfangLabError, IocKey, IocRuleBody, IocType, RetryPolicy,
+    Retryable, RuleBody, RuleFilter, RuleKind, Secret, SourceKind, ThreatIntelApi,
+};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

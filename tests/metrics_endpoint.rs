@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use harfanglab_intel::metrics::{Health, Metrics, MetricsServer};
+use harfanglab_intel::{Health, Metrics, MetricsServer};
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

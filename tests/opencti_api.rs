@@ -2,17 +2,13 @@
 //! the exact patch release), dropping what the platform says it does not know, the ping state
 //! format, reset detection, null indicators, errors, their classification and the quick resend.
 
-mod net_support;
-
-use harfanglab_intel::opencti::api::{
-    ABOUT_QUERY, ApiError, ApiOptions, INDICATOR_QUERY, OpenCtiApi, PING_MUTATION,
-    PING_MUTATION_WITH_INFO, PingOutcome, PlatformVersion, REGISTER_MUTATION, Registration,
+use crate::support::net::{dropping_server, silent_server};
+use harfanglab_intel::{
+    ABOUT_QUERY, ApiError, ApiOptions, Checkpoint, FailureKind, INDICATOR_QUERY, OpenCtiApi,
+    PING_MUTATION, PING_MUTATION_WITH_INFO, PingOutcome, PlatformVersion, REGISTER_MUTATION,
+    Registration, RetryPolicy, Retryable, Secret,
 };
-use harfanglab_intel::retry::{FailureKind, RetryPolicy, Retryable};
-use harfanglab_intel::secret::Secret;
-use harfanglab_intel::state::Checkpoint;
 use mockito::Matcher;
-use net_support::{dropping_server, silent_server};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

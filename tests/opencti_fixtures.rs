@@ -1,15 +1,14 @@
 //! Deterministic generator of the OpenCTI fixtures, and checks that the committed files match it,
 //! decode without error and replay through the simulator.
 //!
-//! Regenerate with `HLI_REGEN_FIXTURES=1 cargo test --test opencti_fixtures`.
+//! Regenerate with `HLI_REGEN_FIXTURES=1 cargo test --test tests opencti_fixtures::`.
 
-use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
-use harfanglab_intel::opencti::events::{self, Decoded, Payload};
-use harfanglab_intel::opencti::sse::Framer;
-use harfanglab_intel::opencti::stream::{StreamItem, StreamOptions, StreamReader};
-use harfanglab_intel::secret::Secret;
+use crate::support::demo_expected::hex;
 use harfanglab_intel::sim::opencti::{OpenCtiSimConfig, ScenarioEvent, parse_scenario, serve};
-use harfanglab_intel::state::Checkpoint;
+use harfanglab_intel::{
+    ApiOptions, Checkpoint, Decoded, EventKind, Framer, OpenCtiApi, Payload, Secret, StreamItem,
+    StreamOptions, StreamReader, decode_event,
+};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -208,18 +207,6 @@ fn based_on(kind: &str, rel_n: u32, ind: &Ind, target_type: &str, value: &str) -
             None,
         ),
     )
-}
-
-fn hex(seed: u32, len: usize) -> String {
-    let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from_digit((x % 16) as u32, 16).unwrap_or('0')
-        })
-        .collect()
 }
 
 fn sigma_rule(k: u32) -> String {
@@ -617,7 +604,7 @@ fn committed_fixtures_match_the_generator() {
         let got = std::fs::read(&path).unwrap_or_default();
         assert!(
             got == content,
-            "{} is stale: run HLI_REGEN_FIXTURES=1 cargo test --test opencti_fixtures",
+            "{} is stale: run HLI_REGEN_FIXTURES=1 cargo test --test tests opencti_fixtures::",
             path.display()
         );
     }
@@ -635,13 +622,13 @@ fn demo_stream_decodes_without_errors_and_has_the_promised_content() {
     let (mut ind, mut rel, mut other, mut merge) = (0, 0, 0, 0);
     let mut types = std::collections::BTreeSet::new();
     for (k, ev) in sc.iter().enumerate() {
-        let frame = harfanglab_intel::opencti::sse::Frame {
+        let frame = harfanglab_intel::Frame {
             id: Some(format!("{k}-0")),
             event: ev.event.clone(),
             data: ev.data.to_string(),
             retry: None,
         };
-        match events::decode(&frame).unwrap() {
+        match decode_event(&frame).unwrap() {
             Decoded::Event(e) => match e.payload {
                 Payload::Indicator(d) => {
                     ind += 1;
@@ -649,7 +636,7 @@ fn demo_stream_decodes_without_errors_and_has_the_promised_content() {
                 }
                 Payload::BasedOn(_) => rel += 1,
                 // A merge of objects that are not indicators.
-                Payload::Other { .. } if e.kind == events::EventKind::Merge => merge += 1,
+                Payload::Other { .. } if e.kind == EventKind::Merge => merge += 1,
                 Payload::Other { .. } => other += 1,
             },
             d => panic!("unexpected {d:?}"),

@@ -4,12 +4,11 @@
 //! reset from the UI is detected, and startup reconciliation picks up a state left by the Python
 //! connector.
 
-use harfanglab_intel::opencti::api::{
-    ApiError, ApiOptions, OpenCtiApi, PingOutcome, PlatformVersion, Registration,
-};
-use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::opencti::{OpenCtiSim, OpenCtiSimConfig, serve};
-use harfanglab_intel::state::{Checkpoint, FirstRun, Origin, reconcile};
+use harfanglab_intel::{
+    ApiError, ApiOptions, Checkpoint, CheckpointOrigin, FirstRun, OpenCtiApi, PingOutcome,
+    PlatformVersion, Registration, Secret, reconcile_start,
+};
 use std::time::SystemTime;
 
 const ID: &str = "c0ffee00-0000-4000-8000-000000000001";
@@ -183,13 +182,13 @@ fn state_left_by_the_python_connector_is_picked_up() {
     let r = api
         .register_connector(&reg(), PlatformVersion::parse("6.8.10"))
         .unwrap();
-    let rec = reconcile(
+    let rec = reconcile_start(
         None,
         r.connector_state.as_deref(),
         &FirstRun::default(),
         SystemTime::now(),
     );
-    assert_eq!(rec.origin, Origin::Platform);
+    assert_eq!(rec.origin, CheckpointOrigin::Platform);
     assert_eq!(rec.checkpoint.start_from, "1718000000000-3");
     assert_eq!(
         rec.checkpoint.recover_until.as_deref(),

@@ -1,7 +1,7 @@
 //! SSE framing of a recorded OpenCTI stream: every byte split, every line-end style, and the
 //! `BufRead` iterator, give the same frames.
 
-use harfanglab_intel::opencti::sse::{Frame, FrameReader, Framer};
+use harfanglab_intel::{Frame, FrameReader, Framer};
 use std::io::BufReader;
 use std::path::PathBuf;
 

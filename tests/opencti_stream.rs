@@ -3,15 +3,12 @@
 //! restart and shutdown.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use harfanglab_intel::opencti::events::Payload;
-use harfanglab_intel::opencti::stream::{
-    self, StreamError, StreamItem, StreamOptions, StreamReader,
-};
-use harfanglab_intel::secret::Secret;
 use harfanglab_intel::sim::opencti::{
     ConnFault, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent, serve,
 };
-use harfanglab_intel::state::Checkpoint;
+use harfanglab_intel::{
+    Checkpoint, Payload, Secret, StreamError, StreamItem, StreamOptions, StreamReader, probe_stream,
+};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -273,7 +270,7 @@ fn request_carries_pycti_headers_and_encoded_recover_and_probe_sends_the_same() 
     r.reader.join().unwrap();
 
     // `check`'s probe sends the same request (one builder), live-only: no resume position.
-    stream::probe(&o, Duration::from_secs(5)).unwrap();
+    probe_stream(&o, Duration::from_secs(5)).unwrap();
     let probe = &sim.stream_requests()[1];
     assert_eq!(probe.path, req.path);
     for name in [

@@ -1,14 +1,12 @@
 //! Exact checkpoints through the whole core: the saved watermark never passes an event that has
 //! not finished, whatever the completion order; heartbeats move it only when nothing is in flight.
 
-mod pipeline_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::pipeline::*;
 use harfanglab_intel::pipeline::{self, DeadLetterLog, Input, Outcome, Shutdown};
-use pipeline_support::*;
 
 #[test]
 fn out_of_order_completions_never_let_the_watermark_pass_unfinished_work() {

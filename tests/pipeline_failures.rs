@@ -3,16 +3,14 @@
 //! cap); an outage spends no attempt budget, a lone failing event does; fatal results and worker
 //! panics stop the pipeline with an error.
 
-mod pipeline_support;
-
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::pipeline::*;
+use harfanglab_intel::RetryPolicy;
 use harfanglab_intel::pipeline::{self, DeadLetterLog, Input, Outcome, PipelineError, Shutdown};
-use harfanglab_intel::retry::RetryPolicy;
-use pipeline_support::*;
 
 /// A fresh directory with a dead-letter log `file` in it, and the log's path.
 fn dead_letter_log(tag: &str, file: &str) -> (PathBuf, DeadLetterLog, PathBuf) {

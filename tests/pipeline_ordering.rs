@@ -1,15 +1,13 @@
 //! Per-key ordering: events with the same key are applied one at a time in stream order, while
 //! different keys run in parallel; an event with several keys (a merge) is ordered with each.
 
-mod pipeline_support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::pipeline::*;
 use harfanglab_intel::pipeline::{self, DeadLetterLog, Outcome, Shutdown, StopReason};
-use pipeline_support::*;
 
 #[test]
 fn create_update_delete_burst_on_one_key_keeps_stream_order_among_many_keys() {
@@ -116,7 +114,7 @@ fn a_slow_key_does_not_block_other_keys() {
     let summary = run_to_end(
         feed(items, 8),
         &handler,
-        &pipeline_support::fast_opts(2),
+        &crate::support::pipeline::fast_opts(2),
         DeadLetterLog::disabled(),
     );
     assert_eq!(summary.stats.applied, 200);

@@ -2,17 +2,15 @@
 //! deadline, abandons the rest without checkpointing it; retry waits end at once; a slow handler
 //! keeps the number of buffered items bounded.
 
-mod pipeline_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::pipeline::*;
+use harfanglab_intel::RetryPolicy;
 use harfanglab_intel::pipeline::{
     self, DeadLetterLog, Input, Outcome, PipelineHooks, Shutdown, StatsSnapshot, StopReason,
 };
-use harfanglab_intel::retry::RetryPolicy;
-use pipeline_support::*;
 
 /// An endless source: sends events (10 keys) until the receiver is dropped or `stop` fires.
 fn endless(shutdown: Shutdown) -> crossbeam_channel::Receiver<Input<Ev>> {

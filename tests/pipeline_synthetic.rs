@@ -2,14 +2,12 @@
 //! their key, dropped when a newer live event of their key came after the watch, and never part
 //! of the checkpoint, the dead letters or the event counts.
 
-mod pipeline_support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::pipeline::{Ev, FnHandler, RecordingSink, event, fast_opts, id, temp_dir};
 use crossbeam_channel::{Receiver, Sender};
 use harfanglab_intel::pipeline::{self, DeadLetterLog, Input, Outcome, Shutdown, Side};
-use pipeline_support::{Ev, FnHandler, RecordingSink, event, fast_opts, id, temp_dir};
 
 /// What the handler saw, in order: (key, op).
 type Seen = Arc<Mutex<Vec<(String, &'static str)>>>;

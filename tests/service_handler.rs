@@ -3,20 +3,13 @@
 //! stream reader decodes them. Checks what each kind of event does to HarfangLab, and how
 //! failures are classified (retry / dead letter / fatal).
 
-use harfanglab_intel::harfanglab::HarfangLabError;
-use harfanglab_intel::harfanglab::model::{IocRule, RuleKind, SourceLists};
-use harfanglab_intel::metrics::{Health, Metrics};
-use harfanglab_intel::notify::{Notifier, WatchdogGate};
-use harfanglab_intel::opencti::api::{ApiOptions, OpenCtiApi};
-use harfanglab_intel::opencti::events::{self, Decoded, EventError};
-use harfanglab_intel::opencti::sse::Frame;
 use harfanglab_intel::pipeline::{EventHandler, Outcome};
-use harfanglab_intel::retry::FailureKind;
-use harfanglab_intel::secret::Secret;
 use harfanglab_intel::service::{self, Handler, Work, event_key};
-use harfanglab_intel::sync::comment::RuleComment;
-use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
-use harfanglab_intel::sync::{SyncSettings, Syncer};
+use harfanglab_intel::{
+    ApiOptions, Decoded, EventError, FailureKind, Fault, Frame, HarfangLabError, Health, IocRule,
+    MemoryApi, Metrics, Notifier, OCTI_EXT, OpenCtiApi, RuleComment, RuleKind, Secret, SourceLists,
+    SyncSettings, Syncer, Target, WatchdogGate, decode_event,
+};
 use mockito::Matcher;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -36,7 +29,7 @@ fn work(line: &Value) -> Work {
         data: line["data"].to_string(),
         retry: None,
     };
-    match events::decode(&frame).unwrap() {
+    match decode_event(&frame).unwrap() {
         Decoded::Event(ev) => Work::Event(ev),
         other => panic!("not an event: {other:?}"),
     }
@@ -136,7 +129,7 @@ fn based_on(event: &str, target_type: &str, value: &str) -> Work {
     } else {
         "based-on-delete.json"
     });
-    let ext = &mut line["data"]["data"]["extensions"][events::OCTI_EXT];
+    let ext = &mut line["data"]["data"]["extensions"][OCTI_EXT];
     ext["target_type"] = json!(target_type);
     ext["target_value"] = json!(value);
     ext["target_ref"] = json!(obs_id(target_type, value));
@@ -261,7 +254,7 @@ fn edited_observable_value_releases_the_former_value() {
     assert_eq!(fx.values(), ["1.2.3.4", "9.9.9.9"]);
     m.remove();
     // The linked observable's value was edited 9.9.9.9 → 8.8.8.8; the pattern is unchanged.
-    let path = format!("/extensions/{}/observable_values/0/value", events::OCTI_EXT);
+    let path = format!("/extensions/{}/observable_values/0/value", OCTI_EXT);
     let mut line = fixture("indicator-update-pattern.json");
     line["data"]["context"] = json!({
         "patch": [{"op": "replace", "path": path, "value": "8.8.8.8"}],
@@ -269,7 +262,7 @@ fn edited_observable_value_releases_the_former_value() {
     });
     let data = &mut line["data"]["data"];
     data["pattern"] = json!("[ipv4-addr:value = '1.2.3.4']");
-    data["extensions"][events::OCTI_EXT]["observable_values"] =
+    data["extensions"][OCTI_EXT]["observable_values"] =
         json!([{"type": "IPv4-Addr", "value": "8.8.8.8"}]);
     let _m = fx.answer(gql_indicator(
         "[ipv4-addr:value = '1.2.3.4']",
@@ -345,7 +338,7 @@ fn delete_releases_a_python_era_holder_recorded_under_an_older_stix_id() {
         hl_status: None,
     });
     let mut line = fixture("indicator-delete.json");
-    line["data"]["data"]["extensions"][events::OCTI_EXT]["stix_ids"] = json!(["indicator--old"]);
+    line["data"]["data"]["extensions"][OCTI_EXT]["stix_ids"] = json!(["indicator--old"]);
     applied(&fx.handle(&work(&line)));
     assert!(fx.mem.iocs().is_empty(), "{:?}", fx.mem.iocs());
 }
@@ -361,7 +354,7 @@ fn indicator_delete_uses_the_payload_and_its_observable_values() {
     assert_eq!(fx.values(), ["1.2.3.4", "5.6.7.8"]);
     // The delete payload carries pattern 5.6.7.8 and observable_values [1.2.3.4]; no GraphQL.
     let mut line = fixture("indicator-delete.json");
-    line["data"]["data"]["extensions"][events::OCTI_EXT]["observable_values"] =
+    line["data"]["data"]["extensions"][OCTI_EXT]["observable_values"] =
         json!([{"type": "IPv4-Addr", "value": "1.2.3.4"}]);
     applied(&fx.handle(&work(&line)));
     assert!(fx.values().is_empty(), "{:?}", fx.values());
@@ -472,7 +465,7 @@ fn absorbed_stix(pattern: &str) -> Value {
     stix["id"] = json!("indicator--00000002-0000-4000-8000-0000000abcde");
     stix["name"] = json!("duplicate of 1.2.3.4");
     stix["pattern"] = json!(pattern);
-    let ext = &mut stix["extensions"][events::OCTI_EXT];
+    let ext = &mut stix["extensions"][OCTI_EXT];
     ext["id"] = json!(ABSORBED);
     ext["observable_values"] = json!([]);
     stix

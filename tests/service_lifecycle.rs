@@ -4,16 +4,12 @@
 //! anywhere, fatal startup errors end the run with a clear message, the final checkpoint is
 //! on disk and in OpenCTI, and metrics are served while it runs.
 
-mod service_support;
-
-use harfanglab_intel::config::Config;
-use harfanglab_intel::demo::demo_config;
+use crate::support::service::{demo_scenario, run_options, start_sims, state_dir};
 use harfanglab_intel::pipeline::{PipelineStats, Shutdown};
 use harfanglab_intel::service::{self, RunSummary, ServiceError};
 use harfanglab_intel::sim::harfanglab::{self as hlsim, HarfangLabSim};
 use harfanglab_intel::sim::opencti::OpenCtiSim;
-use harfanglab_intel::state::{Checkpoint, compare_event_ids};
-use service_support::{demo_scenario, run_options, start_sims, state_dir};
+use harfanglab_intel::{Checkpoint, Config, compare_event_ids, demo_config};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -286,7 +282,7 @@ fn final_checkpoint_is_on_disk_and_in_opencti_and_metrics_are_served() {
 fn wrong_harfanglab_token_is_a_clear_fatal_error_at_startup() {
     let e = env("hltoken");
     let mut config = e.config.clone();
-    config.harfanglab.token = harfanglab_intel::secret::Secret::new("wrong");
+    config.harfanglab.token = harfanglab_intel::Secret::new("wrong");
     let started = Instant::now();
     let err = run_alone(&config).unwrap_err();
     assert!(matches!(err, ServiceError::HarfangLab(_)), "{err:?}");

@@ -3,16 +3,12 @@
 //! slow HarfangLab, applies in stream order: only the last pattern's value is left, and every
 //! other indicator's value is there.
 
-mod service_support;
-
-use harfanglab_intel::demo::demo_config;
-use harfanglab_intel::opencti::events::OCTI_EXT;
+use crate::support::service::{run_options, start_sims, state_dir};
 use harfanglab_intel::pipeline::{PipelineStats, Shutdown};
 use harfanglab_intel::service;
 use harfanglab_intel::sim::opencti::ScenarioEvent;
-use harfanglab_intel::state::compare_event_ids;
+use harfanglab_intel::{OCTI_EXT, compare_event_ids, demo_config};
 use serde_json::{Value, json};
-use service_support::{run_options, start_sims, state_dir};
 use std::time::{Duration, Instant};
 
 fn stix(n: u32, name: &str, pattern: &str) -> Value {

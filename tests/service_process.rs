@@ -3,12 +3,9 @@
 //! deadline with a correct checkpoint, and SIGKILL at random points followed by restarts ends in
 //! exactly the expected HarfangLab state (nothing lost, nothing duplicated).
 
-mod demo_expected;
-mod service_support;
-
+use crate::support::service::{at_or_after, demo_scenario, start_sims, state_dir, wait_exit};
 use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim};
 use harfanglab_intel::sim::opencti::OpenCtiSim;
-use service_support::{at_or_after, demo_scenario, start_sims, state_dir, wait_exit};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -162,7 +159,11 @@ fn sigterm_during_a_busy_stream_exits_0_in_time_with_a_correct_checkpoint() {
     // Correct means: resuming from it loses nothing. Finish the stream and check everything.
     e.hl.set_faults(Faults::default());
     run_to_end(&e);
-    demo_expected::check_lists(&e.hl.ioc_rules(), &e.hl.sigma_rules(), &e.hl.yara_files());
+    crate::support::demo_expected::check_lists(
+        &e.hl.ioc_rules(),
+        &e.hl.sigma_rules(),
+        &e.hl.yara_files(),
+    );
 }
 
 #[test]
@@ -186,7 +187,11 @@ fn sigkill_at_random_points_and_restarts_end_in_the_expected_state() {
         }
     }
     run_to_end(&e);
-    demo_expected::check_lists(&e.hl.ioc_rules(), &e.hl.sigma_rules(), &e.hl.yara_files());
+    crate::support::demo_expected::check_lists(
+        &e.hl.ioc_rules(),
+        &e.hl.sigma_rules(),
+        &e.hl.yara_files(),
+    );
 }
 
 #[test]

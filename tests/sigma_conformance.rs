@@ -4,16 +4,15 @@
 //! Every file pySigma accepts must be accepted with the same title, id, level and status; every
 //! file pySigma rejects must be rejected. The only exceptions are listed, with their reason, in
 //! [`DELIBERATE_DIFFERENCES`]. A summary of verdicts and rejection reasons is printed
-//! (`cargo test --test sigma_conformance -- --nocapture`). Runs on the sample shipped in
+//! (`cargo test --test tests sigma_conformance:: -- --nocapture`). Runs on the sample shipped in
 //! `tests/corpora/sample`, then on the full corpora when they are found.
 
-use harfanglab_intel::rules::sigma::parse_sigma;
+use harfanglab_intel::parse_sigma;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-mod corpora;
-use corpora::{full_corpora, read_jsonl, sample_dir};
+use crate::support::corpora::{full_corpora, read_jsonl, sample_dir};
 
 /// Files where we knowingly disagree with pySigma: `(file, we accept?, reason)`.
 const DELIBERATE_DIFFERENCES: &[(&str, bool, &str)] = &[

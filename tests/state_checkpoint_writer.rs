@@ -1,7 +1,7 @@
 //! The coalescing checkpoint writer under concurrent updates: bounded write rate, last value wins,
 //! final save on finish, and a restart reads back what was saved.
 
-use harfanglab_intel::state::{Checkpoint, CheckpointStore, CheckpointWriter, LocalCheckpoint};
+use harfanglab_intel::{Checkpoint, CheckpointStore, CheckpointWriter, LocalCheckpoint};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -14,8 +14,7 @@ use serde_json::{Value as Json, json};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-mod corpora;
-use corpora::{full_corpora, read_jsonl, sample_dir};
+use crate::support::corpora::{full_corpora, read_jsonl, sample_dir};
 
 /// Cases where we knowingly differ from the oracle: (pattern, reason). Empty: we agree on all.
 const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[];

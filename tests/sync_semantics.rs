@@ -8,59 +8,17 @@
 //! backend and the ids of its three source lists. Failure injection and server behaviours
 //! only `MemoryApi` is known to have live in `memory_only`.
 
-use harfanglab_intel::harfanglab::HarfangLabError;
-use harfanglab_intel::harfanglab::api::ThreatIntelApi;
-use harfanglab_intel::harfanglab::client::{Client, ClientOptions};
-use harfanglab_intel::harfanglab::model::{
-    IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceLists,
-};
-use harfanglab_intel::retry::Retryable;
-use harfanglab_intel::rules::sigma::SigmaMeta;
-use harfanglab_intel::rules::yara::YaraMeta;
-use harfanglab_intel::secret::Secret;
+use crate::support::logs::logs;
 use harfanglab_intel::sim::harfanglab::{Faults, HarfangLabSim, SimConfig};
-use harfanglab_intel::sync::comment::{Origin, RuleComment};
-use harfanglab_intel::sync::dry_run::DryRunApi;
-use harfanglab_intel::sync::memory::{Fault, MemoryApi, Target};
-use harfanglab_intel::sync::rule_holders;
-use harfanglab_intel::sync::{Absorbed, Counts, SyncSettings, Syncer};
-use harfanglab_intel::translate::{
-    FormerState, Indicator, IocKey, IocType, SigmaSpec, Translation, YaraSpec,
+use harfanglab_intel::{
+    Absorbed, Client, ClientOptions, CommentOrigin, Counts, DryRunApi, Fault, FormerState,
+    HarfangLabError, Indicator, IocKey, IocRule, IocRuleBody, IocType, MemoryApi, RemoteRule,
+    Retryable, RuleBody, RuleComment, RuleFilter, RuleKind, Secret, SigmaMeta, SigmaSpec,
+    SourceLists, SyncError, SyncReport, SyncSettings, Syncer, Target, ThreatIntelApi, Translation,
+    YaraMeta, YaraSpec, rule_holders,
 };
-use std::sync::{Mutex, OnceLock};
 
 // ---- fixtures -------------------------------------------------------------------------------
-
-/// Every log line of this test binary (tests run in parallel: look for ids of your own).
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if let Ok(mut lines) = self.0.lock() {
-            lines.push(format!("{} {}", record.level(), record.args()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-impl Capture {
-    fn lines(&self) -> Vec<String> {
-        self.0.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        let _ = log::set_logger(capture);
-        log::set_max_level(log::LevelFilter::Info);
-        capture
-    })
-}
 
 fn lists() -> SourceLists {
     SourceLists {
@@ -181,7 +139,7 @@ fn find<A: ThreatIntelApi>(s: &Syncer<A>, key: &IocKey) -> Option<IocRule> {
 fn holders<A: ThreatIntelApi>(s: &Syncer<A>, key: &IocKey) -> Vec<String> {
     let rule = find(s, key).expect("the IOC rule exists");
     let (decoded, origin) = RuleComment::decode(rule.comment.as_deref());
-    assert_eq!(origin, Origin::Ours, "comment: {:?}", rule.comment);
+    assert_eq!(origin, CommentOrigin::Ours, "comment: {:?}", rule.comment);
     decoded.holders.into_iter().map(|h| h.id).collect()
 }
 
@@ -796,7 +754,7 @@ fn conflicting_sigma_content_takes_the_newest_and_is_logged<A: ThreatIntelApi>(
         rule_holders_of(RuleKind::Sigma, &rule),
         [a.id.clone(), b.id.clone()]
     );
-    let logged = logs().lines().into_iter().any(|l| {
+    let logged = logs().lines_at(log::Level::Info).into_iter().any(|l| {
         l.starts_with("WARN")
             && l.contains("different content")
             && l.contains(&format!("indicator={}", b.id))
@@ -805,7 +763,7 @@ fn conflicting_sigma_content_takes_the_newest_and_is_logged<A: ThreatIntelApi>(
     assert!(
         logged,
         "the conflict is logged with both ids: {:#?}",
-        logs().lines()
+        logs().lines_at(log::Level::Info)
     );
     // a's next event is the newest now.
     s.upsert(&a, &sigma("Indicator a", Some(SIGMA_ID), "cmd"), &none())
@@ -1147,11 +1105,11 @@ macro_rules! two_modes {
             mod $name {
                 #[test]
                 fn removing() {
-                    crate::$name($factory, true)
+                    crate::sync_semantics::$name($factory, true)
                 }
                 #[test]
                 fn disabling() {
-                    crate::$name($factory, false)
+                    crate::sync_semantics::$name($factory, false)
                 }
             }
         )*
@@ -1247,7 +1205,7 @@ fn memory_api() -> (MemoryApi, SourceLists) {
     (api, lists())
 }
 
-scenarios!(memory, crate::memory_api);
+scenarios!(memory, crate::sync_semantics::memory_api);
 
 // ---- the same scenarios through the real client and the HTTP simulator ----------------------
 
@@ -1331,7 +1289,7 @@ fn simulator() -> (SimBackend, SourceLists) {
     })
 }
 
-scenarios!(simulator, crate::simulator);
+scenarios!(simulator, crate::sync_semantics::simulator);
 
 // ---- MemoryApi-only: failure injection and call accounting ---------------------------------
 
@@ -1375,7 +1333,7 @@ mod memory_only {
         assert_eq!(err.indicator_id, "internal-a");
         assert_eq!(
             err.object,
-            harfanglab_intel::sync::SyncObject::Ioc(ip("10.9.0.2"))
+            harfanglab_intel::SyncObject::Ioc(ip("10.9.0.2"))
         );
         assert_eq!(err.report.iocs.created, 2);
         assert!(err.to_string().contains("10.9.0.2"), "{err}");
@@ -1547,7 +1505,6 @@ mod memory_only {
 
 mod simulator_only {
     use super::*;
-    use harfanglab_intel::sync::{SyncError, SyncReport};
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
@@ -1671,7 +1628,7 @@ mod simulator_only {
         for rule in sim.ioc_rules() {
             assert!(rule.enabled, "{rule:?}");
             let (decoded, origin) = RuleComment::decode(rule.comment.as_deref());
-            assert_eq!(origin, Origin::Ours, "{rule:?}");
+            assert_eq!(origin, CommentOrigin::Ours, "{rule:?}");
             let mut holders: Vec<String> = decoded.holders.into_iter().map(|h| h.id).collect();
             holders.sort();
             let previous = state.insert(rule.value.clone(), holders);

@@ -4,13 +4,12 @@
 //! Runs on the sample shipped in `tests/corpora/sample`, then on the full corpora when found.
 
 use harfanglab_intel::stix::{ComparisonOp, Value, parse_syntax};
-use harfanglab_intel::translate::{Indicator, IocType, path_value_ioc, stix_iocs, translate};
+use harfanglab_intel::{Indicator, IocType, path_value_ioc, stix_iocs, translate};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-mod corpora;
-use corpora::{full_corpora, read_jsonl, sample_dir};
+use crate::support::corpora::{full_corpora, read_jsonl, sample_dir};
 
 #[test]
 fn sample_real_patterns_translate_with_every_value_accounted_for() {

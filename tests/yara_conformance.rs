@@ -12,13 +12,12 @@
 //! Each file is parsed once (plus the sample); a summary is printed (`-- --nocapture`). Runs on
 //! the sample shipped in `tests/corpora/sample`, then on the full corpora when they are found.
 
-use harfanglab_intel::rules::yara::parse_yara;
+use harfanglab_intel::parse_yara;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-mod corpora;
-use corpora::{full_corpora, read_jsonl, sample_dir};
+use crate::support::corpora::{full_corpora, read_jsonl, sample_dir};
 
 /// Files libyara compiles that we reject on purpose: `(file, reason)`.
 const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[

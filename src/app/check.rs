@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-/// The `check` command: print every setting with its origin, then the [`check`] report, to
+/// The `check` command: print every setting with its origin, then the `check` report, to
 /// `out`. `Err` when the configuration is invalid ([`AppError::Config`], exit 2) or an item
 /// failed ([`AppError::CheckFailed`], exit 1; the report says which).
 pub fn check_command(
@@ -113,7 +113,7 @@ pub fn check(config: &Config) -> CheckReport {
     report
 }
 
-/// The part of [`check`] that needs no network: configuration, CA files, state directory.
+/// The part of `check` that needs no network: configuration, CA files, state directory.
 pub fn check_local(config: &Config) -> CheckReport {
     let mut report = CheckReport::default();
     report.push("configuration", CheckStatus::Ok, config.summary());

@@ -13,16 +13,10 @@ mod healthcheck;
 mod reconcile;
 mod translate;
 
-pub use check::{
-    CheckItem, CheckReport, CheckStatus, check, check_command, check_local, settings_report,
-};
-pub use healthcheck::{
-    HEALTHCHECK_TIMEOUT, HealthcheckError, healthcheck_command, healthz_address, probe_healthz,
-};
+pub use check::{check_command, check_local, settings_report};
+pub use healthcheck::{HealthcheckError, healthcheck_command};
 pub use reconcile::{ReconcileArgs, reconcile_command};
-pub use translate::{
-    TRANSLATE_BATCH, TranslateSummary, open_input, translate, translate_command, translate_with,
-};
+pub use translate::translate_command;
 
 use crate::cause::Chain;
 use crate::config::{self, Config, ConfigError, RawConfig};
@@ -207,6 +201,7 @@ pub fn demo(out: &mut dyn Write, stop: &Shutdown) -> Result<(), AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::healthcheck::probe_healthz;
 
     #[test]
     fn each_failure_has_its_documented_exit_code() {

@@ -7,5 +7,5 @@ pub mod error;
 pub mod model;
 
 pub use api::ThreatIntelApi;
-pub use client::{Client, ClientOptions, ClientStats};
+pub use client::{Client, ClientOptions};
 pub use error::HarfangLabError;

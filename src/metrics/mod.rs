@@ -14,8 +14,7 @@ mod server;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use exposition::CONTENT_TYPE;
-pub use health::{DEFAULT_HEALTH_WINDOW, Health, HealthReport};
+pub use health::{DEFAULT_HEALTH_WINDOW, Health};
 pub use server::MetricsServer;
 
 use exposition::{Kind, Value, Writer, sanitize_name_part};

@@ -47,8 +47,8 @@ use crossbeam_channel::Receiver;
 use crate::concurrency::Limiter;
 use crate::retry::RetryPolicy;
 
-pub use checkpoint::{CheckpointSink, CheckpointTracker, Seq};
-pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterLog, EXCERPT_MAX};
+pub use checkpoint::CheckpointSink;
+pub use dead_letter::{DeadLetterError, DeadLetterLog};
 pub use error::PipelineError;
 pub use handler::{EventHandler, Input, Outcome, PayloadInfo};
 pub use shutdown::Shutdown;

@@ -97,7 +97,8 @@ pub struct ActualIndex {
 }
 
 impl ActualIndex {
-    /// Index listed objects (tests build it from rows too).
+    /// Index listed objects (for the unit tests; a pass builds it page by page).
+    #[cfg(test)]
     pub fn from_rows(
         iocs: impl IntoIterator<Item = IocRule>,
         sigma: impl IntoIterator<Item = RemoteRule>,
@@ -267,10 +268,6 @@ impl ActualIndex {
     /// Objects in the index.
     pub fn len(&self) -> usize {
         self.iocs.len() + self.rules.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -101,10 +101,6 @@ impl Desired {
     pub fn len(&self) -> usize {
         self.indicators.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.indicators.is_empty()
-    }
 }
 
 /// Why a replay did not complete.

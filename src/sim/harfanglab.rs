@@ -260,9 +260,6 @@ pub struct HarfangLabSim {
     stop_tx: Mutex<Option<Sender<()>>>,
 }
 
-/// The name the CLI's `sim` subcommand uses.
-pub type SimHandle = HarfangLabSim;
-
 /// Start a simulator on `bind` (`"127.0.0.1:0"` for an ephemeral port).
 pub fn serve(bind: &str, config: SimConfig) -> io::Result<HarfangLabSim> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);

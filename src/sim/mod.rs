@@ -7,7 +7,7 @@
 
 pub mod capacity;
 pub mod harfanglab;
-pub mod http;
+pub(crate) mod http;
 pub mod opencti;
 mod opencti_schema;
 pub mod standalone;

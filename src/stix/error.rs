@@ -24,7 +24,7 @@ pub enum ErrorKind {
         /// The offending token as written (shortened), or "end of pattern".
         found: String,
     },
-    /// Brackets or parentheses nested deeper than [`MAX_DEPTH`](super::parser::MAX_DEPTH),
+    /// Brackets or parentheses nested deeper than `parser::MAX_DEPTH`,
     /// e.g. 10,000 `(`. Refused to bound the parser's stack use.
     TooDeep,
     /// A value that is not valid for the hash algorithm its key names, e.g.

@@ -1,6 +1,6 @@
 //! STIX 2.1 patterning: lexer, parser, syntax tree and errors. Pure, no I/O.
 //!
-//! Phases: [`lexer`] (text → tokens with byte spans, never fails) → [`parser`] (tokens →
+//! Phases: `lexer` (text → tokens with byte spans, never fails) → `parser` (tokens →
 //! [`Pattern`], fail-fast [`PatternError`]). [`parse_pattern`] agrees with the OASIS reference
 //! validator (stix2-patterns 2.1.2) on what is valid; [`parse_syntax`] is the grammar alone.
 //! What a pattern *means* for HarfangLab lives in `crate::translate`, not here.
@@ -14,10 +14,10 @@
 //! assert_eq!(cmps[1].comparison.path.to_string(), "domain-name:value");
 //! ```
 
-pub mod ast;
-pub mod error;
-pub mod lexer;
-pub mod parser;
+mod ast;
+mod error;
+mod lexer;
+mod parser;
 
 pub use ast::{
     BoolOp, Comparison, ComparisonContext, ComparisonExpr, ComparisonOp, Literal, ObjectPath,

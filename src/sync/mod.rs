@@ -39,6 +39,7 @@ pub mod content;
 pub mod dry_run;
 pub mod inventory;
 pub mod locks;
+#[cfg(any(test, feature = "testkit"))]
 pub mod memory;
 pub mod repair;
 pub mod rule_holders;

@@ -5,15 +5,12 @@
 //!
 //! No fixed sleeps: every wait polls a condition every few milliseconds up to a generous timeout
 //! and fails with the connector's stderr attached.
-#![allow(dead_code)]
 
-use harfanglab_intel::harfanglab::model::RuleKind;
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, HarfangLabSim, SimConfig};
 use harfanglab_intel::sim::opencti::{
     self as octisim, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent,
 };
-use harfanglab_intel::state::compare_event_ids;
-use harfanglab_intel::sync::rule_holders;
+use harfanglab_intel::{RuleKind, compare_event_ids, rule_holders};
 use serde_json::{Value, json};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -549,7 +546,7 @@ pub fn snapshot(hl: &HarfangLabSim) -> Snapshot {
         })
         .collect();
     iocs.sort();
-    let rules = |kind: RuleKind, list: Vec<harfanglab_intel::harfanglab::model::RemoteRule>| {
+    let rules = |kind: RuleKind, list: Vec<harfanglab_intel::RemoteRule>| {
         let mut v: Vec<RuleState> = list
             .into_iter()
             .map(|r| RuleState {

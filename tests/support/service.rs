@@ -1,17 +1,14 @@
 //! Set-up shared by the `service_*` tests: both simulators on 127.0.0.1 with ephemeral ports
 //! (the simulators' default tokens, which `demo_config` uses), a fresh per-test state
 //! directory, and run options with short ticks and back-offs so the tests stay quick.
-#![allow(dead_code)]
 
-use harfanglab_intel::demo::DEMO_SCENARIO;
-use harfanglab_intel::notify::Notifier;
 use harfanglab_intel::pipeline::PipelineStats;
 use harfanglab_intel::service::RunOptions;
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, HarfangLabSim, SimConfig};
 use harfanglab_intel::sim::opencti::{
     self as octisim, OpenCtiSim, OpenCtiSimConfig, ScenarioEvent,
 };
-use harfanglab_intel::state::compare_event_ids;
+use harfanglab_intel::{DEMO_SCENARIO, Notifier, compare_event_ids};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};

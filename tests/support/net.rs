@@ -1,6 +1,5 @@
 //! Raw TCP servers for the clients' transport tests (what mockito cannot do): one that drops
 //! connections without answering, one that never answers.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,17 +1,16 @@
 //! Shared fakes for the `pipeline_*` integration tests: a closure handler, a recording sink,
 //! a feeder thread and fast options.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
+use harfanglab_intel::RetryPolicy;
 use harfanglab_intel::pipeline::{
     self, CheckpointSink, DeadLetterLog, EventHandler, Input, Outcome, PayloadInfo,
     PipelineOptions, PipelineSummary, Shutdown,
 };
-use harfanglab_intel::retry::RetryPolicy;
 
 /// Test payload: the position of the event in the stream and its operation.
 #[derive(Debug, Clone, PartialEq)]

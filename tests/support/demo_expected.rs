@@ -3,10 +3,8 @@
 //! number `n` (1-based creation order) has the internal id
 //! `00000001-0000-4000-8000-<n as 12 hex digits>`. Shared by `demo_scenario` and
 //! `service_process`; nothing here is derived from the code under test.
-#![allow(dead_code)]
 
-use harfanglab_intel::demo::DemoResult;
-use harfanglab_intel::harfanglab::model::{IocRule, RemoteRule};
+use harfanglab_intel::{DemoResult, IocRule, RemoteRule};
 use std::collections::BTreeMap;
 
 /// Internal id of the n-th indicator of the scenario.
@@ -14,7 +12,8 @@ pub fn internal(n: u32) -> String {
     format!("00000001-0000-4000-8000-{n:012x}")
 }
 
-/// The generator's deterministic hex strings (xorshift), copied from the scenario definition.
+/// The generator's deterministic hex strings (xorshift): `opencti_fixtures` writes the scenario
+/// with them and the expected state below names the same values.
 pub fn hex(seed: u32, len: usize) -> String {
     let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
