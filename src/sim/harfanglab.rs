@@ -1694,6 +1694,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn past_its_capacity_and_queue_the_server_answers_429_with_retry_after() {
+        let sim = serve(
+            "127.0.0.1:0",
+            SimConfig {
+                capacity: Some(CapacityLimit {
+                    concurrent: 1,
+                    queue: 0,
+                    retry_after_secs: Some(3),
+                }),
+                ..SimConfig::default()
+            },
+        )
+        .unwrap();
+        let path = format!("{TI_PREFIX}/IOCRule/");
+        let get = || sim.shared.route("GET", &path, Some("Token sim-token"), "");
+        let busy = sim.shared.capacity.as_ref().unwrap().enter().unwrap();
+        let reply = get();
+        assert_eq!(reply.status, 429);
+        assert_eq!(reply.headers, vec![("Retry-After", "3".to_owned())]);
+        assert_eq!(sim.capacity_refusals(), 1);
+        drop(busy);
+        assert_eq!(get().status, 200);
+        sim.shutdown();
+        assert_eq!(get().status, 503, "closed: shutting down");
+    }
+
+    #[test]
     fn timestamps_are_iso_with_micros() {
         let t = UNIX_EPOCH + Duration::from_micros(1_729_767_122_639_129);
         assert_eq!(timestamp(t), "2024-10-24T10:52:02.639129Z");
