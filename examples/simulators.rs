@@ -5,6 +5,7 @@
 //! cargo run --example simulators -- [--opencti 127.0.0.1:4000] [--harfanglab 127.0.0.1:8443]
 //!                                    [--scenario fixtures/demo-stream.jsonl] [--strict]
 //!                                    [--opencti-version 6.5.0]
+//!                                    [--latency-ms 50] [--capacity 32] [--capacity-queue 32]
 //! cargo run --example simulators -- --help
 //! curl -H 'Authorization: Token sim-token' http://127.0.0.1:8443/api/data/threat_intelligence/IOCRule/
 //! ```
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
         recover_mode: args.recover_mode,
         ..OpenCtiSimConfig::default()
     };
-    if let Some(v) = args.opencti_version {
+    if let Some(v) = args.opencti_version.clone() {
         octi_config.version = v;
     }
     let (token, stream) = (octi_config.token.clone(), octi_config.stream_id.clone());
@@ -52,6 +53,11 @@ fn main() -> ExitCode {
         &args.harfanglab,
         SimConfig {
             strict: args.strict,
+            faults: hl::Faults {
+                latency: std::time::Duration::from_millis(args.latency_ms),
+                ..hl::Faults::default()
+            },
+            capacity: args.capacity_limit(),
             ..SimConfig::default()
         },
     ) {

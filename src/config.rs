@@ -149,8 +149,8 @@ settings! {
         "Maturity of created Sigma/Yara rules: `stable` or `testing` (required by the Python connector).";
     HARFANGLAB_INTEL_STATE_DIR = "HARFANGLAB_INTEL_STATE_DIR", HarfangLabIntel."state_dir", Some("/var/lib/harfanglab-intel"), false, false,
         "Directory of the local state; default `$STATE_DIRECTORY` (systemd, first entry) else /var/lib/harfanglab-intel.";
-    HARFANGLAB_INTEL_WORKERS = "HARFANGLAB_INTEL_WORKERS", HarfangLabIntel."workers", Some("16"), false, false,
-        "Worker threads applying events to HarfangLab (1 to 256).";
+    HARFANGLAB_INTEL_WORKERS = "HARFANGLAB_INTEL_WORKERS", HarfangLabIntel."workers", Some("auto"), false, false,
+        "Worker threads applying events to HarfangLab: `auto`, HarfangLab requests in flight follow its latency and 429/503 answers (an adaptive limit between 1 and 256, starting at 16) and the workers grow with that limit; or a fixed number, 1 to 256 (at most that many requests in flight).";
     HARFANGLAB_INTEL_CONNECT_TIMEOUT = "HARFANGLAB_INTEL_CONNECT_TIMEOUT", HarfangLabIntel."connect_timeout", Some("10"), false, false,
         "TCP+TLS connect timeout for HarfangLab and OpenCTI, seconds.";
     HARFANGLAB_INTEL_REQUEST_TIMEOUT = "HARFANGLAB_INTEL_REQUEST_TIMEOUT", HarfangLabIntel."request_timeout", Some("30"), false, false,
@@ -921,13 +921,27 @@ impl Default for ReconcileConfig {
 pub struct ServiceConfig {
     /// Where the local state lives (created at start if missing).
     pub state_dir: PathBuf,
-    /// Worker threads, 1 to 256.
+    /// Worker threads, 1 to 256; with `workers_auto`, the number the pool starts with.
     pub workers: usize,
+    /// `HARFANGLAB_INTEL_WORKERS=auto`: an adaptive limit on HarfangLab requests in flight
+    /// (`crate::concurrency`), with a worker pool that grows with it up to 256.
+    pub workers_auto: bool,
     /// Time given to in-flight events after a termination signal.
     pub shutdown_timeout: Duration,
     /// Most events of one indicator run as one batch (1 = no coalescing; 0 in a hand-built
     /// `Config` counts as 1).
     pub coalesce_max: usize,
+}
+
+impl ServiceConfig {
+    /// `16`, or `auto` (logs, the startup summary).
+    pub fn describe_workers(&self) -> String {
+        if self.workers_auto {
+            "auto".to_owned()
+        } else {
+            self.workers.to_string()
+        }
+    }
 }
 
 /// The validated configuration. `Debug` is safe to log: tokens are [`Secret`]s.
@@ -1039,15 +1053,23 @@ impl Config {
             dry_run: v.boolean(&HARFANGLAB_INTEL_DRY_RUN),
         };
 
-        let workers = v
-            .parsed::<usize>(&HARFANGLAB_INTEL_WORKERS, "a whole number")
-            .unwrap_or_default();
-        if !(1..=256).contains(&workers) && v.string(&HARFANGLAB_INTEL_WORKERS).is_some() {
-            v.problem(
-                &HARFANGLAB_INTEL_WORKERS,
-                format!("must be between 1 and 256, got {workers}"),
-            );
-        }
+        let workers_auto = v
+            .string(&HARFANGLAB_INTEL_WORKERS)
+            .is_some_and(|w| w.trim().eq_ignore_ascii_case("auto"));
+        let workers = if workers_auto {
+            crate::concurrency::AdaptiveOptions::default().initial
+        } else {
+            let workers = v
+                .parsed::<usize>(&HARFANGLAB_INTEL_WORKERS, "a whole number or `auto`")
+                .unwrap_or_default();
+            if !(1..=256).contains(&workers) && v.string(&HARFANGLAB_INTEL_WORKERS).is_some() {
+                v.problem(
+                    &HARFANGLAB_INTEL_WORKERS,
+                    format!("must be between 1 and 256 or `auto`, got {workers}"),
+                );
+            }
+            workers
+        };
         let coalesce_max = v
             .parsed::<usize>(&HARFANGLAB_INTEL_COALESCE_MAX, "a whole number")
             .unwrap_or(1);
@@ -1060,6 +1082,7 @@ impl Config {
         let service = ServiceConfig {
             state_dir: v.state_dir(&HARFANGLAB_INTEL_STATE_DIR),
             workers,
+            workers_auto,
             shutdown_timeout: v.seconds(&HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT),
             coalesce_max,
         };
@@ -1102,7 +1125,7 @@ impl Config {
             h.rule_maturity.as_str(),
             h.remove_indicator,
             h.dry_run,
-            self.service.workers,
+            self.service.describe_workers(),
             self.service.state_dir.display(),
             c.metrics_addr
                 .map(|a| a.to_string())
@@ -1716,6 +1739,40 @@ mod tests {
     }
 
     #[test]
+    fn workers_accept_auto_from_env_and_yaml() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("HARFANGLAB_INTEL_WORKERS", "Auto"));
+        let c = Config::from_sources(None, env(&pairs)).unwrap();
+        assert!(c.service.workers_auto);
+        assert_eq!(
+            c.service.workers, 16,
+            "the pool starts at the initial limit"
+        );
+        assert_eq!(c.service.describe_workers(), "auto");
+
+        let yaml = "harfanglab_intel:\n  workers: auto\n";
+        let c = Config::from_sources(Some(yaml), env(MINIMAL)).unwrap();
+        assert!(c.service.workers_auto);
+        let yaml = "harfanglab_intel:\n  workers: 32\n";
+        let c = Config::from_sources(Some(yaml), env(MINIMAL)).unwrap();
+        assert!(!c.service.workers_auto);
+        assert_eq!(c.service.describe_workers(), "32");
+
+        for bad in ["automatic", "0", "257"] {
+            pairs.pop();
+            pairs.push(("HARFANGLAB_INTEL_WORKERS", bad));
+            let err = Config::from_sources(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("HARFANGLAB_INTEL_WORKERS (YAML harfanglab_intel.workers")
+                    && err.contains("`auto`"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn settings_are_defined_once() {
         for (i, a) in SETTINGS.iter().enumerate() {
             for b in &SETTINGS[i + 1..] {
@@ -1743,6 +1800,7 @@ mod tests {
         assert_eq!(c.connector.scope, vec!["harfanglab".to_owned()]);
         assert_eq!(c.connector.log_level, log::LevelFilter::Info);
         assert_eq!(c.service.workers, 16);
+        assert!(c.service.workers_auto, "auto by default");
         assert_eq!(
             c.service.state_dir,
             PathBuf::from("/var/lib/harfanglab-intel")

@@ -36,6 +36,7 @@ pub mod sim;
 pub mod stix;
 
 mod cause;
+mod concurrency;
 mod config;
 mod demo;
 mod harfanglab;
@@ -91,6 +92,9 @@ pub use harfanglab::model::{
     IocRule, IocRuleBody, RemoteRule, RuleBody, RuleFilter, RuleKind, SourceKind, SourceLists,
 };
 pub use harfanglab::{Client, ClientOptions, HarfangLabError, ThreatIntelApi};
+
+// The limit on HarfangLab requests in flight (fixed, or adaptive for `workers=auto`).
+pub use concurrency::{AdaptiveOptions, ConcurrencyLimit, Limiter};
 
 // Sync: the diff and reference counting over a `ThreatIntelApi`.
 pub use sync::comment::{Origin as CommentOrigin, RuleComment};

@@ -172,7 +172,7 @@ fn check_prints_settings_and_report_without_tokens() {
         "{out}"
     );
     assert!(
-        out.contains("HARFANGLAB_INTEL_WORKERS") && out.contains("16  (default)"),
+        out.contains("HARFANGLAB_INTEL_WORKERS") && out.contains("auto  (default)"),
         "{out}"
     );
     assert!(

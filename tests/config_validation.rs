@@ -319,7 +319,7 @@ fn summary_is_one_line_with_the_essentials() {
         "stream=stream-1",
         "harfanglab=https://hl.example:8443",
         "list=\"from_OpenCTI\"",
-        "workers=16",
+        "workers=auto",
         "dry_run=false",
     ] {
         assert!(s.contains(part), "{part} missing in {s}");

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod adaptive_concurrency;
 mod cli_basics;
 mod cli_check;
 mod cli_healthcheck;

@@ -11,7 +11,7 @@ use crate::harfanglab::{Client, HarfangLabError};
 use crate::metrics::{Health, Metrics};
 use crate::notify::{Notifier, WatchdogGate};
 use crate::opencti::api::OpenCtiApi;
-use crate::pipeline::{self, DeadLetterLog, Shutdown};
+use crate::pipeline::{self, DeadLetterLog, PipelineOptions, Shutdown};
 use crate::reconcile::{PassDeps, run_pass};
 use crate::service::{Handler, SideSink, Work, pass_options};
 use crate::sync::{SyncSettings, Syncer};
@@ -99,7 +99,10 @@ fn reconcile_once(
     opts.force = args.force;
     opts.keep_records = true;
     let stream = config.stream_options();
-    let popts = config.pipeline_options();
+    let popts = PipelineOptions {
+        worker_limit: client.worker_limit(),
+        ..config.pipeline_options()
+    };
     // No live stream here: the source stays empty, and is closed once the pass is over (the
     // pipeline then ends).
     let (source_tx, source_rx) = crossbeam_channel::bounded::<pipeline::Input<Work>>(1);

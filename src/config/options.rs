@@ -7,6 +7,7 @@
 //! component is therefore mapped here and nowhere else.
 
 use super::{Config, Recover};
+use crate::concurrency::{AdaptiveOptions, ConcurrencyLimit, MAX_LIMIT};
 use crate::harfanglab::ClientOptions;
 use crate::opencti::TlsOptions;
 use crate::opencti::api::ApiOptions;
@@ -31,7 +32,7 @@ impl Config {
         o.timeout = self.opencti.request_timeout;
         o.custom_headers = self.opencti.custom_headers.clone();
         // Every worker reads indicators; the pinger and registration share the pool too.
-        o.max_idle_connections = self.workers() + 2;
+        o.max_idle_connections = self.max_workers() + 2;
         o
     }
 
@@ -53,7 +54,8 @@ impl Config {
         o
     }
 
-    /// The HarfangLab REST client: URL, token, TLS, timeouts, a connection per worker.
+    /// The HarfangLab REST client: URL, token, TLS, timeouts, a connection per worker, and the
+    /// limit on requests in flight: the worker count, or adaptive for `auto`.
     pub fn harfanglab_client_options(&self) -> ClientOptions {
         let h = &self.harfanglab;
         let mut o = ClientOptions::new(h.url.clone(), h.token.clone());
@@ -61,20 +63,32 @@ impl Config {
         o.ca_file = h.tls.ca_file().map(Into::into);
         o.connect_timeout = h.connect_timeout;
         o.request_timeout = h.request_timeout;
-        o.max_idle_connections = self.workers();
+        o.max_idle_connections = self.max_workers();
+        o.concurrency = if self.service.workers_auto {
+            ConcurrencyLimit::Adaptive(AdaptiveOptions::default())
+        } else {
+            ConcurrencyLimit::Fixed(self.workers())
+        };
         o
     }
 
     /// The pipeline core: workers, in-flight window, shutdown deadline, the retry policy of
-    /// failed events and the coalescing cap. Periods and counters keep their defaults (the service sets its own).
+    /// failed events and the coalescing cap. Periods and counters keep their defaults (the
+    /// service sets its own), and so does `worker_limit`: for `auto` the caller hands in its
+    /// client's limiter.
     pub fn pipeline_options(&self) -> PipelineOptions {
         let workers = self.workers();
         PipelineOptions {
             workers,
             // About 512 events in flight whatever the worker count (at least 8 per worker):
             // enough to keep every worker busy across keys, while memory stays bounded by the
-            // window (each event holds its STIX payload).
-            queue_per_worker: (512 / workers).clamp(8, 64),
+            // window (each event holds its STIX payload). A growing pool (`auto`) keeps 8 per
+            // worker: 128 at the start, 2,048 at 256 workers.
+            queue_per_worker: if self.service.workers_auto {
+                8
+            } else {
+                (512 / workers).clamp(8, 64)
+            },
             shutdown_deadline: self.service.shutdown_timeout,
             retry: self.harfanglab.event_retry(),
             coalesce_max: self.service.coalesce_max.max(1),
@@ -94,9 +108,18 @@ impl Config {
         }
     }
 
-    /// Worker threads, at least one (a hand-built `Config` may say 0).
+    /// Worker threads, at least one (a hand-built `Config` may say 0); for `auto`, the start.
     fn workers(&self) -> usize {
         self.service.workers.max(1)
+    }
+
+    /// The most worker threads there can be: `workers`, or 256 for `auto`.
+    fn max_workers(&self) -> usize {
+        if self.service.workers_auto {
+            MAX_LIMIT
+        } else {
+            self.workers()
+        }
     }
 }
 
@@ -169,8 +192,19 @@ mod tests {
         c.service.coalesce_max = 32;
         assert_eq!(c.pipeline_options().coalesce_max, 32);
 
+        assert_eq!(h.concurrency, ConcurrencyLimit::Fixed(16));
+
         c.service.workers = 0;
         assert_eq!(c.pipeline_options().workers, 1);
         assert_eq!(c.harfanglab_client_options().max_idle_connections, 1);
+
+        c.service.workers = 16;
+        c.service.workers_auto = true;
+        let h = c.harfanglab_client_options();
+        assert!(matches!(h.concurrency, ConcurrencyLimit::Adaptive(_)));
+        assert_eq!(h.max_idle_connections, MAX_LIMIT);
+        assert_eq!(c.opencti_api_options().max_idle_connections, MAX_LIMIT + 2);
+        let p = c.pipeline_options();
+        assert_eq!((p.workers, p.queue_per_worker), (16, 8));
     }
 }

@@ -12,6 +12,11 @@
 //! classified by [`HarfangLabError::failure_kind`] with the server's `Retry-After`: the pipeline
 //! owner waits for them without holding a worker (`crate::retry`, README "Failures and retries").
 //!
+//! Concurrency: every attempt holds a permit of the client's [`Limiter`] while it is on the wire
+//! (`crate::concurrency`): a fixed cap (`HARFANGLAB_INTEL_WORKERS=<n>`) or an adaptive one
+//! (`auto`) that follows the round trips, halves on 429/503 and holds new requests until their
+//! `Retry-After` has passed. That hold is the only wait before a request; it ends on shutdown.
+//!
 //! Shutdown: `Client::new` takes a `crossbeam_channel::Receiver<()>`. A message on it, or its
 //! disconnection (every `Sender` dropped, the usual way to broadcast shutdown), ends a resend wait
 //! at once with [`HarfangLabError::ShuttingDown`] (`retry::wait`). Requests already on the wire
@@ -24,6 +29,7 @@ use super::model::{
     RuleKind, SourceKind, SourceList, SourceLists,
 };
 use crate::cause::Cause;
+use crate::concurrency::{self, ConcurrencyLimit, Limiter};
 use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::tls::CaBundleError;
@@ -73,6 +79,8 @@ pub struct ClientOptions {
     pub max_idle_connections: usize,
     /// Take a proxy from `ALL_PROXY`/`HTTPS_PROXY`/`HTTP_PROXY`, honouring `NO_PROXY`.
     pub proxy_from_env: bool,
+    /// Requests in flight at once: a fixed cap or the adaptive limit (`crate::concurrency`).
+    pub concurrency: ConcurrencyLimit,
 }
 
 /// Per-connection read buffer of the agent: holds a whole response header (a few hundred bytes
@@ -101,6 +109,7 @@ impl ClientOptions {
             max_list_items: 100_000,
             max_idle_connections: 32,
             proxy_from_env: true,
+            concurrency: ConcurrencyLimit::Fixed(concurrency::MAX_LIMIT),
         }
     }
 }
@@ -378,6 +387,7 @@ struct Inner {
     shutdown: Receiver<()>,
     shutting_down: AtomicBool,
     stats: Arc<ClientStats>,
+    limiter: Arc<Limiter>,
 }
 
 impl fmt::Debug for Client {
@@ -441,6 +451,7 @@ impl Client {
                 shutdown,
                 shutting_down: AtomicBool::new(false),
                 stats: Arc::new(ClientStats::default()),
+                limiter: Arc::new(Limiter::new(opts.concurrency)),
             }),
         })
     }
@@ -448,6 +459,18 @@ impl Client {
     /// Request and retry counters (shared by all clones).
     pub fn stats(&self) -> Arc<ClientStats> {
         Arc::clone(&self.inner.stats)
+    }
+
+    /// The limit on requests in flight (shared by all clones): its gauges, and what an `auto`
+    /// worker pool grows to.
+    pub fn limiter(&self) -> Arc<Limiter> {
+        Arc::clone(&self.inner.limiter)
+    }
+
+    /// The limit when it is adaptive (`auto`): what the worker pool grows with
+    /// (`PipelineOptions::worker_limit`).
+    pub fn worker_limit(&self) -> Option<Arc<Limiter>> {
+        self.inner.limiter.is_adaptive().then(|| self.limiter())
     }
 
     /// The normalised base URL (no trailing `/`).
@@ -669,9 +692,16 @@ impl Client {
         let mut rng = fastrand::Rng::new();
         let mut retries: u32 = 0;
         loop {
+            let permit = inner.limiter.acquire(&inner.shutdown).map_err(|_| {
+                inner.shutting_down.store(true, Ordering::Relaxed);
+                HarfangLabError::ShuttingDown {
+                    op: call.label.clone(),
+                }
+            })?;
             let started = Instant::now();
             let result = self.exchange(call.method, &url, &call.query, call.body.as_deref());
             let ms = started.elapsed().as_millis();
+            permit.finish(limiter_outcome(call.op, &result));
             let err = match result {
                 Ok(ans) => {
                     inner.stats.record(call.op, Some(ans.status));
@@ -856,6 +886,24 @@ impl Client {
                     detail: format!("created {} {id} is not readable (404)", kind.resource()),
                 }),
         }
+    }
+}
+
+/// What an exchange tells the concurrency limit: 429 and 503 are the server's own "too much";
+/// 502/504 and transport failures (timeouts, resets) are a lost answer; any other answer is a
+/// round trip, except a list page, whose size (not the queue) sets its time.
+fn limiter_outcome(op: Op, result: &Result<Answer, ureq::Error>) -> concurrency::Outcome {
+    use concurrency::Outcome;
+    match result {
+        Ok(ans) => match ans.status {
+            429 | 503 => Outcome::Overloaded {
+                retry_after: ans.retry_after,
+            },
+            502 | 504 => Outcome::Dropped,
+            _ if op == Op::List => Outcome::Ignored,
+            _ => Outcome::Answered,
+        },
+        Err(_) => Outcome::Dropped,
     }
 }
 

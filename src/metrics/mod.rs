@@ -51,6 +51,8 @@ struct Registry {
     busy_workers: AtomicU64,
     /// Events in the pipeline owner's timer heap, waiting for their retry.
     waiting_retry: AtomicU64,
+    concurrency_limit: AtomicU64,
+    harfanglab_in_flight: AtomicU64,
     reconcile: ReconcileFamilies,
     collectors: Mutex<Vec<Collector>>,
 }
@@ -114,6 +116,8 @@ impl Metrics {
                 queue_depth: AtomicU64::new(0),
                 busy_workers: AtomicU64::new(0),
                 waiting_retry: AtomicU64::new(0),
+                concurrency_limit: AtomicU64::new(0),
+                harfanglab_in_flight: AtomicU64::new(0),
                 reconcile: ReconcileFamilies::default(),
                 collectors: Mutex::new(Vec::new()),
             }),
@@ -193,6 +197,18 @@ impl Metrics {
     pub fn set_waiting_retry(&self, waiting: usize) {
         self.inner.waiting_retry.store(
             u64::try_from(waiting).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The limit on HarfangLab requests in flight (fixed, or where `auto` has it now) and the
+    /// requests in flight.
+    pub fn set_concurrency(&self, limit: usize, in_flight: usize) {
+        let r = &self.inner;
+        r.concurrency_limit
+            .store(u64::try_from(limit).unwrap_or(u64::MAX), Ordering::Relaxed);
+        r.harfanglab_in_flight.store(
+            u64::try_from(in_flight).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
     }
@@ -332,6 +348,18 @@ impl Metrics {
             Kind::Gauge,
         );
         w.sample(&n, &[], Value::Int(load(&r.waiting_retry)));
+
+        let n = name("concurrency_limit");
+        w.family(
+            &n,
+            "Most HarfangLab requests allowed in flight: the worker count, or where the adaptive limit (workers=auto) is now.",
+            Kind::Gauge,
+        );
+        w.sample(&n, &[], Value::Int(load(&r.concurrency_limit)));
+
+        let n = name("harfanglab_in_flight");
+        w.family(&n, "HarfangLab requests in flight now.", Kind::Gauge);
+        w.sample(&n, &[], Value::Int(load(&r.harfanglab_in_flight)));
 
         let rc = &r.reconcile;
         let n = name("reconcile_passes_total");

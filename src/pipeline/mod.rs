@@ -35,16 +35,20 @@ mod dispatch;
 mod error;
 mod handler;
 mod owner;
+mod pool;
 mod shutdown;
 mod stats;
 mod synthetic;
 mod worker;
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use crate::concurrency::Limiter;
 use crate::retry::RetryPolicy;
 
 pub use checkpoint::CheckpointSink;
@@ -58,8 +62,12 @@ pub use synthetic::Side;
 /// Tuning of the pipeline core. `Default` gives production values.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
-    /// Worker threads (each runs one event at a time). At least 1.
+    /// Worker threads (each runs one event at a time). At least 1. With `worker_limit`, the
+    /// number the pool starts with.
     pub workers: usize,
+    /// `auto`: the pool grows, while jobs wait for a worker, to what this limit on requests in
+    /// flight can use (`pool.rs`, at most 256 threads). `None`: exactly `workers`.
+    pub worker_limit: Option<Arc<Limiter>>,
     /// Events in flight per worker: the owner stops reading the source once
     /// `workers * queue_per_worker` events are read and unfinished (backpressure onto the reader).
     pub queue_per_worker: usize,
@@ -87,6 +95,7 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         PipelineOptions {
             workers: 4,
+            worker_limit: None,
             queue_per_worker: 64,
             shutdown_deadline: Duration::from_secs(30),
             summary_every: Duration::from_secs(60),
@@ -102,9 +111,12 @@ impl Default for PipelineOptions {
 impl PipelineOptions {
     /// The cap on events read and not finished.
     pub fn max_in_flight(&self) -> usize {
-        self.workers
-            .max(1)
-            .saturating_mul(self.queue_per_worker.max(1))
+        self.max_in_flight_with(self.workers)
+    }
+
+    /// The cap on events read and not finished while `workers` threads run (a growing pool).
+    pub fn max_in_flight_with(&self, workers: usize) -> usize {
+        workers.max(1).saturating_mul(self.queue_per_worker.max(1))
     }
 }
 
@@ -208,31 +220,46 @@ where
     };
 
     std::thread::scope(|scope| {
-        let mut handles = Vec::with_capacity(workers);
-        let mut spawn_error = None;
-        for i in 0..workers {
+        let handles = RefCell::new(Vec::with_capacity(workers));
+        let spawn = |i: usize, jobs: Receiver<_>, reports: crossbeam_channel::Sender<_>| {
             let name = format!("hli-worker-{i}");
-            let (ctx, jobs, reports) = (&ctx, job_rx.clone(), report_tx.clone());
+            let ctx = &ctx;
             let thread_name = name.clone();
-            let spawned = std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn_scoped(scope, move || {
                     worker::work(&thread_name, ctx, &jobs, &reports)
-                });
-            match spawned {
-                Ok(handle) => handles.push((name, handle)),
-                Err(e) => {
-                    spawn_error = Some(e);
-                    break;
-                }
+                })?;
+            handles.borrow_mut().push((name, handle));
+            std::io::Result::Ok(())
+        };
+        let mut spawn_error = None;
+        for i in 0..workers {
+            if let Err(e) = spawn(i, job_rx.clone(), report_tx.clone()) {
+                spawn_error = Some(e);
+                break;
             }
         }
-        // The owner keeps only its own ends, so workers see "disconnected" when it is done.
+        // A growing pool keeps ends to hand to the workers it adds (until the owner is done);
+        // a fixed one does not, so its workers see "disconnected" when the owner is done, and
+        // the owner sees every worker gone if they all panic.
+        let pool = match (&opts.worker_limit, &spawn_error) {
+            (Some(limit), None) => {
+                let (jobs, reports) = (job_rx.clone(), report_tx.clone());
+                let spawn = &spawn;
+                pool::Pool::growing(
+                    workers,
+                    Arc::clone(limit),
+                    Box::new(move |i| spawn(i, jobs.clone(), reports.clone())),
+                )
+            }
+            _ => pool::Pool::fixed(workers),
+        };
         drop(job_rx);
         drop(report_tx);
         if let Some(e) = spawn_error {
             drop(job_tx);
-            for (_, handle) in handles {
+            for (_, handle) in handles.take() {
                 let _ = handle.join();
             }
             return Err(PipelineError::Spawn(e));
@@ -248,10 +275,12 @@ where
             job_tx,
             &abandon,
             side,
+            pool,
         );
         let (summary, mut error) = owner.run(source, report_rx);
 
         let panicked: Vec<String> = handles
+            .take()
             .into_iter()
             .filter_map(|(name, handle)| handle.join().is_err().then_some(name))
             .collect();

@@ -21,6 +21,7 @@ use super::checkpoint::{CheckpointSink, CheckpointTracker, Seq};
 use super::dead_letter::{DeadLetter, DeadLetterLog};
 use super::dispatch::KeyQueues;
 use super::handler::{EventHandler, Input, Outcome};
+use super::pool::Pool;
 use super::stats::{Counter, Gauges};
 use super::synthetic::{Side, SideState, is_synthetic};
 use super::worker::{Final, Job, Report};
@@ -94,6 +95,8 @@ pub(crate) struct Owner<'a, T, H, S, K> {
     side: SideState<T>,
     /// Jobs sent to workers whose report has not come back.
     outstanding: usize,
+    /// The worker threads (fixed, or growing with the concurrency limit).
+    pool: Pool<'a>,
     phase: Phase,
     error: Option<PipelineError>,
     saved: Option<String>,
@@ -118,6 +121,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
         jobs: Sender<Job<T>>,
         abandon: &'a AtomicBool,
         side: Receiver<Side<T>>,
+        pool: Pool<'a>,
     ) -> Self {
         let now = Instant::now();
         // A zero period would make the loop spin.
@@ -139,6 +143,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
             // A live event waits behind at most this many synthetic jobs for a worker.
             side: SideState::new(side, opts.workers.max(1)),
             outstanding: 0,
+            pool,
             phase: Phase::Running,
             error: None,
             saved: None,
@@ -163,11 +168,16 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
         let never_input = crossbeam_channel::never();
         let never_report = crossbeam_channel::never();
         let never_signal = crossbeam_channel::never();
-        let cap = self.opts.max_in_flight();
         let mut reports_open = true;
         log::info!(
-            "pipeline: started ({} workers, at most {cap} events in flight)",
-            self.opts.workers.max(1)
+            "pipeline: started ({} workers{}, at most {} events in flight)",
+            self.pool.workers(),
+            if self.opts.worker_limit.is_some() {
+                ", growing with the concurrency limit"
+            } else {
+                ""
+            },
+            self.opts.max_in_flight_with(self.pool.workers())
         );
 
         loop {
@@ -195,6 +205,8 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                 break;
             }
             self.release_due(now);
+            self.pool.grow(self.outstanding);
+            let cap = self.opts.max_in_flight_with(self.pool.workers());
             self.periodic(now, &source);
 
             let timeout = self.next_wake(now);
@@ -612,7 +624,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
         self.opts.stats.set_gauges(Gauges {
             in_flight: self.tracker.in_flight(),
             source_backlog: source.len(),
-            busy_workers: self.outstanding.min(self.opts.workers.max(1)),
+            busy_workers: self.outstanding.min(self.pool.workers()),
             retry_waiting: self.delayed.len(),
         });
         if self.tracker.is_changed() && now >= self.next_save {

@@ -453,6 +453,7 @@ impl Started<'_> {
             summary_every: self.opts.summary_every,
             tick_every: self.opts.tick_every,
             stats: self.opts.stats.clone(),
+            worker_limit: self.client.worker_limit(),
             ..self.config.pipeline_options()
         };
         let mut sink = Sink {
@@ -528,7 +529,9 @@ pub fn dead_letter_name(file_id: &str) -> String {
 /// Mirror the client's and the pipeline's own counters at scrape time.
 fn register_collectors(metrics: &Metrics, client: &Client, stats: &PipelineStats) {
     let cs = client.stats();
+    let limiter = client.limiter();
     metrics.add_collector(move |m| {
+        m.set_concurrency(limiter.limit(), limiter.in_flight());
         for (op, status, n) in cs.snapshot() {
             m.set_harfanglab_requests(op, status, n);
         }
@@ -580,6 +583,15 @@ mod tests {
         for (status, n) in [("404", 2), ("429", 1), ("503", 1), ("error", 1)] {
             assert!(text.contains(&format!("{} {n}\n", line(status))), "{text}");
         }
+        // The client's default cap, and nothing on the wire.
+        assert!(
+            text.contains("harfanglab_intel_concurrency_limit 256\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("harfanglab_intel_harfanglab_in_flight 0\n"),
+            "{text}"
+        );
         for wrong in ["400", "500"] {
             assert!(!text.contains(&line(wrong)), "{text}");
         }

@@ -80,7 +80,7 @@ impl<'a> Startup<'a> {
             lists.ioc,
             lists.sigma,
             lists.yara,
-            self.config.service.workers,
+            self.config.service.describe_workers(),
         );
         Ok(Some(Started {
             config: self.config,

@@ -11,6 +11,7 @@
 //! are unique case-insensitively; CIDR ranges and SHA-512 are switchable. Not a product
 //! component: it never talks to anything but its own clients.
 
+use super::capacity::{Capacity, CapacityLimit, Refused};
 use super::http::{self, HttpRequest, HttpResponse, HttpServer};
 use crate::harfanglab::model::{IocRule, RemoteRule, SourceKind, SourceList};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -59,6 +60,10 @@ pub struct SimConfig {
     /// source list declares (the clash on `meta.id` is always refused). The spec only infers
     /// identity from `meta.id` (§6.3); uniqueness of rule names is a guess, so it is opt-in.
     pub unique_yara_rule_names: bool,
+    /// A physical limit (`sim::capacity`): at most this many requests served at once (each for
+    /// `Faults::latency`), a queue behind them, 429 with `Retry-After` past the queue. `None`:
+    /// every request is served at once.
+    pub capacity: Option<CapacityLimit>,
 }
 
 impl Default for SimConfig {
@@ -78,6 +83,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             seed: 0,
             unique_yara_rule_names: false,
+            capacity: None,
         }
     }
 }
@@ -243,6 +249,7 @@ struct Shared {
     state: Mutex<State>,
     /// Disconnected at shutdown: ends latency waits.
     stop_rx: Receiver<()>,
+    capacity: Option<Capacity>,
 }
 
 /// A running simulator. Stops on [`HarfangLabSim::shutdown`] or drop.
@@ -263,6 +270,7 @@ pub fn serve(bind: &str, config: SimConfig) -> io::Result<HarfangLabSim> {
         dice: Mutex::new(fastrand::Rng::with_seed(config.seed)),
         state: Mutex::new(State::default()),
         stop_rx,
+        capacity: config.capacity.clone().map(Capacity::new),
         config,
     });
     let handler_shared = Arc::clone(&shared);
@@ -306,7 +314,23 @@ impl HarfangLabSim {
     /// Stop accepting, end latency waits, close connections and join their threads. Idempotent.
     pub fn shutdown(&self) {
         lock(&self.stop_tx).take();
+        if let Some(c) = &self.shared.capacity {
+            c.close();
+        }
         self.server.shutdown();
+    }
+
+    /// Requests refused with a 429 because the capacity's queue was full.
+    pub fn capacity_refusals(&self) -> u64 {
+        self.shared.capacity.as_ref().map_or(0, Capacity::refused)
+    }
+
+    /// The longest capacity queue seen.
+    pub fn capacity_peak_queue(&self) -> usize {
+        self.shared
+            .capacity
+            .as_ref()
+            .map_or(0, Capacity::peak_waiting)
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -738,6 +762,27 @@ impl Shared {
                 "Service unavailable (simulated outage).",
             ));
         }
+        // Held through the latency: that is the time the request occupies the server.
+        let _slot = match self.capacity.as_ref().map(Capacity::enter) {
+            None => None,
+            Some(Ok(slot)) => Some(slot),
+            Some(Err(Refused::Closed)) => {
+                return Some(Reply::detail(503, "Simulator shutting down."));
+            }
+            Some(Err(Refused::Overloaded)) => {
+                let reply = Reply::detail(429, "Request was throttled (capacity).");
+                return Some(
+                    match self
+                        .capacity
+                        .as_ref()
+                        .and_then(|c| c.limit().retry_after_secs)
+                    {
+                        Some(s) => reply.header("Retry-After", s.to_string()),
+                        None => reply,
+                    },
+                );
+            }
+        };
         if !faults.latency.is_zero() {
             match self.stop_rx.recv_timeout(faults.latency) {
                 Err(RecvTimeoutError::Timeout) => {}
@@ -1647,6 +1692,33 @@ fn timestamp(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn past_its_capacity_and_queue_the_server_answers_429_with_retry_after() {
+        let sim = serve(
+            "127.0.0.1:0",
+            SimConfig {
+                capacity: Some(CapacityLimit {
+                    concurrent: 1,
+                    queue: 0,
+                    retry_after_secs: Some(3),
+                }),
+                ..SimConfig::default()
+            },
+        )
+        .unwrap();
+        let path = format!("{TI_PREFIX}/IOCRule/");
+        let get = || sim.shared.route("GET", &path, Some("Token sim-token"), "");
+        let busy = sim.shared.capacity.as_ref().unwrap().enter().unwrap();
+        let reply = get();
+        assert_eq!(reply.status, 429);
+        assert_eq!(reply.headers, vec![("Retry-After", "3".to_owned())]);
+        assert_eq!(sim.capacity_refusals(), 1);
+        drop(busy);
+        assert_eq!(get().status, 200);
+        sim.shutdown();
+        assert_eq!(get().status, 503, "closed: shutting down");
+    }
 
     #[test]
     fn timestamps_are_iso_with_micros() {

@@ -37,6 +37,29 @@ pub struct StandaloneArgs {
     /// synthetic creates, as the platform sends it (default: the log is replayed).
     #[arg(long)]
     pub recover_mode: bool,
+    /// Latency the HarfangLab simulator adds to every answer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Physical capacity of the HarfangLab simulator: requests it serves at once (each for
+    /// `--latency-ms`); more wait in a queue, and past the queue get 429 with `Retry-After: 1`
+    /// (default: unlimited).
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<usize>,
+    /// Requests that may wait for a slot of `--capacity` before the next one gets a 429
+    /// (default: as many as the capacity).
+    #[arg(long, value_name = "N", requires = "capacity")]
+    pub capacity_queue: Option<usize>,
+}
+
+impl StandaloneArgs {
+    /// The HarfangLab simulator's capacity from `--capacity` and `--capacity-queue`.
+    pub fn capacity_limit(&self) -> Option<crate::sim::capacity::CapacityLimit> {
+        let mut limit = crate::sim::capacity::CapacityLimit::new(self.capacity?);
+        if let Some(queue) = self.capacity_queue {
+            limit.queue = queue;
+        }
+        Some(limit)
+    }
 }
 
 #[cfg(test)]
@@ -72,8 +95,28 @@ mod tests {
                 opencti_version: None,
                 seed: None,
                 recover_mode: false,
+                latency_ms: 0,
+                capacity: None,
+                capacity_queue: None,
             }
         );
+        assert_eq!(args.capacity_limit(), None);
+        let args = StandaloneArgs::try_parse_from([
+            "simulators",
+            "--latency-ms",
+            "50",
+            "--capacity",
+            "32",
+            "--capacity-queue",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(args.latency_ms, 50);
+        let limit = args.capacity_limit().unwrap();
+        assert_eq!((limit.concurrent, limit.queue), (32, 4));
+        let err =
+            StandaloneArgs::try_parse_from(["simulators", "--capacity-queue", "4"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         let args = StandaloneArgs::try_parse_from([
             "simulators",
             "--scenario",

@@ -1,0 +1,142 @@
+//! The size of the worker pool, as the owner sees it: a fixed count spawned at start
+//! (`HARFANGLAB_INTEL_WORKERS=<n>`), or a pool that grows with a concurrency limit (`auto`).
+//!
+//! Why it grows: each worker runs one event at a time, so the requests in flight can never
+//! exceed the workers; an adaptive limit of 80 needs about 80 workers. Threads are spawned one by
+//! one, only while jobs wait for a worker and the pool is below what the limit can use, up to
+//! [`MAX_LIMIT`]. It never shrinks: an idle worker costs only its stack, and a limit that went
+//! down (a 429) usually comes back up. The owner calls [`Pool::grow`]; the spawning itself is the
+//! caller's closure (a scoped thread in `pipeline::run`), so this stays testable without threads.
+
+use std::sync::Arc;
+
+use crate::concurrency::{Limiter, MAX_LIMIT};
+
+/// Spawns worker number `n` (0-based).
+pub(crate) type Spawn<'a> = Box<dyn FnMut(usize) -> std::io::Result<()> + 'a>;
+
+pub(crate) struct Pool<'a> {
+    spawned: usize,
+    /// `None`: a fixed pool (or one that failed to grow and stays as it is).
+    growth: Option<(Arc<Limiter>, Spawn<'a>)>,
+}
+
+impl<'a> Pool<'a> {
+    /// `workers` spawned at start, never more.
+    pub(crate) fn fixed(workers: usize) -> Pool<'a> {
+        Pool {
+            spawned: workers,
+            growth: None,
+        }
+    }
+
+    /// `started` workers spawned already; more from `spawn` as `limit` allows.
+    pub(crate) fn growing(started: usize, limit: Arc<Limiter>, spawn: Spawn<'a>) -> Pool<'a> {
+        Pool {
+            spawned: started,
+            growth: Some((limit, spawn)),
+        }
+    }
+
+    /// Worker threads running.
+    pub(crate) fn workers(&self) -> usize {
+        self.spawned
+    }
+
+    /// Spawn workers while some of the `outstanding` jobs (sent to workers, not reported) find
+    /// none free and the pool is below [`target`] for the current limit. A spawn failure is
+    /// logged and ends growth; the workers already running carry on.
+    pub(crate) fn grow(&mut self, outstanding: usize) {
+        let Some((limit, spawn)) = &mut self.growth else {
+            return;
+        };
+        let want = outstanding.min(target(limit.limit()));
+        while self.spawned < want {
+            match spawn(self.spawned) {
+                Ok(()) => self.spawned += 1,
+                Err(e) => {
+                    log::warn!(
+                        "pipeline: could not start worker {}: {e}; staying at {} workers",
+                        self.spawned,
+                        self.spawned
+                    );
+                    self.growth = None;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Workers for a limit of `limit` requests in flight: a quarter more than the limit, since a
+/// worker also spends time outside HarfangLab requests (the OpenCTI read, translation).
+pub(crate) fn target(limit: usize) -> usize {
+    limit.saturating_add(limit / 4 + 1).min(MAX_LIMIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::concurrency::{AdaptiveOptions, ConcurrencyLimit};
+    use std::cell::Cell;
+
+    #[test]
+    fn grows_only_while_jobs_wait_and_up_to_the_limit() {
+        let limiter = Arc::new(Limiter::new(ConcurrencyLimit::Adaptive(
+            AdaptiveOptions::default(),
+        )));
+        assert_eq!(limiter.limit(), 16);
+        let spawned = Cell::new(0);
+        let mut pool = Pool::growing(
+            4,
+            Arc::clone(&limiter),
+            Box::new(|n| {
+                assert_eq!(n, spawned.get() + 4, "numbered in order");
+                spawned.set(spawned.get() + 1);
+                Ok(())
+            }),
+        );
+        pool.grow(3);
+        assert_eq!(pool.workers(), 4, "a free worker is waiting");
+        pool.grow(10);
+        assert_eq!(pool.workers(), 10);
+        pool.grow(1000);
+        assert_eq!(pool.workers(), target(16));
+        pool.grow(0);
+        assert_eq!(pool.workers(), target(16), "never shrinks");
+        assert_eq!(spawned.get(), target(16) - 4);
+    }
+
+    #[test]
+    fn a_fixed_pool_and_a_failed_spawn_stay_put() {
+        let mut pool = Pool::fixed(8);
+        pool.grow(1000);
+        assert_eq!(pool.workers(), 8);
+
+        let limiter = Arc::new(Limiter::new(ConcurrencyLimit::Adaptive(
+            AdaptiveOptions::default(),
+        )));
+        let mut pool = Pool::growing(
+            2,
+            limiter,
+            Box::new(|n| {
+                if n < 3 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("no more threads"))
+                }
+            }),
+        );
+        pool.grow(100);
+        assert_eq!(pool.workers(), 3);
+        pool.grow(100);
+        assert_eq!(pool.workers(), 3);
+    }
+
+    #[test]
+    fn target_is_bounded() {
+        assert_eq!(target(1), 2);
+        assert_eq!(target(16), 21);
+        assert_eq!(target(256), MAX_LIMIT);
+    }
+}
