@@ -540,6 +540,11 @@ fn burst_member(payload: &Work) -> Option<&IndicatorEvent> {
 ///   Sigma pattern's id is released). Only one event of a burst may carry such a change: a
 ///   second one ends the prefix. Otherwise they do not matter (a STIX pattern's IOCs are in
 ///   `iocs`) and are dropped.
+/// - `standard_id_changed` is an "or". An event whose pattern changed to something unknown
+///   (the id changed, no former pattern or IOCs) warns when applied alone; merged with an event
+///   that knows former IOCs or a former pattern the warning would be lost (the merged state
+///   knows something), so such events never share a burst: the prefix ends before the first
+///   one that would mix them.
 pub fn merge_formers<'a>(
     formers: impl IntoIterator<Item = &'a FormerState>,
     current_type: &str,
@@ -548,10 +553,22 @@ pub fn merge_formers<'a>(
     let rules = t.eq_ignore_ascii_case("sigma") || t.eq_ignore_ascii_case("yara");
     let mut merged = FormerState::default();
     let mut structural = false;
+    let mut unknown_change = false;
     let mut n = 0;
     for f in formers {
         let carries =
             f.pattern_type.is_some() || (rules && (f.name.is_some() || f.pattern.is_some()));
+        // What `sync` tests before its "former pattern is unknown" warning.
+        let unknown = f.standard_id_changed && f.pattern.is_none() && f.iocs.is_none();
+        let knows = merged.iocs.is_some()
+            || merged.pattern.is_some()
+            || f.iocs.is_some()
+            || (carries && f.pattern.is_some());
+        if n > 0 && (unknown_change || unknown) && knows {
+            break;
+        }
+        unknown_change |= unknown;
+        merged.standard_id_changed |= f.standard_id_changed;
         if carries {
             if structural {
                 break;
@@ -772,5 +789,35 @@ mod tests {
         // The first event alone always goes, whatever it carries.
         let (_, n) = merge_formers(&[rename("x")], "yara");
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_pattern_change_of_unknown_former_keeps_its_warning_in_a_burst() {
+        let unknown = FormerState {
+            standard_id_changed: true,
+            ..FormerState::default()
+        };
+        let edit = FormerState::default();
+        let known = FormerState {
+            pattern: Some("[ipv4-addr:value = '1.1.1.1']".into()),
+            iocs: Some(vec![ip("1.1.1.1")]),
+            standard_id_changed: true,
+            ..FormerState::default()
+        };
+        // Among plain edits: merged, and the merged state still says the id changed.
+        let (merged, n) = merge_formers(&[edit.clone(), unknown.clone(), edit.clone()], "stix");
+        assert_eq!(n, 3);
+        assert!(merged.standard_id_changed && merged.iocs.is_none() && merged.pattern.is_none());
+        // Next to an event that knows former IOCs, the warning would be lost: not merged.
+        let (merged, n) = merge_formers(&[unknown.clone(), edit.clone(), known.clone()], "stix");
+        assert_eq!(n, 2);
+        assert!(merged.standard_id_changed && merged.iocs.is_none());
+        let (merged, n) = merge_formers(&[known.clone(), unknown.clone()], "stix");
+        assert_eq!(n, 1);
+        assert_eq!(merged.iocs, Some(vec![ip("1.1.1.1")]));
+        // A known change alone sets the flag too (no warning: its IOCs are known).
+        let (merged, n) = merge_formers(&[edit, known], "stix");
+        assert_eq!(n, 2);
+        assert!(merged.standard_id_changed && merged.iocs.is_some());
     }
 }
