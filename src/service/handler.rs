@@ -170,8 +170,8 @@ impl<A: ThreatIntelApi> Handler<A> {
     /// A burst of creates/updates of one indicator (stream order, at least one): one read, one
     /// apply for as many of them as [`merge_formers`] can merge. Returns the outcome and how
     /// many events (a prefix) it is the outcome of.
-    fn indicator_upsert_burst(&self, events: &[(&str, &IndicatorEvent)]) -> (Outcome, usize) {
-        let Some(&(first_id, first)) = events.first() else {
+    fn indicator_upsert_burst(&self, events: &[BurstMember<'_>]) -> (Outcome, usize) {
+        let Some(&(first_id, _, first)) = events.first() else {
             return (Outcome::retry("an empty batch"), 0);
         };
         let indicator = match self.read(&first.indicator.id) {
@@ -187,7 +187,7 @@ impl<A: ThreatIntelApi> Handler<A> {
             Err(o) => return (o, 1),
         };
         let (former, n) = merge_formers(
-            events.iter().map(|(_, e)| &e.former),
+            events.iter().map(|(_, _, e)| &e.former),
             &indicator.pattern_type,
         );
         log::debug!(
@@ -441,33 +441,20 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
     }
 
     fn handle_batch(&self, key: &str, events: &[BatchItem<'_, Work>]) -> Vec<Outcome> {
-        let burst: Option<Vec<(&str, &IndicatorEvent)>> = events
+        let burst: Option<Vec<BurstMember<'_>>> = events
             .iter()
-            .map(|e| burst_member(e.payload).map(|i| (e.event_id, i)))
+            .map(|e| burst_member(e.payload).map(|(kind, i)| (e.event_id, kind, i)))
             .collect();
         let Some(burst) = burst else {
             // Not ours to coalesce (the pipeline only batches coalescable events): one by one.
-            let mut outcomes = Vec::new();
-            for e in events {
-                let o = self.handle(e.event_id, key, e.payload);
-                let go_on = o.is_final();
-                outcomes.push(o);
-                if !go_on {
-                    break;
-                }
-            }
-            return outcomes;
+            return self.handle_one_by_one(key, events);
         };
         let (outcome, n) = self.indicator_upsert_burst(&burst);
         // A retry or a fatal outcome is the first event's: the rest waits behind it.
         let n = if outcome.is_final() { n } else { 1 };
         let mut outcomes = Vec::with_capacity(n);
-        for e in &events[..n.min(events.len())] {
-            let kind = match e.payload {
-                Work::Event(ev) => ev.kind.as_str(),
-                _ => "ignored",
-            };
-            self.record(e.event_id, key, kind, &outcome);
+        for &(event_id, kind, _) in &burst[..n.min(burst.len())] {
+            self.record(event_id, key, kind.as_str(), &outcome);
             outcomes.push(outcome.clone());
         }
         outcomes
@@ -513,15 +500,18 @@ impl<A: ThreatIntelApi> Handler<A> {
     }
 }
 
-/// The indicator event of a create or update that may join a burst (not a merge, nothing
-/// absorbed).
-fn burst_member(payload: &Work) -> Option<&IndicatorEvent> {
+/// An event of a burst: its id, its kind (create or update) and its indicator event.
+type BurstMember<'a> = (&'a str, EventKind, &'a IndicatorEvent);
+
+/// The kind and indicator event of a create or update that may join a burst (not a merge,
+/// nothing absorbed).
+fn burst_member(payload: &Work) -> Option<(EventKind, &IndicatorEvent)> {
     let Work::Event(ev) = payload else {
         return None;
     };
     match (&ev.payload, ev.kind) {
         (Payload::Indicator(i), EventKind::Create | EventKind::Update) if i.absorbed.is_empty() => {
-            Some(i)
+            Some((ev.kind, i))
         }
         _ => None,
     }
