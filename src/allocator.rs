@@ -16,17 +16,45 @@
 //! (`NOTIFY_SOCKET`, `WATCHDOG_PID` stay valid for systemd), and it happens before any thread,
 //! signal handler or log exists. A static glibc build (the container image) reads
 //! `GLIBC_TUNABLES` the same way; a non-glibc build never re-executes.
+//!
+//! What is executed is `/proc/self/exe`, the running binary's own inode (with the original
+//! `argv[0]`): a path looked up again (`current_exe`) names nothing once an upgrade deleted the
+//! binary, or names the new binary under the old process's pid. Without `/proc` (where
+//! `current_exe` would fail too) nothing is re-executed: glibc's defaults, a warning.
+//!
+//! The marker's value is the pid of the process that re-executed, which `exec` keeps: a marker
+//! copied into another process's environment names another pid and is ignored (overwritten by
+//! the re-execution), so it cannot silently turn the tuning off. The same pid with a
+//! `GLIBC_TUNABLES` that is not ours (glibc dropped it, or a copied marker in a container where
+//! every main process is pid 1) is reported at `warn`, never re-executed again (no loop).
+//!
+//! A failed `exec` stops the process with a startup error (exit 2, like a configuration error:
+//! a restart cannot help) that names the way out, `GLIBC_TUNABLES=` (empty: glibc's defaults,
+//! no re-execution). Continuing is not safe: before `execvp`, std's `exec` resets the signal
+//! mask and puts SIGPIPE back to its default, which the Rust runtime had set to "ignore", and
+//! nothing restores them when `execvp` fails. With SIGPIPE at its default, one write to a
+//! closed pipe (a restarted journald, a log collector gone) kills the connector without a word.
+//! Restoring "ignore" needs a `signal` call, `unsafe` (forbidden in the library; the binary
+//! stays thin), and a loud, deterministic failure at the first start, the moment someone is
+//! watching, serves an unattended service better than a process that dies on a closed pipe
+//! days later.
 
 use std::ffi::OsString;
+use std::fmt;
+use std::io;
 
 /// What the re-executed process runs with.
 pub const TUNABLES: &str = "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0:\
                             glibc.malloc.trim_threshold=65536:glibc.malloc.top_pad=16384";
 
-/// Set in the re-executed process's environment: the tuning happened (never loop).
+/// Set in the re-executed process's environment to the pid that re-executed (the same
+/// process: `exec` keeps it): the tuning happened (never loop).
 pub const MARKER: &str = "HARFANGLAB_INTEL_MALLOC_TUNED";
 
-/// What [`tune`] did, for a debug line once logging is up.
+/// The running binary, whatever happened to its path since it started.
+const SELF_EXE: &str = "/proc/self/exe";
+
+/// What [`tune`] did, for a log line once logging is up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tuning {
     /// This process is the re-executed one: it runs with [`TUNABLES`].
@@ -35,66 +63,108 @@ pub enum Tuning {
     UserSet,
     /// Not a glibc build: the tunables would mean nothing.
     NotGlibc,
-    /// The re-execution failed (no `/proc/self/exe`, ...): running with glibc's defaults.
-    Failed(String),
+    /// [`MARKER`] names this process but `GLIBC_TUNABLES` is not set: glibc dropped it after
+    /// the re-execution, or the marker came with a copied environment into a process with the
+    /// same pid (pid 1 in containers). Running with glibc's defaults; not re-executed again.
+    MarkerWithoutTunables,
+    /// The re-execution was not attempted (no `/proc/self/exe`): running with glibc's defaults,
+    /// the process unchanged.
+    NotReexecuted(String),
 }
 
-/// What to do, from the two environment variables: `None` means re-execute.
-fn decide(tunables: Option<&OsString>, marker: Option<&OsString>) -> Option<Tuning> {
+/// `exec` failed: the process's signal setup is no longer what it was (see the module doc),
+/// so it must not go on. Names the way out.
+#[derive(Debug)]
+pub struct ReexecError(io::Error);
+
+impl fmt::Display for ReexecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot re-execute {SELF_EXE} with GLIBC_TUNABLES (malloc tuning): {}; a failed \
+             re-execution leaves SIGPIPE no longer ignored, so the connector stops here. Set \
+             GLIBC_TUNABLES= (empty) in its environment to run with glibc's malloc defaults and \
+             no re-execution",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ReexecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// What to do, from the two environment variables and this process's pid: `None` means
+/// re-execute.
+fn decide(tunables: Option<&OsString>, marker: Option<&OsString>, pid: u32) -> Option<Tuning> {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return Some(Tuning::NotGlibc);
     }
-    match (marker, tunables) {
-        (Some(_), _) => Some(Tuning::Tuned),
-        (None, Some(_)) => Some(Tuning::UserSet),
-        (None, None) => None,
+    let ours = marker.is_some_and(|m| *m == *pid.to_string());
+    match tunables {
+        Some(t) if ours && *t == *TUNABLES => Some(Tuning::Tuned),
+        Some(_) => Some(Tuning::UserSet),
+        None if ours => Some(Tuning::MarkerWithoutTunables),
+        // No marker, or another process's (a copied environment): re-execute, overwriting it.
+        None => None,
     }
 }
 
 /// Re-execute this binary with [`TUNABLES`] unless [`decide`] says otherwise. Returns only when
-/// no re-execution happened (a successful `exec` never returns). Call it first thing in `main`,
-/// before any thread exists.
-pub fn tune() -> Tuning {
+/// no re-execution happened (a successful `exec` never returns); an error when `exec` failed,
+/// after which the process must stop. Call it first thing in `main`, before any thread exists.
+pub fn tune() -> Result<Tuning, ReexecError> {
     let tunables = std::env::var_os("GLIBC_TUNABLES");
     let marker = std::env::var_os(MARKER);
-    if let Some(done) = decide(tunables.as_ref(), marker.as_ref()) {
-        return done;
+    if let Some(done) = decide(tunables.as_ref(), marker.as_ref(), std::process::id()) {
+        return Ok(done);
     }
     reexec()
 }
 
 #[cfg(unix)]
-fn reexec() -> Tuning {
+fn reexec() -> Result<Tuning, ReexecError> {
     use std::os::unix::process::CommandExt;
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => return Tuning::Failed(format!("cannot find the running binary: {e}")),
-    };
+    if !std::path::Path::new(SELF_EXE).exists() {
+        return Ok(Tuning::NotReexecuted(format!(
+            "no {SELF_EXE} (is /proc mounted?)"
+        )));
+    }
     let mut args = std::env::args_os();
-    let mut command = std::process::Command::new(&exe);
+    let mut command = std::process::Command::new(SELF_EXE);
     if let Some(arg0) = args.next() {
         command.arg0(arg0);
     }
     let e = command
         .args(args)
         .env("GLIBC_TUNABLES", TUNABLES)
-        .env(MARKER, "1")
+        .env(MARKER, std::process::id().to_string())
         .exec();
-    Tuning::Failed(format!("cannot re-execute {}: {e}", exe.display()))
+    Err(ReexecError(e))
 }
 
 #[cfg(not(unix))]
-fn reexec() -> Tuning {
-    Tuning::NotGlibc
+fn reexec() -> Result<Tuning, ReexecError> {
+    Ok(Tuning::NotGlibc)
 }
 
-/// The debug line for what [`tune`] did.
+/// The log line for what [`tune`] did: debug when the process runs as intended, warn when it
+/// runs with glibc's defaults though tuning was wanted.
 pub fn log(tuning: &Tuning) {
     match tuning {
         Tuning::Tuned => log::debug!("malloc: re-executed with GLIBC_TUNABLES={TUNABLES}"),
         Tuning::UserSet => log::debug!("malloc: GLIBC_TUNABLES set by the user; left as it is"),
         Tuning::NotGlibc => log::debug!("malloc: not glibc; no tuning"),
-        Tuning::Failed(why) => log::debug!("malloc: glibc defaults kept: {why}"),
+        Tuning::MarkerWithoutTunables => log::warn!(
+            "malloc: {MARKER} names this process but GLIBC_TUNABLES is not set (dropped after \
+             the re-execution, or a marker copied from another environment): glibc's defaults \
+             kept; remove {MARKER} from the environment if it was copied"
+        ),
+        Tuning::NotReexecuted(why) => {
+            log::warn!("malloc: not re-executed with GLIBC_TUNABLES: {why}; glibc's defaults kept")
+        }
     }
 }
 
@@ -103,25 +173,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reexecutes_only_when_neither_the_user_nor_a_former_run_set_it() {
+    fn reexecutes_only_when_neither_the_user_nor_this_process_set_it() {
+        let pid = 4242;
         if !cfg!(all(target_os = "linux", target_env = "gnu")) {
-            assert_eq!(decide(None, None), Some(Tuning::NotGlibc));
+            assert_eq!(decide(None, None, pid), Some(Tuning::NotGlibc));
             return;
         }
         let user = OsString::from("glibc.malloc.arena_max=4");
         let empty = OsString::new();
         let ours = OsString::from(TUNABLES);
-        let marker = OsString::from("1");
-        assert_eq!(decide(None, None), None, "first start: re-execute");
-        assert_eq!(decide(Some(&user), None), Some(Tuning::UserSet));
+        let marker = OsString::from("4242");
+        assert_eq!(decide(None, None, pid), None, "first start: re-execute");
+        assert_eq!(decide(Some(&user), None, pid), Some(Tuning::UserSet));
         assert_eq!(
-            decide(Some(&empty), None),
+            decide(Some(&empty), None, pid),
             Some(Tuning::UserSet),
             "an empty GLIBC_TUNABLES is the user's way to opt out"
         );
-        assert_eq!(decide(Some(&ours), Some(&marker)), Some(Tuning::Tuned));
-        // The marker alone (a user's own GLIBC_TUNABLES removed by a wrapper) never loops.
-        assert_eq!(decide(None, Some(&marker)), Some(Tuning::Tuned));
+        assert_eq!(decide(Some(&ours), Some(&marker), pid), Some(Tuning::Tuned));
+        // The marker alone (GLIBC_TUNABLES dropped after the re-execution) never loops, and
+        // is not reported as tuned.
+        assert_eq!(
+            decide(None, Some(&marker), pid),
+            Some(Tuning::MarkerWithoutTunables)
+        );
+        // The user's own tunables win whatever the marker says.
+        assert_eq!(
+            decide(Some(&user), Some(&marker), pid),
+            Some(Tuning::UserSet)
+        );
+    }
+
+    #[test]
+    fn a_marker_copied_from_another_process_does_not_turn_the_tuning_off() {
+        if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+            return;
+        }
+        let old = OsString::from("1");
+        let ours = OsString::from(TUNABLES);
+        assert_eq!(decide(None, Some(&old), 4242), None, "re-executed");
+        // Copied together with our tunables: glibc read them, but not as our re-execution.
+        assert_eq!(decide(Some(&ours), Some(&old), 4242), Some(Tuning::UserSet));
+    }
+
+    #[test]
+    fn a_failed_reexecution_names_the_way_out() {
+        let e = ReexecError(io::Error::from(io::ErrorKind::PermissionDenied));
+        let text = e.to_string();
+        assert!(text.contains("/proc/self/exe"), "{text}");
+        assert!(text.contains("GLIBC_TUNABLES= (empty)"), "{text}");
     }
 
     #[test]

@@ -934,6 +934,23 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// Set workers and coalescing as an empty configuration does (the settings table's
+    /// defaults: `workers=auto`, `coalesce_max=64`), for a `Config` built by hand that must run
+    /// like the product (the demo); `Config::default()` has a fixed count and no coalescing.
+    pub fn use_product_concurrency(&mut self) {
+        let workers = HARFANGLAB_INTEL_WORKERS.default.unwrap_or("auto");
+        self.workers_auto = workers.eq_ignore_ascii_case("auto");
+        self.workers = if self.workers_auto {
+            crate::concurrency::AdaptiveOptions::default().initial
+        } else {
+            workers.parse().unwrap_or(1)
+        };
+        self.coalesce_max = HARFANGLAB_INTEL_COALESCE_MAX
+            .default
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(1);
+    }
+
     /// `16`, or `auto` (logs, the startup summary).
     pub fn describe_workers(&self) -> String {
         if self.workers_auto {
@@ -1667,6 +1684,18 @@ mod tests {
                 .to_string();
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn product_concurrency_is_what_an_empty_configuration_sets() {
+        let c = Config::from_sources(None, env(MINIMAL)).unwrap();
+        let mut by_hand = Config::default().service;
+        by_hand.use_product_concurrency();
+        assert!(by_hand.workers_auto && c.service.workers_auto);
+        assert_eq!(
+            (by_hand.workers, by_hand.coalesce_max),
+            (c.service.workers, c.service.coalesce_max)
+        );
     }
 
     #[test]

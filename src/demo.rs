@@ -2,7 +2,7 @@
 //!
 //! Starts the OpenCTI simulator (replaying `fixtures/demo-stream.jsonl`, embedded in the binary)
 //! and the HarfangLab simulator on `127.0.0.1:0`, builds a [`Config`] pointing at them (temporary
-//! state directory, short ping interval, 8 workers), runs the REAL [`service::run_with`] over
+//! state directory, short ping interval, the product's `workers=auto` and coalescing), runs the REAL [`service::run_with`] over
 //! real HTTP on a thread, waits until the checkpoint reaches the scenario's last event id, stops
 //! it like a signal would, and returns the resulting HarfangLab lists and counters
 //! ([`DemoResult`]), which [`DemoResult::render`] tells as a story (`story`): what the scenario
@@ -40,7 +40,8 @@ pub const DEMO_LIST: &str = "OpenCTI demo";
 pub struct DemoOptions {
     /// JSON Lines scenario text.
     pub scenario: String,
-    pub workers: usize,
+    /// A fixed worker count; `None`: the product default (`auto`).
+    pub workers: Option<usize>,
     /// Give up when the checkpoint has not reached the last event by then.
     pub timeout: Duration,
     /// HarfangLab simulator faults (latency, 5xx / 429 rates).
@@ -57,7 +58,7 @@ impl Default for DemoOptions {
     fn default() -> Self {
         DemoOptions {
             scenario: DEMO_SCENARIO.to_owned(),
-            workers: 8,
+            workers: None,
             timeout: Duration::from_secs(60),
             harfanglab_faults: Faults::default(),
             drop_stream_every: None,
@@ -326,12 +327,13 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
     Ok(result)
 }
 
-/// The configuration the demo runs with (what a user would put in `config.yml`).
+/// The configuration the demo runs with (what a user would put in `config.yml`): the
+/// product's workers (`auto` unless `workers` fixes a count) and coalescing.
 pub fn demo_config(
     opencti_url: &str,
     harfanglab_url: &str,
     state_dir: &std::path::Path,
-    workers: usize,
+    workers: Option<usize>,
 ) -> Config {
     let mut c = Config::default();
     c.opencti.url = opencti_url.to_owned();
@@ -355,7 +357,11 @@ pub fn demo_config(
     c.harfanglab.max_retries = 10;
     c.harfanglab.retry_backoff_max = Duration::from_millis(500);
     c.service.state_dir = state_dir.to_owned();
-    c.service.workers = workers;
+    c.service.use_product_concurrency();
+    if let Some(n) = workers {
+        c.service.workers = n;
+        c.service.workers_auto = false;
+    }
     c.service.shutdown_timeout = Duration::from_secs(5);
     // The demo tells the live stream's story; `harfanglab-intel reconcile` is the pass.
     c.reconcile.interval = None;

@@ -98,8 +98,9 @@ fn main() -> ExitCode {
 fn run(command: &Command, config: Option<&Path>, dry_run: bool) -> Result<(), app::AppError> {
     match command {
         Command::Run => {
-            // First: a re-execution (malloc tuning) replaces this process image.
-            let tuning = allocator::tune();
+            // First: a re-execution (malloc tuning) replaces this process image; a failed one
+            // is a startup error (`allocator`).
+            let tuning = allocator::tune().map_err(app::AppError::Reexec)?;
             let config = app::load_config(config, dry_run)?;
             allocator::log(&tuning);
             app::run(&config, &install_signal_handler())

@@ -176,7 +176,7 @@ fn the_story_is_read_from_the_scenario_not_written_for_it() {
 fn demo_state_survives_stream_drops_every_7_events() {
     let r = run_demo(&DemoOptions {
         drop_stream_every: Some(7),
-        workers: 4,
+        workers: Some(4),
         ..DemoOptions::default()
     })
     .expect("demo");

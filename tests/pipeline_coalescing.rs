@@ -420,3 +420,45 @@ fn synthetic_jobs_are_never_batched_and_stay_in_line() {
     );
     assert_eq!(summary.watermark.as_deref(), Some(id(7).as_str()));
 }
+
+#[test]
+fn a_dead_letter_that_cannot_be_written_mid_batch_leaves_the_rest_uncounted() {
+    // Writes to /dev/full fail (ENOSPC) once a record does not fit the write buffer.
+    let full = std::path::Path::new("/dev/full");
+    if !full.exists() {
+        return;
+    }
+    // Each event's own outcome: 1 applies, 2 fails for good (a record too big to buffer),
+    // 3 and 4 apply inside the same batch after it.
+    let h = Recorder::new(false, |ev, _| {
+        if ev.op == "bad" {
+            Outcome::permanent("x".repeat(64 * 1024))
+        } else {
+            Outcome::Applied(String::new())
+        }
+    });
+    let mut opts = fast_opts(2);
+    opts.queue_per_worker = 64;
+    opts.coalesce_max = 64;
+    let dead = DeadLetterLog::open(std::path::Path::new("/dev"), "full").expect("/dev/full");
+    let items = storm("a", &["update", "bad", "update", "update"]);
+    let result = pipeline::run(
+        feed(items, 8),
+        &h,
+        &mut RecordingSink::default(),
+        &mut (),
+        &opts,
+        &Shutdown::new(),
+        dead,
+    );
+    assert!(
+        result.is_err(),
+        "a dead letter that cannot be written stops the pipeline"
+    );
+    assert_eq!(h.batches(), [vec![1, 2, 3, 4]]);
+    let stats = opts.stats.snapshot();
+    // 0, 1 and the opener (5) are applied; 2, 3 and 4 are given up with the key, not applied.
+    assert_eq!(stats.applied, 3, "{stats:?}");
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    assert_eq!(stats.abandoned, 3, "{stats:?}");
+}

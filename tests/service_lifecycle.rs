@@ -31,7 +31,7 @@ impl Drop for Env {
 fn env(name: &str) -> Env {
     let (octi, hl) = start_sims(demo_scenario(), Duration::ZERO);
     let dir = state_dir(&format!("service-{name}"));
-    let config = demo_config(&octi.base_url(), hl.base_url(), &dir, 4);
+    let config = demo_config(&octi.base_url(), hl.base_url(), &dir, Some(4));
     Env {
         octi,
         hl,

@@ -89,7 +89,7 @@ fn a_burst_on_one_indicator_applies_in_order_among_many_others() {
     }
     let (mut octi, hl) = start_sims(scenario, Duration::from_millis(5));
     let dir = state_dir("ordering");
-    let config = demo_config(&octi.base_url(), hl.base_url(), &dir, 16);
+    let config = demo_config(&octi.base_url(), hl.base_url(), &dir, Some(16));
     let last = octi.event_ids().last().cloned().unwrap();
     let stats = PipelineStats::new();
     let shutdown = Shutdown::new();

@@ -287,8 +287,9 @@ fn environment_of(pid: u32) -> Vec<String> {
 }
 
 /// `run` re-executes itself once with glibc's malloc tunables (`allocator`): under the same
-/// pid (signals, systemd's MAINPID and the watchdog still address it) and only when the user
-/// set no GLIBC_TUNABLES of their own.
+/// pid (signals, systemd's MAINPID and the watchdog still address it, the marker names it) and
+/// only when the user set no GLIBC_TUNABLES of their own. A marker copied from another
+/// process's environment does not turn the tuning off.
 #[test]
 fn run_reexecutes_once_with_malloc_tunables_unless_the_user_set_them() {
     use harfanglab_intel::allocator::{MARKER, TUNABLES};
@@ -299,6 +300,7 @@ fn run_reexecutes_once_with_malloc_tunables_unless_the_user_set_them() {
     for (extra, tunables, tuned) in [
         (&[][..], TUNABLES, true),
         (&[("GLIBC_TUNABLES", user)][..], user, false),
+        (&[(MARKER, "1")][..], TUNABLES, true),
     ] {
         let e = env("malloc", Duration::ZERO);
         let mut child = KillOnDrop(spawn_with(&e, extra));
@@ -318,11 +320,8 @@ fn run_reexecutes_once_with_malloc_tunables_unless_the_user_set_them() {
             vars.contains(&format!("GLIBC_TUNABLES={tunables}")),
             "{vars:?}"
         );
-        assert_eq!(
-            vars.iter().any(|v| v.starts_with(&format!("{MARKER}="))),
-            tuned,
-            "{vars:?}"
-        );
+        let marker = format!("{MARKER}={}", child.id());
+        assert_eq!(vars.contains(&marker), tuned, "{vars:?}");
         signal(child, "-TERM");
         assert_eq!(wait_exit(child, Duration::from_secs(15)).code(), Some(0));
     }

@@ -57,6 +57,9 @@ pub enum AppError {
     Reconcile(String),
     /// `reconcile`: the pass ran and did not converge (its summary, already printed, says why).
     NotConverged,
+    /// `run`: the malloc-tuning re-execution failed; the process must stop (exit 2: the
+    /// environment is the fix, a restart cannot help).
+    Reexec(crate::allocator::ReexecError),
 }
 
 impl AppError {
@@ -68,7 +71,7 @@ impl AppError {
     /// The process exit code of this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Config(_) => EXIT_CONFIG,
+            AppError::Config(_) | AppError::Reexec(_) => EXIT_CONFIG,
             e if e.is_broken_pipe() => EXIT_OK,
             _ => EXIT_FAILURE,
         }
@@ -94,6 +97,10 @@ impl AppError {
             AppError::Unhealthy(e) => {
                 let _ = writeln!(err, "harfanglab-intel: {}", Chain(e));
             }
+            // Before logging exists.
+            AppError::Reexec(e) => {
+                let _ = writeln!(err, "harfanglab-intel: {}", Chain(e));
+            }
             AppError::CheckFailed { .. }
             | AppError::Untranslated { .. }
             | AppError::NotConverged => {}
@@ -115,6 +122,7 @@ impl fmt::Display for AppError {
             AppError::Service(e) => fmt::Display::fmt(e, f),
             AppError::Demo(e) => fmt::Display::fmt(e, f),
             AppError::Unhealthy(e) => fmt::Display::fmt(e, f),
+            AppError::Reexec(e) => fmt::Display::fmt(e, f),
             AppError::Input { path, source } => write!(f, "cannot read {path}: {source}"),
             AppError::Output(e) => write!(f, "cannot write the output: {e}"),
             AppError::CheckFailed { failed } => write!(f, "{failed} check(s) failed"),
@@ -135,6 +143,7 @@ impl std::error::Error for AppError {
             AppError::Service(e) => Some(e),
             AppError::Demo(e) => Some(e),
             AppError::Unhealthy(e) => Some(e),
+            AppError::Reexec(e) => Some(e),
             AppError::CheckFailed { .. }
             | AppError::Untranslated { .. }
             | AppError::Reconcile(_)

@@ -186,6 +186,11 @@ impl<T> KeyQueues<T> {
         }
     }
 
+    /// Is `seq` still in its lines (admitted, not finished nor abandoned)?
+    pub fn is_tracked(&self, seq: Seq) -> bool {
+        self.entries.contains_key(&seq)
+    }
+
     /// Events waiting for their turn.
     pub fn waiting(&self) -> usize {
         self.waiting

@@ -131,9 +131,16 @@ pub trait EventHandler<T>: Sync {
     /// outcomes after it are ignored, and the events after it wait behind its retry. An empty
     /// answer counts as a retryable failure of the first event.
     ///
-    /// Default: one by one through [`EventHandler::handle`], stopping at the first outcome that
-    /// is not final.
+    /// Default: [`EventHandler::handle_one_by_one`].
     fn handle_batch(&self, key: &str, events: &[BatchItem<'_, T>]) -> Vec<Outcome> {
+        self.handle_one_by_one(key, events)
+    }
+
+    /// The events of a batch one by one through [`EventHandler::handle`], stopping at the first
+    /// outcome that is not final: what a batch means without coalescing. The default of
+    /// [`EventHandler::handle_batch`], and what an override does with a batch it declines.
+    /// Not meant to be overridden (it would change what "one by one" means for the pipeline).
+    fn handle_one_by_one(&self, key: &str, events: &[BatchItem<'_, T>]) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(events.len());
         for e in events {
             let outcome = self.handle(e.event_id, key, e.payload);

@@ -459,6 +459,18 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
             self.keys.put_back(job);
         }
         for (job, outcome) in split.done.into_iter().chain(split.stopped) {
+            // Given up while this loop ran (a dead letter that could not be written abandons
+            // its key's line, the rest of this batch included): not applied as far as the
+            // stream position goes, so neither counted nor finished; `finish` counts it as
+            // abandoned (replayed after a restart).
+            if !self.keys.is_tracked(job.seq) {
+                log::debug!(
+                    "event={} indicator={}: result dropped: its key was given up",
+                    job.event_id,
+                    job.key
+                );
+                continue;
+            }
             match outcome {
                 Outcome::Applied(s) => {
                     self.on_final(job.seq, &job.event_id, &job.key, Final::Applied(s))

@@ -170,8 +170,8 @@ impl<A: ThreatIntelApi> Handler<A> {
     /// A burst of creates/updates of one indicator (stream order, at least one): one read, one
     /// apply for as many of them as [`merge_formers`] can merge. Returns the outcome and how
     /// many events (a prefix) it is the outcome of.
-    fn indicator_upsert_burst(&self, events: &[(&str, &IndicatorEvent)]) -> (Outcome, usize) {
-        let Some(&(first_id, first)) = events.first() else {
+    fn indicator_upsert_burst(&self, events: &[BurstMember<'_>]) -> (Outcome, usize) {
+        let Some(&(first_id, _, first)) = events.first() else {
             return (Outcome::retry("an empty batch"), 0);
         };
         let indicator = match self.read(&first.indicator.id) {
@@ -187,7 +187,7 @@ impl<A: ThreatIntelApi> Handler<A> {
             Err(o) => return (o, 1),
         };
         let (former, n) = merge_formers(
-            events.iter().map(|(_, e)| &e.former),
+            events.iter().map(|(_, _, e)| &e.former),
             &indicator.pattern_type,
         );
         log::debug!(
@@ -441,33 +441,20 @@ impl<A: ThreatIntelApi> EventHandler<Work> for Handler<A> {
     }
 
     fn handle_batch(&self, key: &str, events: &[BatchItem<'_, Work>]) -> Vec<Outcome> {
-        let burst: Option<Vec<(&str, &IndicatorEvent)>> = events
+        let burst: Option<Vec<BurstMember<'_>>> = events
             .iter()
-            .map(|e| burst_member(e.payload).map(|i| (e.event_id, i)))
+            .map(|e| burst_member(e.payload).map(|(kind, i)| (e.event_id, kind, i)))
             .collect();
         let Some(burst) = burst else {
             // Not ours to coalesce (the pipeline only batches coalescable events): one by one.
-            let mut outcomes = Vec::new();
-            for e in events {
-                let o = self.handle(e.event_id, key, e.payload);
-                let go_on = o.is_final();
-                outcomes.push(o);
-                if !go_on {
-                    break;
-                }
-            }
-            return outcomes;
+            return self.handle_one_by_one(key, events);
         };
         let (outcome, n) = self.indicator_upsert_burst(&burst);
         // A retry or a fatal outcome is the first event's: the rest waits behind it.
         let n = if outcome.is_final() { n } else { 1 };
         let mut outcomes = Vec::with_capacity(n);
-        for e in &events[..n.min(events.len())] {
-            let kind = match e.payload {
-                Work::Event(ev) => ev.kind.as_str(),
-                _ => "ignored",
-            };
-            self.record(e.event_id, key, kind, &outcome);
+        for &(event_id, kind, _) in &burst[..n.min(burst.len())] {
+            self.record(event_id, key, kind.as_str(), &outcome);
             outcomes.push(outcome.clone());
         }
         outcomes
@@ -513,15 +500,18 @@ impl<A: ThreatIntelApi> Handler<A> {
     }
 }
 
-/// The indicator event of a create or update that may join a burst (not a merge, nothing
-/// absorbed).
-fn burst_member(payload: &Work) -> Option<&IndicatorEvent> {
+/// An event of a burst: its id, its kind (create or update) and its indicator event.
+type BurstMember<'a> = (&'a str, EventKind, &'a IndicatorEvent);
+
+/// The kind and indicator event of a create or update that may join a burst (not a merge,
+/// nothing absorbed).
+fn burst_member(payload: &Work) -> Option<(EventKind, &IndicatorEvent)> {
     let Work::Event(ev) = payload else {
         return None;
     };
     match (&ev.payload, ev.kind) {
         (Payload::Indicator(i), EventKind::Create | EventKind::Update) if i.absorbed.is_empty() => {
-            Some(i)
+            Some((ev.kind, i))
         }
         _ => None,
     }
@@ -540,6 +530,11 @@ fn burst_member(payload: &Work) -> Option<&IndicatorEvent> {
 ///   Sigma pattern's id is released). Only one event of a burst may carry such a change: a
 ///   second one ends the prefix. Otherwise they do not matter (a STIX pattern's IOCs are in
 ///   `iocs`) and are dropped.
+/// - `standard_id_changed` is an "or". An event whose pattern changed to something unknown
+///   (the id changed, no former pattern or IOCs) warns when applied alone; merged with an event
+///   that knows former IOCs or a former pattern the warning would be lost (the merged state
+///   knows something), so such events never share a burst: the prefix ends before the first
+///   one that would mix them.
 pub fn merge_formers<'a>(
     formers: impl IntoIterator<Item = &'a FormerState>,
     current_type: &str,
@@ -548,10 +543,22 @@ pub fn merge_formers<'a>(
     let rules = t.eq_ignore_ascii_case("sigma") || t.eq_ignore_ascii_case("yara");
     let mut merged = FormerState::default();
     let mut structural = false;
+    let mut unknown_change = false;
     let mut n = 0;
     for f in formers {
         let carries =
             f.pattern_type.is_some() || (rules && (f.name.is_some() || f.pattern.is_some()));
+        // What `sync` tests before its "former pattern is unknown" warning.
+        let unknown = f.standard_id_changed && f.pattern.is_none() && f.iocs.is_none();
+        let knows = merged.iocs.is_some()
+            || merged.pattern.is_some()
+            || f.iocs.is_some()
+            || (carries && f.pattern.is_some());
+        if n > 0 && (unknown_change || unknown) && knows {
+            break;
+        }
+        unknown_change |= unknown;
+        merged.standard_id_changed |= f.standard_id_changed;
         if carries {
             if structural {
                 break;
@@ -772,5 +779,35 @@ mod tests {
         // The first event alone always goes, whatever it carries.
         let (_, n) = merge_formers(&[rename("x")], "yara");
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_pattern_change_of_unknown_former_keeps_its_warning_in_a_burst() {
+        let unknown = FormerState {
+            standard_id_changed: true,
+            ..FormerState::default()
+        };
+        let edit = FormerState::default();
+        let known = FormerState {
+            pattern: Some("[ipv4-addr:value = '1.1.1.1']".into()),
+            iocs: Some(vec![ip("1.1.1.1")]),
+            standard_id_changed: true,
+            ..FormerState::default()
+        };
+        // Among plain edits: merged, and the merged state still says the id changed.
+        let (merged, n) = merge_formers(&[edit.clone(), unknown.clone(), edit.clone()], "stix");
+        assert_eq!(n, 3);
+        assert!(merged.standard_id_changed && merged.iocs.is_none() && merged.pattern.is_none());
+        // Next to an event that knows former IOCs, the warning would be lost: not merged.
+        let (merged, n) = merge_formers(&[unknown.clone(), edit.clone(), known.clone()], "stix");
+        assert_eq!(n, 2);
+        assert!(merged.standard_id_changed && merged.iocs.is_none());
+        let (merged, n) = merge_formers(&[known.clone(), unknown.clone()], "stix");
+        assert_eq!(n, 1);
+        assert_eq!(merged.iocs, Some(vec![ip("1.1.1.1")]));
+        // A known change alone sets the flag too (no warning: its IOCs are known).
+        let (merged, n) = merge_formers(&[edit, known], "stix");
+        assert_eq!(n, 2);
+        assert!(merged.standard_id_changed && merged.iocs.is_some());
     }
 }
