@@ -32,14 +32,15 @@
 //! skips the 100,000-event run; `HLI_BENCH_FIRST_SYNC=0` skips the 1,000,000-indicator first
 //! sync (`=200000` makes it smaller).
 
-use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig, ScenarioEvent};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
-const OCTI_EXT: &str = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba";
+mod support;
+use std::time::{Duration, Instant};
+use support::{OCTI_EXT, connector, cpu_ticks, harfanglab_at, start, state_dir, vm_hwm_kb};
+
 const BASE_MS: u64 = 1_718_445_600_000;
 
 fn indicator(n: u64) -> ScenarioEvent {
@@ -94,53 +95,8 @@ fn checkpoint(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn vm_hwm_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// `utime + stime` of a process in clock ticks (100 per second on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the `(comm)`, which may itself hold spaces.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
-}
-
 fn spawn(octi: &str, hl: &str, dir: &Path, workers: usize) -> Child {
-    let bin = std::env::var("HLI_BENCH_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_harfanglab-intel").to_owned());
-    Command::new(bin)
-        .arg("run")
-        .env_clear()
-        .current_dir(dir)
-        .env("OPENCTI_URL", octi)
-        .env("OPENCTI_TOKEN", "sim-token")
-        .env("CONNECTOR_ID", "b0000000-0000-4000-8000-000000000001")
-        .env("CONNECTOR_LIVE_STREAM_ID", "live")
-        .env("CONNECTOR_LIVE_STREAM_RECOVER_ISO_DATE", "false")
-        .env("CONNECTOR_LOG_LEVEL", "error")
-        .env("HARFANGLAB_INTEL_URL", hl)
-        .env("HARFANGLAB_INTEL_TOKEN", "sim-token")
-        .env("HARFANGLAB_INTEL_STATE_DIR", dir)
-        .env("HARFANGLAB_INTEL_WORKERS", workers.to_string())
-        .env("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", "20")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn harfanglab-intel")
+    start(connector(octi, hl, dir).env("HARFANGLAB_INTEL_WORKERS", workers.to_string()))
 }
 
 struct Cell {
@@ -270,23 +226,8 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
         },
     )
     .expect("opencti sim");
-    let hl = hlsim::serve(
-        "127.0.0.1:0",
-        SimConfig {
-            faults: Faults {
-                latency,
-                ..Faults::default()
-            },
-            ..SimConfig::default()
-        },
-    )
-    .expect("harfanglab sim");
-    let dir = std::env::temp_dir().join(format!(
-        "hli-bench-run-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let hl = harfanglab_at(latency);
+    let dir = state_dir("run");
     let mut child = spawn(&octi.base_url(), hl.base_url(), &dir, workers);
     // Progress is counted from the IOC creates the simulator received: every event of this
     // stream creates one new IOC, and nothing else creates one. (The checkpoint file is saved at most once a second, too coarse to

@@ -18,15 +18,16 @@
 //!
 //! Run with `cargo bench --bench storm`. `HLI_BENCH_BIN` runs another build of the connector.
 
-use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig, ScenarioEvent};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
-const OCTI_EXT: &str = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba";
+mod support;
+use std::time::{Duration, Instant};
+use support::{OCTI_EXT, connector, free_port, harfanglab_at, start, state_dir, with_metrics};
+
 const UPDATES: u64 = 50;
 const LATENCY: Duration = Duration::from_millis(10);
 const WORKERS: usize = 16;
@@ -84,40 +85,12 @@ fn storm(n: u64) -> Vec<ScenarioEvent> {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn spawn(octi: &str, hl: &str, dir: &Path, coalesce_max: usize, metrics_port: u16) -> Child {
-    let bin = std::env::var("HLI_BENCH_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_harfanglab-intel").to_owned());
-    Command::new(bin)
-        .arg("run")
-        .env_clear()
-        .current_dir(dir)
-        .env("OPENCTI_URL", octi)
-        .env("OPENCTI_TOKEN", "sim-token")
-        .env("CONNECTOR_ID", "b0000000-0000-4000-8000-000000000001")
-        .env("CONNECTOR_LIVE_STREAM_ID", "live")
-        .env("CONNECTOR_LIVE_STREAM_RECOVER_ISO_DATE", "false")
-        .env("CONNECTOR_LOG_LEVEL", "error")
-        .env("CONNECTOR_EXPOSE_METRICS", "true")
-        .env("CONNECTOR_METRICS_HOST", "127.0.0.1")
-        .env("CONNECTOR_METRICS_PORT", metrics_port.to_string())
-        .env("HARFANGLAB_INTEL_URL", hl)
-        .env("HARFANGLAB_INTEL_TOKEN", "sim-token")
-        .env("HARFANGLAB_INTEL_STATE_DIR", dir)
-        .env("HARFANGLAB_INTEL_WORKERS", WORKERS.to_string())
-        .env("HARFANGLAB_INTEL_COALESCE_MAX", coalesce_max.to_string())
-        .env("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", "20")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn harfanglab-intel")
+    start(
+        with_metrics(&mut connector(octi, hl, dir), metrics_port)
+            .env("HARFANGLAB_INTEL_WORKERS", WORKERS.to_string())
+            .env("HARFANGLAB_INTEL_COALESCE_MAX", coalesce_max.to_string()),
+    )
 }
 
 /// Events the connector finished (applied, skipped, dead-lettered), from its metrics.
@@ -155,23 +128,8 @@ fn run(indicators: u64, coalesce_max: usize, event_delay: Duration) -> Run {
     )
     .expect("opencti sim");
     octi.set_event_delay(event_delay);
-    let hl = hlsim::serve(
-        "127.0.0.1:0",
-        SimConfig {
-            faults: Faults {
-                latency: LATENCY,
-                ..Faults::default()
-            },
-            ..SimConfig::default()
-        },
-    )
-    .expect("harfanglab sim");
-    let dir = std::env::temp_dir().join(format!(
-        "hli-bench-storm-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let hl = harfanglab_at(LATENCY);
+    let dir = state_dir("storm");
     let port = free_port();
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let mut child = spawn(&octi.base_url(), hl.base_url(), &dir, coalesce_max, port);

@@ -6,70 +6,14 @@
 //! stream reader decodes them.
 
 use harfanglab_intel::pipeline::{BatchItem, EventHandler, Outcome};
-use harfanglab_intel::service::{Handler, Work, event_key};
-use harfanglab_intel::{
-    ApiOptions, Decoded, Frame, Health, MemoryApi, Metrics, Notifier, OCTI_EXT, OpenCtiApi,
-    RuleKind, Secret, SourceLists, SyncSettings, Syncer, WatchdogGate, decode_event,
-};
-use mockito::Matcher;
+use harfanglab_intel::service::{Work, event_key};
+use harfanglab_intel::{OCTI_EXT, RuleKind};
 use serde_json::{Value, json};
-use std::time::Duration;
 
-const INTERNAL: &str = "00000001-0000-4000-8000-000000003d2b";
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/fixtures/opencti/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use crate::support::handler::{Fx, INTERNAL, decode_at, fixture, setup};
 
 fn work(line: &Value, id: &str) -> Work {
-    let frame = Frame {
-        id: Some(id.into()),
-        event: line["event"].as_str().unwrap().into(),
-        data: line["data"].to_string(),
-        retry: None,
-    };
-    match decode_event(&frame).unwrap() {
-        Decoded::Event(ev) => Work::Event(ev),
-        other => panic!("not an event: {other:?}"),
-    }
-}
-
-struct Fx {
-    server: mockito::ServerGuard,
-    mem: MemoryApi,
-    handler: Handler<MemoryApi>,
-}
-
-fn setup() -> Fx {
-    let server = mockito::Server::new();
-    let mut o = ApiOptions::new(server.url(), Secret::new("tok"));
-    o.retry.max_retries = 0;
-    o.timeout = Duration::from_secs(5);
-    let api = OpenCtiApi::new(o).unwrap();
-    let mem = MemoryApi::new();
-    let settings = SyncSettings {
-        lists: SourceLists {
-            ioc: "ioc-src".into(),
-            sigma: "sigma-src".into(),
-            yara: "yara-src".into(),
-        },
-        remove_indicator: true,
-        rule_maturity: "stable".into(),
-        enforce_enabled: false,
-    };
-    let handler = Handler::new(
-        api,
-        Syncer::new(mem.clone(), settings),
-        Metrics::new(),
-        Health::new(Duration::from_secs(60)),
-        WatchdogGate::new(Notifier::disabled(), Duration::from_secs(60)),
-    );
-    Fx {
-        server,
-        mem,
-        handler,
-    }
+    decode_at(line, id)
 }
 
 /// The GraphQL answer for the indicator: `pattern`, and whether it is revoked.
@@ -123,25 +67,6 @@ fn storm_events() -> Vec<Work> {
 }
 
 impl Fx {
-    fn answer(&mut self, body: String) -> mockito::Mock {
-        self.reads(body).create()
-    }
-
-    /// The `indicator` query's answer, not created yet (to set the expected number of reads).
-    fn reads(&mut self, body: String) -> mockito::Mock {
-        self.server
-            .mock("POST", "/graphql")
-            .match_body(Matcher::PartialJson(json!({"variables": {"id": INTERNAL}})))
-            .with_header("content-type", "application/json")
-            .with_body(body)
-    }
-
-    fn values(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.mem.iocs().into_iter().map(|r| r.value).collect();
-        v.sort();
-        v
-    }
-
     /// HarfangLab's IOC rules as comparable text (value, enabled, comment).
     fn state(&self) -> Vec<String> {
         let mut v: Vec<String> = self

@@ -4,35 +4,20 @@
 //! failures are classified (retry / dead letter / fatal).
 
 use harfanglab_intel::pipeline::{EventHandler, Outcome};
-use harfanglab_intel::service::{self, Handler, Work, event_key};
+use harfanglab_intel::service::{self, Work, event_key};
 use harfanglab_intel::{
-    ApiOptions, Decoded, EventError, FailureKind, Fault, Frame, HarfangLabError, Health, IocRule,
-    MemoryApi, Metrics, Notifier, OCTI_EXT, OpenCtiApi, RuleComment, RuleKind, Secret, SourceLists,
-    SyncSettings, Syncer, Target, WatchdogGate, decode_event,
+    EventError, FailureKind, Fault, HarfangLabError, IocRule, OCTI_EXT, RuleComment, RuleKind,
+    Target,
 };
 use mockito::Matcher;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const INTERNAL: &str = "00000001-0000-4000-8000-000000003d2b";
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/fixtures/opencti/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use crate::support::handler::{Fx, INTERNAL, decode_at, fixture, setup};
 
 /// Decode a fixture line (`{"event", "data"}`) like the reader does.
 fn work(line: &Value) -> Work {
-    let frame = Frame {
-        id: Some("1718445600000-0".into()),
-        event: line["event"].as_str().unwrap().into(),
-        data: line["data"].to_string(),
-        retry: None,
-    };
-    match decode_event(&frame).unwrap() {
-        Decoded::Event(ev) => Work::Event(ev),
-        other => panic!("not an event: {other:?}"),
-    }
+    decode_at(line, "1718445600000-0")
 }
 
 fn key(w: &Work) -> String {
@@ -42,40 +27,9 @@ fn key(w: &Work) -> String {
     }
 }
 
-struct Fx {
-    server: mockito::ServerGuard,
-    mem: MemoryApi,
-    handler: Handler<MemoryApi>,
-}
-
-fn setup() -> Fx {
-    let server = mockito::Server::new();
-    let mut o = ApiOptions::new(server.url(), Secret::new("tok"));
-    o.retry.max_retries = 0;
-    o.timeout = Duration::from_secs(5);
-    let api = OpenCtiApi::new(o).unwrap();
-    let mem = MemoryApi::new();
-    let settings = SyncSettings {
-        lists: SourceLists {
-            ioc: "ioc-src".into(),
-            sigma: "sigma-src".into(),
-            yara: "yara-src".into(),
-        },
-        remove_indicator: true,
-        rule_maturity: "stable".into(),
-        enforce_enabled: false,
-    };
-    let handler = Handler::new(
-        api,
-        Syncer::new(mem.clone(), settings),
-        Metrics::new(),
-        Health::new(Duration::from_secs(60)),
-        WatchdogGate::new(Notifier::disabled(), Duration::from_secs(60)),
-    );
-    Fx {
-        server,
-        mem,
-        handler,
+impl Fx {
+    fn handle(&self, w: &Work) -> Outcome {
+        self.handler.handle("1718445600000-0", &key(w), w)
     }
 }
 
@@ -95,28 +49,6 @@ fn gql_indicator(pattern: &str, observables: &[(&str, &str)]) -> String {
         "pattern": pattern, "x_opencti_score": 80, "x_mitre_platforms": ["windows"],
         "revoked": false, "observables": {"edges": edges}}}})
     .to_string()
-}
-
-impl Fx {
-    /// Answer every `indicator` query with `body` until the returned mock is removed.
-    fn answer(&mut self, body: String) -> mockito::Mock {
-        self.server
-            .mock("POST", "/graphql")
-            .match_body(Matcher::PartialJson(json!({"variables": {"id": INTERNAL}})))
-            .with_header("content-type", "application/json")
-            .with_body(body)
-            .create()
-    }
-
-    fn values(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.mem.iocs().into_iter().map(|r| r.value).collect();
-        v.sort();
-        v
-    }
-
-    fn handle(&self, w: &Work) -> Outcome {
-        self.handler.handle("1718445600000-0", &key(w), w)
-    }
 }
 
 fn applied(o: &Outcome) {

@@ -5,6 +5,7 @@
 pub mod corpora;
 pub mod demo_expected;
 pub mod e2e;
+pub mod handler;
 pub mod logs;
 pub mod net;
 pub mod pipeline;
