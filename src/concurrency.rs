@@ -83,7 +83,7 @@ impl Default for AdaptiveOptions {
 
 /// What one request ended as, as far as the limit is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RequestOutcome {
     /// The server answered (any status but an overload): its round trip is a latency sample.
     Answered,
     /// Answered, but its round trip says nothing about queueing (a big list page): no sample.
@@ -103,7 +103,7 @@ pub struct Sample {
     pub rtt: Duration,
     /// Requests in flight when it started, itself included.
     pub in_flight: usize,
-    pub outcome: Outcome,
+    pub outcome: RequestOutcome,
 }
 
 /// Multiplier of the limit on 429/503.
@@ -200,8 +200,8 @@ impl Vegas {
             });
         }
         match s.outcome {
-            Outcome::Ignored => {}
-            Outcome::Overloaded { retry_after } => {
+            RequestOutcome::Ignored => {}
+            RequestOutcome::Overloaded { retry_after } => {
                 if let Some(wait) = retry_after {
                     let until = now + wait.min(self.opts.max_hold);
                     self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
@@ -210,10 +210,10 @@ impl Vegas {
                     self.ceiling = Some((s.in_flight, now + self.opts.ceiling_for));
                 }
             }
-            Outcome::Dropped => {
+            RequestOutcome::Dropped => {
                 self.decrease(DROP_BACKOFF, s.started, now);
             }
-            Outcome::Answered => self.on_answer(s, now),
+            RequestOutcome::Answered => self.on_answer(s, now),
         }
     }
 
@@ -355,11 +355,16 @@ impl fmt::Debug for Limiter {
 
 impl Limiter {
     pub fn new(limit: ConcurrencyLimit) -> Limiter {
-        Limiter::starting_at(limit, Instant::now())
+        Limiter::built(limit, Instant::now())
     }
 
     /// [`Limiter::new`] with the clock of the first probe given (tests).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn starting_at(limit: ConcurrencyLimit, now: Instant) -> Limiter {
+        Limiter::built(limit, now)
+    }
+
+    fn built(limit: ConcurrencyLimit, now: Instant) -> Limiter {
         let (vegas, fixed) = match limit {
             ConcurrencyLimit::Fixed(n) => (None, n.clamp(MIN_LIMIT, MAX_LIMIT)),
             ConcurrencyLimit::Adaptive(opts) => (Some(Vegas::new(opts, now)), MAX_LIMIT),
@@ -456,11 +461,11 @@ impl Limiter {
         }
     }
 
-    fn release(&self, started: Instant, in_flight: usize, outcome: Outcome) {
+    fn release(&self, started: Instant, in_flight: usize, outcome: RequestOutcome) {
         let now = Instant::now();
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
-        if matches!(outcome, Outcome::Overloaded { .. }) {
+        if matches!(outcome, RequestOutcome::Overloaded { .. }) {
             self.overloads.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(vegas) = &mut st.vegas {
@@ -505,7 +510,7 @@ pub struct Permit<'a> {
 
 impl Permit<'_> {
     /// Free the permit and feed its round trip (since it was granted) and outcome to the limit.
-    pub fn finish(mut self, outcome: Outcome) {
+    pub fn finish(mut self, outcome: RequestOutcome) {
         self.done = true;
         self.limiter.release(self.started, self.in_flight, outcome);
     }
@@ -515,7 +520,7 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.limiter
-                .release(self.started, self.in_flight, Outcome::Ignored);
+                .release(self.started, self.in_flight, RequestOutcome::Ignored);
         }
     }
 }
@@ -542,7 +547,7 @@ mod tests {
                 started,
                 rtt,
                 in_flight: v.cap(),
-                outcome: Outcome::Answered,
+                outcome: RequestOutcome::Answered,
             };
             v.on_sample(s, *now);
         }
@@ -553,7 +558,7 @@ mod tests {
             started,
             rtt: MS,
             in_flight: v.limit(),
-            outcome: Outcome::Overloaded { retry_after },
+            outcome: RequestOutcome::Overloaded { retry_after },
         };
         v.on_sample(s, now);
     }
@@ -580,7 +585,7 @@ mod tests {
                 started,
                 rtt: 10 * MS,
                 in_flight: 2,
-                outcome: Outcome::Answered,
+                outcome: RequestOutcome::Answered,
             };
             v.on_sample(s, now);
         }
@@ -639,7 +644,7 @@ mod tests {
             started: now,
             rtt: 10 * MS,
             in_flight: 10,
-            outcome: Outcome::Overloaded { retry_after: None },
+            outcome: RequestOutcome::Overloaded { retry_after: None },
         };
         now += 10 * MS;
         v.on_sample(s, now);
@@ -659,7 +664,7 @@ mod tests {
             started: now,
             rtt: 30 * MS,
             in_flight: 16,
-            outcome: Outcome::Dropped,
+            outcome: RequestOutcome::Dropped,
         };
         v.on_sample(s, now + 30 * MS);
         assert_eq!(v.limit(), 14);
@@ -708,10 +713,10 @@ mod tests {
             let waiter = s.spawn(|| {
                 limiter
                     .acquire(&stop_rx)
-                    .map(|p| p.finish(Outcome::Answered))
+                    .map(|p| p.finish(RequestOutcome::Answered))
             });
             // Freed: the waiter gets it.
-            a.finish(Outcome::Answered);
+            a.finish(RequestOutcome::Answered);
             assert_eq!(waiter.join().unwrap(), Ok(()));
             let third = limiter.acquire(&stop_rx).unwrap();
             let waiter = s.spawn(|| limiter.acquire(&stop_rx).map(drop));
@@ -728,7 +733,7 @@ mod tests {
         let limiter = Limiter::new(ConcurrencyLimit::Adaptive(opts()));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let p = limiter.acquire(&stop_rx).unwrap();
-        p.finish(Outcome::Overloaded {
+        p.finish(RequestOutcome::Overloaded {
             retry_after: Some(Duration::from_secs(3600)),
         });
         assert_eq!(limiter.limit(), 8);

@@ -29,7 +29,7 @@ use super::model::{
     RuleKind, SourceKind, SourceList, SourceLists,
 };
 use crate::cause::Cause;
-use crate::concurrency::{self, ConcurrencyLimit, Limiter};
+use crate::concurrency::{self, ConcurrencyLimit, Limiter, RequestOutcome};
 use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::tls::CaBundleError;
@@ -892,18 +892,17 @@ impl Client {
 /// What an exchange tells the concurrency limit: 429 and 503 are the server's own "too much";
 /// 502/504 and transport failures (timeouts, resets) are a lost answer; any other answer is a
 /// round trip, except a list page, whose size (not the queue) sets its time.
-fn limiter_outcome(op: Op, result: &Result<Answer, ureq::Error>) -> concurrency::Outcome {
-    use concurrency::Outcome;
+fn limiter_outcome(op: Op, result: &Result<Answer, ureq::Error>) -> RequestOutcome {
     match result {
         Ok(ans) => match ans.status {
-            429 | 503 => Outcome::Overloaded {
+            429 | 503 => RequestOutcome::Overloaded {
                 retry_after: ans.retry_after,
             },
-            502 | 504 => Outcome::Dropped,
-            _ if op == Op::List => Outcome::Ignored,
-            _ => Outcome::Answered,
+            502 | 504 => RequestOutcome::Dropped,
+            _ if op == Op::List => RequestOutcome::Ignored,
+            _ => RequestOutcome::Answered,
         },
-        Err(_) => Outcome::Dropped,
+        Err(_) => RequestOutcome::Dropped,
     }
 }
 
