@@ -15,7 +15,8 @@
 //! Concurrency: every attempt holds a permit of the client's [`Limiter`] while it is on the wire
 //! (`crate::concurrency`): a fixed cap (`HARFANGLAB_INTEL_WORKERS=<n>`) or an adaptive one
 //! (`auto`) that follows the round trips, halves on 429/503 and holds new requests until their
-//! `Retry-After` has passed. That hold is the only wait before a request; it ends on shutdown.
+//! `Retry-After` has passed. That hold, and a wait for a free slot, are the only waits before a
+//! request: shutdown ends the hold at once and the wait for a slot after `shutdown_drain`.
 //!
 //! Shutdown: `Client::new` takes a `crossbeam_channel::Receiver<()>`. A message on it, or its
 //! disconnection (every `Sender` dropped, the usual way to broadcast shutdown), ends a resend wait
@@ -81,6 +82,9 @@ pub struct ClientOptions {
     pub proxy_from_env: bool,
     /// Requests in flight at once: a fixed cap or the adaptive limit (`crate::concurrency`).
     pub concurrency: ConcurrencyLimit,
+    /// After shutdown, how long a request may still wait for a free slot of that limit (the
+    /// pipeline's shutdown deadline; `crate::concurrency`, "Shutdown").
+    pub shutdown_drain: Duration,
 }
 
 /// Per-connection read buffer of the agent: holds a whole response header (a few hundred bytes
@@ -110,6 +114,7 @@ impl ClientOptions {
             max_idle_connections: 32,
             proxy_from_env: true,
             concurrency: ConcurrencyLimit::Fixed(concurrency::MAX_LIMIT),
+            shutdown_drain: concurrency::DEFAULT_DRAIN,
         }
     }
 }
@@ -451,7 +456,9 @@ impl Client {
                 shutdown,
                 shutting_down: AtomicBool::new(false),
                 stats: Arc::new(ClientStats::default()),
-                limiter: Arc::new(Limiter::new(opts.concurrency)),
+                limiter: Arc::new(
+                    Limiter::new(opts.concurrency).with_shutdown_drain(opts.shutdown_drain),
+                ),
             }),
         })
     }
