@@ -3,8 +3,12 @@
 //!
 //! Why it grows: each worker runs one event at a time, so the requests in flight can never
 //! exceed the workers; an adaptive limit of 80 needs about 80 workers. Threads are spawned one by
-//! one, only while jobs wait for a worker and the pool is below what the limit can use, up to
-//! [`MAX_LIMIT`]. It never shrinks: an idle worker costs only its stack, and a limit that went
+//! one, only while jobs wait for a worker, up to [`target`] of the limit. Past that, only while
+//! the workers and not the limit are what jobs wait for: HarfangLab requests in flight below the
+//! limit and nobody waiting for a permit (the workers spend their time elsewhere, e.g. on slow
+//! OpenCTI reads; the limit, which grows only while it is in use, cannot show that). Then one
+//! worker more per call, up to [`MAX_LIMIT`]; while the limit is the bottleneck the pool stays at
+//! its target, however many jobs wait. It never shrinks: an idle worker costs only its stack, and a limit that went
 //! down (a 429) usually comes back up. The owner calls [`Pool::grow`]; the spawning itself is the
 //! caller's closure (a scoped thread in `pipeline::run`), so this stays testable without threads.
 //!
@@ -78,13 +82,18 @@ impl<'a> Pool<'a> {
     }
 
     /// Spawn workers while some of the `outstanding` jobs (sent to workers, not reported) find
-    /// none free and the pool is below [`target`] for the current limit. A spawn failure is
-    /// logged and ends growth; the workers already running carry on.
+    /// none free: up to [`target`] for the current limit, one more per call while the limit has
+    /// room (module header). A spawn failure is logged and ends growth; the workers already
+    /// running carry on.
     pub(crate) fn grow(&mut self, outstanding: usize) {
         let Some((limit, spawn)) = &mut self.growth else {
             return;
         };
-        let want = outstanding.min(target(limit.limit()));
+        let (cap, in_flight) = (limit.limit(), limit.in_flight());
+        let mut want = outstanding.min(target(cap));
+        if outstanding > self.spawned && in_flight < cap && limit.waiting() == 0 {
+            want = want.max((self.spawned + 1).min(MAX_LIMIT));
+        }
         while self.spawned < want {
             match spawn(self.spawned) {
                 Ok(()) => self.spawned += 1,
@@ -120,6 +129,9 @@ mod tests {
             AdaptiveOptions::default(),
         )));
         assert_eq!(limiter.limit(), 16);
+        // The limit is the bottleneck: every permit out.
+        let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let permits: Vec<_> = (0..16).map(|_| limiter.acquire(&rx).unwrap()).collect();
         let spawned = Cell::new(0);
         let live = AtomicUsize::new(4);
         let mut pool = Pool::growing(
@@ -137,11 +149,71 @@ mod tests {
         assert_eq!(pool.workers(), 4, "a free worker is waiting");
         pool.grow(10);
         assert_eq!(pool.workers(), 10);
-        pool.grow(1000);
-        assert_eq!(pool.workers(), target(16));
+        for _ in 0..1000 {
+            pool.grow(1000);
+        }
+        assert_eq!(
+            pool.workers(),
+            target(16),
+            "the limit, not the pool, holds jobs back"
+        );
         pool.grow(0);
         assert_eq!(pool.workers(), target(16), "never shrinks");
         assert_eq!(spawned.get(), target(16) - 4);
+        drop(permits);
+    }
+
+    #[test]
+    fn grows_past_the_target_while_workers_and_not_the_limit_are_short() {
+        let limiter = Arc::new(Limiter::new(ConcurrencyLimit::Adaptive(
+            AdaptiveOptions::default(),
+        )));
+        let live = AtomicUsize::new(21);
+        let mut pool = Pool::growing(
+            21,
+            &live,
+            Arc::clone(&limiter),
+            Box::new(|_| {
+                std::mem::forget(Alive::new(&live));
+                Ok(())
+            }),
+        );
+        // Jobs wait for workers while 4 of 16 HarfangLab slots are used (the workers are on
+        // slow OpenCTI reads): one more worker per call.
+        let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let mut permits: Vec<_> = (0..4).map(|_| limiter.acquire(&rx).unwrap()).collect();
+        pool.grow(1000);
+        assert_eq!(pool.workers(), target(16) + 1);
+        for _ in 0..10 {
+            pool.grow(40);
+        }
+        assert_eq!(pool.workers(), target(16) + 11, "one per call");
+        for _ in 0..100 {
+            pool.grow(40);
+        }
+        assert_eq!(pool.workers(), 40, "only while jobs wait for a worker");
+        for _ in 0..1000 {
+            pool.grow(1000);
+        }
+        assert_eq!(pool.workers(), MAX_LIMIT, "bounded");
+
+        // Once the limit is the bottleneck, no more.
+        let live = AtomicUsize::new(21);
+        let mut pool = Pool::growing(
+            21,
+            &live,
+            Arc::clone(&limiter),
+            Box::new(|_| {
+                std::mem::forget(Alive::new(&live));
+                Ok(())
+            }),
+        );
+        permits.extend((4..16).map(|_| limiter.acquire(&rx).unwrap()));
+        for _ in 0..100 {
+            pool.grow(1000);
+        }
+        assert_eq!(pool.workers(), target(16));
+        drop(permits);
     }
 
     #[test]
