@@ -66,7 +66,8 @@ pub struct PipelineOptions {
     /// number the pool starts with.
     pub workers: usize,
     /// `auto`: the pool grows, while jobs wait for a worker, to what this limit on requests in
-    /// flight can use (`pool.rs`, at most 256 threads). `None`: exactly `workers`.
+    /// flight can use, and past it while the limit has room (`pool.rs`, at most 256 threads).
+    /// `None`: exactly `workers`.
     pub worker_limit: Option<Arc<Limiter>>,
     /// Events in flight per worker: the owner stops reading the source once
     /// `workers * queue_per_worker` events are read and unfinished (backpressure onto the reader).
