@@ -38,8 +38,9 @@
 //! answers (within the request timeout). What shutdown ends at once is a `Retry-After` hold
 //! (the server asked for a pause that can outlast the drain; the events go back to the owner and
 //! are replayed after restart) and a wait for a slot still unanswered `drain` (the pipeline's
-//! shutdown deadline, `ClientOptions::shutdown_drain`) after the limiter first saw the signal: from
-//! then on every `acquire` gets [`Stopped`], a free slot or not. So a worker is never held here
+//! shutdown deadline, `ClientOptions::shutdown_drain`) after the limiter first saw the signal (a
+//! waiter sees it at once, anyone else at their next `acquire`): from then on every `acquire`
+//! gets [`Stopped`], a free slot or not. So a worker is never held here
 //! past the deadline; with the request it may have on the wire it ends within the deadline plus
 //! one request timeout, and whatever it had not finished by the deadline the owner has already
 //! counted as abandoned (not checkpointed).
