@@ -9,7 +9,10 @@
 //! event × latency))), the concurrency limit the connector settled on (the median of
 //! `harfanglab_intel_concurrency_limit` over the second half of the cell, scraped from its
 //! metrics endpoint four times a second), the 429s the simulator answered and the connector's
-//! peak RSS (`VmHWM`). Each cell runs a stream of 20,000 new indicators until done or for
+//! peak RSS (`VmHWM`). Diagnostics of the 429s: the highest limit and HarfangLab in-flight count
+//! the scrapes saw, the simulator's longest queue (`capacity_peak_queue`; 429s start once it is
+//! full) and the seconds into the cell (from the first write) of the scrapes that saw new 429s.
+//! Each cell runs a stream of 20,000 new indicators until done or for
 //! `HLI_BENCH_SECONDS` (default 20) seconds.
 //!
 //! Run with `cargo bench --bench adaptive`. `HLI_BENCH_CELLS=50:auto,50:16` runs only those
@@ -63,8 +66,9 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// `harfanglab_intel_concurrency_limit` from the connector's metrics endpoint.
-fn scrape_limit(port: u16) -> Option<u64> {
+/// `harfanglab_intel_concurrency_limit` and `harfanglab_intel_harfanglab_in_flight` from the
+/// connector's metrics endpoint.
+fn scrape_limit(port: u16) -> Option<(u64, u64)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     stream
@@ -72,9 +76,15 @@ fn scrape_limit(port: u16) -> Option<u64> {
         .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("harfanglab_intel_concurrency_limit "))
-        .and_then(|v| v.trim().parse().ok())
+    let gauge = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((
+        gauge("harfanglab_intel_concurrency_limit")?,
+        gauge("harfanglab_intel_harfanglab_in_flight").unwrap_or(0),
+    ))
 }
 
 fn spawn(octi: &str, hl: &str, dir: &Path, workers: &str, metrics_port: u16) -> Child {
@@ -114,6 +124,13 @@ struct Cell {
     settled_limit: Option<u64>,
     throttled: u64,
     rss_kb: u64,
+    /// The highest limit and in-flight count scraped.
+    peak_limit: u64,
+    peak_in_flight: u64,
+    /// The simulator's longest capacity queue.
+    peak_queue: usize,
+    /// Seconds into the cell of the scrapes that saw new 429s (during the drain: "end").
+    throttled_at: Vec<String>,
 }
 
 fn run(latency: Duration, workers: &str, capacity: usize, budget: Duration) -> Cell {
@@ -160,11 +177,25 @@ fn run(latency: Duration, workers: &str, capacity: usize, budget: Duration) -> C
         hl.capacity_refusals(),
     );
     let mut limits: Vec<(Duration, u64)> = Vec::new();
+    let (mut peak_limit, mut peak_in_flight) = (0, 0);
+    let mut throttled_at = Vec::new();
+    let mut seen_429 = th0;
     let mut rss = 0;
     loop {
         rss = rss.max(vm_hwm_kb(child.id()));
-        if let Some(l) = scrape_limit(port) {
+        if let Some((l, in_flight)) = scrape_limit(port) {
             limits.push((t0.elapsed(), l));
+            peak_limit = peak_limit.max(l);
+            peak_in_flight = peak_in_flight.max(in_flight);
+        }
+        let refused = hl.capacity_refusals();
+        if refused > seen_429 {
+            throttled_at.push(format!(
+                "{:.2}s:{}",
+                t0.elapsed().as_secs_f64(),
+                refused - seen_429
+            ));
+            seen_429 = refused;
         }
         if created() >= EVENTS || t0.elapsed() >= budget {
             break;
@@ -180,6 +211,10 @@ fn run(latency: Duration, workers: &str, capacity: usize, budget: Duration) -> C
     let finished = created().saturating_sub(w0);
     let requests = hl.total_requests().saturating_sub(r0);
     let throttled = hl.capacity_refusals().saturating_sub(th0);
+    if hl.capacity_refusals() > seen_429 {
+        throttled_at.push(format!("end:{}", hl.capacity_refusals() - seen_429));
+    }
+    let peak_queue = hl.capacity_peak_queue();
     hl.shutdown();
     octi.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
@@ -197,6 +232,10 @@ fn run(latency: Duration, workers: &str, capacity: usize, budget: Duration) -> C
         settled_limit: late.get(late.len() / 2).copied(),
         throttled,
         rss_kb: rss,
+        peak_limit,
+        peak_in_flight,
+        peak_queue,
+        throttled_at,
     }
 }
 
@@ -227,9 +266,9 @@ fn main() {
          stream of {EVENTS} new indicators; each cell runs until done or {budget:?}\n"
     );
     println!(
-        "| HarfangLab latency | workers | events | events/s | HL requests/event | share of the physical limit | settled limit | 429s | peak RSS |"
+        "| HarfangLab latency | workers | events | events/s | HL requests/event | share of the physical limit | settled limit | 429s | peak RSS | peak limit / in flight | peak sim queue | 429s at |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for latency_ms in [10u64, 50, 200] {
         for workers in ["auto", "16"] {
             if only
@@ -243,7 +282,7 @@ fn main() {
             let physical =
                 capacity as f64 / (c.requests_per_event.max(1e-9) * latency.as_secs_f64());
             println!(
-                "| {latency_ms} ms | {workers} | {} | {:.0} | {:.2} | {:.0} % of {:.0}/s | {} | {} | {:.1} MB |",
+                "| {latency_ms} ms | {workers} | {} | {:.0} | {:.2} | {:.0} % of {:.0}/s | {} | {} | {:.1} MB | {} / {} | {} | {} |",
                 c.events,
                 c.per_sec,
                 c.requests_per_event,
@@ -252,7 +291,15 @@ fn main() {
                 c.settled_limit
                     .map_or_else(|| "-".to_owned(), |l| l.to_string()),
                 c.throttled,
-                c.rss_kb as f64 / 1024.0
+                c.rss_kb as f64 / 1024.0,
+                c.peak_limit,
+                c.peak_in_flight,
+                c.peak_queue,
+                if c.throttled_at.is_empty() {
+                    "-".to_owned()
+                } else {
+                    c.throttled_at.join(" ")
+                }
             );
         }
     }

@@ -29,8 +29,21 @@
 //!
 //! The core ([`Vegas`]) is pure: time comes in as arguments, so it is tested without clocks or
 //! network. [`Limiter`] adds the mutex, the in-flight count and the wait, which ends when a
-//! permit is freed, when a hold expires, or at once on shutdown (a `select!` on the shutdown
-//! channel, never a bare sleep).
+//! permit is freed or a hold expires (a `select!` on the freed-slot and shutdown channels, never
+//! a bare sleep).
+//!
+//! Shutdown: the pipeline drains in-flight events for its shutdown deadline, and with `auto`
+//! about a fifth of the workers wait here for a slot at any moment. Those waits are the drain's
+//! own work, so they go on after the signal: a slot frees as soon as a request on the wire
+//! answers (within the request timeout). What shutdown ends at once is a `Retry-After` hold
+//! (the server asked for a pause that can outlast the drain; the events go back to the owner and
+//! are replayed after restart) and a wait for a slot still unanswered `drain` (the pipeline's
+//! shutdown deadline, `ClientOptions::shutdown_drain`) after the limiter first saw the signal (a
+//! waiter sees it at once, anyone else at their next `acquire`): from then on every `acquire`
+//! gets [`Stopped`], a free slot or not. So a worker is never held here
+//! past the deadline; with the request it may have on the wire it ends within the deadline plus
+//! one request timeout, and whatever it had not finished by the deadline the owner has already
+//! counted as abandoned (not checkpointed).
 
 use crossbeam_channel::{Receiver, Sender};
 use std::fmt;
@@ -68,6 +81,10 @@ pub struct AdaptiveOptions {
     pub ceiling_for: Duration,
 }
 
+/// How long waits for a slot go on after shutdown unless told otherwise (the pipeline's default
+/// shutdown deadline).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
 impl Default for AdaptiveOptions {
     fn default() -> Self {
         AdaptiveOptions {
@@ -83,7 +100,7 @@ impl Default for AdaptiveOptions {
 
 /// What one request ended as, as far as the limit is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RequestOutcome {
     /// The server answered (any status but an overload): its round trip is a latency sample.
     Answered,
     /// Answered, but its round trip says nothing about queueing (a big list page): no sample.
@@ -103,7 +120,7 @@ pub struct Sample {
     pub rtt: Duration,
     /// Requests in flight when it started, itself included.
     pub in_flight: usize,
-    pub outcome: Outcome,
+    pub outcome: RequestOutcome,
 }
 
 /// Multiplier of the limit on 429/503.
@@ -139,6 +156,8 @@ pub struct Vegas {
     /// decrease per round of feedback, not one per request that was already on the wire.
     last_decrease: Option<Instant>,
     hold_until: Option<Instant>,
+    /// When the current hold began: pushes by later 429s never take it past this + `max_hold`.
+    hold_since: Option<Instant>,
     /// The limit the last overload came at, and until when the limit stays under it.
     ceiling: Option<(usize, Instant)>,
     next_probe: Instant,
@@ -159,6 +178,7 @@ impl Vegas {
             window: Window::default(),
             last_decrease: None,
             hold_until: None,
+            hold_since: None,
             ceiling: None,
             probe: None,
             slow_start: true,
@@ -200,20 +220,28 @@ impl Vegas {
             });
         }
         match s.outcome {
-            Outcome::Ignored => {}
-            Outcome::Overloaded { retry_after } => {
+            RequestOutcome::Ignored => {}
+            RequestOutcome::Overloaded { retry_after } => {
                 if let Some(wait) = retry_after {
-                    let until = now + wait.min(self.opts.max_hold);
-                    self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+                    // 429s of requests already on the wire keep coming during a hold: each may
+                    // push it, but the hold as a whole lasts at most `max_hold`.
+                    let active = self.hold_until.filter(|&t| t > now);
+                    let since = match active {
+                        Some(_) => self.hold_since.unwrap_or(now),
+                        None => now,
+                    };
+                    let until = (now + wait).min(since + self.opts.max_hold);
+                    self.hold_until = Some(active.map_or(until, |t| t.max(until)));
+                    self.hold_since = Some(since);
                 }
                 if self.decrease(OVERLOAD_BACKOFF, s.started, now) {
                     self.ceiling = Some((s.in_flight, now + self.opts.ceiling_for));
                 }
             }
-            Outcome::Dropped => {
+            RequestOutcome::Dropped => {
                 self.decrease(DROP_BACKOFF, s.started, now);
             }
-            Outcome::Answered => self.on_answer(s, now),
+            RequestOutcome::Answered => self.on_answer(s, now),
         }
     }
 
@@ -304,6 +332,14 @@ impl Vegas {
     }
 }
 
+/// Has shutdown been signalled (a message, or every sender gone)?
+fn signalled(shutdown: &Receiver<()>) -> bool {
+    matches!(
+        shutdown.try_recv(),
+        Ok(()) | Err(crossbeam_channel::TryRecvError::Disconnected)
+    )
+}
+
 fn bounds(opts: &AdaptiveOptions) -> (usize, usize) {
     let min = opts.min.clamp(MIN_LIMIT, MAX_LIMIT);
     (min, opts.max.clamp(min, MAX_LIMIT))
@@ -317,6 +353,8 @@ struct State {
     in_flight: usize,
     /// Threads inside [`Limiter::acquire`]'s wait.
     waiting: usize,
+    /// Shutdown seen: waits for a slot end by then, and no permit is granted after it.
+    stop_at: Option<Instant>,
     /// `None`: a fixed limit.
     vegas: Option<Vegas>,
     fixed: usize,
@@ -342,6 +380,8 @@ pub struct Limiter {
     limit: AtomicUsize,
     in_flight: AtomicUsize,
     overloads: AtomicU64,
+    /// How long waits for a slot go on after shutdown (see the module header).
+    drain: Duration,
 }
 
 impl fmt::Debug for Limiter {
@@ -355,11 +395,16 @@ impl fmt::Debug for Limiter {
 
 impl Limiter {
     pub fn new(limit: ConcurrencyLimit) -> Limiter {
-        Limiter::starting_at(limit, Instant::now())
+        Limiter::built(limit, Instant::now())
     }
 
     /// [`Limiter::new`] with the clock of the first probe given (tests).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn starting_at(limit: ConcurrencyLimit, now: Instant) -> Limiter {
+        Limiter::built(limit, now)
+    }
+
+    fn built(limit: ConcurrencyLimit, now: Instant) -> Limiter {
         let (vegas, fixed) = match limit {
             ConcurrencyLimit::Fixed(n) => (None, n.clamp(MIN_LIMIT, MAX_LIMIT)),
             ConcurrencyLimit::Adaptive(opts) => (Some(Vegas::new(opts, now)), MAX_LIMIT),
@@ -367,6 +412,7 @@ impl Limiter {
         let state = State {
             in_flight: 0,
             waiting: 0,
+            stop_at: None,
             vegas,
             fixed,
         };
@@ -378,7 +424,15 @@ impl Limiter {
             freed_rx,
             in_flight: AtomicUsize::new(0),
             overloads: AtomicU64::new(0),
+            drain: DEFAULT_DRAIN,
         }
+    }
+
+    /// After shutdown, waits for a slot go on for `drain` (the pipeline's shutdown deadline),
+    /// then every `acquire` is [`Stopped`] (module header).
+    pub fn with_shutdown_drain(mut self, drain: Duration) -> Limiter {
+        self.drain = drain;
+        self
     }
 
     /// Is the limit adaptive (`auto`)?
@@ -396,6 +450,21 @@ impl Limiter {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Threads waiting for a permit right now (for a free slot or a `Retry-After` hold): they
+    /// are throttled, not stuck (the watchdog counts them as progress).
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+
+    /// Is a `Retry-After` hold under way?
+    pub fn is_held(&self) -> bool {
+        let now = Instant::now();
+        self.lock()
+            .vegas
+            .as_ref()
+            .is_some_and(|v| v.held_until(now).is_some())
+    }
+
     /// 429/503 answers seen.
     pub fn overloads(&self) -> u64 {
         self.overloads.load(Ordering::Relaxed)
@@ -407,19 +476,28 @@ impl Limiter {
     }
 
     /// A permit for one request: at once when under the cap and not held by a `Retry-After`,
-    /// else after a permit is freed or the hold passes. A message on `shutdown`, or its
-    /// disconnection, ends the wait with [`Stopped`] (a permit that is free is still granted
-    /// during shutdown: in-flight events may finish).
+    /// else after a permit is freed or the hold passes. Shutdown (a message on `shutdown`, or its
+    /// disconnection) ends a hold at once with [`Stopped`]; a wait for a slot goes on until a
+    /// permit is freed or the drain is over (module header), and a free slot is still granted
+    /// until then: in-flight events may finish.
     pub fn acquire(&self, shutdown: &Receiver<()>) -> Result<Permit<'_>, Stopped> {
         let mut registered = false;
         loop {
-            let wait = {
+            let (wait, stopping) = {
                 let mut st = self.lock();
-                if registered {
+                if std::mem::take(&mut registered) {
                     st.waiting -= 1;
                 }
                 let now = Instant::now();
+                if st.stop_at.is_none() && signalled(shutdown) {
+                    self.stop(&mut st, now);
+                }
                 let held = st.vegas.as_ref().and_then(|v| v.held_until(now));
+                if let Some(stop_at) = st.stop_at
+                    && (held.is_some() || now >= stop_at)
+                {
+                    return Err(Stopped);
+                }
                 match held {
                     None if st.in_flight < st.cap() => {
                         st.in_flight += 1;
@@ -432,35 +510,57 @@ impl Limiter {
                         });
                     }
                     // Registered under the same lock as the check, so a permit freed from
-                    // now on sends a message; the timeout is only a backstop.
+                    // now on sends a message; the timeout is only a backstop (or the drain's end).
                     None => {
                         st.waiting += 1;
                         registered = true;
-                        Duration::from_secs(1)
+                        let backstop = Duration::from_secs(1);
+                        let wait = st.stop_at.map_or(backstop, |t| backstop.min(t - now));
+                        (wait, st.stop_at.is_some())
                     }
                     Some(until) => {
                         st.waiting += 1;
                         registered = true;
-                        until - now
+                        (until - now, false)
                     }
                 }
             };
+            // Once stopping, only a freed slot or the drain's end wakes a slot wait (the
+            // disconnected shutdown channel would be ready at every turn).
+            let signal = if stopping {
+                &crossbeam_channel::never()
+            } else {
+                shutdown
+            };
             crossbeam_channel::select! {
                 recv(self.freed_rx) -> _ => {}
-                recv(shutdown) -> _ => {
-                    self.lock().waiting -= 1;
-                    return Err(Stopped);
+                recv(signal) -> _ => {
+                    let mut st = self.lock();
+                    if st.stop_at.is_none() {
+                        self.stop(&mut st, Instant::now());
+                    }
                 }
                 default(wait) => {}
             }
         }
     }
 
-    fn release(&self, started: Instant, in_flight: usize, outcome: Outcome) {
+    /// Shutdown seen first: start the drain, and wake every waiter so that a hold ends now
+    /// (a shutdown message, unlike a disconnection, wakes only one of them).
+    fn stop(&self, st: &mut State, now: Instant) {
+        st.stop_at = Some(now + self.drain);
+        for _ in 0..st.waiting {
+            if self.freed_tx.try_send(()).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn release(&self, started: Instant, in_flight: usize, outcome: RequestOutcome) {
         let now = Instant::now();
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
-        if matches!(outcome, Outcome::Overloaded { .. }) {
+        if matches!(outcome, RequestOutcome::Overloaded { .. }) {
             self.overloads.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(vegas) = &mut st.vegas {
@@ -505,7 +605,7 @@ pub struct Permit<'a> {
 
 impl Permit<'_> {
     /// Free the permit and feed its round trip (since it was granted) and outcome to the limit.
-    pub fn finish(mut self, outcome: Outcome) {
+    pub fn finish(mut self, outcome: RequestOutcome) {
         self.done = true;
         self.limiter.release(self.started, self.in_flight, outcome);
     }
@@ -515,7 +615,7 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.limiter
-                .release(self.started, self.in_flight, Outcome::Ignored);
+                .release(self.started, self.in_flight, RequestOutcome::Ignored);
         }
     }
 }
@@ -542,7 +642,7 @@ mod tests {
                 started,
                 rtt,
                 in_flight: v.cap(),
-                outcome: Outcome::Answered,
+                outcome: RequestOutcome::Answered,
             };
             v.on_sample(s, *now);
         }
@@ -553,7 +653,7 @@ mod tests {
             started,
             rtt: MS,
             in_flight: v.limit(),
-            outcome: Outcome::Overloaded { retry_after },
+            outcome: RequestOutcome::Overloaded { retry_after },
         };
         v.on_sample(s, now);
     }
@@ -580,7 +680,7 @@ mod tests {
                 started,
                 rtt: 10 * MS,
                 in_flight: 2,
-                outcome: Outcome::Answered,
+                outcome: RequestOutcome::Answered,
             };
             v.on_sample(s, now);
         }
@@ -639,7 +739,7 @@ mod tests {
             started: now,
             rtt: 10 * MS,
             in_flight: 10,
-            outcome: Outcome::Overloaded { retry_after: None },
+            outcome: RequestOutcome::Overloaded { retry_after: None },
         };
         now += 10 * MS;
         v.on_sample(s, now);
@@ -659,7 +759,7 @@ mod tests {
             started: now,
             rtt: 30 * MS,
             in_flight: 16,
-            outcome: Outcome::Dropped,
+            outcome: RequestOutcome::Dropped,
         };
         v.on_sample(s, now + 30 * MS);
         assert_eq!(v.limit(), 14);
@@ -675,6 +775,21 @@ mod tests {
         // Capped: a day-long Retry-After holds for max_hold.
         overloaded(&mut v, now, now, Some(Duration::from_secs(86_400)));
         assert_eq!(v.held_until(now), Some(now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn later_429s_push_a_hold_at_most_max_hold_past_its_start() {
+        let now = Instant::now();
+        let mut v = Vegas::new(opts(), now);
+        let s = Duration::from_secs;
+        overloaded(&mut v, now, now, Some(s(40)));
+        // The 429s of requests that were on the wire keep coming during the hold.
+        overloaded(&mut v, now + s(30), now, Some(s(40)));
+        overloaded(&mut v, now + s(50), now, Some(s(40)));
+        assert_eq!(v.held_until(now + s(50)), Some(now + s(60)));
+        // Once it is over, a new hold starts from scratch.
+        overloaded(&mut v, now + s(61), now + s(61), Some(s(40)));
+        assert_eq!(v.held_until(now + s(61)), Some(now + s(101)));
     }
 
     #[test]
@@ -698,9 +813,9 @@ mod tests {
     }
 
     #[test]
-    fn limiter_caps_permits_and_a_wait_ends_on_shutdown() {
+    fn limiter_caps_permits_and_a_freed_one_goes_to_a_waiter() {
         let limiter = Limiter::new(ConcurrencyLimit::Fixed(2));
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (_stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let a = limiter.acquire(&stop_rx).unwrap();
         let _b = limiter.acquire(&stop_rx).unwrap();
         assert_eq!(limiter.in_flight(), 2);
@@ -708,19 +823,96 @@ mod tests {
             let waiter = s.spawn(|| {
                 limiter
                     .acquire(&stop_rx)
-                    .map(|p| p.finish(Outcome::Answered))
+                    .map(|p| p.finish(RequestOutcome::Answered))
             });
             // Freed: the waiter gets it.
-            a.finish(Outcome::Answered);
+            a.finish(RequestOutcome::Answered);
             assert_eq!(waiter.join().unwrap(), Ok(()));
-            let third = limiter.acquire(&stop_rx).unwrap();
-            let waiter = s.spawn(|| limiter.acquire(&stop_rx).map(drop));
-            drop(stop_tx);
-            assert_eq!(waiter.join().unwrap(), Err(Stopped));
-            drop(third);
         });
         assert_eq!(limiter.in_flight(), 1);
         assert_eq!(limiter.limit(), 2);
+    }
+
+    /// Spins (no sleep) until `n` threads wait inside `acquire`.
+    fn until_waiting(limiter: &Limiter, n: usize) {
+        while limiter.waiting() != n {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_wait_for_a_slot_goes_on_after_shutdown_until_a_permit_is_freed() {
+        let limiter = Limiter::new(ConcurrencyLimit::Fixed(1));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let a = limiter.acquire(&stop_rx).unwrap();
+        drop(stop_tx);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                limiter
+                    .acquire(&stop_rx)
+                    .map(|p| p.finish(RequestOutcome::Answered))
+            });
+            // Shut down and waiting for the slot: the drain's own work, not abandoned.
+            until_waiting(&limiter, 1);
+            a.finish(RequestOutcome::Answered);
+            assert_eq!(waiter.join().unwrap(), Ok(()));
+        });
+        assert_eq!(limiter.in_flight(), 0);
+    }
+
+    #[test]
+    fn after_the_drain_every_acquire_is_stopped() {
+        let limiter = Limiter::new(ConcurrencyLimit::Fixed(2)).with_shutdown_drain(Duration::ZERO);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let a = limiter.acquire(&stop_rx).unwrap();
+        drop(stop_tx);
+        // A slot is free, but the drain (zero here) is over: nothing new goes on the wire.
+        assert_eq!(limiter.acquire(&stop_rx).map(drop), Err(Stopped));
+        // The limiter remembers it: a caller with another shutdown channel is stopped too.
+        assert_eq!(
+            limiter.acquire(&crossbeam_channel::never()).map(drop),
+            Err(Stopped)
+        );
+        a.finish(RequestOutcome::Answered);
+        assert_eq!(limiter.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_slot_wait_ends_when_the_drain_does() {
+        let limiter =
+            Limiter::new(ConcurrencyLimit::Fixed(1)).with_shutdown_drain(Duration::from_millis(1));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let a = limiter.acquire(&stop_rx).unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| limiter.acquire(&stop_rx).map(drop));
+            until_waiting(&limiter, 1);
+            drop(stop_tx);
+            // The slot is never freed: the wait ends with the drain, not with the request.
+            assert_eq!(waiter.join().unwrap(), Err(Stopped));
+        });
+        drop(a);
+    }
+
+    #[test]
+    fn a_shutdown_message_ends_every_hold() {
+        let limiter = Limiter::new(ConcurrencyLimit::Adaptive(opts()));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let p = limiter.acquire(&stop_rx).unwrap();
+        p.finish(RequestOutcome::Overloaded {
+            retry_after: Some(Duration::from_secs(60)),
+        });
+        assert!(limiter.is_held());
+        std::thread::scope(|s| {
+            let waiters: Vec<_> = (0..3)
+                .map(|_| s.spawn(|| limiter.acquire(&stop_rx).map(drop)))
+                .collect();
+            until_waiting(&limiter, 3);
+            // One message wakes one waiter; the limiter remembers it for the others.
+            stop_tx.send(()).unwrap();
+            for w in waiters {
+                assert_eq!(w.join().unwrap(), Err(Stopped));
+            }
+        });
     }
 
     #[test]
@@ -728,7 +920,7 @@ mod tests {
         let limiter = Limiter::new(ConcurrencyLimit::Adaptive(opts()));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let p = limiter.acquire(&stop_rx).unwrap();
-        p.finish(Outcome::Overloaded {
+        p.finish(RequestOutcome::Overloaded {
             retry_after: Some(Duration::from_secs(3600)),
         });
         assert_eq!(limiter.limit(), 8);

@@ -233,6 +233,60 @@ fn panicking_handler_stops_the_pipeline_instead_of_wedging_it() {
     assert!(sink.saved().iter().all(|w| pos(w) < 30));
 }
 
+/// With `auto` the pool keeps channel ends for the workers it adds, so it never disconnects:
+/// the owner must still see every worker gone (the live count) and stop at once, not wait out
+/// the shutdown deadline (an hour here) with the queued events.
+#[test]
+fn a_growing_pool_whose_workers_all_panicked_stops_at_once() {
+    use harfanglab_intel::{AdaptiveOptions, ConcurrencyLimit, Limiter};
+    let items: Vec<Input<Ev>> = (0..200)
+        .map(|n| event(n, &format!("k{}", n % 10), "create"))
+        .collect();
+    let handler = FnHandler(|_: &str, _: &str, _: &Ev| -> Outcome {
+        panic!("handler bug (expected in this test)");
+    });
+    let opts = pipeline::PipelineOptions {
+        worker_limit: Some(std::sync::Arc::new(Limiter::new(
+            ConcurrencyLimit::Adaptive(AdaptiveOptions {
+                initial: 2,
+                max: 2,
+                ..AdaptiveOptions::default()
+            }),
+        ))),
+        shutdown_deadline: Duration::from_secs(3600),
+        ..fast_opts(2)
+    };
+    let shutdown = Shutdown::new();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut sink = RecordingSink::default();
+            let result = pipeline::run(
+                feed(items, 8),
+                &handler,
+                &mut sink,
+                &mut (),
+                &opts,
+                &shutdown,
+                DeadLetterLog::disabled(),
+            );
+            let _ = done_tx.send(result);
+        });
+        // Not a speed bound: without the live count this waits for the hour-long deadline.
+        let Ok(result) = done_rx.recv_timeout(Duration::from_secs(300)) else {
+            // A second signal ends the wait, so the failure is reported rather than hung.
+            shutdown.on_signal();
+            panic!("the owner waited for the deadline with no worker left");
+        };
+        let err = result.expect_err("panics must surface as an error");
+        assert!(
+            matches!(err, PipelineError::WorkerPanicked { .. }),
+            "got {err}"
+        );
+    });
+    assert!(shutdown.is_triggered());
+}
+
 /// An outage: every event fails for availability until it ends. Nothing may be dead-lettered,
 /// however long it lasts past the attempt budget, and everything applies after it.
 #[test]

@@ -5,9 +5,10 @@
 //! shorter timeouts and at most one quick resend: a check reports, it does not ride out an outage.
 
 use super::{AppError, read_raw_config};
+use crate::concurrency::ConcurrencyLimit;
 use crate::config::{Config, RawConfig, TlsVerify};
 use crate::harfanglab::HarfangLabError;
-use crate::harfanglab::client::Client;
+use crate::harfanglab::client::{Client, ClientOptions};
 use crate::harfanglab::model::SourceKind;
 use crate::opencti::api::{ApiError, OpenCtiApi, PlatformVersion};
 use crate::opencti::stream::{self, ProbeError};
@@ -178,6 +179,8 @@ fn check_state_dir(dir: &Path, report: &mut CheckReport) {
 
 /// Upper bound of one probe in `check`: a hung server must not hang the command.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Requests in flight during a check (it sends them one after another).
+const PROBE_CONCURRENCY: usize = 4;
 
 /// `about { version }` proves reachability and the token; then the stream is opened.
 fn check_opencti(config: &Config, report: &mut CheckReport) {
@@ -276,9 +279,10 @@ fn check_opencti(config: &Config, report: &mut CheckReport) {
     }
 }
 
-/// The HarfangLab probe (version, token, read permission), then a lookup of each source list.
-fn check_harfanglab(config: &Config, report: &mut CheckReport) {
-    let h = &config.harfanglab;
+/// The service's HarfangLab client options, cut down for a check: short timeouts, one quick
+/// resend, and a fixed limit on requests in flight (a check makes a few probe requests one at a
+/// time; an adaptive limit could hold them for a server's `Retry-After`, up to a minute).
+fn probe_client_options(config: &Config) -> ClientOptions {
     let mut opts = config.harfanglab_client_options();
     opts.connect_timeout = opts.connect_timeout.min(PROBE_TIMEOUT);
     opts.request_timeout = opts.request_timeout.min(PROBE_TIMEOUT);
@@ -287,6 +291,14 @@ fn check_harfanglab(config: &Config, report: &mut CheckReport) {
         max_retries: 1,
         ..RetryPolicy::quick()
     };
+    opts.concurrency = ConcurrencyLimit::Fixed(PROBE_CONCURRENCY);
+    opts
+}
+
+/// The HarfangLab probe (version, token, read permission), then a lookup of each source list.
+fn check_harfanglab(config: &Config, report: &mut CheckReport) {
+    let h = &config.harfanglab;
+    let opts = probe_client_options(config);
     // Never triggered, and alive until the end of the check: a disconnected receiver would cut
     // the resend wait short. (`check` ends on a signal the default way: no handler is installed.)
     let never = Shutdown::new();
@@ -444,5 +456,18 @@ mod tests {
             r.to_string()
                 .contains("[FAIL] state directory: /proc/version is not a directory")
         );
+    }
+
+    #[test]
+    fn check_probes_harfanglab_with_a_fixed_limit() {
+        let mut config = Config::default();
+        config.service.workers_auto = true;
+        assert!(matches!(
+            config.harfanglab_client_options().concurrency,
+            ConcurrencyLimit::Adaptive(_)
+        ));
+        let opts = probe_client_options(&config);
+        assert_eq!(opts.concurrency, ConcurrencyLimit::Fixed(PROBE_CONCURRENCY));
+        assert!(opts.request_timeout <= PROBE_TIMEOUT);
     }
 }

@@ -64,6 +64,8 @@ impl Config {
         o.connect_timeout = h.connect_timeout;
         o.request_timeout = h.request_timeout;
         o.max_idle_connections = self.max_workers();
+        // Waits for a slot of the limit are part of the drain, and end with it.
+        o.shutdown_drain = self.service.shutdown_timeout;
         o.concurrency = if self.service.workers_auto {
             ConcurrencyLimit::Adaptive(AdaptiveOptions::default())
         } else {
@@ -182,6 +184,7 @@ mod tests {
         assert_eq!(h.connect_timeout, Duration::from_secs(3));
         assert_eq!(h.request_timeout, Duration::from_secs(11));
         assert_eq!(h.max_idle_connections, 16);
+        assert_eq!(h.shutdown_drain, Duration::from_secs(13));
 
         let p = c.pipeline_options();
         assert_eq!(p.workers, 16);

@@ -15,7 +15,8 @@
 //! Concurrency: every attempt holds a permit of the client's [`Limiter`] while it is on the wire
 //! (`crate::concurrency`): a fixed cap (`HARFANGLAB_INTEL_WORKERS=<n>`) or an adaptive one
 //! (`auto`) that follows the round trips, halves on 429/503 and holds new requests until their
-//! `Retry-After` has passed. That hold is the only wait before a request; it ends on shutdown.
+//! `Retry-After` has passed. That hold, and a wait for a free slot, are the only waits before a
+//! request: shutdown ends the hold at once and the wait for a slot after `shutdown_drain`.
 //!
 //! Shutdown: `Client::new` takes a `crossbeam_channel::Receiver<()>`. A message on it, or its
 //! disconnection (every `Sender` dropped, the usual way to broadcast shutdown), ends a resend wait
@@ -29,7 +30,7 @@ use super::model::{
     RuleKind, SourceKind, SourceList, SourceLists,
 };
 use crate::cause::Cause;
-use crate::concurrency::{self, ConcurrencyLimit, Limiter};
+use crate::concurrency::{self, ConcurrencyLimit, Limiter, RequestOutcome};
 use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::tls::CaBundleError;
@@ -81,6 +82,9 @@ pub struct ClientOptions {
     pub proxy_from_env: bool,
     /// Requests in flight at once: a fixed cap or the adaptive limit (`crate::concurrency`).
     pub concurrency: ConcurrencyLimit,
+    /// After shutdown, how long a request may still wait for a free slot of that limit (the
+    /// pipeline's shutdown deadline; `crate::concurrency`, "Shutdown").
+    pub shutdown_drain: Duration,
 }
 
 /// Per-connection read buffer of the agent: holds a whole response header (a few hundred bytes
@@ -110,6 +114,7 @@ impl ClientOptions {
             max_idle_connections: 32,
             proxy_from_env: true,
             concurrency: ConcurrencyLimit::Fixed(concurrency::MAX_LIMIT),
+            shutdown_drain: concurrency::DEFAULT_DRAIN,
         }
     }
 }
@@ -451,7 +456,9 @@ impl Client {
                 shutdown,
                 shutting_down: AtomicBool::new(false),
                 stats: Arc::new(ClientStats::default()),
-                limiter: Arc::new(Limiter::new(opts.concurrency)),
+                limiter: Arc::new(
+                    Limiter::new(opts.concurrency).with_shutdown_drain(opts.shutdown_drain),
+                ),
             }),
         })
     }
@@ -892,18 +899,17 @@ impl Client {
 /// What an exchange tells the concurrency limit: 429 and 503 are the server's own "too much";
 /// 502/504 and transport failures (timeouts, resets) are a lost answer; any other answer is a
 /// round trip, except a list page, whose size (not the queue) sets its time.
-fn limiter_outcome(op: Op, result: &Result<Answer, ureq::Error>) -> concurrency::Outcome {
-    use concurrency::Outcome;
+fn limiter_outcome(op: Op, result: &Result<Answer, ureq::Error>) -> RequestOutcome {
     match result {
         Ok(ans) => match ans.status {
-            429 | 503 => Outcome::Overloaded {
+            429 | 503 => RequestOutcome::Overloaded {
                 retry_after: ans.retry_after,
             },
-            502 | 504 => Outcome::Dropped,
-            _ if op == Op::List => Outcome::Ignored,
-            _ => Outcome::Answered,
+            502 | 504 => RequestOutcome::Dropped,
+            _ if op == Op::List => RequestOutcome::Ignored,
+            _ => RequestOutcome::Answered,
         },
-        Err(_) => Outcome::Dropped,
+        Err(_) => RequestOutcome::Dropped,
     }
 }
 

@@ -43,7 +43,7 @@ mod worker;
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -66,7 +66,8 @@ pub struct PipelineOptions {
     /// number the pool starts with.
     pub workers: usize,
     /// `auto`: the pool grows, while jobs wait for a worker, to what this limit on requests in
-    /// flight can use (`pool.rs`, at most 256 threads). `None`: exactly `workers`.
+    /// flight can use, and past it while the limit has room (`pool.rs`, at most 256 threads).
+    /// `None`: exactly `workers`.
     pub worker_limit: Option<Arc<Limiter>>,
     /// Events in flight per worker: the owner stops reading the source once
     /// `workers * queue_per_worker` events are read and unfinished (backpressure onto the reader).
@@ -213,6 +214,8 @@ where
     let (job_tx, job_rx) = crossbeam_channel::unbounded();
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
     let abandon = AtomicBool::new(false);
+    // Worker threads not ended (`pool::Alive`).
+    let live = AtomicUsize::new(0);
     let ctx = worker::WorkerContext {
         handler,
         shutdown,
@@ -225,9 +228,11 @@ where
             let name = format!("hli-worker-{i}");
             let ctx = &ctx;
             let thread_name = name.clone();
+            let alive = pool::Alive::new(&live);
             let handle = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn_scoped(scope, move || {
+                    let _alive = alive;
                     worker::work(&thread_name, ctx, &jobs, &reports)
                 })?;
             handles.borrow_mut().push((name, handle));
@@ -241,19 +246,20 @@ where
             }
         }
         // A growing pool keeps ends to hand to the workers it adds (until the owner is done);
-        // a fixed one does not, so its workers see "disconnected" when the owner is done, and
-        // the owner sees every worker gone if they all panic.
+        // a fixed one does not, so its workers see "disconnected" when the owner is done. Either
+        // way the owner sees every worker gone by the live count (`pool::Alive`).
         let pool = match (&opts.worker_limit, &spawn_error) {
             (Some(limit), None) => {
                 let (jobs, reports) = (job_rx.clone(), report_tx.clone());
                 let spawn = &spawn;
                 pool::Pool::growing(
                     workers,
+                    &live,
                     Arc::clone(limit),
                     Box::new(move |i| spawn(i, jobs.clone(), reports.clone())),
                 )
             }
-            _ => pool::Pool::fixed(workers),
+            _ => pool::Pool::fixed(workers, &live),
         };
         drop(job_rx);
         drop(report_tx);

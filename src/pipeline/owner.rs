@@ -199,8 +199,12 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
             if self.phase != Phase::Running && self.outstanding == 0 && self.delayed.is_empty() {
                 break;
             }
-            if !reports_open {
-                // Every worker is gone (all panicked): nothing can finish any more.
+            if !reports_open || self.pool.workers() == 0 {
+                // Every worker is gone (all panicked): nothing can finish any more. Their last
+                // reports (`Lost`) are sent before their thread ends: take them first.
+                while let Ok(report) = reports.try_recv() {
+                    self.on_report(report);
+                }
                 self.shutdown.trigger();
                 break;
             }

@@ -7,6 +7,11 @@
 //! receiver then sees `Disconnected` at once, so a wait (`wait_timeout`, or a `select!` arm on
 //! [`Shutdown::receiver`]) ends promptly instead of sleeping out its timeout. A second signal sets
 //! a separate "hard" flag so `main` can exit 130 at once (fd's `interrupt_flag`).
+//!
+//! "Promptly" is for waits that are not the drain's own work: a resend or retry backoff, a
+//! `Retry-After` hold. A worker waiting for a free HarfangLab request slot is draining, so that
+//! wait goes on for up to the shutdown deadline (`crate::concurrency`, "Shutdown"); the owner
+//! abandons what is not finished by then, as before.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

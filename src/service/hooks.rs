@@ -6,6 +6,7 @@
 //! blocks without also watching a shutdown signal.
 
 use super::handler::Work;
+use crate::concurrency::Limiter;
 use crate::harfanglab::Client;
 use crate::harfanglab::client::ClientStats;
 use crate::metrics::{Health, Metrics, event_id_millis};
@@ -227,6 +228,8 @@ pub struct Hooks<'a> {
     pub last_summary: Instant,
     /// The HarfangLab client's counters (attempts, quick resends).
     pub client: Arc<ClientStats>,
+    /// The HarfangLab client's limit on requests in flight (threads waiting for a permit).
+    pub limiter: Arc<Limiter>,
     /// The OpenCTI API's resend counters.
     pub opencti: Arc<RetryActivity>,
     /// What the previous tick saw.
@@ -253,11 +256,15 @@ pub struct Busy {
     pub retry_waiting: u64,
     /// Threads inside a client's quick resend wait.
     pub resending: u64,
+    /// Threads waiting for a HarfangLab permit (a free slot, or a `Retry-After` hold, which
+    /// may last `max_hold`, a minute), plus one while a hold is under way.
+    pub throttled: u64,
 }
 
 /// Whether a tick is progress for the systemd watchdog: nothing in flight (idle), the
 /// watermark moved, a HarfangLab attempt, an event retry or a resend happened since `before`,
-/// a thread is inside a resend wait, or every unfinished event is parked for its retry with no
+/// a thread is inside a resend wait or waits for a HarfangLab permit (throttled: a slot frees
+/// within a request timeout, a hold ends within `max_hold`), or every unfinished event is parked for its retry with no
 /// worker busy. During an outage the events wait in the owner's timer heap (this tick runs on
 /// the owner thread, so it is alive) and retry every backoff: not a restart loop. A wedged
 /// worker (busy, no attempts finishing, no retries) still stops the pings, even while other
@@ -268,6 +275,7 @@ fn watchdog_progress(busy: Busy, before: &Activity, now: &Activity) -> bool {
         || now.requests != before.requests
         || now.retries != before.retries
         || busy.resending > 0
+        || busy.throttled > 0
         || (busy.retry_waiting > 0 && busy.workers == 0)
 }
 
@@ -291,6 +299,7 @@ impl PipelineHooks for Hooks<'_> {
             retry_waiting: s.retry_waiting,
             resending: self.client.waiting_to_retry()
                 + self.opencti.waiting.load(Ordering::Relaxed),
+            throttled: self.limiter.waiting() as u64 + u64::from(self.limiter.is_held()),
         };
         if watchdog_progress(busy, &self.seen, &now) {
             sh.gate.progress();
@@ -468,13 +477,20 @@ mod tests {
             ..working
         };
         assert!(watchdog_progress(resending, &before, &same));
+        // Waiting for a HarfangLab permit: a Retry-After hold can outlast a watchdog period
+        // with no attempt finishing.
+        let throttled = Busy {
+            throttled: 2,
+            ..working
+        };
+        assert!(watchdog_progress(throttled, &before, &same));
         // An outage: every event parked in the owner's timer heap (429 Retry-After 120 s),
         // no worker busy: alive.
         let parked = Busy {
             in_flight: 3,
             workers: 0,
             retry_waiting: 3,
-            resending: 0,
+            ..Busy::default()
         };
         assert!(watchdog_progress(parked, &before, &same));
         // A worker wedged while others wait for their retries: not progress.
@@ -482,7 +498,7 @@ mod tests {
             in_flight: 3,
             workers: 1,
             retry_waiting: 2,
-            resending: 0,
+            ..Busy::default()
         };
         assert!(!watchdog_progress(wedged, &before, &same));
     }

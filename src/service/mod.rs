@@ -466,6 +466,7 @@ impl Started<'_> {
             summary_every: self.opts.summary_every,
             last_summary: Instant::now(),
             client: self.client.stats(),
+            limiter: self.client.limiter(),
             opencti: self.api.retry_activity(),
             seen: hooks::Activity::default(),
         };
