@@ -22,13 +22,15 @@ use harfanglab_intel::sim::capacity::CapacityLimit;
 use harfanglab_intel::sim::harfanglab::{self as hlsim, Faults, SimConfig};
 use harfanglab_intel::sim::opencti::{self as octisim, OpenCtiSimConfig, ScenarioEvent};
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
-const OCTI_EXT: &str = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba";
+mod support;
+use std::time::{Duration, Instant};
+use support::{
+    OCTI_EXT, connector, free_port, metrics, sample, start, state_dir, vm_hwm_kb, with_metrics,
+};
+
 const BASE_MS: u64 = 1_718_445_600_000;
 const EVENTS: u64 = 20_000;
 
@@ -48,72 +50,22 @@ fn indicator(n: u64) -> ScenarioEvent {
     }
 }
 
-fn vm_hwm_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// `harfanglab_intel_concurrency_limit` and `harfanglab_intel_harfanglab_in_flight` from the
 /// connector's metrics endpoint.
 fn scrape_limit(port: u16) -> Option<(u64, u64)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let gauge = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    };
+    let text = metrics(port)?;
     Some((
-        gauge("harfanglab_intel_concurrency_limit")?,
-        gauge("harfanglab_intel_harfanglab_in_flight").unwrap_or(0),
+        sample(&text, "harfanglab_intel_concurrency_limit")?,
+        sample(&text, "harfanglab_intel_harfanglab_in_flight").unwrap_or(0),
     ))
 }
 
 fn spawn(octi: &str, hl: &str, dir: &Path, workers: &str, metrics_port: u16) -> Child {
-    let bin = std::env::var("HLI_BENCH_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_harfanglab-intel").to_owned());
-    Command::new(bin)
-        .arg("run")
-        .env_clear()
-        .current_dir(dir)
-        .env("OPENCTI_URL", octi)
-        .env("OPENCTI_TOKEN", "sim-token")
-        .env("CONNECTOR_ID", "b0000000-0000-4000-8000-000000000001")
-        .env("CONNECTOR_LIVE_STREAM_ID", "live")
-        .env("CONNECTOR_LIVE_STREAM_RECOVER_ISO_DATE", "false")
-        .env("CONNECTOR_LOG_LEVEL", "error")
-        .env("CONNECTOR_EXPOSE_METRICS", "true")
-        .env("CONNECTOR_METRICS_HOST", "127.0.0.1")
-        .env("CONNECTOR_METRICS_PORT", metrics_port.to_string())
-        .env("HARFANGLAB_INTEL_URL", hl)
-        .env("HARFANGLAB_INTEL_TOKEN", "sim-token")
-        .env("HARFANGLAB_INTEL_STATE_DIR", dir)
-        .env("HARFANGLAB_INTEL_WORKERS", workers)
-        .env("HARFANGLAB_INTEL_SHUTDOWN_TIMEOUT", "20")
-        .env("HARFANGLAB_INTEL_RECONCILE_INTERVAL", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn harfanglab-intel")
+    start(
+        with_metrics(&mut connector(octi, hl, dir), metrics_port)
+            .env("HARFANGLAB_INTEL_WORKERS", workers)
+            .env("HARFANGLAB_INTEL_RECONCILE_INTERVAL", "0"),
+    )
 }
 
 struct Cell {
@@ -157,12 +109,7 @@ fn run(latency: Duration, workers: &str, capacity: usize, budget: Duration) -> C
         },
     )
     .expect("harfanglab sim");
-    let dir = std::env::temp_dir().join(format!(
-        "hli-bench-adaptive-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).expect("state dir");
+    let dir = state_dir("adaptive");
     let port = free_port();
     let mut child = spawn(&octi.base_url(), hl.base_url(), &dir, workers, port);
     let created = || hl.requests("POST", "IOCRule");
