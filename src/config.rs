@@ -150,7 +150,7 @@ settings! {
     HARFANGLAB_INTEL_STATE_DIR = "HARFANGLAB_INTEL_STATE_DIR", HarfangLabIntel."state_dir", Some("/var/lib/harfanglab-intel"), false, false,
         "Directory of the local state; default `$STATE_DIRECTORY` (systemd, first entry) else /var/lib/harfanglab-intel.";
     HARFANGLAB_INTEL_WORKERS = "HARFANGLAB_INTEL_WORKERS", HarfangLabIntel."workers", Some("auto"), false, false,
-        "Worker threads applying events to HarfangLab: `auto`, HarfangLab requests in flight follow its latency and 429/503 answers (an adaptive limit between 1 and 256, starting at 16) and the workers grow with that limit; or a fixed number, 1 to 256 (at most that many requests in flight).";
+        "Worker threads applying events to HarfangLab: `auto`, HarfangLab requests in flight follow its latency and 429/503 answers (an adaptive limit between 1 and 256, starting at 16) and the workers grow with that limit, or past it while the limit has free slots and events wait for a worker (at most 256); or a fixed number, 1 to 256 (at most that many requests in flight).";
     HARFANGLAB_INTEL_CONNECT_TIMEOUT = "HARFANGLAB_INTEL_CONNECT_TIMEOUT", HarfangLabIntel."connect_timeout", Some("10"), false, false,
         "TCP+TLS connect timeout for HarfangLab and OpenCTI, seconds.";
     HARFANGLAB_INTEL_REQUEST_TIMEOUT = "HARFANGLAB_INTEL_REQUEST_TIMEOUT", HarfangLabIntel."request_timeout", Some("30"), false, false,
