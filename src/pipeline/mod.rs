@@ -43,7 +43,7 @@ mod worker;
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -215,7 +215,7 @@ where
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
     let abandon = AtomicBool::new(false);
     // Worker threads not ended (`pool::Alive`).
-    let live = AtomicUsize::new(0);
+    let live = pool::Live::new();
     let ctx = worker::WorkerContext {
         handler,
         shutdown,

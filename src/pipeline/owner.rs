@@ -225,6 +225,7 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                 Phase::Stopping { .. } => &never_signal,
                 _ => self.shutdown.receiver(),
             };
+            let ended = self.pool.ended();
             let never_side = crossbeam_channel::never();
             let side = if self.side.has_room() && !matches!(self.phase, Phase::Stopping { .. }) {
                 self.side.receiver().clone()
@@ -269,6 +270,8 @@ impl<'a, T, H: EventHandler<T>, S: CheckpointSink, K: PipelineHooks> Owner<'a, T
                 },
                 // Only wakes the loop; the phase change happens at the top.
                 recv(sig) -> _ => {},
+                // A worker thread ended: the top of the loop sees whether any is left.
+                recv(ended) -> _ => {},
                 default(timeout) => {},
             }
         }

@@ -16,30 +16,66 @@
 //! carries an [`Alive`] guard that leaves the count when the thread ends (returns or unwinds), so
 //! the owner sees "every worker gone" with a growing pool as with a fixed one (a growing pool
 //! keeps ends of the channels for the workers it adds, so their disconnection never shows it).
+//! A guard that leaves also sends on [`Live::ended`], so an owner blocked in its `select!`
+//! wakes to see it: the last worker's report comes before its thread ends, and without that
+//! message nothing else might wake the owner until its next timer (an hour-long deadline).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::concurrency::{Limiter, MAX_LIMIT};
 
 /// Spawns worker number `n` (0-based).
 pub(crate) type Spawn<'a> = Box<dyn FnMut(usize) -> std::io::Result<()> + 'a>;
 
+/// The count of worker threads not ended, and a message each time one ends.
+pub(crate) struct Live {
+    count: AtomicUsize,
+    ended_tx: Sender<()>,
+    ended_rx: Receiver<()>,
+}
+
+impl Live {
+    pub(crate) fn new() -> Live {
+        Live::starting_at(0)
+    }
+
+    /// A count that starts at `n` (tests stand in for threads).
+    pub(crate) fn starting_at(n: usize) -> Live {
+        // Unbounded: one message per ended thread (at most 256 workers), never blocking a
+        // thread that is ending.
+        let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
+        Live {
+            count: AtomicUsize::new(n),
+            ended_tx,
+            ended_rx,
+        }
+    }
+
+    /// A message per worker thread ended (for the owner's `select!`).
+    pub(crate) fn ended(&self) -> &Receiver<()> {
+        &self.ended_rx
+    }
+}
+
 /// One live worker in the count: made by the spawning thread (so the count is right before the
 /// thread runs), moved into the worker, dropped when it ends, or with the closure if the spawn
 /// failed.
-pub(crate) struct Alive<'a>(&'a AtomicUsize);
+pub(crate) struct Alive<'a>(&'a Live);
 
 impl<'a> Alive<'a> {
-    pub(crate) fn new(live: &'a AtomicUsize) -> Alive<'a> {
-        live.fetch_add(1, Ordering::SeqCst);
+    pub(crate) fn new(live: &'a Live) -> Alive<'a> {
+        live.count.fetch_add(1, Ordering::SeqCst);
         Alive(live)
     }
 }
 
 impl Drop for Alive<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        let _ = self.0.ended_tx.send(());
     }
 }
 
@@ -47,14 +83,14 @@ pub(crate) struct Pool<'a> {
     /// Workers started (the next one's number); dead ones included.
     spawned: usize,
     /// Workers whose thread has not ended ([`Alive`] guards).
-    live: &'a AtomicUsize,
+    live: &'a Live,
     /// `None`: a fixed pool (or one that failed to grow and stays as it is).
     growth: Option<(Arc<Limiter>, Spawn<'a>)>,
 }
 
 impl<'a> Pool<'a> {
     /// `workers` spawned at start, never more.
-    pub(crate) fn fixed(workers: usize, live: &'a AtomicUsize) -> Pool<'a> {
+    pub(crate) fn fixed(workers: usize, live: &'a Live) -> Pool<'a> {
         Pool {
             spawned: workers,
             live,
@@ -65,7 +101,7 @@ impl<'a> Pool<'a> {
     /// `started` workers spawned already; more from `spawn` as `limit` allows.
     pub(crate) fn growing(
         started: usize,
-        live: &'a AtomicUsize,
+        live: &'a Live,
         limit: Arc<Limiter>,
         spawn: Spawn<'a>,
     ) -> Pool<'a> {
@@ -78,7 +114,12 @@ impl<'a> Pool<'a> {
 
     /// Worker threads running (a worker that panicked is not).
     pub(crate) fn workers(&self) -> usize {
-        self.live.load(Ordering::SeqCst)
+        self.live.count.load(Ordering::SeqCst)
+    }
+
+    /// A message each time a worker thread ends: wakes the owner to look at [`Pool::workers`].
+    pub(crate) fn ended(&self) -> &'a Receiver<()> {
+        self.live.ended()
     }
 
     /// Spawn workers while some of the `outstanding` jobs (sent to workers, not reported) find
@@ -133,7 +174,7 @@ mod tests {
         let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
         let permits: Vec<_> = (0..16).map(|_| limiter.acquire(&rx).unwrap()).collect();
         let spawned = Cell::new(0);
-        let live = AtomicUsize::new(4);
+        let live = Live::starting_at(4);
         let mut pool = Pool::growing(
             4,
             &live,
@@ -168,7 +209,7 @@ mod tests {
         let limiter = Arc::new(Limiter::new(ConcurrencyLimit::Adaptive(
             AdaptiveOptions::default(),
         )));
-        let live = AtomicUsize::new(21);
+        let live = Live::starting_at(21);
         let mut pool = Pool::growing(
             21,
             &live,
@@ -198,7 +239,7 @@ mod tests {
         assert_eq!(pool.workers(), MAX_LIMIT, "bounded");
 
         // Once the limit is the bottleneck, no more.
-        let live = AtomicUsize::new(21);
+        let live = Live::starting_at(21);
         let mut pool = Pool::growing(
             21,
             &live,
@@ -218,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_fixed_pool_and_a_failed_spawn_stay_put() {
-        let live = AtomicUsize::new(8);
+        let live = Live::starting_at(8);
         let mut pool = Pool::fixed(8, &live);
         pool.grow(1000);
         assert_eq!(pool.workers(), 8);
@@ -226,7 +267,7 @@ mod tests {
         let limiter = Arc::new(Limiter::new(ConcurrencyLimit::Adaptive(
             AdaptiveOptions::default(),
         )));
-        let live = AtomicUsize::new(2);
+        let live = Live::starting_at(2);
         let mut pool = Pool::growing(
             2,
             &live,
@@ -248,7 +289,7 @@ mod tests {
 
     #[test]
     fn workers_are_the_live_ones() {
-        let live = AtomicUsize::new(0);
+        let live = Live::starting_at(0);
         let guards: Vec<_> = (0..3).map(|_| Alive::new(&live)).collect();
         let pool = Pool::fixed(3, &live);
         assert_eq!(pool.workers(), 3);
