@@ -41,6 +41,20 @@ fn ends() -> Ends {
     Ends { octi, hl }
 }
 
+impl Ends {
+    /// `check` against both simulators, with `overrides` on top of the working environment.
+    fn check(&self, dir: &Path, overrides: &[(&str, &str)]) -> Outcome {
+        check(dir, &self.octi.base_url(), self.hl.base_url(), overrides)
+    }
+
+    /// `check` as above, which must exit 1 (something failed).
+    fn check_fails(&self, dir: &Path, overrides: &[(&str, &str)]) -> Outcome {
+        let r = self.check(dir, overrides);
+        assert_eq!(r.code, 1, "{}", r.out);
+        r
+    }
+}
+
 /// A loopback URL where nothing listens (the port was just freed).
 fn dead_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -76,6 +90,13 @@ impl Outcome {
     fn fail(&self, item: &str) -> &str {
         let line = self.line(item);
         assert!(line.starts_with("[FAIL]"), "{line}\n{}", self.out);
+        line
+    }
+
+    /// The `[FAIL]` line of `item`, which must say `needle`.
+    fn fail_saying(&self, item: &str, needle: &str) -> &str {
+        let line = self.fail(item);
+        assert!(line.contains(needle), "{line}");
         line
     }
 }
@@ -124,7 +145,7 @@ fn check(dir: &Path, octi_url: &str, hl_url: &str, overrides: &[(&str, &str)]) -
 fn everything_reachable_passes_and_nothing_is_written() {
     let e = ends();
     let dir = scratch_dir("check");
-    let r = check(&dir.0, &e.octi.base_url(), e.hl.base_url(), &[]);
+    let r = e.check(&dir.0, &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.out, r.err);
     assert!(!r.out.contains("[FAIL]"), "{}", r.out);
     assert!(r.out.contains("OPENCTI_TOKEN") && r.out.contains("[REDACTED]  (environment)"));
@@ -156,7 +177,7 @@ fn everything_reachable_passes_and_nothing_is_written() {
         .into_iter()
         .map(|k| e.hl.add_source(k, LIST))
         .collect();
-    let r = check(&dir.0, &e.octi.base_url(), e.hl.base_url(), &[]);
+    let r = e.check(&dir.0, &[]);
     assert_eq!(r.code, 0, "{}", r.out);
     for (kind, id) in ["IOCSource", "SigmaSource", "YaraSource"].iter().zip(&ids) {
         assert!(r.ok(&format!("harfanglab {kind}")).contains(id.as_str()));
@@ -167,29 +188,13 @@ fn everything_reachable_passes_and_nothing_is_written() {
 fn harfanglab_token_problems_name_the_variable() {
     let e = ends();
     let dir = scratch_dir("check");
-    let r = check(
-        &dir.0,
-        &e.octi.base_url(),
-        e.hl.base_url(),
-        &[("HARFANGLAB_INTEL_TOKEN", "wrong-hl-token")],
-    );
-    assert_eq!(r.code, 1, "{}", r.out);
-    let line = r.fail("harfanglab");
-    assert!(
-        line.contains("refused HARFANGLAB_INTEL_TOKEN (HTTP 401)"),
-        "{line}"
-    );
+    let r = e.check_fails(&dir.0, &[("HARFANGLAB_INTEL_TOKEN", "wrong-hl-token")]);
+    r.fail_saying("harfanglab", "refused HARFANGLAB_INTEL_TOKEN (HTTP 401)");
     r.ok("opencti");
     r.ok("opencti live stream");
 
     // A known token without the threat-intel roles: 403, a permission problem.
-    let r = check(
-        &dir.0,
-        &e.octi.base_url(),
-        e.hl.base_url(),
-        &[("HARFANGLAB_INTEL_TOKEN", "sim-forbidden-token")],
-    );
-    assert_eq!(r.code, 1);
+    let r = e.check_fails(&dir.0, &[("HARFANGLAB_INTEL_TOKEN", "sim-forbidden-token")]);
     assert!(r.fail("harfanglab").contains("lacks permission (403"));
 }
 
@@ -197,13 +202,7 @@ fn harfanglab_token_problems_name_the_variable() {
 fn stream_problems_name_the_stream_id() {
     let e = ends();
     let dir = scratch_dir("check");
-    let r = check(
-        &dir.0,
-        &e.octi.base_url(),
-        e.hl.base_url(),
-        &[("CONNECTOR_LIVE_STREAM_ID", "no-such-stream")],
-    );
-    assert_eq!(r.code, 1, "{}", r.out);
+    let r = e.check_fails(&dir.0, &[("CONNECTOR_LIVE_STREAM_ID", "no-such-stream")]);
     r.ok("opencti");
     let line = r.fail("opencti live stream");
     assert!(
@@ -214,8 +213,7 @@ fn stream_problems_name_the_stream_id() {
 
     // A stopped stream (410) says how to start it.
     e.octi.push_faults([ConnFault::Status(410)]);
-    let r = check(&dir.0, &e.octi.base_url(), e.hl.base_url(), &[]);
-    assert_eq!(r.code, 1);
+    let r = e.check_fails(&dir.0, &[]);
     assert!(r.fail("opencti live stream").contains("is stopped"));
 }
 
@@ -244,19 +242,12 @@ fn unreachable_ends_fail_with_the_url_variable() {
 fn bad_opencti_token_fails_and_skips_the_stream() {
     let e = ends();
     let dir = scratch_dir("check");
-    let r = check(
-        &dir.0,
-        &e.octi.base_url(),
-        e.hl.base_url(),
-        &[("OPENCTI_TOKEN", "wrong-octi-token")],
-    );
-    assert_eq!(r.code, 1, "{}", r.out);
+    let r = e.check_fails(&dir.0, &[("OPENCTI_TOKEN", "wrong-octi-token")]);
     // The platform answers a bad token with HTTP 200 and a GraphQL AUTH_REQUIRED error: the
     // message says that, not an "HTTP 200" that reads like success.
-    let line = r.fail("opencti");
-    assert!(
-        line.contains("refused OPENCTI_TOKEN (GraphQL authentication error, HTTP 200)"),
-        "{line}"
+    let line = r.fail_saying(
+        "opencti",
+        "refused OPENCTI_TOKEN (GraphQL authentication error, HTTP 200)",
     );
     assert!(!line.contains(" or AUTH_REQUIRED"), "{line}");
     assert!(r.fail("opencti live stream").contains("not checked"));
@@ -267,10 +258,8 @@ fn bad_opencti_token_fails_and_skips_the_stream() {
 fn configuration_errors_exit_2_before_any_probe() {
     let e = ends();
     let dir = scratch_dir("check");
-    let r = check(
+    let r = e.check(
         &dir.0,
-        &e.octi.base_url(),
-        e.hl.base_url(),
         &[("HARFANGLAB_INTEL_RULE_MATURITY", "experimental")],
     );
     assert_eq!(r.code, 2, "{}\n{}", r.out, r.err);

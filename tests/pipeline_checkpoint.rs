@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::support::pipeline::*;
-use harfanglab_intel::pipeline::{self, DeadLetterLog, Input, Outcome, Shutdown};
+use harfanglab_intel::pipeline::{Input, Outcome, Shutdown};
 
 #[test]
 fn out_of_order_completions_never_let_the_watermark_pass_unfinished_work() {
@@ -47,14 +47,12 @@ fn out_of_order_completions_never_let_the_watermark_pass_unfinished_work() {
         })),
         ..RecordingSink::default()
     };
-    let summary = pipeline::run(
+    let summary = run_plain(
         feed(items, 16),
         &handler,
         &mut sink,
-        &mut (),
         &fast_opts(8),
         &Shutdown::new(),
-        DeadLetterLog::disabled(),
     )
     .expect("run");
     let saves = sink.saved();
@@ -86,14 +84,12 @@ fn heartbeats_while_idle_move_the_watermark() {
     ];
     let handler = FnHandler(|_: &str, _: &str, _: &Ev| Outcome::Applied(String::new()));
     let mut sink = RecordingSink::default();
-    let summary = pipeline::run(
+    let summary = run_plain(
         feed(items, 4),
         &handler,
         &mut sink,
-        &mut (),
         &fast_opts(1),
         &Shutdown::new(),
-        DeadLetterLog::disabled(),
     )
     .expect("run");
     assert_eq!(summary.watermark.as_deref(), Some("600-0"));
@@ -143,16 +139,7 @@ fn busy_heartbeat(after: Option<Input<Ev>>) -> Vec<(String, bool)> {
             ..RecordingSink::default()
         }
     };
-    pipeline::run(
-        feed(items, 4),
-        &handler,
-        &mut sink,
-        &mut (),
-        &opts,
-        &Shutdown::new(),
-        DeadLetterLog::disabled(),
-    )
-    .expect("run");
+    run_plain(feed(items, 4), &handler, &mut sink, &opts, &Shutdown::new()).expect("run");
     saves.lock().unwrap().clone()
 }
 

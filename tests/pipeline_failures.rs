@@ -171,14 +171,12 @@ fn fatal_outcome_stops_the_pipeline_with_an_error() {
     });
     let shutdown = Shutdown::new();
     let mut sink = RecordingSink::default();
-    let err = pipeline::run(
+    let err = run_plain(
         feed(items, 8),
         &handler,
         &mut sink,
-        &mut (),
         &fast_opts(2),
         &shutdown,
-        DeadLetterLog::disabled(),
     )
     .expect_err("fatal must stop the run");
     match &err {
@@ -215,14 +213,12 @@ fn panicking_handler_stops_the_pipeline_instead_of_wedging_it() {
     });
     let shutdown = Shutdown::new();
     let mut sink = RecordingSink::default();
-    let err = pipeline::run(
+    let err = run_plain(
         feed(items, 8),
         &handler,
         &mut sink,
-        &mut (),
         &fast_opts(3),
         &shutdown,
-        DeadLetterLog::disabled(),
     )
     .expect_err("panic must surface as an error");
     assert!(
@@ -261,15 +257,7 @@ fn a_growing_pool_whose_workers_all_panicked_stops_at_once() {
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut sink = RecordingSink::default();
-            let result = pipeline::run(
-                feed(items, 8),
-                &handler,
-                &mut sink,
-                &mut (),
-                &opts,
-                &shutdown,
-                DeadLetterLog::disabled(),
-            );
+            let result = run_plain(feed(items, 8), &handler, &mut sink, &opts, &shutdown);
             let _ = done_tx.send(result);
         });
         // Not a speed bound: without the live count this waits for the hour-long deadline.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::pipeline::*;
-use harfanglab_intel::pipeline::{self, DeadLetterLog, Outcome, Shutdown, StopReason};
+use harfanglab_intel::pipeline::{DeadLetterLog, Outcome, Shutdown, StopReason};
 
 #[test]
 fn create_update_delete_burst_on_one_key_keeps_stream_order_among_many_keys() {
@@ -59,14 +59,12 @@ fn create_update_delete_burst_on_one_key_keeps_stream_order_among_many_keys() {
     });
 
     let mut sink = RecordingSink::default();
-    let summary = pipeline::run(
+    let summary = run_plain(
         feed(items, 16),
         &handler,
         &mut sink,
-        &mut (),
         &fast_opts(6),
         &Shutdown::new(),
-        DeadLetterLog::disabled(),
     )
     .expect("run");
 
@@ -171,14 +169,12 @@ fn a_multi_key_event_runs_after_and_before_the_events_of_each_of_its_keys() {
         }
         outcome
     });
-    let summary = pipeline::run(
+    let summary = run_plain(
         feed(items, 8),
         &handler,
         &mut RecordingSink::default(),
-        &mut (),
         &fast_opts(4),
         &Shutdown::new(),
-        DeadLetterLog::disabled(),
     )
     .expect("run");
     assert_eq!(summary.stats.applied, 60);

@@ -69,14 +69,12 @@ fn shutdown_during_a_busy_stream_drains_and_checkpoints_only_finished_work() {
     let mut sink = finished_prefix_sink(&done);
     let mut opts = fast_opts(4);
     opts.shutdown_deadline = Duration::from_secs(10);
-    let summary = pipeline::run(
+    let summary = run_plain(
         endless(shutdown.clone()),
         &handler,
         &mut sink,
-        &mut (),
         &opts,
         &shutdown,
-        DeadLetterLog::disabled(),
     )
     .expect("run");
     assert_eq!(summary.reason, StopReason::Shutdown);
@@ -110,14 +108,12 @@ fn shutdown_deadline_abandons_unfinished_events_without_checkpointing_them() {
     opts.queue_per_worker = 32;
     opts.shutdown_deadline = Duration::from_millis(300);
     let t0 = Instant::now();
-    let summary = pipeline::run(
+    let summary = run_plain(
         endless(shutdown.clone()),
         &handler,
         &mut sink,
-        &mut (),
         &opts,
         &shutdown,
-        DeadLetterLog::disabled(),
     )
     .expect("run");
     // Deadline (0.3 s) + at most one running handler call (0.1 s) + slack for a loaded CI box.
@@ -158,14 +154,12 @@ fn retry_wait_ends_at_once_on_shutdown() {
     tx.send(event(0, "a", "create")).unwrap();
     tx.send(event(1, "a", "update")).unwrap();
     let t0 = Instant::now();
-    let summary = pipeline::run(
+    let summary = run_plain(
         source,
         &handler,
         &mut RecordingSink::default(),
-        &mut (),
         &opts,
         &shutdown,
-        DeadLetterLog::disabled(),
     )
     .expect("run");
     drop(tx);

@@ -25,6 +25,25 @@ fn wait_for(seen: &Seen, key: &str, op: &str) {
     }
 }
 
+/// A handler that records every (key, op) it runs into `seen` and applies it, except `hold_op`:
+/// that one waits for `release` (10 s at most) and then answers `held()`.
+fn recording_handler(
+    seen: &Seen,
+    release: Receiver<()>,
+    hold_op: &'static str,
+    held: fn() -> Outcome,
+) -> FnHandler<impl Fn(&str, &str, &Ev) -> Outcome + Sync> {
+    let seen = seen.clone();
+    FnHandler(move |_: &str, key: &str, ev: &Ev| {
+        seen.lock().unwrap().push((key.to_owned(), ev.op));
+        if ev.op == hold_op {
+            let _ = release.recv_timeout(Duration::from_secs(10));
+            return held();
+        }
+        Outcome::Applied(String::new())
+    })
+}
+
 fn job(key: &str, op: &'static str) -> Side<Ev> {
     Side::Job {
         key: key.to_owned(),
@@ -38,16 +57,8 @@ fn synthetic_jobs_neither_hold_nor_move_the_checkpoint_and_are_never_dead_letter
     let (side_tx, side_rx) = crossbeam_channel::unbounded();
     let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
     let seen: Seen = Arc::default();
-    let handler = FnHandler({
-        let seen = seen.clone();
-        move |_: &str, key: &str, ev: &Ev| {
-            seen.lock().unwrap().push((key.to_owned(), ev.op));
-            if ev.op == "slow-repair" {
-                let _ = release_rx.recv_timeout(Duration::from_secs(10));
-                return Outcome::permanent("repair refused");
-            }
-            Outcome::Applied(String::new())
-        }
+    let handler = recording_handler(&seen, release_rx, "slow-repair", || {
+        Outcome::permanent("repair refused")
     });
     let dir = temp_dir("synthetic");
     let dead = DeadLetterLog::open(&dir, "dl.jsonl").unwrap();
@@ -98,16 +109,12 @@ fn a_job_behind_a_newer_live_event_is_dropped_one_ahead_of_it_runs_first() {
     let (side_tx, side_rx) = crossbeam_channel::unbounded();
     let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
     let seen: Seen = Arc::default();
-    let handler = FnHandler({
-        let seen = seen.clone();
-        move |_: &str, key: &str, ev: &Ev| {
-            seen.lock().unwrap().push((key.to_owned(), ev.op));
-            if ev.op == "hold" {
-                let _ = release_rx.recv_timeout(Duration::from_secs(10));
-            }
-            Outcome::Applied(String::new())
-        }
-    });
+    let handler = recording_handler(
+        &seen,
+        release_rx,
+        "hold",
+        || Outcome::Applied(String::new()),
+    );
     let opts = fast_opts(4);
     std::thread::scope(|scope| {
         let run = scope.spawn(|| {

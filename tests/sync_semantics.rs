@@ -328,11 +328,19 @@ fn yara_duplicate_conflict_is_resolved_by_update<A: ThreatIntelApi>(
     ghost.name = "Untraceable".into();
     s.upsert(&ghost, &yara("Untraceable", "Evil_Loader", "v1"), &none())
         .unwrap();
-    let report = s
-        .upsert(&a, &yara("Indicator a", "Evil_Loader", "v2"), &none())
-        .unwrap();
+    assert_clash_updated_in_place(&s, &a, &yara("Indicator a", "Evil_Loader", "v2"));
+}
+
+/// Upserting `a` with `v2` (marker "v2", named "Indicator a") updates the one clashing Yara
+/// file in place instead of creating a second one.
+fn assert_clash_updated_in_place<A: ThreatIntelApi>(
+    s: &Syncer<A>,
+    a: &Indicator,
+    v2: &Translation,
+) {
+    let report = s.upsert(a, v2, &none()).unwrap();
     assert_eq!((report.yara.updated, report.yara.created), (1, 0));
-    let files = all_rules(&s, RuleKind::Yara);
+    let files = all_rules(s, RuleKind::Yara);
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(files[0].name, "Indicator a");
     assert!(files[0].content.contains("v2"));
@@ -361,14 +369,7 @@ fn yara_meta_id_clash_is_resolved_by_update<A: ThreatIntelApi>(new_api: fn() -> 
         &none(),
     )
     .unwrap();
-    let report = s
-        .upsert(&a, &with_id("Indicator a", "v2"), &none())
-        .unwrap();
-    assert_eq!((report.yara.updated, report.yara.created), (1, 0));
-    let files = all_rules(&s, RuleKind::Yara);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_eq!(files[0].name, "Indicator a");
-    assert!(files[0].content.contains("v2"));
+    assert_clash_updated_in_place(&s, &a, &with_id("Indicator a", "v2"));
 }
 
 fn yara_rename_updates_the_same_file<A: ThreatIntelApi>(new_api: fn() -> (A, SourceLists)) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use harfanglab_intel::RetryPolicy;
 use harfanglab_intel::pipeline::{
-    self, CheckpointSink, DeadLetterLog, EventHandler, Input, Outcome, PayloadInfo,
+    self, CheckpointSink, DeadLetterLog, EventHandler, Input, Outcome, PayloadInfo, PipelineError,
     PipelineOptions, PipelineSummary, Shutdown,
 };
 
@@ -141,6 +141,25 @@ pub fn run_to_end<H: EventHandler<Ev>>(
         dead_letters,
     )
     .expect("run")
+}
+
+/// Run the pipeline over `source` into `sink` with no hooks and no dead-letter log.
+pub fn run_plain<H: EventHandler<Ev>, S: CheckpointSink>(
+    source: Receiver<Input<Ev>>,
+    handler: &H,
+    sink: &mut S,
+    opts: &PipelineOptions,
+    shutdown: &Shutdown,
+) -> Result<PipelineSummary, PipelineError> {
+    pipeline::run(
+        source,
+        handler,
+        sink,
+        &mut (),
+        opts,
+        shutdown,
+        DeadLetterLog::disabled(),
+    )
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
