@@ -28,7 +28,8 @@ use std::process::{Child, Command};
 mod support;
 use std::time::{Duration, Instant};
 use support::{
-    OCTI_EXT, connector, free_port, metrics, sample, start, state_dir, vm_hwm_kb, with_metrics,
+    OCTI_EXT, connector, env_or, free_port, metrics, sample, start, state_dir, vm_hwm_kb,
+    with_metrics,
 };
 
 const BASE_MS: u64 = 1_718_445_600_000;
@@ -187,16 +188,8 @@ fn run(latency: Duration, workers: &str, capacity: usize, budget: Duration) -> C
 }
 
 fn main() {
-    let budget = Duration::from_secs(
-        std::env::var("HLI_BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(20),
-    );
-    let capacity: usize = std::env::var("HLI_BENCH_CAPACITY")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
+    let budget = Duration::from_secs(env_or("HLI_BENCH_SECONDS", 20));
+    let capacity: usize = env_or("HLI_BENCH_CAPACITY", 64);
     let only: Option<Vec<(u64, String)>> = std::env::var("HLI_BENCH_CELLS").ok().map(|v| {
         v.split(',')
             .filter_map(|c| {

@@ -39,7 +39,7 @@ use std::process::{Child, Command};
 
 mod support;
 use std::time::{Duration, Instant};
-use support::{OCTI_EXT, connector, cpu_ticks, harfanglab_at, start, state_dir, vm_hwm_kb};
+use support::{OCTI_EXT, connector, cpu_ticks, env_or, harfanglab_at, start, state_dir, vm_hwm_kb};
 
 const BASE_MS: u64 = 1_718_445_600_000;
 
@@ -291,12 +291,7 @@ fn run(n_events: u64, latency: Duration, workers: usize, budget: Duration, marks
 }
 
 fn main() {
-    let budget = Duration::from_secs(
-        std::env::var("HLI_BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10),
-    );
+    let budget = Duration::from_secs(env_or("HLI_BENCH_SECONDS", 10));
     let only: Option<Vec<(u64, usize)>> = std::env::var("HLI_BENCH_CELLS").ok().map(|v| {
         v.split(',')
             .filter_map(|c| {

@@ -50,6 +50,15 @@ pub fn start(c: &mut Command) -> Child {
     c.spawn().expect("spawn harfanglab-intel")
 }
 
+/// A numeric setting of the bench from the environment (`HLI_BENCH_*`), `default` when unset or
+/// not a number.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

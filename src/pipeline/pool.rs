@@ -204,21 +204,26 @@ mod tests {
         drop(permits);
     }
 
+    /// A growing pool of `started` workers whose spawns always succeed (a live count each).
+    fn always_spawning<'a>(started: usize, live: &'a Live, limiter: &Arc<Limiter>) -> Pool<'a> {
+        Pool::growing(
+            started,
+            live,
+            Arc::clone(limiter),
+            Box::new(move |_| {
+                std::mem::forget(Alive::new(live));
+                Ok(())
+            }),
+        )
+    }
+
     #[test]
     fn grows_past_the_target_while_workers_and_not_the_limit_are_short() {
         let limiter = Arc::new(Limiter::new(ConcurrencyLimit::Adaptive(
             AdaptiveOptions::default(),
         )));
         let live = Live::starting_at(21);
-        let mut pool = Pool::growing(
-            21,
-            &live,
-            Arc::clone(&limiter),
-            Box::new(|_| {
-                std::mem::forget(Alive::new(&live));
-                Ok(())
-            }),
-        );
+        let mut pool = always_spawning(21, &live, &limiter);
         // Jobs wait for workers while 4 of 16 HarfangLab slots are used (the workers are on
         // slow OpenCTI reads): one more worker per call.
         let (_tx, rx) = crossbeam_channel::bounded::<()>(0);
@@ -240,15 +245,7 @@ mod tests {
 
         // Once the limit is the bottleneck, no more.
         let live = Live::starting_at(21);
-        let mut pool = Pool::growing(
-            21,
-            &live,
-            Arc::clone(&limiter),
-            Box::new(|_| {
-                std::mem::forget(Alive::new(&live));
-                Ok(())
-            }),
-        );
+        let mut pool = always_spawning(21, &live, &limiter);
         permits.extend((4..16).map(|_| limiter.acquire(&rx).unwrap()));
         for _ in 0..100 {
             pool.grow(1000);

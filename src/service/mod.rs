@@ -631,6 +631,14 @@ mod tests {
         rx
     }
 
+    /// Pipeline stats and the metrics that read them at scrape time (an idle client's too).
+    fn collected_stats() -> (PipelineStats, Metrics) {
+        let stats = PipelineStats::new();
+        let metrics = Metrics::new();
+        register_collectors(&metrics, &idle_client(), &stats);
+        (stats, metrics)
+    }
+
     fn pipeline_options(
         stats: &PipelineStats,
         retry: crate::retry::RetryPolicy,
@@ -647,9 +655,7 @@ mod tests {
     /// failed retryably): the count comes from the pipeline owner, which decides.
     #[test]
     fn dead_letters_total_counts_events_whose_retry_budget_is_spent() {
-        let stats = PipelineStats::new();
-        let metrics = Metrics::new();
-        register_collectors(&metrics, &idle_client(), &stats);
+        let (stats, metrics) = collected_stats();
         let retry = crate::retry::RetryPolicy {
             max_retries: 1,
             base: Duration::from_millis(1),
@@ -676,9 +682,7 @@ mod tests {
 
     #[test]
     fn events_waiting_for_their_retry_are_a_gauge() {
-        let stats = PipelineStats::new();
-        let metrics = Metrics::new();
-        register_collectors(&metrics, &idle_client(), &stats);
+        let (stats, metrics) = collected_stats();
         // A first backoff far longer than the test: the event stays in the timer heap.
         let retry = crate::retry::RetryPolicy {
             max_retries: 5,
